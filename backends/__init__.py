@@ -1,0 +1,1 @@
+"""Built-in codec backends (installed as ``wrapcodec.backends``), one module per codec."""

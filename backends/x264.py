@@ -1,0 +1,40 @@
+"""x264 (H.264/AVC) through ffmpeg's libx264, constant QP, Annex B elementary stream."""
+
+from wrapcodec.backend import Backend
+
+PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+
+
+def codec_args(qp: int, preset: str) -> list[str]:
+    # -qp selects constant-QP rate control: no AQ, no rate control.
+    return ["-preset", preset, "-qp", str(qp)]
+
+
+BACKEND = Backend(
+    name="x264",
+    codec_id=1,
+    description="H.264/AVC, x264 (libx264)",
+    encoder="libx264",
+    decoder="h264",
+    stream_format="h264",
+    extension=".264",
+    codec_args=codec_args,
+    presets=PRESETS,
+    default_preset="medium",
+    qp_range=(0, 69),
+    lambda_factor=0.85,
+    lambda_source="JM reference encoder, λ_mode = 0.85·2^((QP−12)/3) (Wiegand et al., 2003)",
+    min_width=16,
+    min_height=16,
+)

@@ -1,0 +1,40 @@
+"""x265 (H.265/HEVC) through ffmpeg's libx265, constant QP, Annex B elementary stream."""
+
+from wrapcodec.backend import Backend
+
+PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+
+
+def codec_args(qp: int, preset: str) -> list[str]:
+    # qp= in -x265-params is constant QP; ffmpeg's -crf would be a rate factor, not a QP.
+    return ["-preset", preset, "-x265-params", f"qp={qp}:log-level=warning"]
+
+
+BACKEND = Backend(
+    name="x265",
+    codec_id=2,
+    description="H.265/HEVC, x265 (libx265)",
+    encoder="libx265",
+    decoder="hevc",
+    stream_format="hevc",
+    extension=".265",
+    codec_args=codec_args,
+    presets=PRESETS,
+    default_preset="medium",
+    qp_range=(0, 51),
+    lambda_factor=0.57,
+    lambda_source="HM reference encoder, λ = 0.57·2^((QP−12)/3) (JCTVC-L1002)",
+    min_width=16,
+    min_height=16,
+)

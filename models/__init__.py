@@ -1,0 +1,1 @@
+"""Shipped network weights and their model cards (none yet: linear options only)."""

@@ -1,0 +1,81 @@
+"""Shared fixtures: small real clips cut from the bundled Park Joy clip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from wrapcodec import ffmpeg
+from wrapcodec.backend import get_backend
+from wrapcodec.y4m import Frame, VideoInfo, Y4MWriter, iter_frames, read_info
+
+
+@pytest.fixture(scope="session")
+def parkjoy() -> Path:
+    """The bundled 480x270, 10-frame, 8-bit Park Joy clip."""
+    with resources.as_file(resources.files("wrapcodec.data") / "parkjoy_480x270_10f.y4m") as p:
+        return Path(p)
+
+
+def cut(src: Path, dest: Path, width: int, height: int, frames: int, bitdepth: int) -> Path:
+    """Top-left crop of the first ``frames`` frames, re-quantised to ``bitdepth``."""
+    info = read_info(src)
+    out = VideoInfo(
+        width=width,
+        height=height,
+        bitdepth=bitdepth,
+        fps_num=info.fps_num,
+        fps_den=info.fps_den,
+        aspect_num=info.aspect_num,
+        aspect_den=info.aspect_den,
+        chroma=info.chroma,
+    )
+    shift = bitdepth - info.bitdepth
+    cw, ch = (width + 1) // 2, (height + 1) // 2
+    with Y4MWriter(dest, out) as writer:
+        for i, f in enumerate(iter_frames(src)):
+            if i == frames:
+                break
+            planes = (f.y[:height, :width], f.u[:ch, :cw], f.v[:ch, :cw])
+            writer.write(Frame(*(np.left_shift(p, shift).astype(np.uint16) for p in planes)))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def clip8(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 frames, 192x108, 8-bit."""
+    return cut(parkjoy, tmp_path_factory.mktemp("clips") / "pj8.y4m", 192, 108, 4, 8)
+
+
+@pytest.fixture(scope="session")
+def clip10_odd(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 frames, 161x97 (odd), 10-bit."""
+    return cut(parkjoy, tmp_path_factory.mktemp("clips") / "pj10.y4m", 161, 97, 3, 10)
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _require_backend(name: str) -> None:
+    lacks = ffmpeg.missing(get_backend(name))
+    if lacks:
+        pytest.skip(f"ffmpeg lacks {', '.join(lacks)} for {name}")
+
+
+@pytest.fixture()
+def require_backend() -> Callable[[str], None]:
+    """Call with a backend name: skips (with the reason) when this ffmpeg cannot run it."""
+    return _require_backend
+
+
+@pytest.fixture()
+def cut_clip() -> Callable[..., Path]:
+    """``cut_clip(src, dest, width, height, frames, bitdepth)``: a crop of a real clip."""
+    return cut

@@ -1,0 +1,5 @@
+"""``python -m wrapcodec``."""
+
+from wrapcodec.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""Codec backends: what a codec is and how to call it, never how to run it.
+
+A backend is a pure description: the ffmpeg encoder and decoder names, the raw elementary
+stream format (Annex B), the pixel formats it codes, its QP range and presets, its minimum
+picture size and its QP→λ relation. :mod:`wrapcodec.ffmpeg` is the one module that runs ffmpeg.
+
+Backends register through the ``wrapcodec.backends`` entry-point group; the built-in x264,
+x265 and VVenC backends use the same path as third-party ones. A plugin exposes a
+:class:`Backend` instance, e.g. in its ``pyproject.toml``::
+
+    [project.entry-points."wrapcodec.backends"]
+    mycodec = "mypackage.backend:BACKEND"
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wrapcodec.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "wrapcodec.backends"
+
+
+class EncodeSettings(BaseModel):
+    """Rate point and speed of one encode (validated against the backend before use)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    qp: int = Field(ge=-12, le=81)
+    preset: str
+    bitdepth: int = Field(default=10, description="bit depth of the coded bottleneck")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to call one codec through ffmpeg with a fixed QP.
+
+    ``codec_args`` maps (qp, preset) to the encoder arguments that follow ``-c:v ENCODER``.
+    ``lambda_factor`` is ``c`` in the codec's reference-encoder relation
+    ``λ = c · 2^((QP − 12) / 3)`` (SSE in 8-bit units per bit), used by the encoder RDO.
+    """
+
+    name: str
+    codec_id: int
+    description: str
+    encoder: str
+    decoder: str
+    stream_format: str
+    extension: str
+    codec_args: Callable[[int, str], list[str]]
+    presets: tuple[str, ...]
+    default_preset: str
+    qp_range: tuple[int, int]
+    lambda_factor: float
+    lambda_source: str
+    bitdepths: tuple[int, ...] = (8, 10)
+    min_width: int = 16
+    min_height: int = 16
+    notes: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, settings: EncodeSettings) -> None:
+        """Raise :class:`BackendError` when the settings are outside what this codec takes."""
+        lo, hi = self.qp_range
+        if not lo <= settings.qp <= hi:
+            raise BackendError(f"{self.name}: QP {settings.qp} outside {lo}..{hi}")
+        if settings.preset not in self.presets:
+            choices = ", ".join(self.presets)
+            raise BackendError(f"{self.name}: unknown preset {settings.preset!r} ({choices})")
+        if settings.bitdepth not in self.bitdepths:
+            depths = " or ".join(str(d) for d in self.bitdepths)
+            raise BackendError(
+                f"{self.name} codes {depths}-bit only; got --bitdepth {settings.bitdepth}"
+            )
+
+    def qp_to_lambda(self, qp: float) -> float:
+        """Lagrange multiplier for sequence-level RDO, in 8-bit SSE per bit."""
+        return self.lambda_factor * 2.0 ** ((qp - 12.0) / 3.0)
+
+    def coded_size(self, width: int, height: int) -> tuple[int, int]:
+        """Picture size sent to the codec: even (4:2:0) and at least the codec minimum."""
+        return max(self.min_width, width + width % 2), max(self.min_height, height + height % 2)
+
+
+_registry: dict[str, Backend] = {}
+_loaded = False
+
+
+def register(backend: Backend) -> None:
+    """Register a backend in this process (entry points do this on first use)."""
+    for other in _registry.values():
+        if other.codec_id == backend.codec_id and other.name != backend.name:
+            raise BackendError(
+                f"backend {backend.name!r} reuses codec id {backend.codec_id} of {other.name!r}"
+            )
+    _registry[backend.name] = backend
+
+
+def _load_entry_points() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break the built-ins
+            log.warning("cannot load backend %s (%s): %s", ep.name, ep.value, exc)
+            continue
+        if isinstance(obj, Backend):
+            register(obj)
+        else:
+            log.warning("entry point %s does not point to a Backend", ep.name)
+
+
+def backends() -> dict[str, Backend]:
+    """All registered backends by name."""
+    _load_entry_points()
+    return dict(sorted(_registry.items()))
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; :class:`BackendError` if unknown."""
+    found = backends()
+    if name not in found:
+        raise BackendError(f"unknown codec backend {name!r} (known: {', '.join(found)})")
+    return found[name]
+
+
+def backend_for_codec_id(codec_id: int) -> Backend:
+    """The backend whose container codec id is ``codec_id``."""
+    for backend in backends().values():
+        if backend.codec_id == codec_id:
+            return backend
+    raise BackendError(f"no backend installed for codec id {codec_id}")

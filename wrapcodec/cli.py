@@ -1,0 +1,333 @@
+"""Command-line interface: thin click commands over the library; rich lives only here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wrapcodec import __version__, ffmpeg
+from wrapcodec.backend import EncodeSettings, backends, get_backend
+from wrapcodec.decoder import decode_file, file_info
+from wrapcodec.errors import WrapcodecError
+from wrapcodec.metrics import measure_files
+from wrapcodec.options import parse_options
+from wrapcodec.paths import check_input, check_output
+from wrapcodec.rdo import EncodeReport, encode_file
+
+err_console = Console(stderr=True)
+DEMO_CLIP = "parkjoy_480x270_10f.y4m"
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WrapcodecError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValidationError as exc:
+            fields = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise click.ClickException(fields) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+class _Bar:
+    """Rich progress bar on stderr implementing the library's ProgressSink."""
+
+    def __init__(self, progress: Progress, what: str) -> None:
+        self.progress = progress
+        self.task = progress.add_task(what, total=None)
+
+    def start(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+    def advance(self, label: str) -> None:
+        self.progress.update(self.task, advance=1, description=label)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not enabled,
+        transient=True,
+    )
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="wrapcodec")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the library does.")
+def cli(verbose: bool) -> None:
+    """Wrap standard video codecs in switchable pre- and post-processors."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+
+
+def _candidate_table(report: EncodeReport) -> Table:
+    table = Table(title=f"{report.codec} QP {report.qp}" if report.qp is not None else None)
+    for col in ("code", "option", "bottleneck", "QP", "kbps", "PSNR-Y", "PSNR-YUV", "J", "enc s"):
+        table.add_column(col, justify="right" if col not in ("option",) else "left")
+    for c in report.candidates:
+        if c.skipped:
+            table.add_row(str(c.code), c.name, c.bottleneck, "", "", "", "", "", "", style="dim")
+            continue
+        table.add_row(
+            str(c.code),
+            ("▶ " if c.chosen else "  ") + c.name,
+            c.bottleneck,
+            str(c.qp),
+            f"{c.kbps:.1f}",
+            f"{c.psnr_y:.3f}",
+            f"{c.psnr_yuv:.3f}",
+            f"{c.cost:.3f}",
+            f"{c.encode_s:.1f}",
+            style="bold" if c.chosen else None,
+        )
+    return table
+
+
+def _print_report(report: EncodeReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+        return
+    console = Console()
+    console.print(_candidate_table(report))
+    for c in report.candidates:
+        if c.skipped:
+            console.print(f"[dim]skipped {c.name}: {c.skipped}[/dim]")
+    if len(report.segments) > 1:
+        choices = ", ".join(f"{s.first_frame}:{s.option_name}" for s in report.segments)
+        console.print(f"segments: {choices}")
+    console.print(
+        f"chosen: option {report.option} ({report.option_name}), {report.kbps:.1f} kbps, "
+        f"PSNR-YUV {report.psnr_yuv:.3f} dB, PSNR-Y {report.psnr_y:.3f} dB → {report.output} "
+        f"({report.timings['total_s']:.1f} s)"
+    )
+
+
+def _encode(
+    input: str,
+    output: str,
+    codec: str,
+    qp: int | None,
+    bitrate: float | None,
+    preset: str | None,
+    bitdepth: int,
+    options: str,
+    segment_frames: int | None,
+    overwrite: bool,
+    as_json: bool,
+) -> EncodeReport:
+    if (qp is None) == (bitrate is None):
+        raise click.UsageError("give exactly one of --qp and --bitrate")
+    check_input(input)
+    check_output(output, overwrite)
+    backend = get_backend(codec)
+    settings = EncodeSettings(
+        qp=qp if qp is not None else backend.qp_range[0],
+        preset=preset or backend.default_preset,
+        bitdepth=bitdepth,
+    )
+    chosen = parse_options(options)
+    with _progress(not as_json and sys.stderr.isatty()) as progress:
+        return encode_file(
+            input,
+            output,
+            backend,
+            settings,
+            chosen,
+            bitrate_kbps=bitrate,
+            segment_frames=segment_frames,
+            progress=_Bar(progress, "encoding"),
+        )
+
+
+_codec_opt = click.option(
+    "--codec", default="x265", show_default=True, help="Codec backend (see `wrapcodec backends`)."
+)
+_preset_opt = click.option("--preset", default=None, help="Encoder preset [backend default].")
+_bitdepth_opt = click.option(
+    "--bitdepth",
+    type=click.Choice(["8", "10"]),
+    default="10",
+    show_default=True,
+    help="Bit depth of the coded bottleneck.",
+)
+_options_opt = click.option(
+    "--options",
+    "options",
+    default="all",
+    show_default=True,
+    help="Candidate options: codes or names, comma-separated (0,9,lanczos-2/3,...).",
+)
+
+
+@cli.command()
+@click.argument("input", metavar="IN.y4m")
+@click.option("-o", "--output", required=True, metavar="OUT.wrp", help="Output .wrp file.")
+@_codec_opt
+@click.option("--qp", type=int, help="Fixed QP of the codec.")
+@click.option("--bitrate", type=float, metavar="KBPS", help="Rate budget instead of --qp.")
+@_preset_opt
+@_bitdepth_opt
+@_options_opt
+@click.option(
+    "--segment-frames",
+    type=int,
+    default=None,
+    help="Choose the option per segment of N frames (default: one choice per sequence).",
+)
+@click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def encode(
+    input: str,
+    output: str,
+    codec: str,
+    qp: int | None,
+    bitrate: float | None,
+    preset: str | None,
+    bitdepth: str,
+    options: str,
+    segment_frames: int | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Encode IN.y4m (`-` for stdin) with encoder-side RDO over the wrapper options."""
+    report = _encode(
+        input,
+        output,
+        codec,
+        qp,
+        bitrate,
+        preset,
+        int(bitdepth),
+        options,
+        segment_frames,
+        overwrite,
+        as_json,
+    )
+    _print_report(report, as_json)
+
+
+@cli.command()
+@click.argument("input", metavar="IN.wrp")
+@click.option("-o", "--output", required=True, metavar="OUT.y4m", help="`-` for stdout.")
+@click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
+def decode(input: str, output: str, overwrite: bool) -> None:
+    """Decode IN.wrp and apply the signalled post-processor."""
+    check_input(input)
+    check_output(output, overwrite)
+    header = decode_file(input, output)
+    if output != "-":
+        err_console.print(f"{header.frame_count} frames → {output}")
+
+
+@cli.command()
+@click.argument("input", metavar="FILE.wrp")
+@click.option("--json", "as_json", is_flag=True, help="Print the header as JSON.")
+def info(input: str, as_json: bool) -> None:
+    """Show the header of a .wrp file."""
+    check_input(input)
+    meta = file_info(input)
+    if as_json:
+        click.echo(meta.model_dump_json(indent=2))
+        return
+    for key, value in meta.model_dump(exclude={"segments"}).items():
+        click.echo(f"{key:20} {value}")
+    for s in meta.segments:
+        click.echo(
+            f"segment @{s.first_frame:<6} {s.frame_count} frames, option {s.option} "
+            f"({s.option_name}), bottleneck {s.bottleneck}, {s.payload_bytes} bytes"
+        )
+
+
+@cli.command(name="backends")
+@click.option("--json", "as_json", is_flag=True)
+def list_backends(as_json: bool) -> None:
+    """List the codec backends and whether each works with this ffmpeg."""
+    rows = [
+        {
+            "name": name,
+            "codec_id": b.codec_id,
+            "description": b.description,
+            "encoder": b.encoder,
+            "decoder": b.decoder,
+            "bitdepths": list(b.bitdepths),
+            "qp_range": list(b.qp_range),
+            "usable": not (lacks := ffmpeg.missing(b)),
+            "missing": lacks,
+            "lambda": b.lambda_source,
+        }
+        for name, b in backends().items()
+    ]
+    if as_json:
+        click.echo(json.dumps({"ffmpeg": ffmpeg.ffmpeg_exe(), "backends": rows}, indent=2))
+        return
+    table = Table(title=f"ffmpeg {ffmpeg.capabilities().version}: {ffmpeg.ffmpeg_exe()}")
+    for col in ("name", "id", "codec", "encoder / decoder", "bit depths", "QP", "usable here"):
+        table.add_column(col)
+    for name, b in backends().items():
+        lacks = ffmpeg.missing(b)
+        table.add_row(
+            name,
+            str(b.codec_id),
+            b.description,
+            f"{b.encoder} / {b.decoder}",
+            ",".join(map(str, b.bitdepths)),
+            f"{b.qp_range[0]}..{b.qp_range[1]}",
+            "yes" if not lacks else "no: lacks " + ", ".join(lacks),
+        )
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--codec", default="x265", show_default=True)
+@click.option("--qp", type=int, default=32, show_default=True)
+@click.option("--preset", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep demo.wrp and demo.y4m in this directory.",
+)
+def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | None) -> None:
+    """Encode the bundled Park Joy clip with RDO, decode it, and show every option."""
+    import tempfile
+
+    clip = resources.files("wrapcodec.data") / DEMO_CLIP
+    with resources.as_file(clip) as path, tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(keep) if keep else Path(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        wrp, y4m = str(out_dir / "demo.wrp"), str(out_dir / "demo.y4m")
+        report = _encode(str(path), wrp, codec, qp, None, preset, 10, "all", None, True, as_json)
+        decode_file(wrp, y4m)
+        check = measure_files(str(path), y4m)
+        _print_report(report, as_json)
+        if not as_json:
+            Console().print(
+                f"decoded {check.frames} frames → {y4m if keep else '(temporary)'}; "
+                f"PSNR-YUV of the decoded file against the clip: {check.psnr_yuv:.3f} dB"
+            )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="wrapcodec")

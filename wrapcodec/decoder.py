@@ -1,0 +1,133 @@
+"""``wrapcodec decode`` and ``wrapcodec info``: read a .wrp file and rebuild the video."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from wrapcodec import ffmpeg
+from wrapcodec.backend import backend_for_codec_id
+from wrapcodec.container import Segment, WrpHeader, overhead_bytes, read_wrp
+from wrapcodec.errors import ContainerError
+from wrapcodec.options import bottleneck_size, option, require_available
+from wrapcodec.pipeline import Layout, reconstruct
+from wrapcodec.rdo import kbps
+from wrapcodec.y4m import ChromaTag, VideoInfo, Y4MWriter
+
+
+def video_info(header: WrpHeader) -> VideoInfo:
+    """The source video description stored in a .wrp header."""
+    return VideoInfo(
+        width=header.width,
+        height=header.height,
+        bitdepth=header.bitdepth,
+        fps_num=header.fps_num,
+        fps_den=header.fps_den,
+        aspect_num=header.aspect_num,
+        aspect_den=header.aspect_den,
+        chroma=ChromaTag(header.chroma),
+    )
+
+
+class SegmentInfo(BaseModel):
+    first_frame: int
+    frame_count: int
+    option: int
+    option_name: str
+    bottleneck: str
+    payload_bytes: int
+
+
+class FileInfo(BaseModel):
+    """A .wrp header in readable form (``wrapcodec info``)."""
+
+    path: str
+    version: int
+    codec_id: int
+    codec: str
+    model_bank_id: str
+    width: int
+    height: int
+    bitdepth: int
+    chroma: str
+    bottleneck_bitdepth: int
+    fps: str
+    aspect: str
+    frames: int
+    bytes: int
+    kbps: float
+    segments: list[SegmentInfo]
+
+
+def file_info(path: str) -> FileInfo:
+    """Parse and describe ``path`` (raises :class:`ContainerError` on a bad file)."""
+    header, segments = read_wrp(path)
+    try:
+        codec = backend_for_codec_id(header.codec_id).name
+    except Exception:
+        codec = f"unknown (id {header.codec_id})"
+    info = video_info(header)
+    size = overhead_bytes(len(segments)) + sum(len(s.payload) for s in segments)
+    return FileInfo(
+        path=path,
+        version=1,
+        codec_id=header.codec_id,
+        codec=codec,
+        model_bank_id=header.model_bank_id.hex(),
+        width=header.width,
+        height=header.height,
+        bitdepth=header.bitdepth,
+        chroma=ChromaTag(header.chroma).name,
+        bottleneck_bitdepth=header.bottleneck_bitdepth,
+        fps=f"{header.fps_num}/{header.fps_den}",
+        aspect=f"{header.aspect_num}:{header.aspect_den}",
+        frames=header.frame_count,
+        bytes=size,
+        kbps=kbps(8 * size, header.frame_count, info),
+        segments=[
+            SegmentInfo(
+                first_frame=s.first_frame,
+                frame_count=s.frame_count,
+                option=s.option,
+                option_name=option(s.option).name,
+                bottleneck=f"{s.bottleneck_width}x{s.bottleneck_height}",
+                payload_bytes=len(s.payload),
+            )
+            for s in segments
+        ],
+    )
+
+
+def _check_segment(header: WrpHeader, segment: Segment, info: VideoInfo) -> None:
+    opt = option(segment.option)
+    require_available(opt)
+    expected = bottleneck_size(info.width, info.height, opt.ratio)
+    got = (segment.bottleneck_width, segment.bottleneck_height)
+    if got != expected:
+        raise ContainerError(
+            f"segment at frame {segment.first_frame}: bottleneck {got[0]}x{got[1]} does not "
+            f"match option {opt.name} on {info.width}x{info.height} ({expected[0]}x{expected[1]})"
+        )
+
+
+def decode_file(input_path: str, output_path: str) -> WrpHeader:
+    """Decode ``input_path`` (.wrp) to ``output_path`` (y4m, ``-`` for stdout), atomically."""
+    header, segments = read_wrp(input_path)
+    backend = backend_for_codec_id(header.codec_id)
+    ffmpeg.require(backend)
+    info = video_info(header)
+    for segment in segments:
+        _check_segment(header, segment, info)
+    with (
+        tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp,
+        Y4MWriter(output_path, info) as writer,
+    ):
+        for k, segment in enumerate(segments):
+            stream = Path(tmp) / f"segment{k}{backend.extension}"
+            stream.write_bytes(segment.payload)
+            layout = Layout.make(info, option(segment.option), backend, header.bottleneck_bitdepth)
+            for frame in reconstruct(backend, stream, layout, segment.frame_count):
+                writer.write(frame)
+    return header

@@ -1,0 +1,97 @@
+"""PSNR in the HM/JVET convention used everywhere in wrapcodec.
+
+PSNR is computed per plane and per frame, averaged over frames, and combined as
+``PSNR_YUV = (6·PSNR_Y + PSNR_U + PSNR_V) / 8``; the peak is ``2^d − 1`` of the *source*
+bit depth d. A frame plane identical to its reference is given ``MAX_PSNR`` (as HM caps it)
+rather than infinity, so averages stay finite.
+
+The RDO distortion is the matching MSE, ``(6·MSE_Y + MSE_U + MSE_V) / 8``, in 8-bit units
+(divided by ``4^(d−8)``), averaged over frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wrapcodec.errors import InputError
+from wrapcodec.y4m import Frame, Y4MReader
+
+MAX_PSNR = 100.0
+WEIGHTS = (6.0, 1.0, 1.0)
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared error of two planes of the same shape."""
+    diff = a.astype(np.int64) - b.astype(np.int64)
+    return float(np.mean(diff * diff))
+
+
+def psnr(mse_value: float, bitdepth: int) -> float:
+    """PSNR in dB for one plane of one frame, capped at ``MAX_PSNR``."""
+    peak = float((1 << bitdepth) - 1)
+    if mse_value <= 0.0:
+        return MAX_PSNR
+    return min(MAX_PSNR, 10.0 * math.log10(peak * peak / mse_value))
+
+
+def weighted(values: tuple[float, float, float]) -> float:
+    """6:1:1 combination of per-plane figures."""
+    return sum(w * v for w, v in zip(WEIGHTS, values, strict=True)) / sum(WEIGHTS)
+
+
+@dataclass
+class PsnrAccumulator:
+    """Running per-frame, per-plane PSNR and MSE of a reconstruction against its source."""
+
+    bitdepth: int
+    psnr_sum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    mse_sum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    frames: int = 0
+
+    def add(self, ref: Frame, rec: Frame) -> None:
+        for i, (a, b) in enumerate(zip(ref, rec, strict=True)):
+            if a.shape != b.shape:
+                raise ValueError(f"plane {i}: shape {b.shape} differs from {a.shape}")
+            m = mse(a, b)
+            self.mse_sum[i] += m
+            self.psnr_sum[i] += psnr(m, self.bitdepth)
+        self.frames += 1
+
+    def _mean(self, sums: list[float]) -> tuple[float, float, float]:
+        if self.frames == 0:
+            raise ValueError("no frames measured")
+        y, u, v = (s / self.frames for s in sums)
+        return y, u, v
+
+    @property
+    def psnr_planes(self) -> tuple[float, float, float]:
+        """Frame-averaged PSNR of Y, U, V."""
+        return self._mean(self.psnr_sum)
+
+    @property
+    def psnr_yuv(self) -> float:
+        """``(6·Y + U + V) / 8`` of the frame-averaged plane PSNRs."""
+        return weighted(self.psnr_planes)
+
+    @property
+    def mse_8bit(self) -> float:
+        """6:1:1-weighted MSE averaged over frames, in 8-bit units."""
+        return weighted(self._mean(self.mse_sum)) / float(4 ** (self.bitdepth - 8))
+
+
+def measure_files(reference: str, reconstruction: str) -> PsnrAccumulator:
+    """PSNR of one y4m file against another of the same format, frame by frame."""
+    with Y4MReader(reference) as ref, Y4MReader(reconstruction) as rec:
+        if (ref.info.width, ref.info.height, ref.info.bitdepth) != (
+            rec.info.width,
+            rec.info.height,
+            rec.info.bitdepth,
+        ):
+            raise InputError(f"{reconstruction}: size or bit depth differs from {reference}")
+        acc = PsnrAccumulator(ref.info.bitdepth)
+        for a, b in zip(ref, rec, strict=False):
+            acc.add(a, b)
+    return acc

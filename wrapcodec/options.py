@@ -1,0 +1,131 @@
+"""The wrapper options, their 4-bit codes, and the bottleneck-size rule.
+
+Codes are fixed by the container format (docs/format.md): 0 direct; 1–4 bilinear down + neural
+post and 5–8 neural pre + post pairs for r = 1, 1/2, 2/3, 1/4; 9–11 Lanczos down/up and 12–14
+bilinear down/up for r = 1/2, 2/3, 1/4; 15 reserved.
+
+Bottleneck size rule: each luma dimension is ``n·r`` rounded to the nearest even integer
+(halves round up), so that 4:2:0 chroma is exactly half; for r = 1 it is the source size.
+An option is skipped when its bottleneck is under ``MIN_BOTTLENECK`` samples in either
+dimension. The picture actually sent to a codec is then padded (edge replication) to even
+dimensions and to the codec's minimum picture size, and cropped back after decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from wrapcodec.container import OptionCode
+from wrapcodec.errors import OptionError
+
+Kind = Literal["direct", "post", "wrapper", "lanczos", "bilinear"]
+RATIOS = (Fraction(1), Fraction(1, 2), Fraction(2, 3), Fraction(1, 4))
+MIN_BOTTLENECK = 16
+
+
+@dataclass(frozen=True)
+class Option:
+    """One signalled wrapper option."""
+
+    code: OptionCode
+    kind: Kind
+    ratio: Fraction
+
+    @property
+    def name(self) -> str:
+        if self.kind == "direct":
+            return "direct"
+        return f"{self.kind}-{self.ratio.numerator}/{self.ratio.denominator}"
+
+    @property
+    def neural(self) -> bool:
+        return self.kind in ("post", "wrapper")
+
+    @property
+    def label(self) -> str:
+        """Human-readable description for tables."""
+        return {
+            "direct": "codec on the source",
+            "post": "bilinear down + neural post",
+            "wrapper": "neural pre + neural post",
+            "lanczos": "Lanczos-4 down + Lanczos-4 up",
+            "bilinear": "bilinear down + bilinear up",
+        }[self.kind]
+
+
+def _table() -> dict[int, Option]:
+    table: dict[int, Option] = {0: Option(OptionCode.DIRECT, "direct", Fraction(1))}
+    for i, ratio in enumerate(RATIOS):
+        table[1 + i] = Option(OptionCode(1 + i), "post", ratio)
+        table[5 + i] = Option(OptionCode(5 + i), "wrapper", ratio)
+    for i, ratio in enumerate(RATIOS[1:]):
+        table[9 + i] = Option(OptionCode(9 + i), "lanczos", ratio)
+        table[12 + i] = Option(OptionCode(12 + i), "bilinear", ratio)
+    return dict(sorted(table.items()))
+
+
+OPTIONS: dict[int, Option] = _table()
+LINEAR_CODES: tuple[int, ...] = (0, 9, 10, 11, 12, 13, 14)
+
+
+def option(code: int) -> Option:
+    """The option signalled by ``code``; :class:`OptionError` for 15 or out of range."""
+    if code not in OPTIONS:
+        raise OptionError(f"unknown option code {code} (valid: 0–14)")
+    return OPTIONS[code]
+
+
+def require_available(opt: Option) -> None:
+    """Refuse the neural options until shipped models exist for them."""
+    if opt.neural:
+        raise OptionError(
+            f"option {int(opt.code)} ({opt.name}: {opt.label}) needs neural models, "
+            "which this wrapcodec version does not ship yet"
+        )
+
+
+def parse_options(text: str) -> list[Option]:
+    """Parse ``--options``: comma-separated codes or names (``all`` = every usable option)."""
+    if text.strip() == "all":
+        return [OPTIONS[c] for c in LINEAR_CODES]
+    by_name = {opt.name: opt for opt in OPTIONS.values()}
+    chosen: list[Option] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item.isdigit():
+            opt = option(int(item))
+        elif item in by_name:
+            opt = by_name[item]
+        else:
+            raise OptionError(f"unknown option {item!r} (codes 0–14 or names like lanczos-1/2)")
+        require_available(opt)
+        if opt not in chosen:
+            chosen.append(opt)
+    if not chosen:
+        raise OptionError("no option given")
+    return chosen
+
+
+def _even_round(x: Fraction) -> int:
+    # nearest even integer, halves up: 2·floor(x/2 + 1/2)
+    return 2 * int((x / 2 + Fraction(1, 2)) // 1)
+
+
+def bottleneck_size(width: int, height: int, ratio: Fraction) -> tuple[int, int]:
+    """Luma size of the bottleneck for a ``width``×``height`` source at ``ratio``."""
+    if ratio == 1:
+        return width, height
+    return _even_round(width * ratio), _even_round(height * ratio)
+
+
+def skip_reason(opt: Option, width: int, height: int) -> str | None:
+    """Why ``opt`` cannot be used on this source size, or None."""
+    if opt.kind == "direct":
+        return None
+    bw, bh = bottleneck_size(width, height, opt.ratio)
+    if bw < MIN_BOTTLENECK or bh < MIN_BOTTLENECK:
+        return f"bottleneck {bw}x{bh} is under the {MIN_BOTTLENECK}x{MIN_BOTTLENECK} minimum"
+    return None

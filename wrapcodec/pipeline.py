@@ -1,0 +1,182 @@
+"""Pre-processing, coding and post-processing of one option, shared by encoder and decoder.
+
+The encoder measures each candidate by decoding its bitstream through :func:`reconstruct`,
+the very function ``wrapcodec decode`` uses, so the decoder's output is the exact frames the
+encoder measured.
+
+Sample scaling between bit depths is a shift: a d-bit sample ``x`` is ``x·2^(d'−d)`` at depth
+d', rounded half to even and clipped to ``[0, 2^d' − 1]`` where it lands on integers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wrapcodec import ffmpeg
+from wrapcodec.backend import Backend, EncodeSettings
+from wrapcodec.metrics import PsnrAccumulator
+from wrapcodec.options import Option, bottleneck_size
+from wrapcodec.resample import resample_plane
+from wrapcodec.y4m import Frame, VideoInfo, iter_frames
+
+
+def quantize(x: np.ndarray, bitdepth: int) -> np.ndarray:
+    """Round half to even and clip to the ``bitdepth`` range, as uint16."""
+    return np.clip(np.rint(x), 0, (1 << bitdepth) - 1).astype(np.uint16)
+
+
+def compute_padding(width: int, height: int, coded: tuple[int, int]) -> tuple[int, int]:
+    """Luma columns and rows of edge padding that take ``width``×``height`` to ``coded``."""
+    return coded[0] - width, coded[1] - height
+
+
+def pad_frame(frame: Frame, coded: tuple[int, int]) -> Frame:
+    """Pad a 4:2:0 frame to the ``coded`` luma size by edge replication (right and bottom)."""
+    cw, ch = coded
+    planes = []
+    for plane, (w, h) in zip(
+        frame, ((cw, ch), (cw // 2, ch // 2), (cw // 2, ch // 2)), strict=True
+    ):
+        pad_w, pad_h = w - plane.shape[1], h - plane.shape[0]
+        planes.append(
+            np.pad(plane, ((0, pad_h), (0, pad_w)), mode="edge") if pad_w or pad_h else plane
+        )
+    return Frame(*planes)
+
+
+def crop_frame(frame: Frame, width: int, height: int) -> Frame:
+    """Undo :func:`pad_frame`: keep the top-left ``width``×``height`` picture."""
+    cw, ch = (width + 1) // 2, (height + 1) // 2
+    return Frame(frame.y[:height, :width], frame.u[:ch, :cw], frame.v[:ch, :cw])
+
+
+def plane_sizes(width: int, height: int) -> tuple[tuple[int, int], ...]:
+    """(height, width) of Y, U, V for a 4:2:0 picture."""
+    c = ((height + 1) // 2, (width + 1) // 2)
+    return (height, width), c, c
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes and depths of one option applied to one source."""
+
+    source: VideoInfo
+    option: Option
+    bottleneck: tuple[int, int]  # luma width, height
+    coded: tuple[int, int]  # after padding for the codec
+    bitdepth: int  # of the bottleneck
+
+    @classmethod
+    def make(cls, source: VideoInfo, option: Option, backend: Backend, bitdepth: int) -> Layout:
+        bw, bh = bottleneck_size(source.width, source.height, option.ratio)
+        return cls(source, option, (bw, bh), backend.coded_size(bw, bh), bitdepth)
+
+
+def preprocess(frame: Frame, layout: Layout) -> Frame:
+    """Source frame → bottleneck frame at the bottleneck bit depth (before codec padding)."""
+    opt, src = layout.option, layout.source
+    scale = 2.0 ** (layout.bitdepth - src.bitdepth)
+    if opt.kind == "direct":
+        return Frame(*(quantize(p.astype(np.float64) * scale, layout.bitdepth) for p in frame))
+    if opt.kind not in ("lanczos", "bilinear"):
+        raise NotImplementedError(f"option {opt.name} has no pre-processor here")
+    sizes = plane_sizes(*layout.bottleneck)
+    return Frame(
+        *(
+            quantize(resample_plane(p.astype(np.float64) * scale, h, w, opt.kind), layout.bitdepth)
+            for p, (h, w) in zip(frame, sizes, strict=True)
+        )
+    )
+
+
+def postprocess(frame: Frame, layout: Layout) -> Frame:
+    """Decoded bottleneck frame (cropped) → frame at the source size and bit depth."""
+    opt, src = layout.option, layout.source
+    scale = 2.0 ** (src.bitdepth - layout.bitdepth)
+    if opt.kind == "direct":
+        return Frame(*(quantize(p.astype(np.float64) * scale, src.bitdepth) for p in frame))
+    if opt.kind not in ("lanczos", "bilinear"):
+        raise NotImplementedError(f"option {opt.name} has no post-processor here")
+    sizes = plane_sizes(src.width, src.height)
+    return Frame(
+        *(
+            quantize(resample_plane(p.astype(np.float64) * scale, h, w, opt.kind), src.bitdepth)
+            for p, (h, w) in zip(frame, sizes, strict=True)
+        )
+    )
+
+
+def reconstruct(
+    backend: Backend, stream: Path, layout: Layout, frame_count: int
+) -> Iterator[Frame]:
+    """Decode ``stream`` and post-process it: the decoder's output, frame by frame."""
+    cw, ch = layout.coded
+    bw, bh = layout.bottleneck
+    for decoded in ffmpeg.decode(backend, stream, cw, ch, layout.bitdepth, frame_count):
+        yield postprocess(crop_frame(decoded, bw, bh), layout)
+
+
+def source_frames(path: Path, first: int, count: int) -> Iterator[Frame]:
+    """Frames ``first`` .. ``first + count − 1`` of a y4m file, streamed."""
+    return itertools.islice(iter_frames(path), first, first + count)
+
+
+@dataclass
+class Coded:
+    """A coded and measured candidate: its stream on disk and its figures."""
+
+    stream: Path
+    payload_bytes: int
+    psnr_y: float
+    psnr_u: float
+    psnr_v: float
+    psnr_yuv: float
+    mse_8bit: float
+    encode_s: float
+    decode_s: float
+
+
+def code_and_measure(
+    backend: Backend,
+    settings: EncodeSettings,
+    source: Path,
+    layout: Layout,
+    first: int,
+    count: int,
+    stream: Path,
+) -> Coded:
+    """Encode frames ``first``.. of ``source`` with ``layout``, decode them as the decoder
+    will, and measure PSNR against the source."""
+    fps = f"{layout.source.fps_num}/{layout.source.fps_den}"
+    t0 = time.perf_counter()
+    bottleneck = (
+        pad_frame(preprocess(f, layout), layout.coded) for f in source_frames(source, first, count)
+    )
+    ffmpeg.encode(backend, settings, bottleneck, *layout.coded, fps, stream)
+    t1 = time.perf_counter()
+    acc = PsnrAccumulator(layout.source.bitdepth)
+    for ref, rec in zip(
+        source_frames(source, first, count),
+        reconstruct(backend, stream, layout, count),
+        strict=True,
+    ):
+        acc.add(ref, rec)
+    t2 = time.perf_counter()
+    y, u, v = acc.psnr_planes
+    return Coded(
+        stream=stream,
+        payload_bytes=stream.stat().st_size,
+        psnr_y=y,
+        psnr_u=u,
+        psnr_v=v,
+        psnr_yuv=acc.psnr_yuv,
+        mse_8bit=acc.mse_8bit,
+        encode_s=t1 - t0,
+        decode_s=t2 - t1,
+    )

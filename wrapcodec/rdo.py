@@ -1,0 +1,348 @@
+"""Encoder-side rate-distortion optimisation over the wrapper options.
+
+Every candidate option is coded, decoded exactly as the decoder will, and measured; the one
+with the lowest Lagrangian cost wins (switchable neural wrappers, §3.3: options chosen per
+sequence and signalled in 4 bits):
+
+    J = D + λ(QP) · R
+
+D is the 6:1:1-weighted YUV MSE in 8-bit units averaged over frames, R the bits of the whole
+``.wrp`` file (header included) per source luma sample, and λ(QP) = c·2^((QP − 12)/3) the
+reference-encoder relation of the codec (c = 0.85 for H.264/JM, 0.57 for HEVC/HM and VVC/VTM),
+i.e. ``J · samples = SSE + λ · bits`` as in the reference encoders' mode decisions.
+
+With a bitrate budget instead of a QP, each option gets the lowest QP whose rate fits the
+budget (binary search; rate falls as QP grows) and the best PSNR-YUV among them wins.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from wrapcodec import ffmpeg
+from wrapcodec.backend import Backend, EncodeSettings
+from wrapcodec.container import Segment, WrpHeader, overhead_bytes, write_wrp
+from wrapcodec.errors import InputError
+from wrapcodec.options import Option, skip_reason
+from wrapcodec.paths import spool_stdin
+from wrapcodec.pipeline import Coded, Layout, code_and_measure
+from wrapcodec.y4m import VideoInfo, count_frames, read_info
+
+NO_MODELS = bytes(8)
+
+
+class ProgressSink(Protocol):
+    """Where the encoder reports progress (the CLI draws a bar; the library logs nothing)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, label: str) -> None: ...
+
+
+class _Silent:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, label: str) -> None:
+        pass
+
+
+class CandidateReport(BaseModel):
+    """One option coded on one segment, with the figures the RDO compared."""
+
+    code: int
+    name: str
+    ratio: str
+    bottleneck: str
+    qp: int | None = None
+    bits: int | None = None
+    kbps: float | None = None
+    psnr_y: float | None = None
+    psnr_u: float | None = None
+    psnr_v: float | None = None
+    psnr_yuv: float | None = None
+    mse: float | None = None
+    cost: float | None = None
+    encode_s: float | None = None
+    decode_s: float | None = None
+    skipped: str | None = None
+    chosen: bool = False
+
+
+class SegmentReport(BaseModel):
+    first_frame: int
+    frame_count: int
+    option: int
+    option_name: str
+    candidates: list[CandidateReport]
+
+
+class EncodeReport(BaseModel):
+    """What ``wrapcodec encode`` did; printed by ``--json``."""
+
+    input: str
+    output: str
+    codec: str
+    preset: str
+    bitdepth: int
+    qp: int | None
+    bitrate_budget_kbps: float | None
+    rdo_lambda: float | None
+    width: int
+    height: int
+    frames: int
+    fps: str
+    option: int
+    option_name: str
+    ratio: str
+    bits: int
+    kbps: float
+    psnr_y: float
+    psnr_yuv: float
+    candidates: list[CandidateReport]
+    segments: list[SegmentReport]
+    timings: dict[str, float]
+
+
+def _ratio(opt: Option) -> str:
+    return f"{opt.ratio.numerator}/{opt.ratio.denominator}"
+
+
+def kbps(bits: int, frames: int, info: VideoInfo) -> float:
+    """Bits over the duration of ``frames`` frames at the source frame rate, in kbit/s."""
+    return bits / (frames * info.fps_den / info.fps_num) / 1000.0
+
+
+@dataclass
+class _Trial:
+    option: Option
+    layout: Layout
+    coded: Coded
+    qp: int
+    bits: int
+    cost: float
+
+
+@dataclass
+class _Job:
+    backend: Backend
+    settings: EncodeSettings
+    source: Path
+    info: VideoInfo
+    workdir: Path
+    n_segments: int
+
+    def trial(self, opt: Option, qp: int, first: int, count: int) -> _Trial:
+        settings = self.settings.model_copy(update={"qp": qp})
+        layout = Layout.make(self.info, opt, self.backend, settings.bitdepth)
+        stream = self.workdir / f"f{first}-o{int(opt.code)}-q{qp}{self.backend.extension}"
+        coded = code_and_measure(self.backend, settings, self.source, layout, first, count, stream)
+        # Each segment carries its share of the container's fixed overhead.
+        overhead = math.ceil(overhead_bytes(self.n_segments) / self.n_segments)
+        bits = 8 * (coded.payload_bytes + overhead)
+        rate = bits / (count * self.info.width * self.info.height)
+        cost = coded.mse_8bit + self.backend.qp_to_lambda(qp) * rate
+        return _Trial(opt, layout, coded, qp, bits, cost)
+
+
+def _report(trial: _Trial, count: int, info: VideoInfo) -> CandidateReport:
+    c = trial.coded
+    bw, bh = trial.layout.bottleneck
+    return CandidateReport(
+        code=int(trial.option.code),
+        name=trial.option.name,
+        ratio=_ratio(trial.option),
+        bottleneck=f"{bw}x{bh}",
+        qp=trial.qp,
+        bits=trial.bits,
+        kbps=kbps(trial.bits, count, info),
+        psnr_y=c.psnr_y,
+        psnr_u=c.psnr_u,
+        psnr_v=c.psnr_v,
+        psnr_yuv=c.psnr_yuv,
+        mse=c.mse_8bit,
+        cost=trial.cost,
+        encode_s=c.encode_s,
+        decode_s=c.decode_s,
+    )
+
+
+def _fit_budget(
+    job: _Job, opt: Option, first: int, count: int, budget: float, progress: ProgressSink
+) -> _Trial | None:
+    """Lowest-QP trial of ``opt`` whose rate is within ``budget`` kbps, or None."""
+    lo, hi = job.backend.qp_range
+    best: _Trial | None = None
+    while lo <= hi:
+        qp = (lo + hi) // 2
+        trial = job.trial(opt, qp, first, count)
+        progress.advance(f"{opt.name} QP {qp}")
+        if kbps(trial.bits, count, job.info) <= budget:
+            best, hi = trial, qp - 1
+        else:
+            lo = qp + 1
+    return best
+
+
+def _segments(frames: int, segment_frames: int | None) -> list[tuple[int, int]]:
+    step = segment_frames or frames
+    return [(first, min(step, frames - first)) for first in range(0, frames, step)]
+
+
+def encode_file(
+    input_path: str,
+    output_path: str,
+    backend: Backend,
+    settings: EncodeSettings,
+    options: Sequence[Option],
+    *,
+    bitrate_kbps: float | None = None,
+    segment_frames: int | None = None,
+    progress: ProgressSink | None = None,
+) -> EncodeReport:
+    """Code ``input_path`` with every option, keep the RDO winner, write ``output_path``."""
+    progress = progress or _Silent()
+    backend.validate(settings)
+    ffmpeg.require(backend)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
+        workdir = Path(tmp)
+        source = spool_stdin(workdir / "input.y4m") if input_path == "-" else Path(input_path)
+        info = read_info(source)
+        frames = count_frames(source)
+        if frames == 0:
+            raise InputError(f"{input_path}: no frames")
+        if segment_frames is not None and segment_frames < 1:
+            raise InputError("--segment-frames must be at least 1")
+        ranges = _segments(frames, segment_frames)
+        job = _Job(backend, settings, source, info, workdir, len(ranges))
+        usable = [o for o in options if skip_reason(o, info.width, info.height) is None]
+        if not usable:
+            raise InputError(f"{input_path}: no option is usable at {info.width}x{info.height}")
+        steps = len(usable) * (math.ceil(math.log2(backend.qp_range[1] + 2)) if bitrate_kbps else 1)
+        progress.start(steps * len(ranges))
+
+        seg_reports: list[SegmentReport] = []
+        segments: list[Segment] = []
+        for first, count in ranges:
+            trials: list[_Trial] = []
+            reports: list[CandidateReport] = []
+            for opt in options:
+                reason = skip_reason(opt, info.width, info.height)
+                if reason is not None:
+                    bw, bh = Layout.make(info, opt, backend, settings.bitdepth).bottleneck
+                    reports.append(
+                        CandidateReport(
+                            code=int(opt.code),
+                            name=opt.name,
+                            ratio=_ratio(opt),
+                            bottleneck=f"{bw}x{bh}",
+                            skipped=reason,
+                        )
+                    )
+                    continue
+                if bitrate_kbps is None:
+                    trial: _Trial | None = job.trial(opt, settings.qp, first, count)
+                    progress.advance(opt.name)
+                else:
+                    trial = _fit_budget(job, opt, first, count, bitrate_kbps, progress)
+                if trial is None:
+                    bw, bh = Layout.make(info, opt, backend, settings.bitdepth).bottleneck
+                    reports.append(
+                        CandidateReport(
+                            code=int(opt.code),
+                            name=opt.name,
+                            ratio=_ratio(opt),
+                            bottleneck=f"{bw}x{bh}",
+                            skipped=f"over {bitrate_kbps:g} kbps even at QP {backend.qp_range[1]}",
+                        )
+                    )
+                    continue
+                trials.append(trial)
+                reports.append(_report(trial, count, info))
+            if not trials:
+                raise InputError(f"no option reaches {bitrate_kbps:g} kbps on frames {first}..")
+            if bitrate_kbps is None:
+                best = min(trials, key=lambda t: t.cost)
+            else:
+                best = max(trials, key=lambda t: t.coded.psnr_yuv)
+            for report in reports:
+                report.chosen = report.code == int(best.option.code) and report.skipped is None
+            bw, bh = best.layout.bottleneck
+            segments.append(
+                Segment(
+                    option=int(best.option.code),
+                    first_frame=first,
+                    frame_count=count,
+                    bottleneck_width=bw,
+                    bottleneck_height=bh,
+                    payload=best.coded.stream.read_bytes(),
+                )
+            )
+            seg_reports.append(
+                SegmentReport(
+                    first_frame=first,
+                    frame_count=count,
+                    option=int(best.option.code),
+                    option_name=best.option.name,
+                    candidates=reports,
+                )
+            )
+
+        header = WrpHeader(
+            codec_id=backend.codec_id,
+            model_bank_id=NO_MODELS,
+            width=info.width,
+            height=info.height,
+            bitdepth=info.bitdepth,
+            chroma=int(info.chroma),
+            bottleneck_bitdepth=settings.bitdepth,
+            fps_num=info.fps_num,
+            fps_den=info.fps_den,
+            aspect_num=info.aspect_num,
+            aspect_den=info.aspect_den,
+            frame_count=frames,
+        )
+        write_wrp(output_path, header, segments)
+        total_bits = 8 * (overhead_bytes(len(segments)) + sum(len(s.payload) for s in segments))
+
+    chosen = [next(c for c in s.candidates if c.chosen) for s in seg_reports]
+    weights = [s.frame_count for s in seg_reports]
+    first_choice = seg_reports[0]
+    return EncodeReport(
+        input=input_path,
+        output=output_path,
+        codec=backend.name,
+        preset=settings.preset,
+        bitdepth=settings.bitdepth,
+        qp=None if bitrate_kbps else settings.qp,
+        bitrate_budget_kbps=bitrate_kbps,
+        rdo_lambda=None if bitrate_kbps else backend.qp_to_lambda(settings.qp),
+        width=info.width,
+        height=info.height,
+        frames=frames,
+        fps=f"{info.fps_num}/{info.fps_den}",
+        option=first_choice.option,
+        option_name=first_choice.option_name,
+        ratio=next(c.ratio for c in first_choice.candidates if c.chosen),
+        bits=total_bits,
+        kbps=kbps(total_bits, frames, info),
+        psnr_y=_frame_weighted([c.psnr_y for c in chosen], weights),
+        psnr_yuv=_frame_weighted([c.psnr_yuv for c in chosen], weights),
+        candidates=first_choice.candidates,
+        segments=seg_reports,
+        timings={"total_s": time.perf_counter() - t_start},
+    )
+
+
+def _frame_weighted(values: Sequence[float | None], weights: Sequence[int]) -> float:
+    """Per-frame averages of segments combined into the average over all frames."""
+    return sum(float(v or 0.0) * w for v, w in zip(values, weights, strict=True)) / sum(weights)
