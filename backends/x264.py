@@ -1,4 +1,8 @@
-"""x264 (H.264/AVC) through ffmpeg's libx264, constant QP, Annex B elementary stream."""
+"""x264 (H.264/AVC) through ffmpeg's libx264, constant QP, Annex B elementary stream.
+
+At 10 bits x264 takes its QP on the extended scale (0–81, offset 12), so wrapcodec adds the
+offset: QP 32 means the same quantiser step at 8 and 10 bits, as for x265 and VVenC.
+"""
 
 from wrapcodec.backend import Backend
 
@@ -35,6 +39,7 @@ BACKEND = Backend(
     qp_range=(0, 69),
     lambda_factor=0.85,
     lambda_source="JM reference encoder, λ_mode = 0.85·2^((QP−12)/3) (Wiegand et al., 2003)",
+    high_bitdepth_qp_offset=True,
     min_width=16,
     min_height=16,
 )

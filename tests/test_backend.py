@@ -48,6 +48,9 @@ def test_x264_args_and_8_bit() -> None:
     )
     assert args[args.index("-qp") + 1] == "30"
     assert args[args.index("-pix_fmt") + 1] == "yuv420p"
+    # x264's 10-bit QP scale is offset by 12: same step size as QP 30 at 8 bits
+    ten = ffmpeg.encode_args("ffmpeg", b, EncodeSettings(qp=30, preset="slow"), 64, 48, "25", "o")
+    assert ten[ten.index("-qp") + 1] == "42"
 
 
 def test_decode_args_write_y4m() -> None:

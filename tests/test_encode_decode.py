@@ -208,10 +208,13 @@ def test_stdin_and_stdout(tmp_path: Path, clip8: Path) -> None:
             stdin=src,
             capture_output=True,
             check=False,
+            cwd=tmp_path,  # not the checkout: import the installed package
         )
     assert enc.returncode == 0, enc.stderr
     dec = subprocess.run(
-        [sys.executable, "-m", "wrapcodec", "decode", str(wrp), "-o", "-"], capture_output=True
+        [sys.executable, "-m", "wrapcodec", "decode", str(wrp), "-o", "-"],
+        capture_output=True,
+        cwd=tmp_path,
     )
     assert dec.returncode == 0, dec.stderr
     (tmp_path / "p.y4m").write_bytes(dec.stdout)

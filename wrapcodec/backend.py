@@ -42,7 +42,8 @@ class EncodeSettings(BaseModel):
 class Backend:
     """How to call one codec through ffmpeg with a fixed QP.
 
-    ``codec_args`` maps (qp, preset) to the encoder arguments that follow ``-c:v ENCODER``.
+    ``codec_args`` maps (codec QP, preset) to the encoder arguments that follow the encoder
+    name; see :meth:`codec_qp` for the QP scale.
     ``lambda_factor`` is ``c`` in the codec's reference-encoder relation
     ``λ = c · 2^((QP − 12) / 3)`` (SSE in 8-bit units per bit), used by the encoder RDO.
     """
@@ -61,6 +62,7 @@ class Backend:
     lambda_factor: float
     lambda_source: str
     bitdepths: tuple[int, ...] = (8, 10)
+    high_bitdepth_qp_offset: bool = False
     min_width: int = 16
     min_height: int = 16
     notes: str = ""
@@ -79,6 +81,17 @@ class Backend:
             raise BackendError(
                 f"{self.name} codes {depths}-bit only; got --bitdepth {settings.bitdepth}"
             )
+
+    def codec_qp(self, settings: EncodeSettings) -> int:
+        """The QP to hand the codec for the user's QP.
+
+        wrapcodec's QP is on the 8-bit scale for every codec and bit depth. HEVC and VVC
+        encoders apply the bit-depth offset themselves; x264 at high bit depth takes its QP
+        on the extended scale (QP + 6·(d − 8)), so the same QP gives the same step size.
+        """
+        if self.high_bitdepth_qp_offset:
+            return settings.qp + 6 * (settings.bitdepth - 8)
+        return settings.qp
 
     def qp_to_lambda(self, qp: float) -> float:
         """Lagrange multiplier for sequence-level RDO, in 8-bit SSE per bit."""

@@ -154,7 +154,7 @@ def encode_args(
     args: list[str] = ffmpeg_python.get_args(stream)
     # Codec options go after -c:v; they are ordered, so they are appended by hand.
     position = args.index(out_path)
-    args[position:position] = backend.codec_args(settings.qp, settings.preset)
+    args[position:position] = backend.codec_args(backend.codec_qp(settings), settings.preset)
     return [exe, "-hide_banner", "-nostdin", "-nostats", "-y", *args]
 
 
