@@ -10,8 +10,9 @@ from wrapcodec.backend import Backend
 PRESETS = ("faster", "fast", "medium", "slow", "slower")
 
 
-def codec_args(qp: int, preset: str) -> list[str]:
-    return ["-preset", preset, "-qp", str(qp), "-qpa", "0"]
+def codec_args(qp: int, preset: str, threads: int | None) -> list[str]:
+    args = ["-preset", preset, "-qp", str(qp), "-qpa", "0"]
+    return [*args, "-threads", str(threads)] if threads else args
 
 
 BACKEND = Backend(
@@ -29,6 +30,7 @@ BACKEND = Backend(
     lambda_factor=0.57,
     lambda_source="VTM reference encoder, λ = 0.57·2^((QP−12)/3) (JVET-N1002)",
     bitdepths=(10,),
+    version_pattern=r"libvvenc version: (\S+)",
     min_width=64,
     min_height=64,
 )

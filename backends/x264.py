@@ -20,9 +20,9 @@ PRESETS = (
 )
 
 
-def codec_args(qp: int, preset: str) -> list[str]:
+def codec_args(qp: int, preset: str, threads: int | None) -> list[str]:
     # -qp selects constant-QP rate control: no AQ, no rate control.
-    return ["-preset", preset, "-qp", str(qp)]
+    return ["-preset", preset, "-qp", str(qp), *(["-threads", str(threads)] if threads else [])]
 
 
 BACKEND = Backend(
@@ -40,6 +40,7 @@ BACKEND = Backend(
     lambda_factor=0.85,
     lambda_source="JM reference encoder, λ_mode = 0.85·2^((QP−12)/3) (Wiegand et al., 2003)",
     high_bitdepth_qp_offset=True,
+    version_pattern=r"x264 - core (\d+(?: r\d+ [0-9a-f]+)?)",
     min_width=16,
     min_height=16,
 )

@@ -16,9 +16,12 @@ PRESETS = (
 )
 
 
-def codec_args(qp: int, preset: str) -> list[str]:
+def codec_args(qp: int, preset: str, threads: int | None) -> list[str]:
     # qp= in -x265-params is constant QP; ffmpeg's -crf would be a rate factor, not a QP.
-    return ["-preset", preset, "-x265-params", f"qp={qp}:log-level=warning"]
+    params = f"qp={qp}:log-level=warning"
+    if threads:
+        params += f":pools={threads}:frame-threads={min(threads, 2)}"
+    return ["-preset", preset, "-x265-params", params]
 
 
 BACKEND = Backend(
@@ -35,6 +38,7 @@ BACKEND = Backend(
     qp_range=(0, 51),
     lambda_factor=0.57,
     lambda_source="HM reference encoder, λ = 0.57·2^((QP−12)/3) (JCTVC-L1002)",
+    version_pattern=r"HEVC encoder version (\S+)",
     min_width=16,
     min_height=16,
 )

@@ -75,7 +75,7 @@ def require_backend() -> Callable[[str], None]:
     return _require_backend
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def cut_clip() -> Callable[..., Path]:
     """``cut_clip(src, dest, width, height, frames, bitdepth)``: a crop of a real clip."""
     return cut

@@ -254,6 +254,9 @@ def test_ctrl_c_leaves_no_temp_files(tmp_path: Path, parkjoy: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=tmp_path,
+        # A runner started in the background ignores SIGINT, and children inherit that;
+        # a user's terminal does not, so give the child the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not list(tmp.glob("wrapcodec-*/*.265")) and time.monotonic() < deadline:

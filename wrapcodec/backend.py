@@ -36,13 +36,16 @@ class EncodeSettings(BaseModel):
     qp: int = Field(ge=-12, le=81)
     preset: str
     bitdepth: int = Field(default=10, description="bit depth of the coded bottleneck")
+    threads: int | None = Field(
+        default=None, ge=1, description="encoder threads (None: codec default)"
+    )
 
 
 @dataclass(frozen=True)
 class Backend:
     """How to call one codec through ffmpeg with a fixed QP.
 
-    ``codec_args`` maps (codec QP, preset) to the encoder arguments that follow the encoder
+    ``codec_args`` maps (codec QP, preset, threads) to the encoder arguments that follow the encoder
     name; see :meth:`codec_qp` for the QP scale.
     ``lambda_factor`` is ``c`` in the codec's reference-encoder relation
     ``λ = c · 2^((QP − 12) / 3)`` (SSE in 8-bit units per bit), used by the encoder RDO.
@@ -55,7 +58,7 @@ class Backend:
     decoder: str
     stream_format: str
     extension: str
-    codec_args: Callable[[int, str], list[str]]
+    codec_args: Callable[[int, str, int | None], list[str]]
     presets: tuple[str, ...]
     default_preset: str
     qp_range: tuple[int, int]
@@ -63,6 +66,7 @@ class Backend:
     lambda_source: str
     bitdepths: tuple[int, ...] = (8, 10)
     high_bitdepth_qp_offset: bool = False
+    version_pattern: str = ""  # regex on the encoder's log or stream header; group 1 = version
     min_width: int = 16
     min_height: int = 16
     notes: str = ""

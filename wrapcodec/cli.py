@@ -328,6 +328,141 @@ def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | Non
             )
 
 
+@cli.command()
+@click.argument("dataset", metavar="DATASET")
+@_codec_opt
+@click.option("--qps", default="22,27,32,37,42,47", show_default=True, help="Comma-separated QPs.")
+@click.option("--frames", type=int, default=None, help="Use the first N frames of each sequence.")
+@_preset_opt
+@_bitdepth_opt
+@click.option(
+    "--options",
+    "options",
+    default="all",
+    show_default=True,
+    help="Options to measure besides direct (codes or names).",
+)
+@click.option("--metrics", default="psnr", show_default=True, help="psnr, ssim, vmaf.")
+@click.option(
+    "--interp",
+    type=click.Choice(["pchip", "akima"]),
+    default="pchip",
+    show_default=True,
+    help="BD-rate interpolation.",
+)
+@click.option("--out", "out", default=None, help="Output folder [bench-<dataset>-<codec>].")
+@click.option("--jobs", type=int, default=None, help="Parallel points [cores / 2].")
+@click.option("--threads", type=int, default=None, help="Encoder threads per point [cores / jobs].")
+@click.option(
+    "--dask",
+    default=None,
+    metavar="ADDRESS",
+    help="Run the points on this Dask scheduler (tcp://host:8786).",
+)
+def bench(
+    dataset: str,
+    codec: str,
+    qps: str,
+    frames: int | None,
+    preset: str | None,
+    bitdepth: str,
+    options: str,
+    metrics: str,
+    interp: str,
+    out: str | None,
+    jobs: int | None,
+    threads: int | None,
+    dask: str | None,
+) -> None:
+    """RD curves, frontiers and BD-rates of every option on DATASET (.y4m folder or file)."""
+    import os
+    import shlex
+
+    from wrapcodec import bench as bench_lib
+    from wrapcodec import benchreport
+    from wrapcodec.errors import InputError
+
+    try:
+        qp_list = [int(q) for q in qps.split(",") if q.strip()]
+    except ValueError:
+        raise InputError(f"--qps: not a list of integers: {qps!r}") from None
+    if len(qp_list) < 2:
+        raise InputError("--qps needs at least 2 QPs for an RD curve")
+    codes = sorted({0, *(int(o.code) for o in parse_options(options))})
+    n_jobs = jobs or bench_lib.default_jobs()
+    config = bench_lib.BenchConfig(
+        dataset=dataset,
+        codec=codec,
+        qps=qp_list,
+        frames=frames,
+        preset=preset,
+        bitdepth=int(bitdepth),
+        options=codes,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+        jobs=n_jobs,
+        threads=threads or max(1, (os.cpu_count() or 1) // n_jobs),
+        dask=dask,
+        interp=interp,
+    )
+    backend = get_backend(codec)
+    ffmpeg.require(backend)
+    specs, notes = bench_lib.plan(config)
+    folder = Path(out or f"bench-{Path(dataset).stem}-{codec}")
+    cache = bench_lib.Cache(folder / "cache")
+    with _progress(sys.stderr.isatty()) as progress:
+        bar = _Bar(progress, "points")
+        bar.start(len(specs))
+        points, computed = bench_lib.run_points(
+            specs,
+            cache,
+            jobs=n_jobs,
+            dask=dask,
+            on_point=lambda p, hit: bar.advance(f"{p.spec.sequence[:12]} {p.option_name}"),
+        )
+    versions = {
+        "wrapcodec": __version__,
+        "ffmpeg": ffmpeg.capabilities().version,
+        "encoder": ffmpeg.encoder_version(backend),
+        "models": "none (linear options only)",
+    }
+    # The command as resolved (defaults filled in), so a rerun reproduces these numbers.
+    params = click.get_current_context().params
+    flags = [
+        f"--{name.replace('_', '-')}={value}"
+        for name, value in params.items()
+        if value is not None and name not in ("dataset", "jobs", "threads", "dask", "out")
+    ]
+    command = shlex.join(["wrapcodec", "bench", dataset, *flags])
+    results = benchreport.assemble(
+        config.model_dump(),
+        specs[0].preset if specs else "",
+        points,
+        notes,
+        command,
+        versions,
+        interp,  # type: ignore[arg-type]
+    )
+    results["computed_points"] = computed
+    written = benchreport.write_outputs(folder, results, points)
+    console = Console()
+    table = Table(title=f"BD-rate vs direct {codec}, PSNR-YUV, RD envelope (primary)")
+    table.add_column("row")
+    for sequence in [*results["sequences"], "mean"]:
+        table.add_column(sequence, justify="right")
+    for row in benchreport.ROWS:
+        per = results["bd_rate"].get(row, {}).get("psnr_yuv")
+        if per is None:
+            continue
+        cells = [benchreport.fmt_bd(per[s]["envelope"]["bd_rate"]) for s in results["sequences"]]
+        cells.append(benchreport.fmt_bd(per["mean of sequences"]["envelope"]))
+        table.add_row(row, *cells)
+    console.print(table)
+    console.print(
+        f"{len(points)} points ({computed} computed, {len(points) - computed} from cache); "
+        f"wrote {', '.join(p.name for p in written[:3])} and {len(written) - 3} plots to {folder}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="wrapcodec")

@@ -154,7 +154,9 @@ def encode_args(
     args: list[str] = ffmpeg_python.get_args(stream)
     # Codec options go after -c:v; they are ordered, so they are appended by hand.
     position = args.index(out_path)
-    args[position:position] = backend.codec_args(backend.codec_qp(settings), settings.preset)
+    args[position:position] = backend.codec_args(
+        backend.codec_qp(settings), settings.preset, settings.threads
+    )
     return [exe, "-hide_banner", "-nostdin", "-nostats", "-y", *args]
 
 
@@ -267,3 +269,23 @@ def decode(
                 cmd,
                 _stderr_text(err),
             )
+
+
+def encoder_version(backend: Backend) -> str:
+    """The codec library's version, read off a one-frame encode (its log or stream header)."""
+    if not backend.version_pattern:
+        return "unknown"
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
+        out = Path(tmp) / f"probe{backend.extension}"
+        size = f"{max(64, backend.min_width)}x{max(64, backend.min_height)}"
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-f", "lavfi", "-i",
+            f"testsrc=s={size}:d=0.04", "-pix_fmt", pix_fmt(max(backend.bitdepths)),
+            "-c:v", backend.encoder, "-f", backend.stream_format, "-y", str(out),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+        text = proc.stderr.decode("utf-8", "replace")
+        if out.exists():
+            text += out.read_bytes()[:4096].decode("latin-1")
+    match = re.search(backend.version_pattern, text)
+    return match.group(1) if match else "unknown"

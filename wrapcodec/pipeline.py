@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +139,7 @@ class Coded:
     psnr_yuv: float
     mse_8bit: float
     encode_s: float
-    decode_s: float
+    decode_s: float  # decoding and post-processing, without reading the source or measuring
 
 
 def code_and_measure(
@@ -150,9 +150,10 @@ def code_and_measure(
     first: int,
     count: int,
     stream: Path,
+    sink: Callable[[Frame], None] | None = None,
 ) -> Coded:
     """Encode frames ``first``.. of ``source`` with ``layout``, decode them as the decoder
-    will, and measure PSNR against the source."""
+    will, and measure PSNR against the source; ``sink`` receives each decoded frame."""
     fps = f"{layout.source.fps_num}/{layout.source.fps_den}"
     t0 = time.perf_counter()
     bottleneck = (
@@ -161,13 +162,18 @@ def code_and_measure(
     ffmpeg.encode(backend, settings, bottleneck, *layout.coded, fps, stream)
     t1 = time.perf_counter()
     acc = PsnrAccumulator(layout.source.bitdepth)
+    measuring = 0.0  # reading the source and PSNR are not decoding
     for ref, rec in zip(
         source_frames(source, first, count),
         reconstruct(backend, stream, layout, count),
         strict=True,
     ):
+        t = time.perf_counter()
         acc.add(ref, rec)
-    t2 = time.perf_counter()
+        if sink is not None:
+            sink(rec)
+        measuring += time.perf_counter() - t
+    t2 = time.perf_counter() - measuring
     y, u, v = acc.psnr_planes
     return Coded(
         stream=stream,

@@ -1,0 +1,389 @@
+"""``wrapcodec bench``: RD points of every option × QP × sequence, cached, local or on Dask.
+
+One *point* is a real encode, a real decode with post-processing, the container's bits and
+the metrics (PSNR-Y/U/V and PSNR-YUV 6:1:1 in the HM/JVET convention; SSIM and VMAF through
+ffmpeg's ``ssim`` and ``libvmaf`` filters on request). Points are independent, so they run
+on local processes (``--jobs``) or on a Dask distributed cluster (``--dask``), and each is
+cached on disk under a key of everything that determines it (source content, frames,
+option, codec, QP, preset, bit depth, threads, metrics, model hash), so a rerun reuses
+finished points and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wrapcodec import ffmpeg
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.container import overhead_bytes
+from wrapcodec.errors import InputError, WrapcodecError
+from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
+from wrapcodec.pipeline import Layout, code_and_measure, plane_sizes
+from wrapcodec.resample import weight_matrix
+from wrapcodec.y4m import Y4MWriter, count_frames, read_info
+
+METRICS = ("psnr", "ssim", "vmaf")
+CODEC_THREADS = 2  # threads one encode uses by default; --jobs defaults to cores / this
+
+
+class PointSpec(BaseModel):
+    """Everything that determines one RD point (the cache key is its hash)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sequence: str
+    path: str
+    source_sha256: str
+    frames: int
+    option: int
+    codec: str
+    qp: int
+    preset: str
+    bitdepth: int = 10
+    threads: int | None = None
+    metrics: tuple[str, ...] = ("psnr",)
+    model_hash: str = ""  # sha256 of the networks an option uses; empty for linear options
+
+    def key(self) -> str:
+        fields = self.model_dump(exclude={"path", "sequence"})
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class Point(BaseModel):
+    """One measured RD point."""
+
+    spec: PointSpec
+    option_name: str
+    kind: str
+    ratio: str
+    bottleneck: str
+    bits: int
+    kbps: float
+    psnr_y: float
+    psnr_u: float
+    psnr_v: float
+    psnr_yuv: float
+    ssim_y: float | None = None
+    vmaf: float | None = None
+    encode_s: float
+    decode_s: float
+    encode_fps: float
+    decode_fps: float
+    post_kmacs_per_pixel: float
+
+
+class BenchConfig(BaseModel):
+    """A bench run as the user asked for it (stored in results.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    codec: str
+    qps: list[int] = Field(default_factory=lambda: [22, 27, 32, 37, 42, 47])
+    frames: int | None = None
+    preset: str | None = None
+    bitdepth: int = 10
+    options: list[int] = Field(default_factory=lambda: [0, 9, 10, 11, 12, 13, 14])
+    metrics: list[str] = Field(default_factory=lambda: ["psnr"])
+    jobs: int = 1
+    threads: int | None = None
+    dask: str | None = None
+    interp: str = "pchip"
+
+
+def sha256_file(path: Path) -> str:
+    """Content hash of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sequences(dataset: Path) -> list[Path]:
+    """The .y4m files of a folder (sorted), or the one file given."""
+    if dataset.is_file():
+        return [dataset]
+    if not dataset.is_dir():
+        raise InputError(f"{dataset}: no such file or folder")
+    found = sorted(dataset.glob("*.y4m"))
+    if not found:
+        raise InputError(f"{dataset}: no .y4m files")
+    return found
+
+
+def post_kmacs_per_pixel(option: int, width: int, height: int) -> float:
+    """Decoder-side multiply-accumulates per output luma pixel, in thousands.
+
+    For the linear options: the separable up-sampling filter's non-zero taps (vertical pass
+    on the bottleneck width, then horizontal pass), for Y, U and V, per source luma pixel.
+    Direct coding has no post-processor.
+    """
+    opt = OPTIONS[option]
+    if opt.kind == "direct":
+        return 0.0
+    bw, bh = bottleneck_size(width, height, opt.ratio)
+    macs = 0
+    for (h_in, w_in), (h_out, w_out) in zip(
+        plane_sizes(bw, bh), plane_sizes(width, height), strict=True
+    ):
+        wy = weight_matrix(h_in, h_out, opt.kind)  # type: ignore[arg-type]
+        wx = weight_matrix(w_in, w_out, opt.kind)  # type: ignore[arg-type]
+        macs += int((wy != 0).sum()) * w_in + int((wx != 0).sum()) * h_out
+    return macs / (width * height) / 1000.0
+
+
+def _filter_metrics(
+    ref: Path, rec: Path, metrics: Sequence[str], workdir: Path
+) -> dict[str, float]:
+    """SSIM-Y (per-frame mean) and VMAF (mean) of ``rec`` against ``ref`` via ffmpeg."""
+    out: dict[str, float] = {}
+    exe = ffmpeg.ffmpeg_exe()
+    if "ssim" in metrics:
+        stats = workdir / "ssim.log"
+        _run_filter(exe, ref, rec, f"ssim=stats_file={stats}")
+        values = [float(m) for m in re.findall(r"\bY:([0-9.]+)", stats.read_text())]
+        out["ssim_y"] = sum(values) / len(values)
+    if "vmaf" in metrics:
+        log = workdir / "vmaf.json"
+        _run_filter(exe, ref, rec, f"libvmaf=log_fmt=json:log_path={log}")
+        out["vmaf"] = float(json.loads(log.read_text())["pooled_metrics"]["vmaf"]["mean"])
+    return out
+
+
+def _run_filter(exe: str, ref: Path, rec: Path, graph: str) -> None:
+    # distorted first, reference second: the order ffmpeg's ssim and libvmaf expect
+    cmd = [
+        exe,
+        "-hide_banner",
+        "-nostdin",
+        "-i",
+        str(rec),
+        "-i",
+        str(ref),
+        "-lavfi",
+        f"[0:v][1:v]{graph}",
+        "-f",
+        "null",
+        "-",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise ffmpeg.FFmpegError(
+            "metric filter failed", cmd, proc.stderr.decode("utf-8", "replace")
+        )
+
+
+def _trimmed_source(src: Path, frames: int, dest: Path) -> Path:
+    with Y4MWriter(dest, read_info(src)) as writer:
+        from wrapcodec.pipeline import source_frames
+
+        for frame in source_frames(src, 0, frames):
+            writer.write(frame)
+    return dest
+
+
+def run_point(spec: PointSpec) -> Point:
+    """Measure one point (a top-level function so processes and Dask workers can run it)."""
+    backend = get_backend(spec.codec)
+    settings = EncodeSettings(
+        qp=spec.qp, preset=spec.preset, bitdepth=spec.bitdepth, threads=spec.threads
+    )
+    source = Path(spec.path)
+    info = read_info(source)
+    opt = OPTIONS[spec.option]
+    layout = Layout.make(info, opt, backend, spec.bitdepth)
+    extra = [m for m in spec.metrics if m != "psnr"]
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-") as tmp:
+        workdir = Path(tmp)
+        stream = workdir / f"point{backend.extension}"
+        if extra:
+            rec_path = workdir / "rec.y4m"
+            with Y4MWriter(rec_path, info) as writer:
+                coded = code_and_measure(
+                    backend, settings, source, layout, 0, spec.frames, stream, writer.write
+                )
+            ref = _trimmed_source(source, spec.frames, workdir / "ref.y4m")
+            scores = _filter_metrics(ref, rec_path, extra, workdir)
+        else:
+            coded = code_and_measure(backend, settings, source, layout, 0, spec.frames, stream)
+            scores = {}
+    bits = 8 * (coded.payload_bytes + overhead_bytes(1))
+    seconds = spec.frames * info.fps_den / info.fps_num
+    bw, bh = layout.bottleneck
+    return Point(
+        spec=spec,
+        option_name=opt.name,
+        kind=opt.kind,
+        ratio=f"{opt.ratio.numerator}/{opt.ratio.denominator}",
+        bottleneck=f"{bw}x{bh}",
+        bits=bits,
+        kbps=bits / seconds / 1000.0,
+        psnr_y=coded.psnr_y,
+        psnr_u=coded.psnr_u,
+        psnr_v=coded.psnr_v,
+        psnr_yuv=coded.psnr_yuv,
+        ssim_y=scores.get("ssim_y"),
+        vmaf=scores.get("vmaf"),
+        encode_s=coded.encode_s,
+        decode_s=coded.decode_s,
+        encode_fps=spec.frames / coded.encode_s,
+        decode_fps=spec.frames / coded.decode_s,
+        post_kmacs_per_pixel=post_kmacs_per_pixel(spec.option, info.width, info.height),
+    )
+
+
+def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
+    """All point specs of a run, and notes on skipped options."""
+    backend = get_backend(config.codec)
+    preset = config.preset or backend.default_preset
+    for m in config.metrics:
+        if m not in METRICS:
+            raise InputError(f"unknown metric {m!r} (choose from {', '.join(METRICS)})")
+    for code in config.options:
+        if code not in OPTIONS or OPTIONS[code].neural:
+            raise InputError(f"option {code} is not available for bench")
+    backend.validate(EncodeSettings(qp=config.qps[0], preset=preset, bitdepth=config.bitdepth))
+    for qp in config.qps:
+        backend.validate(EncodeSettings(qp=qp, preset=preset, bitdepth=config.bitdepth))
+    specs: list[PointSpec] = []
+    notes: list[str] = []
+    for path in sequences(Path(config.dataset)):
+        info = read_info(path)
+        available = count_frames(path)
+        if available == 0:
+            raise InputError(f"{path}: no frames")
+        frames = min(config.frames or available, available)
+        digest = sha256_file(path)
+        for code in config.options:
+            reason = skip_reason(OPTIONS[code], info.width, info.height)
+            if reason:
+                notes.append(f"{path.stem}: skipped {OPTIONS[code].name}: {reason}")
+                continue
+            for qp in config.qps:
+                specs.append(
+                    PointSpec(
+                        sequence=path.stem,
+                        path=str(path.resolve()),
+                        source_sha256=digest,
+                        frames=frames,
+                        option=code,
+                        codec=config.codec,
+                        qp=qp,
+                        preset=preset,
+                        bitdepth=config.bitdepth,
+                        threads=config.threads,
+                        metrics=tuple(sorted(set(config.metrics) | {"psnr"})),
+                    )
+                )
+    return specs, notes
+
+
+class Cache:
+    """Finished points as one JSON file each, written atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, spec: PointSpec) -> Path:
+        return self.folder / f"{spec.key()}.json"
+
+    def get(self, spec: PointSpec) -> Point | None:
+        path = self._path(spec)
+        if not path.exists():
+            return None
+        try:
+            point = Point.model_validate_json(path.read_text())
+        except ValueError:
+            return None  # a damaged entry is recomputed
+        return point if point.spec.key() == spec.key() else None
+
+    def put(self, point: Point) -> None:
+        path = self._path(point.spec)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(point.model_dump_json())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _local(specs: Sequence[PointSpec], jobs: int) -> Iterator[Point]:
+    if jobs <= 1:
+        for spec in specs:
+            yield run_point(spec)
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_point, s) for s in specs]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _dask(specs: Sequence[PointSpec], address: str) -> Iterator[Point]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:
+        raise WrapcodecError(
+            "--dask needs dask.distributed: pip install 'wrapcodec[cluster]'"
+        ) from exc
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as exc:
+        raise WrapcodecError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+    with client:
+        futures = client.map(run_point, list(specs), pure=False)
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def run_points(
+    specs: Sequence[PointSpec],
+    cache: Cache,
+    jobs: int = 1,
+    dask: str | None = None,
+    on_point: Callable[[Point, bool], None] | None = None,
+) -> tuple[list[Point], int]:
+    """Every point of ``specs``: cached ones read back, the others computed and cached.
+
+    Returns the points in the order of ``specs`` and how many were computed.
+    """
+    done: dict[str, Point] = {}
+    todo: list[PointSpec] = []
+    for spec in specs:
+        hit = cache.get(spec)
+        if hit is None:
+            todo.append(spec)
+        else:
+            done[spec.key()] = hit
+            if on_point:
+                on_point(hit, True)
+    results: Iterable[Point] = _dask(todo, dask) if dask else _local(todo, jobs)
+    for point in results:
+        cache.put(point)
+        done[point.spec.key()] = point
+        if on_point:
+            on_point(point, False)
+    return [done[s.key()] for s in specs], len(todo)
+
+
+def default_jobs() -> int:
+    """Parallel points that keep every core busy without oversubscribing it."""
+    return max(1, (os.cpu_count() or 1) // CODEC_THREADS)

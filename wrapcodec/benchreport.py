@@ -1,0 +1,342 @@
+"""Frontiers, BD-rate tables, RD plots and the files of a bench run.
+
+Rows follow Table 1 of the switchable neural wrappers paper (HEVC anchor): each row's RD
+curve is the frontier of direct coding plus that row's options, against direct coding alone.
+The primary BD-rate is the *envelope* (continuous RDO: every option's curve interpolated like
+the anchor, best option at each quality); the paper's discrete Pareto-frontier variant is
+reported beside it, labelled as such.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from wrapcodec.bdrate import BDResult, Curve, Interp, bd_rate_envelope, bd_rate_pareto
+from wrapcodec.bench import Point
+
+ROWS: dict[str, tuple[int, ...]] = {
+    "bilinear": (12, 13, 14),
+    "Lanczos": (9, 10, 11),
+    "post-only": (1, 2, 3, 4),
+    "wrapper": (5, 6, 7, 8),
+    "post + wrapper": (1, 2, 3, 4, 5, 6, 7, 8),
+    "all options": tuple(range(1, 15)),
+}
+QUALITY = {"psnr_yuv": "PSNR-YUV", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "vmaf": "VMAF"}
+AVERAGE = "average"
+
+
+def _curve(points: Sequence[Point], metric: str) -> Curve | None:
+    pairs = [(p.kbps, getattr(p, metric)) for p in points if getattr(p, metric) is not None]
+    if len(pairs) < 2:
+        return None
+    return Curve.of([r for r, _ in pairs], [q for _, q in pairs])
+
+
+def _by(points: Sequence[Point]) -> dict[str, dict[int, list[Point]]]:
+    table: dict[str, dict[int, list[Point]]] = defaultdict(lambda: defaultdict(list))
+    for p in points:
+        table[p.spec.sequence][p.spec.option].append(p)
+    return table
+
+
+def average_points(points: Sequence[Point]) -> list[Point]:
+    """The 'average' sequence: rate and qualities averaged over sequences per (option, QP),
+    for (option, QP) pairs measured on every sequence."""
+    groups: dict[tuple[int, int], list[Point]] = defaultdict(list)
+    for p in points:
+        groups[(p.spec.option, p.spec.qp)].append(p)
+    n = len({p.spec.sequence for p in points})
+    out = []
+    for group in groups.values():
+        if len(group) != n:
+            continue
+        fields: dict[str, Any] = {}
+        for name in ("kbps", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ssim_y", "vmaf"):
+            values = [getattr(p, name) for p in group]
+            fields[name] = None if None in values else sum(values) / n
+        spec = group[0].spec.model_copy(update={"sequence": AVERAGE, "path": ""})
+        out.append(group[0].model_copy(update={**fields, "spec": spec}))
+    return out
+
+
+def _row_bd(
+    per_option: dict[int, list[Point]], codes: Sequence[int], metric: str, interp: Interp
+) -> tuple[BDResult, BDResult] | None:
+    anchor = _curve(per_option.get(0, []), metric)
+    if anchor is None or not any(c in per_option for c in codes):
+        return None
+    curves = [anchor]
+    pool = [(p.kbps, getattr(p, metric)) for p in per_option[0]]
+    for code in codes:
+        curve = _curve(per_option.get(code, []), metric)
+        if curve is not None:
+            curves.append(curve)
+            pool += [(p.kbps, getattr(p, metric)) for p in per_option[code]]
+    return bd_rate_envelope(anchor, curves, interp), bd_rate_pareto(anchor, pool, interp)
+
+
+def analyse(points: Sequence[Point], metrics: Sequence[str], interp: Interp) -> dict[str, Any]:
+    """BD-rate of every row, sequence (and the average) and metric, both methods."""
+    table = _by([*points, *average_points(points)])
+    out: dict[str, Any] = {}
+    for sequence, per_option in table.items():
+        for row, codes in ROWS.items():
+            for metric in metrics:
+                result = _row_bd(per_option, codes, metric, interp)
+                if result is None:
+                    continue
+                envelope, pareto = result
+                out.setdefault(row, {}).setdefault(metric, {})[sequence] = {
+                    "envelope": envelope.__dict__,
+                    "pareto": pareto.__dict__,
+                }
+    for row in out.values():
+        for per_sequence in row.values():
+            means: dict[str, float | None] = {}
+            for method in ("envelope", "pareto"):
+                values = [
+                    r[method]["bd_rate"]
+                    for s, r in per_sequence.items()
+                    if s != AVERAGE and r[method]["bd_rate"] is not None
+                ]
+                means[method] = sum(values) / len(values) if values else None
+            per_sequence["mean of sequences"] = means
+    return out
+
+
+def speed_table(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """Decoder complexity and speeds per option, averaged over the points."""
+    groups: dict[int, list[Point]] = defaultdict(list)
+    for p in points:
+        groups[p.spec.option].append(p)
+    rows = []
+    for code, group in sorted(groups.items()):
+        rows.append(
+            {
+                "option": code,
+                "name": group[0].option_name,
+                "post_kmacs_per_pixel": sum(p.post_kmacs_per_pixel for p in group) / len(group),
+                "encode_fps": sum(p.encode_fps for p in group) / len(group),
+                "decode_fps": sum(p.decode_fps for p in group) / len(group),
+            }
+        )
+    return rows
+
+
+def points_csv(points: Sequence[Point]) -> str:
+    buf = io.StringIO()
+    fields = [
+        "sequence",
+        "option",
+        "option_name",
+        "ratio",
+        "bottleneck",
+        "codec",
+        "preset",
+        "qp",
+        "frames",
+        "bits",
+        "kbps",
+        "psnr_y",
+        "psnr_u",
+        "psnr_v",
+        "psnr_yuv",
+        "ssim_y",
+        "vmaf",
+        "encode_s",
+        "decode_s",
+        "encode_fps",
+        "decode_fps",
+        "post_kmacs_per_pixel",
+    ]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for p in points:
+        row = p.model_dump(exclude={"spec"})
+        row.update(
+            {
+                k: getattr(p.spec, k)
+                for k in ("sequence", "option", "codec", "preset", "qp", "frames")
+            }
+        )
+        writer.writerow({k: row.get(k) for k in fields})
+    return buf.getvalue()
+
+
+def fmt_bd(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:+.2f} %"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """report.md: the BD-rate tables (both methods), speeds, and how they were computed."""
+    bd = results["bd_rate"]
+    seqs = results["sequences"]
+    lines = [
+        f"# wrapcodec bench: {results['config']['dataset']} with {results['config']['codec']}",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+    ]
+    lines += [
+        f"wrapcodec {results['versions']['wrapcodec']}, ffmpeg "
+        f"{results['versions']['ffmpeg']}, {results['config']['codec']} "
+        f"{results['versions']['encoder']}; QPs {results['config']['qps']}, preset "
+        f"{results['preset']}, {results['config']['bitdepth']}-bit bottleneck.",
+        "",
+    ]
+    for method, title in (
+        ("envelope", "BD-rate, RD envelope (continuous RDO; primary)"),
+        (
+            "pareto",
+            "BD-rate, discrete Pareto frontier (the paper's variant; biased by interpolation)",
+        ),
+    ):
+        for metric in results["config"]["metrics_columns"]:
+            lines += [f"## {title}: {QUALITY[metric]}", ""]
+            header = ["row", *seqs, AVERAGE, "mean of sequences"]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for row in ROWS:
+                per = bd.get(row, {}).get(metric)
+                if per is None:
+                    lines.append("| " + " | ".join([row, *["n/a"] * (len(header) - 1)]) + " |")
+                    continue
+                cells = [fmt_bd(per.get(s, {}).get(method, {}).get("bd_rate")) for s in seqs]
+                cells.append(fmt_bd(per.get(AVERAGE, {}).get(method, {}).get("bd_rate")))
+                cells.append(fmt_bd(per["mean of sequences"][method]))
+                lines.append("| " + " | ".join([row, *cells]) + " |")
+            lines.append("")
+    lines += [
+        "## Decoder complexity and speed",
+        "",
+        "| option | post-processor kMAC/pixel | encode fps | decode fps |",
+        "|---|---|---|---|",
+    ]
+    for r in results["speed"]:
+        lines.append(
+            f"| {r['option']} {r['name']} | {r['post_kmacs_per_pixel']:.3f} | "
+            f"{r['encode_fps']:.1f} | {r['decode_fps']:.1f} |"
+        )
+    lines += ["", "## Method", "", results["method"], ""]
+    warnings = sorted(
+        {
+            f"{row} / {metric} / {seq}: {r[m]['warning']}"
+            for row, per_metric in bd.items()
+            for metric, per_seq in per_metric.items()
+            for seq, r in per_seq.items()
+            if seq != "mean of sequences"
+            for m in ("envelope", "pareto")
+            if r[m].get("warning")
+        }
+    )
+    if warnings:
+        lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
+    if results["notes"]:
+        lines += ["## Notes", "", *[f"- {n}" for n in results["notes"]], ""]
+    return "\n".join(lines)
+
+
+METHOD = (
+    "Each point is a real encode and decode; bits are those of the whole .wrp file. PSNR is "
+    "computed per plane and frame, averaged over frames, PSNR-YUV = (6·Y + U + V)/8 (HM/JVET). "
+    "BD-rate (Bjøntegaard, VCEG-M33) interpolates log10(rate) as a function of quality with "
+    "piecewise cubic Hermite (PCHIP, as the JVET CTC spreadsheet; Akima on request) and "
+    "averages the log-rate difference over the overlap of the quality ranges. Envelope: every "
+    "option's curve of a row (direct included) is interpolated that way, and the test curve is, "
+    "at each quality, the lowest rate over those curves (the best option at each rate); it is "
+    "integrated on a dense grid, so a frontier containing the anchor never scores above 0 %. "
+    "Pareto: the non-dominated points of all options and QPs form one curve that goes through "
+    "the bjontegaard package like a single codec's curve. Average: rates and qualities averaged "
+    "over sequences per option and QP; 'mean of sequences' is the mean of per-sequence BD-rates."
+)
+
+
+def plot(points: Sequence[Point], sequence: str, metric: str, path: Path) -> None:
+    """RD plot of one sequence: direct and each row's discrete frontier, kbps on log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wrapcodec.bdrate import pareto_front
+
+    per_option = _by(points)[sequence]
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    direct = sorted((p.kbps, getattr(p, metric)) for p in per_option.get(0, []))
+    if direct:
+        ax.plot(*zip(*direct, strict=True), "k-o", label="direct", linewidth=2)
+    for row, codes in ROWS.items():
+        pool = [(p.kbps, getattr(p, metric)) for c in (0, *codes) for p in per_option.get(c, [])]
+        if not any(per_option.get(c) for c in codes):
+            continue
+        front = pareto_front([pt for pt in pool if pt[1] is not None])
+        ax.plot(*zip(*front, strict=True), "-.", marker=".", label=f"direct + {row}")
+    ax.set_xscale("log")
+    ax.set_xlabel("rate (kbps, log scale)")
+    ax.set_ylabel(QUALITY[metric] + (" (dB)" if metric.startswith("psnr") else ""))
+    ax.set_title(f"{sequence}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, results: dict[str, Any], points: Sequence[Point]) -> list[Path]:
+    """results.json, points.csv, report.md and the PNG plots; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (
+        ("results.json", json.dumps(results, indent=2, default=str)),
+        ("points.csv", points_csv(points)),
+        ("report.md", markdown(results)),
+    ):
+        path = out / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        written.append(path)
+    everything = [*points, *average_points(points)]
+    for sequence in [*results["sequences"], AVERAGE]:
+        path = out / f"rd_{sequence}.png"
+        plot(everything, sequence, "psnr_yuv", path)
+        written.append(path)
+    return written
+
+
+def assemble(
+    config: dict[str, Any],
+    preset: str,
+    points: Sequence[Point],
+    notes: Sequence[str],
+    command: str,
+    versions: dict[str, str],
+    interp: Interp,
+) -> dict[str, Any]:
+    """The content of results.json."""
+    metrics = ["psnr_yuv", "psnr_y"]
+    if any(p.ssim_y is not None for p in points):
+        metrics.append("ssim_y")
+    if any(p.vmaf is not None for p in points):
+        metrics.append("vmaf")
+    config = {**config, "metrics_columns": metrics}
+    return {
+        "command": command,
+        "config": config,
+        "preset": preset,
+        "versions": versions,
+        "sequences": sorted({p.spec.sequence for p in points}),
+        "method": METHOD,
+        "interp": interp,
+        "bd_rate": analyse(points, metrics, interp),
+        "speed": speed_table(points),
+        "notes": list(notes),
+        "points": [p.model_dump() for p in points],
+    }
