@@ -78,37 +78,36 @@ class Layout:
         return cls(source, option, (bw, bh), backend.coded_size(bw, bh), bitdepth)
 
 
-def preprocess(frame: Frame, layout: Layout) -> Frame:
-    """Source frame → bottleneck frame at the bottleneck bit depth (before codec padding)."""
-    opt, src = layout.option, layout.source
-    scale = 2.0 ** (layout.bitdepth - src.bitdepth)
-    if opt.kind == "direct":
-        return Frame(*(quantize(p.astype(np.float64) * scale, layout.bitdepth) for p in frame))
-    if opt.kind not in ("lanczos", "bilinear"):
-        raise NotImplementedError(f"option {opt.name} has no pre-processor here")
-    sizes = plane_sizes(*layout.bottleneck)
+def _convert(
+    frame: Frame, kind: str, sizes: tuple[tuple[int, int], ...], scale: float, bitdepth: int
+) -> Frame:
+    """Rescale sample values by ``scale``, resample each plane to ``sizes`` (linear options)
+    and quantise to ``bitdepth``."""
+    if kind == "direct":
+        return Frame(*(quantize(p.astype(np.float64) * scale, bitdepth) for p in frame))
+    if kind not in ("lanczos", "bilinear"):
+        raise NotImplementedError(f"{kind} options have no processor here")
     return Frame(
         *(
-            quantize(resample_plane(p.astype(np.float64) * scale, h, w, opt.kind), layout.bitdepth)
+            quantize(resample_plane(p.astype(np.float64) * scale, h, w, kind), bitdepth)  # type: ignore[arg-type]
             for p, (h, w) in zip(frame, sizes, strict=True)
         )
     )
 
 
+def preprocess(frame: Frame, layout: Layout) -> Frame:
+    """Source frame → bottleneck frame at the bottleneck bit depth (before codec padding)."""
+    scale = 2.0 ** (layout.bitdepth - layout.source.bitdepth)
+    sizes = plane_sizes(*layout.bottleneck)
+    return _convert(frame, layout.option.kind, sizes, scale, layout.bitdepth)
+
+
 def postprocess(frame: Frame, layout: Layout) -> Frame:
     """Decoded bottleneck frame (cropped) → frame at the source size and bit depth."""
-    opt, src = layout.option, layout.source
+    src = layout.source
     scale = 2.0 ** (src.bitdepth - layout.bitdepth)
-    if opt.kind == "direct":
-        return Frame(*(quantize(p.astype(np.float64) * scale, src.bitdepth) for p in frame))
-    if opt.kind not in ("lanczos", "bilinear"):
-        raise NotImplementedError(f"option {opt.name} has no post-processor here")
-    sizes = plane_sizes(src.width, src.height)
-    return Frame(
-        *(
-            quantize(resample_plane(p.astype(np.float64) * scale, h, w, opt.kind), src.bitdepth)
-            for p, (h, w) in zip(frame, sizes, strict=True)
-        )
+    return _convert(
+        frame, layout.option.kind, plane_sizes(src.width, src.height), scale, src.bitdepth
     )
 
 

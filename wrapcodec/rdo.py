@@ -31,7 +31,7 @@ from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.container import Segment, WrpHeader, overhead_bytes, write_wrp
 from wrapcodec.errors import InputError
-from wrapcodec.options import Option, skip_reason
+from wrapcodec.options import Option, bottleneck_size, skip_reason
 from wrapcodec.paths import spool_stdin
 from wrapcodec.pipeline import Coded, Layout, code_and_measure
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
@@ -175,6 +175,17 @@ def _report(trial: _Trial, count: int, info: VideoInfo) -> CandidateReport:
     )
 
 
+def _skipped(opt: Option, info: VideoInfo, reason: str) -> CandidateReport:
+    bw, bh = bottleneck_size(info.width, info.height, opt.ratio)
+    return CandidateReport(
+        code=int(opt.code),
+        name=opt.name,
+        ratio=_ratio(opt),
+        bottleneck=f"{bw}x{bh}",
+        skipped=reason,
+    )
+
+
 def _fit_budget(
     job: _Job, opt: Option, first: int, count: int, budget: float, progress: ProgressSink
 ) -> _Trial | None:
@@ -238,16 +249,7 @@ def encode_file(
             for opt in options:
                 reason = skip_reason(opt, info.width, info.height)
                 if reason is not None:
-                    bw, bh = Layout.make(info, opt, backend, settings.bitdepth).bottleneck
-                    reports.append(
-                        CandidateReport(
-                            code=int(opt.code),
-                            name=opt.name,
-                            ratio=_ratio(opt),
-                            bottleneck=f"{bw}x{bh}",
-                            skipped=reason,
-                        )
-                    )
+                    reports.append(_skipped(opt, info, reason))
                     continue
                 if bitrate_kbps is None:
                     trial: _Trial | None = job.trial(opt, settings.qp, first, count)
@@ -255,16 +257,8 @@ def encode_file(
                 else:
                     trial = _fit_budget(job, opt, first, count, bitrate_kbps, progress)
                 if trial is None:
-                    bw, bh = Layout.make(info, opt, backend, settings.bitdepth).bottleneck
-                    reports.append(
-                        CandidateReport(
-                            code=int(opt.code),
-                            name=opt.name,
-                            ratio=_ratio(opt),
-                            bottleneck=f"{bw}x{bh}",
-                            skipped=f"over {bitrate_kbps:g} kbps even at QP {backend.qp_range[1]}",
-                        )
-                    )
+                    over = f"over {bitrate_kbps:g} kbps even at QP {backend.qp_range[1]}"
+                    reports.append(_skipped(opt, info, over))
                     continue
                 trials.append(trial)
                 reports.append(_report(trial, count, info))
