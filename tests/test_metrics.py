@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,3 +36,18 @@ def test_mse_in_8_bit_units_for_10_bit() -> None:
     acc = PsnrAccumulator(10)
     acc.add(frame(100, 100, 100), frame(102, 100, 100))
     assert acc.mse_8bit == pytest.approx(6 * 4 / 8 / 16)
+
+
+def test_measure_files_refuses_frame_count_mismatch(tmp_path: Path, parkjoy: Path) -> None:
+    from wrapcodec.errors import InputError
+    from wrapcodec.metrics import measure_files
+    from wrapcodec.y4m import Y4MWriter, iter_frames, read_info
+
+    short = tmp_path / "short.y4m"
+    with Y4MWriter(short, read_info(parkjoy)) as w:
+        for i, f in enumerate(iter_frames(parkjoy)):
+            if i < 9:
+                w.write(f)
+    assert measure_files(str(parkjoy), str(parkjoy)).psnr_yuv == MAX_PSNR
+    with pytest.raises(InputError, match="frame count differs"):
+        measure_files(str(parkjoy), str(short))

@@ -446,16 +446,19 @@ def bench(
     written = benchreport.write_outputs(folder, results, points)
     console = Console()
     table = Table(title=f"BD-rate vs direct {codec}, PSNR-YUV, RD envelope (primary)")
-    table.add_column("row")
-    for sequence in [*results["sequences"], "mean"]:
-        table.add_column(sequence, justify="right")
-    for row in benchreport.ROWS:
-        per = results["bd_rate"].get(row, {}).get("psnr_yuv")
-        if per is None:
-            continue
-        cells = [benchreport.fmt_bd(per[s]["envelope"]["bd_rate"]) for s in results["sequences"]]
-        cells.append(benchreport.fmt_bd(per["mean of sequences"]["envelope"]))
-        table.add_row(row, *cells)
+    table.add_column("sequence")
+    shown = [row for row in benchreport.ROWS if "psnr_yuv" in results["bd_rate"].get(row, {})]
+    for row in shown:
+        table.add_column(row, justify="right")
+    for sequence in [*results["sequences"], "average", "mean of sequences"]:
+        cells = []
+        for row in shown:
+            entry = results["bd_rate"][row]["psnr_yuv"].get(sequence, {})
+            value = entry.get("envelope")
+            cells.append(
+                benchreport.fmt_bd(value if not isinstance(value, dict) else value["bd_rate"])
+            )
+        table.add_row(sequence, *cells)
     console.print(table)
     console.print(
         f"{len(points)} points ({computed} computed, {len(points) - computed} from cache); "

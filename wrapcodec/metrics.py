@@ -92,6 +92,11 @@ def measure_files(reference: str, reconstruction: str) -> PsnrAccumulator:
         ):
             raise InputError(f"{reconstruction}: size or bit depth differs from {reference}")
         acc = PsnrAccumulator(ref.info.bitdepth)
-        for a, b in zip(ref, rec, strict=False):
-            acc.add(a, b)
+        try:
+            for a, b in zip(ref, rec, strict=True):
+                acc.add(a, b)
+        except ValueError:  # zip(strict=True): one file ran out of frames first
+            raise InputError(
+                f"{reconstruction}: frame count differs from {reference} (after {acc.frames})"
+            ) from None
     return acc
