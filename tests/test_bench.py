@@ -110,7 +110,7 @@ def test_dask_local_cluster_equals_local_run(dataset: Path, tmp_path: Path) -> N
     specs, _ = plan(config)
     local, _ = run_points(specs, Cache(tmp_path / "local"))
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         remote, computed = run_points(
             specs, Cache(tmp_path / "dask"), dask=cluster.scheduler_address
