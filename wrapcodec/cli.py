@@ -320,6 +320,8 @@ def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | Non
         report = _encode(str(path), wrp, codec, qp, None, preset, 10, "all", None, True, as_json)
         decode_file(wrp, y4m)
         check = measure_files(str(path), y4m)
+        if not keep:
+            report.output = "(temporary file)"
         _print_report(report, as_json)
         if not as_json:
             Console().print(
