@@ -104,7 +104,7 @@ def test_dask_local_cluster_equals_local_run(dataset: Path, tmp_path: Path) -> N
         codec="x264",
         qps=[30, 40],
         preset="ultrafast",
-        options=[0, 10],
+        options=[0, 10, 13],
         threads=1,
     )
     specs, _ = plan(config)

@@ -187,3 +187,15 @@ def test_bad_arguments() -> None:
         weight_matrix(4, 2, "bicubic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="2-D"):
         resample_plane(np.zeros((2, 2, 2)), 1, 1, "bilinear")
+
+
+@pytest.mark.parametrize("kernel", ["bilinear", "lanczos"])
+@pytest.mark.parametrize(("shape", "out"), [((97, 161), (64, 108)), ((48, 64), (96, 128))])
+def test_tap_filter_equals_matrix_product(
+    kernel: Kernel, shape: tuple[int, int], out: tuple[int, int]
+) -> None:
+    """The fixed-order tap sums match Wy @ x @ Wx.T to rounding error."""
+    x = np.random.default_rng(3).random(shape) * 1023
+    wy = weight_matrix(shape[0], out[0], kernel)
+    wx = weight_matrix(shape[1], out[1], kernel)
+    np.testing.assert_allclose(resample_plane(x, *out, kernel), wy @ x @ wx.T, atol=1e-9)

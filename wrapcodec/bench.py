@@ -5,8 +5,8 @@ the metrics (PSNR-Y/U/V and PSNR-YUV 6:1:1 in the HM/JVET convention; SSIM and V
 ffmpeg's ``ssim`` and ``libvmaf`` filters on request). Points are independent, so they run
 on local processes (``--jobs``) or on a Dask distributed cluster (``--dask``), and each is
 cached on disk under a key of everything that determines it (source content, frames,
-option, codec, QP, preset, bit depth, threads, metrics, model hash), so a rerun reuses
-finished points and an interrupted run resumes.
+option, codec, QP, preset, bit depth, threads, metrics, model hash, pipeline revision), so a
+rerun reuses finished points and an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.container import overhead_bytes
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
-from wrapcodec.pipeline import Layout, code_and_measure, plane_sizes
+from wrapcodec.pipeline import REVISION, Layout, code_and_measure, plane_sizes
 from wrapcodec.resample import weight_matrix
 from wrapcodec.y4m import Y4MWriter, count_frames, read_info
 
@@ -53,6 +53,7 @@ class PointSpec(BaseModel):
     threads: int | None = None
     metrics: tuple[str, ...] = ("psnr",)
     model_hash: str = ""  # sha256 of the networks an option uses; empty for linear options
+    revision: int = REVISION  # of the pipeline's numerics
 
     def key(self) -> str:
         fields = self.model_dump(exclude={"path", "sequence"})

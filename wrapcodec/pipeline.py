@@ -25,6 +25,9 @@ from wrapcodec.options import Option, bottleneck_size
 from wrapcodec.resample import resample_plane
 from wrapcodec.y4m import Frame, VideoInfo, iter_frames
 
+REVISION = 2
+"""Bumped whenever the numbers this pipeline produces change (cached bench points expire)."""
+
 
 def quantize(x: np.ndarray, bitdepth: int) -> np.ndarray:
     """Round half to even and clip to the ``bitdepth`` range, as uint16."""

@@ -95,10 +95,40 @@ def weight_matrix(n_in: int, n_out: int, kernel: Kernel) -> np.ndarray:
     return _cached_weights(n_in, n_out, kernel)
 
 
+@functools.lru_cache(maxsize=256)
+def _taps(n_in: int, n_out: int, kernel: Kernel) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero entries of each row of the weight matrix as ``(index, weight)`` arrays of
+    shape ``(n_out, taps)``, zero-weight padded to a common tap count."""
+    weights = _cached_weights(n_in, n_out, kernel)
+    count = int((weights != 0).sum(axis=1).max())
+    index = np.zeros((n_out, count), dtype=np.int64)
+    value = np.zeros((n_out, count), dtype=np.float64)
+    for row in range(n_out):
+        (cols,) = np.nonzero(weights[row])
+        index[row, : len(cols)] = cols
+        value[row, : len(cols)] = weights[row, cols]
+    return index, value
+
+
+def _filter_rows(x: np.ndarray, n_out: int, kernel: Kernel) -> np.ndarray:
+    """Resample along axis 0 as a fixed-order sum of taps.
+
+    Element-wise multiply-adds in a fixed order give the same bits on every machine and
+    thread count, unlike a BLAS matrix product, whose summation order varies; the decoder's
+    output must equal what the encoder measured wherever each runs.
+    """
+    index, value = _taps(x.shape[0], n_out, kernel)
+    out = value[:, :1] * x[index[:, 0]]
+    for k in range(1, index.shape[1]):
+        out += value[:, k : k + 1] * x[index[:, k]]
+    return out
+
+
 def resample_plane(x: np.ndarray, out_height: int, out_width: int, kernel: Kernel) -> np.ndarray:
     """Resample a 2-D plane to ``(out_height, out_width)``; float64 in, new float64 array out.
 
-    Computes ``Wy @ x @ Wx.T``, skipping an axis whose size is unchanged.
+    Equal to ``Wy @ x @ Wx.T`` (vertical pass first), skipping an axis whose size is
+    unchanged, and bit-exact across machines (see :func:`_filter_rows`).
     """
     plane = np.asarray(x, dtype=np.float64)
     if plane.ndim != 2:
@@ -108,7 +138,7 @@ def resample_plane(x: np.ndarray, out_height: int, out_width: int, kernel: Kerne
     _check_args(width, out_width, kernel)
     out = plane.copy() if (height, width) == (out_height, out_width) else plane
     if out_height != height:
-        out = weight_matrix(height, out_height, kernel) @ out
+        out = _filter_rows(out, out_height, kernel)
     if out_width != width:
-        out = out @ weight_matrix(width, out_width, kernel).T
+        out = np.ascontiguousarray(_filter_rows(np.ascontiguousarray(out.T), out_width, kernel).T)
     return out
