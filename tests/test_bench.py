@@ -119,3 +119,23 @@ def test_dask_local_cluster_equals_local_run(dataset: Path, tmp_path: Path) -> N
     for a, b in zip(local, remote, strict=True):
         assert a.spec == b.spec
         assert (a.bits, a.psnr_y, a.psnr_yuv) == (b.bits, b.psnr_y, b.psnr_yuv)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["/nonexistent/videos"], "no such file or folder"),
+        (["DATA", "--qps", "30"], "at least 2 QPs"),
+        (["DATA", "--qps", "30,x"], "not a list of integers"),
+        (["DATA", "--metrics", "psnr,lpips"], "unknown metric 'lpips'"),
+        (["DATA", "--options", "6"], "needs neural models"),
+    ],
+)
+def test_bench_bad_input(
+    runner: CliRunner, dataset: Path, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    args = [str(dataset) if a == "DATA" else a for a in args]
+    result = runner.invoke(cli, ["bench", *args, "--codec", "x264", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
