@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from wrapcodec.errors import ContainerError
+from wrapcodec.y4m import MAX_DIMENSION, ChromaTag  # header byte 10 stores the y4m siting tag
 
 MAGIC = b"WRPC"
 VERSION = 1
@@ -60,19 +61,8 @@ class OptionCode(IntEnum):
     RESERVED = 15
 
 
-class ChromaTag(IntEnum):
-    """y4m 4:2:0 chroma siting family (header byte 10)."""
-
-    C420JPEG = 0
-    C420 = 1
-    C420MPEG2 = 2
-    C420PALDV = 3
-
-
 #: ``model_bank_id`` of files that use no neural model (direct and linear options).
 NO_MODEL_BANK = bytes(8)
-
-MAX_DIMENSION = 16384
 BITDEPTHS = (8, 10)
 
 # --- struct layouts ---------------------------------------------------------------------------

@@ -29,14 +29,12 @@ from pydantic import BaseModel
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, EncodeSettings
-from wrapcodec.container import Segment, WrpHeader, overhead_bytes, write_wrp
+from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
 from wrapcodec.errors import InputError
 from wrapcodec.options import Option, bottleneck_size, skip_reason
 from wrapcodec.paths import spool_stdin
 from wrapcodec.pipeline import Coded, Layout, code_and_measure
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
-
-NO_MODELS = bytes(8)
 
 
 class ProgressSink(Protocol):
@@ -293,7 +291,7 @@ def encode_file(
 
         header = WrpHeader(
             codec_id=backend.codec_id,
-            model_bank_id=NO_MODELS,
+            model_bank_id=NO_MODEL_BANK,
             width=info.width,
             height=info.height,
             bitdepth=info.bitdepth,
