@@ -28,6 +28,7 @@ import math
 from typing import Literal, get_args
 
 import numpy as np
+from scipy import sparse
 
 __all__ = ["LANCZOS_A", "Kernel", "resample_plane", "weight_matrix"]
 
@@ -96,32 +97,20 @@ def weight_matrix(n_in: int, n_out: int, kernel: Kernel) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _taps(n_in: int, n_out: int, kernel: Kernel) -> tuple[np.ndarray, np.ndarray]:
-    """The non-zero entries of each row of the weight matrix as ``(index, weight)`` arrays of
-    shape ``(n_out, taps)``, zero-weight padded to a common tap count."""
-    weights = _cached_weights(n_in, n_out, kernel)
-    count = int((weights != 0).sum(axis=1).max())
-    index = np.zeros((n_out, count), dtype=np.int64)
-    value = np.zeros((n_out, count), dtype=np.float64)
-    for row in range(n_out):
-        (cols,) = np.nonzero(weights[row])
-        index[row, : len(cols)] = cols
-        value[row, : len(cols)] = weights[row, cols]
-    return index, value
+def _sparse(n_in: int, n_out: int, kernel: Kernel) -> sparse.csr_matrix:
+    """The weight matrix in CSR form: each row's non-zero taps, in column order."""
+    return sparse.csr_matrix(_cached_weights(n_in, n_out, kernel))
 
 
 def _filter_rows(x: np.ndarray, n_out: int, kernel: Kernel) -> np.ndarray:
-    """Resample along axis 0 as a fixed-order sum of taps.
+    """Resample along axis 0 as a sparse product.
 
-    Element-wise multiply-adds in a fixed order give the same bits on every machine and
-    thread count, unlike a BLAS matrix product, whose summation order varies; the decoder's
-    output must equal what the encoder measured wherever each runs.
+    The CSR product sums each output row's taps in a fixed order on one thread, so it gives
+    the same bits on every machine and thread count, unlike a BLAS matrix product whose
+    summation order varies: the decoder's output must equal what the encoder measured
+    wherever each of them runs.
     """
-    index, value = _taps(x.shape[0], n_out, kernel)
-    out = value[:, :1] * x[index[:, 0]]
-    for k in range(1, index.shape[1]):
-        out += value[:, k : k + 1] * x[index[:, k]]
-    return out
+    return np.asarray(_sparse(x.shape[0], n_out, kernel) @ x)
 
 
 def resample_plane(x: np.ndarray, out_height: int, out_width: int, kernel: Kernel) -> np.ndarray:
