@@ -250,7 +250,7 @@ def info(input: str, as_json: bool) -> None:
         click.echo(meta.model_dump_json(indent=2))
         return
     for key, value in meta.model_dump(exclude={"segments"}).items():
-        click.echo(f"{key:20} {value}")
+        click.echo(f"{key:20} {value:.3f}" if isinstance(value, float) else f"{key:20} {value}")
     for s in meta.segments:
         click.echo(
             f"segment @{s.first_frame:<6} {s.frame_count} frames, option {s.option} "
