@@ -28,7 +28,7 @@ from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.container import overhead_bytes
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
-from wrapcodec.pipeline import REVISION, Layout, code_and_measure, plane_sizes
+from wrapcodec.pipeline import REVISION, Layout, code_and_measure, plane_sizes, source_frames
 from wrapcodec.resample import weight_matrix
 from wrapcodec.y4m import Y4MWriter, count_frames, read_info
 
@@ -187,8 +187,6 @@ def _run_filter(exe: str, ref: Path, rec: Path, graph: str) -> None:
 
 def _trimmed_source(src: Path, frames: int, dest: Path) -> Path:
     with Y4MWriter(dest, read_info(src)) as writer:
-        from wrapcodec.pipeline import source_frames
-
         for frame in source_frames(src, 0, frames):
             writer.write(frame)
     return dest
