@@ -27,6 +27,7 @@ from wrapcodec import ffmpeg
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.container import overhead_bytes
 from wrapcodec.errors import InputError, WrapcodecError
+from wrapcodec.metrics import kbps
 from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
 from wrapcodec.pipeline import REVISION, Layout, code_and_measure, plane_sizes, source_frames
 from wrapcodec.resample import weight_matrix
@@ -218,16 +219,15 @@ def run_point(spec: PointSpec) -> Point:
             coded = code_and_measure(backend, settings, source, layout, 0, spec.frames, stream)
             scores = {}
     bits = 8 * (coded.payload_bytes + overhead_bytes(1))
-    seconds = spec.frames * info.fps_den / info.fps_num
     bw, bh = layout.bottleneck
     return Point(
         spec=spec,
         option_name=opt.name,
         kind=opt.kind,
-        ratio=f"{opt.ratio.numerator}/{opt.ratio.denominator}",
+        ratio=opt.ratio_text,
         bottleneck=f"{bw}x{bh}",
         bits=bits,
-        kbps=bits / seconds / 1000.0,
+        kbps=kbps(bits, spec.frames, info.fps_num, info.fps_den),
         psnr_y=coded.psnr_y,
         psnr_u=coded.psnr_u,
         psnr_v=coded.psnr_v,

@@ -31,6 +31,7 @@ ROWS: dict[str, tuple[int, ...]] = {
 }
 QUALITY = {"psnr_yuv": "PSNR-YUV", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "vmaf": "VMAF"}
 AVERAGE = "average"
+MEAN = "mean of sequences"
 
 
 def _curve(points: Sequence[Point], metric: str) -> Curve | None:
@@ -108,7 +109,7 @@ def analyse(points: Sequence[Point], metrics: Sequence[str], interp: Interp) -> 
                     if s != AVERAGE and r[method]["bd_rate"] is not None
                 ]
                 means[method] = sum(values) / len(values) if values else None
-            per_sequence["mean of sequences"] = means
+            per_sequence[MEAN] = means
     return out
 
 
@@ -171,6 +172,12 @@ def points_csv(points: Sequence[Point]) -> str:
     return buf.getvalue()
 
 
+def bd_value(per_sequence: dict[str, Any], sequence: str, method: str) -> float | None:
+    """A BD-rate of one row and metric: a sequence's, the average curve's, or ``MEAN``."""
+    entry = per_sequence.get(sequence, {}).get(method)
+    return entry["bd_rate"] if isinstance(entry, dict) else entry
+
+
 def fmt_bd(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:+.2f} %"
 
@@ -201,16 +208,14 @@ def markdown(results: dict[str, Any]) -> str:
     ):
         for metric in results["config"]["metrics_columns"]:
             lines += [f"## {title}: {QUALITY[metric]}", ""]
-            header = ["row", *seqs, AVERAGE, "mean of sequences"]
+            header = ["row", *seqs, AVERAGE, MEAN]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for row in ROWS:
                 per = bd.get(row, {}).get(metric)
                 if per is None:
                     lines.append("| " + " | ".join([row, *["n/a"] * (len(header) - 1)]) + " |")
                     continue
-                cells = [fmt_bd(per.get(s, {}).get(method, {}).get("bd_rate")) for s in seqs]
-                cells.append(fmt_bd(per.get(AVERAGE, {}).get(method, {}).get("bd_rate")))
-                cells.append(fmt_bd(per["mean of sequences"][method]))
+                cells = [fmt_bd(bd_value(per, s, method)) for s in [*seqs, AVERAGE, MEAN]]
                 lines.append("| " + " | ".join([row, *cells]) + " |")
             lines.append("")
     lines += [
@@ -231,7 +236,7 @@ def markdown(results: dict[str, Any]) -> str:
             for row, per_metric in bd.items()
             for metric, per_seq in per_metric.items()
             for seq, r in per_seq.items()
-            if seq != "mean of sequences"
+            if seq != MEAN
             for m in ("envelope", "pareto")
             if r[m].get("warning")
         }

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wrapcodec import __version__, ffmpeg
+from wrapcodec import __version__, benchreport, ffmpeg
+from wrapcodec import bench as bench_lib
 from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.decoder import decode_file, file_info
-from wrapcodec.errors import WrapcodecError
+from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import parse_options
 from wrapcodec.paths import check_input, check_output
@@ -310,8 +314,6 @@ def list_backends(as_json: bool) -> None:
 )
 def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | None) -> None:
     """Encode the bundled Park Joy clip with RDO, decode it, and show every option."""
-    import tempfile
-
     clip = resources.files("wrapcodec.data") / DEMO_CLIP
     with resources.as_file(clip) as path, tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(keep) if keep else Path(tmp)
@@ -377,13 +379,6 @@ def bench(
     dask: str | None,
 ) -> None:
     """RD curves, frontiers and BD-rates of every option on DATASET (.y4m folder or file)."""
-    import os
-    import shlex
-
-    from wrapcodec import bench as bench_lib
-    from wrapcodec import benchreport
-    from wrapcodec.errors import InputError
-
     try:
         qp_list = [int(q) for q in qps.split(",") if q.strip()]
     except ValueError:
@@ -452,14 +447,13 @@ def bench(
     shown = [row for row in benchreport.ROWS if "psnr_yuv" in results["bd_rate"].get(row, {})]
     for row in shown:
         table.add_column(row, justify="right")
-    for sequence in [*results["sequences"], "average", "mean of sequences"]:
-        cells = []
-        for row in shown:
-            entry = results["bd_rate"][row]["psnr_yuv"].get(sequence, {})
-            value = entry.get("envelope")
-            cells.append(
-                benchreport.fmt_bd(value if not isinstance(value, dict) else value["bd_rate"])
+    for sequence in [*results["sequences"], benchreport.AVERAGE, benchreport.MEAN]:
+        cells = [
+            benchreport.fmt_bd(
+                benchreport.bd_value(results["bd_rate"][row]["psnr_yuv"], sequence, "envelope")
             )
+            for row in shown
+        ]
         table.add_row(sequence, *cells)
     console.print(table)
     console.print(

@@ -23,6 +23,11 @@ MAX_PSNR = 100.0
 WEIGHTS = (6.0, 1.0, 1.0)
 
 
+def kbps(bits: int, frames: int, fps_num: int, fps_den: int) -> float:
+    """Bits over the duration of ``frames`` frames at ``fps_num/fps_den``, in kbit/s."""
+    return bits / (frames * fps_den / fps_num) / 1000.0
+
+
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared error of two planes of the same shape."""
     diff = a.astype(np.int64) - b.astype(np.int64)

@@ -34,10 +34,13 @@ class Option:
     ratio: Fraction
 
     @property
+    def ratio_text(self) -> str:
+        """The ratio as ``a/b``."""
+        return f"{self.ratio.numerator}/{self.ratio.denominator}"
+
+    @property
     def name(self) -> str:
-        if self.kind == "direct":
-            return "direct"
-        return f"{self.kind}-{self.ratio.numerator}/{self.ratio.denominator}"
+        return "direct" if self.kind == "direct" else f"{self.kind}-{self.ratio_text}"
 
     @property
     def neural(self) -> bool:

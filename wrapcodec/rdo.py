@@ -27,7 +27,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from wrapcodec import ffmpeg
+from wrapcodec import ffmpeg, metrics
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
 from wrapcodec.errors import InputError
@@ -110,13 +110,9 @@ class EncodeReport(BaseModel):
     timings: dict[str, float]
 
 
-def _ratio(opt: Option) -> str:
-    return f"{opt.ratio.numerator}/{opt.ratio.denominator}"
-
-
 def kbps(bits: int, frames: int, info: VideoInfo) -> float:
     """Bits over the duration of ``frames`` frames at the source frame rate, in kbit/s."""
-    return bits / (frames * info.fps_den / info.fps_num) / 1000.0
+    return metrics.kbps(bits, frames, info.fps_num, info.fps_den)
 
 
 @dataclass
@@ -157,7 +153,7 @@ def _report(trial: _Trial, count: int, info: VideoInfo) -> CandidateReport:
     return CandidateReport(
         code=int(trial.option.code),
         name=trial.option.name,
-        ratio=_ratio(trial.option),
+        ratio=trial.option.ratio_text,
         bottleneck=f"{bw}x{bh}",
         qp=trial.qp,
         bits=trial.bits,
@@ -178,7 +174,7 @@ def _skipped(opt: Option, info: VideoInfo, reason: str) -> CandidateReport:
     return CandidateReport(
         code=int(opt.code),
         name=opt.name,
-        ratio=_ratio(opt),
+        ratio=opt.ratio_text,
         bottleneck=f"{bw}x{bh}",
         skipped=reason,
     )
