@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -460,6 +461,90 @@ def bench(
         f"{len(points)} points ({computed} computed, {len(points) - computed} from cache); "
         f"wrote {', '.join(p.name for p in written[:3])} and {len(written) - 3} plots to {folder}"
     )
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(["post", "wrapper"]), required=True)
+@click.option("--ratio", type=click.Choice(["1", "1/2", "2/3", "1/4"]), required=True)
+@click.option("--data", required=True, metavar="DIR", help="Training images.")
+@click.option("--val", default=None, metavar="DIR", help="Validation images.")
+@click.option("--steps", type=int, required=True, help="Train until this step.")
+@click.option("--proxy", type=click.Choice(["jpeg", "codec"]), default="jpeg", show_default=True)
+@click.option("--codec", default="x265", show_default=True, help="Backend for --proxy codec.")
+@click.option("--qp-range", default="22-47", show_default=True, help="QPs drawn (--proxy codec).")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lam", type=float, default=16.0, show_default=True, help="λ of MSE + λ·rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-every", type=int, default=100, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 …")
+@click.option("--threads", type=int, default=None, help="CPU threads [all cores].")
+@click.option("--init", default=None, metavar="FILE", help="Start from these weights.")
+@click.option("--resume", is_flag=True, help="Continue from OUT's checkpoint.")
+@click.option("--out", required=True, metavar="FILE.safetensors")
+def train(**kw: Any) -> None:
+    """Train a post-processor or a pre+post wrapper."""
+    from wrapcodec.train import TrainConfig, Trainer
+
+    if kw["threads"]:
+        torch.set_num_threads(kw["threads"])
+    if kw["device"].startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {kw['device']}: no CUDA device is available here")
+    lo, _, hi = kw["qp_range"].partition("-")
+    if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+        raise InputError(f"--qp-range {kw['qp_range']!r}: expected LOW-HIGH, e.g. 22-47")
+    out = Path(kw["out"])
+    cfg = TrainConfig(
+        **{
+            k: kw[k]
+            for k in (
+                "kind",
+                "ratio",
+                "data",
+                "val",
+                "steps",
+                "proxy",
+                "codec",
+                "batch",
+                "crop",
+                "lr",
+                "lam",
+                "seed",
+                "val_every",
+                "device",
+                "init",
+            )
+        },
+        qp_min=int(lo),
+        qp_max=int(hi),
+    )
+    trainer = Trainer(cfg, out)
+    if kw["resume"]:
+        trainer.resume()
+    elif trainer.checkpoint.exists():
+        raise InputError(f"{trainer.checkpoint} exists: pass --resume to continue it")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as progress:
+        task = progress.add_task(
+            f"{cfg.kind} {cfg.ratio}", total=cfg.steps, completed=trainer.step, stats=""
+        )
+
+        def report(step: int, r: Any, val: dict[str, float] | None) -> None:
+            stats = f"loss {r.loss:.2f}  PSNR {r.psnr:.2f} dB  rate {r.bpp:.3f} bpp  q {r.q:.2f}"
+            progress.update(task, completed=step, stats=stats)
+            if val:
+                text = "  ".join(f"{k} {v:.3f}" for k, v in val.items())
+                progress.console.print(f"step {step}: {text}")
+
+        trainer.run(report)
+    click.echo(f"wrote {out} (step {trainer.step})")
 
 
 def main() -> None:

@@ -1,0 +1,334 @@
+"""The neural pre- and post-processors of the switchable neural wrappers (Hu et al., §3.1–3.2).
+
+Both work on a 4:2:0 picture held as two tensors in the normalised range ``[-1, 1]``::
+
+    y   (N, 1, H,   W)      luma
+    uv  (N, 2, H/2, W/2)    chroma
+
+with H and W even (callers pad odd pictures by one replicated row or column, which leaves the
+chroma size unchanged). Inside, luma goes space-to-depth so the network sees six channels at
+H/2 × W/2: four luma phases, U and V.
+
+* :class:`PostProcessor` — bilinear resample of the decoded bottleneck to H × W, a UNet-like net
+  in which every kernel larger than 1×1 is depthwise (followed by 1×1 cross-channel convs)
+  predicting a six-channel residual; the luma residual goes depth-to-space and is added to the
+  resampled Y, U and V pass a learned 3×3 cross-channel conv before their residuals are added.
+  One architecture for every ratio.
+* :class:`PreProcessor` — a standard UNet plus a parallel three-layer 1×1 MLP, added to the
+  bilinear (antialiased) downsampling of the source; the ratio r = u/d is set by the strides
+  of two layers: a stride-d convolution down and a stride-u transposed convolution up.
+
+Both start as the linear option they extend: their last layers are zero and the chroma conv is
+the identity, so an untrained post-processor is bilinear upsampling and an untrained
+pre-processor is the bilinear downsampling of the pipeline.
+
+:func:`count_macs` counts what a forward pass runs, per output (post) or source (pre) luma
+pixel: every convolution's multiply-accumulates (``out elements × in/groups × kh × kw``, as
+thop counts them, biases not counted), resampling taps (one MAC per non-zero tap) and one per
+element of every residual or skip addition. Activations, padding and pixel shuffles are free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from wrapcodec.resample import weight_matrix
+
+# -- MAC counting ---------------------------------------------------------------------------
+
+_counter: list[float] = []  # the innermost count_macs() tally, empty when not counting
+
+
+def _tally(n: float) -> None:
+    if _counter:
+        _counter[-1] += n
+
+
+def _add(a: Tensor, b: Tensor) -> Tensor:
+    """``a + b``, tallied as one operation per output element."""
+    out = a + b
+    _tally(out[0].numel())
+    return out
+
+
+def _conv_hook(module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+    assert isinstance(module, nn.Conv2d | nn.ConvTranspose2d)
+    kh, kw = module.kernel_size
+    if isinstance(module, nn.ConvTranspose2d):
+        # each input element is multiplied into kh·kw·out/groups outputs
+        n_in = _inputs[0][0].numel()
+        _tally(n_in * kh * kw * module.out_channels / module.groups)
+    else:
+        _tally(output[0].numel() * module.in_channels / module.groups * kh * kw)
+
+
+@contextlib.contextmanager
+def _counting(model: nn.Module) -> Iterator[list[float]]:
+    handles = [
+        m.register_forward_hook(_conv_hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+    ]
+    _counter.append(0.0)
+    try:
+        yield _counter
+    finally:
+        _counter.pop()
+        for h in handles:
+            h.remove()
+
+
+def count_macs(model: PostProcessor | PreProcessor, width: int, height: int) -> float:
+    """MACs per luma pixel (output pixel for a post-processor, source pixel for a
+    pre-processor) of one forward pass on a ``width``×``height`` picture."""
+    ratio = model.ratio
+    with torch.no_grad(), _counting(model) as tally:
+        if isinstance(model, PostProcessor):
+            bw, bh = bottleneck_dims(width, height, ratio)
+            y, uv = _zeros(bw, bh)
+            model(y, uv, height, width)
+        else:
+            y, uv = _zeros(width, height)
+            model(y, uv)
+        total = tally[-1]
+    return total / (width * height)
+
+
+def _zeros(width: int, height: int) -> tuple[Tensor, Tensor]:
+    return torch.zeros(1, 1, height, width), torch.zeros(1, 2, height // 2, width // 2)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def bottleneck_dims(width: int, height: int, ratio: Fraction) -> tuple[int, int]:
+    """The pipeline's bottleneck size rule (nearest even, halves up)."""
+    from wrapcodec.options import bottleneck_size
+
+    return bottleneck_size(width, height, ratio)
+
+
+def compute_padding(h: int, w: int, multiple: int) -> tuple[tuple[int, int, int, int], tuple]:
+    """``(pad, unpad)``: F.pad amounts taking ``h``×``w`` up to multiples of ``multiple``
+    (right and bottom), and the slice that undoes it."""
+    ph, pw = -h % multiple, -w % multiple
+    return (0, pw, 0, ph), (..., slice(0, h), slice(0, w))
+
+
+def space_to_depth(y: Tensor) -> Tensor:
+    return F.pixel_unshuffle(y, 2)  # (N,1,H,W) -> (N,4,H/2,W/2)
+
+
+def depth_to_space(x: Tensor) -> Tensor:
+    return F.pixel_shuffle(x, 2)  # (N,4,H/2,W/2) -> (N,1,H,W)
+
+
+def bilinear_up(x: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear interpolation to a larger or equal size (centre-aligned), 4 taps per sample."""
+    if x.shape[-2:] == (height, width):
+        return x
+    _tally(4 * x[0].numel() * height * width / (x.shape[-2] * x.shape[-1]))
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+
+
+_MATRICES: dict[tuple[int, int], Tensor] = {}
+
+
+def _matrix(n_in: int, n_out: int) -> Tensor:
+    key = (n_in, n_out)
+    if key not in _MATRICES:
+        _MATRICES[key] = torch.from_numpy(weight_matrix(n_in, n_out, "bilinear").astype("float32"))
+    return _MATRICES[key]
+
+
+def bilinear_down(x: Tensor, height: int, width: int) -> Tensor:
+    """The pipeline's antialiased bilinear downsampling (:mod:`wrapcodec.resample`), as two
+    matrix products; tallied by its non-zero taps."""
+    h, w = x.shape[-2:]
+    if (h, w) == (height, width):
+        return x
+    a, b = _matrix(h, height), _matrix(w, width)
+    channels = x[0].shape[0]
+    _tally(channels * (int((a != 0).sum()) * w + height * int((b != 0).sum())))
+    return a @ x @ b.T
+
+
+# -- post-processor -------------------------------------------------------------------------
+
+
+class PostConfig(BaseModel):
+    """Architecture of a :class:`PostProcessor` (stored in every model card)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: tuple[int, int, int] = (12, 24, 32)  # at H/2, H/4, H/8
+    blocks: tuple[int, int, int] = (3, 3, 1)  # depthwise-separable blocks per level (enc+dec)
+
+
+class SeparableBlock(nn.Module):
+    """Depthwise 3×3, then 1×1 across channels, ReLU; residual when the width is kept."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin)
+        self.pw = nn.Conv2d(cin, cout, 1)
+        self.residual = cin == cout and stride == 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.pw(self.dw(x)))
+        return _add(x, out) if self.residual else out
+
+
+class PostProcessor(nn.Module):
+    """Decoded bottleneck (y, uv) → reconstruction at H × W (Hu et al., Fig. 3)."""
+
+    def __init__(self, ratio: Fraction, config: PostConfig | None = None) -> None:
+        super().__init__()
+        self.ratio = Fraction(ratio)
+        self.config = config or PostConfig()
+        c0, c1, c2 = self.config.channels
+        n0, n1, n2 = self.config.blocks
+        self.head = nn.Conv2d(6, c0, 1)
+        self.enc0 = nn.Sequential(*(SeparableBlock(c0, c0) for _ in range(n0 - n0 // 2)))
+        self.down1 = SeparableBlock(c0, c1, stride=2)
+        self.enc1 = nn.Sequential(*(SeparableBlock(c1, c1) for _ in range(n1 - n1 // 2)))
+        self.down2 = SeparableBlock(c1, c2, stride=2)
+        self.mid = nn.Sequential(*(SeparableBlock(c2, c2) for _ in range(n2)))
+        self.up2 = nn.Conv2d(c2, c1, 1)
+        self.dec1 = nn.Sequential(*(SeparableBlock(c1, c1) for _ in range(n1 // 2)))
+        self.up1 = nn.Conv2d(c1, c0, 1)
+        self.dec0 = nn.Sequential(*(SeparableBlock(c0, c0) for _ in range(n0 // 2)))
+        self.tail = nn.Conv2d(c0, 6, 1)
+        self.chroma = nn.Conv2d(2, 2, 3, padding=1, padding_mode="replicate")
+        with torch.no_grad():  # start as plain bilinear upsampling
+            self.tail.weight.zero_()
+            self.tail.bias.zero_()
+            self.chroma.weight.zero_()
+            self.chroma.bias.zero_()
+            self.chroma.weight[0, 0, 1, 1] = 1.0
+            self.chroma.weight[1, 1, 1, 1] = 1.0
+
+    def unet(self, x: Tensor) -> Tensor:
+        """(N, 6, h, w) with h, w multiples of 4 → (N, 6, h, w) residual."""
+        e0 = self.enc0(F.relu(self.head(x)))
+        e1 = self.enc1(self.down1(e0))
+        m = self.mid(self.down2(e1))
+        d1 = self.dec1(_add(e1, F.interpolate(self.up2(m), scale_factor=2.0, mode="nearest")))
+        d0 = self.dec0(_add(e0, F.interpolate(self.up1(d1), scale_factor=2.0, mode="nearest")))
+        return self.tail(d0)
+
+    def forward(
+        self, y_tilde: Tensor, uv_tilde: Tensor, height: int, width: int
+    ) -> tuple[Tensor, Tensor]:
+        """Decoded bottleneck, normalised, → (y_hat, uv_hat) at ``height``×``width`` (even)."""
+        y = bilinear_up(y_tilde, height, width)  # (N,1,H,W)
+        uv = bilinear_up(uv_tilde, height // 2, width // 2)  # (N,2,H/2,W/2)
+        x = torch.cat([space_to_depth(y), uv], dim=1)  # (N,6,H/2,W/2)
+        pad, unpad = compute_padding(height // 2, width // 2, 4)
+        residual = self.unet(F.pad(x, pad, mode="replicate"))[unpad]
+        y_hat = _add(y, depth_to_space(residual[:, :4]))
+        uv_hat = _add(self.chroma(uv), residual[:, 4:])
+        return y_hat, uv_hat
+
+
+# -- pre-processor --------------------------------------------------------------------------
+
+
+class PreConfig(BaseModel):
+    """Architecture of a :class:`PreProcessor` (stored in every model card)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: tuple[int, int] = (16, 32)  # full convolutions at the top and the inner level
+    mlp: int = 16  # hidden width of the parallel 1×1 MLP
+
+
+def ratio_strides(ratio: Fraction) -> tuple[int, int]:
+    """(d, u) for r = u/d: the stride of the down layer and of the up layer (r = 1 goes
+    down and back up by 2, as a plain UNet does)."""
+    r = Fraction(ratio)
+    return (2, 2) if r == 1 else (r.denominator, r.numerator)
+
+
+class PreProcessor(nn.Module):
+    """Source (y, uv) → bottleneck (y, uv) at ratio r (Hu et al., Fig. 1b; Guleryuz et al.)."""
+
+    def __init__(self, ratio: Fraction, config: PreConfig | None = None) -> None:
+        super().__init__()
+        self.ratio = Fraction(ratio)
+        self.config = config or PreConfig()
+        c0, c1 = self.config.channels
+        d, u = ratio_strides(self.ratio)
+        self.d, self.u = d, u
+        self.head = nn.Conv2d(6, c0, 3, padding=1)
+        self.enc0 = nn.Conv2d(c0, c0, 3, padding=1)
+        # the highlighted layers: down by d, ..., up by u
+        self.down = nn.Conv2d(c0, c1, max(3, d), stride=d, padding=max(3, d) // 2 if d < 3 else 0)
+        self.enc1 = nn.Conv2d(c1, c1, 3, padding=1)
+        self.down2 = nn.Conv2d(c1, c1, 3, stride=2, padding=1)
+        self.mid = nn.Conv2d(c1, c1, 3, padding=1)
+        self.up2 = nn.ConvTranspose2d(c1, c1, 2, stride=2)
+        self.dec1 = nn.Conv2d(c1, c1, 3, padding=1)
+        self.up = nn.ConvTranspose2d(c1, c0, u, stride=u) if u > 1 else nn.Conv2d(c1, c0, 1)
+        self.dec0 = nn.Conv2d(c0, c0, 3, padding=1)
+        self.tail = nn.Conv2d(c0, 6, 3, padding=1)
+        m = self.config.mlp
+        self.mlp = nn.Sequential(
+            nn.Conv2d(6, m, 1), nn.ReLU(), nn.Conv2d(m, m, 1), nn.ReLU(), nn.Conv2d(m, 6, 1)
+        )
+        with torch.no_grad():  # start as the bilinear option
+            for layer in (self.tail, self.mlp[-1]):
+                assert isinstance(layer, nn.Conv2d)
+                layer.weight.zero_()
+                assert layer.bias is not None
+                layer.bias.zero_()
+
+    @property
+    def multiple(self) -> int:
+        """Half-resolution sizes are padded to this before the UNet."""
+        return 2 * self.d
+
+    def forward(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+        height, width = y.shape[-2:]
+        bw, bh = bottleneck_dims(width, height, self.ratio)
+        x = torch.cat([space_to_depth(y), uv], dim=1)  # (N,6,H/2,W/2)
+        base = torch.cat(
+            [space_to_depth(bilinear_down(y, bh, bw)), bilinear_down(uv, bh // 2, bw // 2)], dim=1
+        )  # (N,6,bh/2,bw/2)
+        pad, _ = compute_padding(x.shape[-2], x.shape[-1], self.multiple)
+        # pad further so the strided output covers the bottleneck
+        extra = self.multiple * math.ceil(1 / self.u)
+        pad = (0, pad[1] + extra, 0, pad[3] + extra)
+        xp = F.pad(x, pad, mode="replicate")
+        e0 = F.relu(self.enc0(F.relu(self.head(xp))))
+        e1 = F.relu(self.enc1(F.relu(self.down(e0))))
+        m = F.relu(self.mid(F.relu(self.down2(e1))))
+        d1 = F.relu(self.dec1(_add(e1, self.up2(m))))
+        g = F.relu(self.up(d1))
+        if self.d == self.u:
+            g = _add(g, e0)  # the top-level skip exists when the resolution is kept
+        residual = self.tail(F.relu(self.dec0(g)))[..., : bh // 2, : bw // 2]
+        out = _add(_add(base, self.mlp(base)), residual)
+        return depth_to_space(out[:, :4]), out[:, 4:]
+
+
+def unit(x: Tensor, bitdepth: int) -> Tensor:
+    """Samples at ``bitdepth`` → ``[-1, 1]``."""
+    return x * (2.0 / ((1 << bitdepth) - 1)) - 1.0
+
+
+def from_unit(x: Tensor, bitdepth: int) -> Tensor:
+    """``[-1, 1]`` → samples at ``bitdepth`` (float, not rounded)."""
+    return (x.clamp(-1.0, 1.0) + 1.0) * (((1 << bitdepth) - 1) / 2.0)

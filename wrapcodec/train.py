@@ -1,0 +1,325 @@
+"""Training of post-processors and pre+post wrappers (``wrapcodec train``).
+
+Loss (Hu et al. eq. 2): ``L = MSE_YUV(x, x̂) + λ·L_R`` with MSE the 6:1:1-weighted mean of the
+Y, U and V squared errors in 8-bit sample units and ``L_R`` the proxy rate in bits per source
+luma pixel (so λ = 16 weighs rate as the paper does, and as the encoder's RDO does).
+
+The codec between pre- and post-processor is either the JPEG proxy or the real codec in the
+forward pass (``--proxy codec``); with the real codec the rate term still comes from the JPEG
+proxy. Post-only models train their post-processor behind the pipeline's bilinear
+downsampling; wrappers train both networks.
+
+Everything a run needs to continue lives in its checkpoint (``OUT.ckpt``: step, weights,
+optimiser state, the config); each step draws its batch from a generator seeded with
+``(seed, step)``, so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from wrapcodec.backend import get_backend
+from wrapcodec.dataset import Picture, center_crops, load_pictures, sample_batch, to_tensors
+from wrapcodec.errors import InputError
+from wrapcodec.nets import PostProcessor, PreProcessor, bilinear_down
+from wrapcodec.proxy import BLOCK_SIZES, JpegProxy, codec_roundtrip
+
+log = logging.getLogger(__name__)
+
+PEAK_8BIT = 255.0
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run (written next to the weights)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["post", "wrapper"]
+    ratio: str = Field(pattern=r"^(1|1/2|2/3|1/4)$")
+    data: str
+    val: str | None = None
+    steps: int = Field(gt=0)
+    batch: int = Field(default=8, gt=0)
+    crop: int = Field(default=256, ge=64)
+    clip_len: int = Field(default=4, gt=0, description="pictures per pan clip in a batch")
+    lr: float = Field(default=1e-3, gt=0)
+    lam: float = Field(default=16.0, ge=0, description="λ of L = MSE + λ·rate")
+    proxy: Literal["jpeg", "codec"] = "jpeg"
+    codec: str = "x265"
+    preset: str = "medium"
+    qp_min: int = 22
+    qp_max: int = 47
+    q_init: float = Field(default=8.0, gt=0)
+    q_spread: float = Field(
+        default=2.0, ge=0, description="octaves over which the proxy step is jittered per step"
+    )
+    seed: int = 0
+    val_every: int = Field(default=100, gt=0)
+    val_count: int = Field(default=8, gt=0, description="validation pictures used")
+    device: str = "cpu"
+    init: str | None = Field(default=None, description="weights to start from")
+
+    @property
+    def fraction(self) -> Fraction:
+        return Fraction(self.ratio)
+
+
+@dataclass
+class Nets:
+    """The trainable parts of a run."""
+
+    post: PostProcessor
+    pre: PreProcessor | None
+    proxy: JpegProxy
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        mods: dict[str, torch.nn.Module] = {"post": self.post, "proxy": self.proxy}
+        if self.pre is not None:
+            mods["pre"] = self.pre
+        return mods
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.modules().values() for p in m.parameters()]
+
+    def weights(self) -> dict[str, Tensor]:
+        """The shipped tensors: ``post.*`` and, for wrappers, ``pre.*``."""
+        out = {f"post.{k}": v for k, v in self.post.state_dict().items()}
+        if self.pre is not None:
+            out |= {f"pre.{k}": v for k, v in self.pre.state_dict().items()}
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+
+def build_nets(cfg: TrainConfig) -> Nets:
+    torch.manual_seed(cfg.seed)
+    post = PostProcessor(cfg.fraction)
+    pre = PreProcessor(cfg.fraction) if cfg.kind == "wrapper" else None
+    return Nets(post, pre, JpegProxy(q_init=cfg.q_init))
+
+
+def load_init(nets: Nets, path: Path) -> None:
+    """Start from shipped-format weights: a post model fills ``post``, a wrapper both."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    for name, module in (("post", nets.post), ("pre", nets.pre)):
+        part = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        if part and module is not None:
+            module.load_state_dict(part)
+
+
+def mse_8bit(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
+    """6:1:1-weighted MSE in 8-bit sample units of normalised pictures."""
+    s = (PEAK_8BIT / 2) ** 2
+    mse_y = ((y_hat - y) ** 2).mean() * s
+    mse_uv = ((uv_hat - uv) ** 2).mean(dim=(0, 2, 3)) * s
+    return (6 * mse_y + mse_uv.sum()) / 8
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(PEAK_8BIT**2 / max(mse, 1e-10))
+
+
+@dataclass
+class StepResult:
+    loss: float
+    mse: float
+    bpp: float
+    q: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def psnr(self) -> float:
+        return psnr(self.mse)
+
+
+def bottleneck(nets: Nets, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+    """Source → bottleneck: the pre-processor, or the pipeline's bilinear downsampling."""
+    if nets.pre is not None:
+        return nets.pre(y, uv)
+    h, w = y.shape[-2:]
+    from wrapcodec.nets import bottleneck_dims
+
+    bw, bh = bottleneck_dims(w, h, nets.post.ratio)
+    return bilinear_down(y, bh, bw), bilinear_down(uv, bh // 2, bw // 2)
+
+
+class Trainer:
+    """One training run; :meth:`run` trains from the checkpoint's step to ``cfg.steps``."""
+
+    def __init__(self, cfg: TrainConfig, out: Path) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.device = torch.device(cfg.device)
+        self.nets = build_nets(cfg)
+        if cfg.init:
+            load_init(self.nets, Path(cfg.init))
+        for m in self.nets.modules().values():
+            m.to(self.device)
+        self.opt = torch.optim.Adam(self.nets.parameters(), lr=cfg.lr)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.backend = get_backend(cfg.codec) if cfg.proxy == "codec" else None
+        self.pictures = load_pictures(Path(cfg.data), min_size=cfg.crop)
+        self.val: list[Picture] = []
+        if cfg.val:
+            self.val = center_crops(load_pictures(Path(cfg.val), cfg.crop), cfg.crop)
+            self.val = self.val[: cfg.val_count]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out.with_suffix(".ckpt")
+
+    # -- one step -----------------------------------------------------------------------
+
+    def forward(
+        self,
+        y: Tensor,
+        uv: Tensor,
+        rng: np.random.Generator,
+        qp: int | None = None,
+        block: int | None = None,
+        q_scale: float | None = None,
+    ) -> tuple[Tensor, StepResult]:
+        cfg, nets = self.cfg, self.nets
+        yb, uvb = bottleneck(nets, y, uv)
+        block = block or int(rng.choice(BLOCK_SIZES))
+        if q_scale is None:
+            q_scale = 2.0 ** float(rng.uniform(-cfg.q_spread / 2, cfg.q_spread / 2))
+        coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale)
+        extra: dict[str, float] = {"jpeg_bits": float(coded.real_bits)}
+        if cfg.proxy == "codec":
+            assert self.backend is not None
+            qp = qp if qp is not None else int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
+            yd, uvd, bits = codec_roundtrip(self.backend, yb, uvb, qp, cfg.clip_len, cfg.preset)
+            extra |= {"qp": float(qp), "codec_bpp": bits / y[:, 0].numel()}
+        else:
+            yd, uvd = coded.y_hat, coded.uv_hat
+        h, w = y.shape[-2:]
+        y_hat, uv_hat = nets.post(yd, uvd, h, w)
+        mse = mse_8bit(y_hat, uv_hat, y, uv)
+        bpp = coded.rate / y[:, 0].numel()
+        loss = mse + cfg.lam * bpp
+        result = StepResult(float(loss), float(mse), float(bpp), float(nets.proxy.q.detach()), extra)
+        return loss, result
+
+    def train_step(self) -> StepResult:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, self.step])
+        y, uv = sample_batch(rng, self.pictures, cfg.batch, cfg.crop, cfg.clip_len)
+        for m in self.nets.modules().values():
+            m.train()
+        loss, result = self.forward(y.to(self.device), uv.to(self.device), rng)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return result
+
+    # -- validation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean PSNR-YUV (8-bit MSE 6:1:1) and rate on the validation crops, for the model and
+        for the plain bilinear path through the same codec stand-in."""
+        if not self.val:
+            return {}
+        for m in self.nets.modules().values():
+            m.eval()
+        y, uv = to_tensors(self.val)
+        y, uv = y.to(self.device), uv.to(self.device)
+        rng = np.random.default_rng(0)
+        out: dict[str, float] = {}
+        points = [27, 37] if self.cfg.proxy == "codec" else [None]
+        for qp in points:
+            tag = f"qp{qp}" if qp is not None else "jpeg"
+            _, model = self.forward(y, uv, rng, qp=qp, block=8, q_scale=1.0)
+            out[f"{tag}_psnr"] = model.psnr
+            out[f"{tag}_bpp"] = model.extra.get("codec_bpp", model.bpp)
+            baseline = self._baseline(y, uv, qp)
+            out[f"{tag}_bilinear_psnr"] = baseline
+        return out
+
+    def _baseline(self, y: Tensor, uv: Tensor, qp: int | None) -> float:
+        """PSNR of bilinear down, the same codec stand-in, bilinear up."""
+        fresh = Nets(PostProcessor(self.nets.post.ratio), None, self.nets.proxy)
+        saved, self.nets = self.nets, fresh
+        try:
+            _, r = self.forward(y, uv, np.random.default_rng(0), qp=qp, block=8, q_scale=1.0)
+        finally:
+            self.nets = saved
+        return r.psnr
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self) -> None:
+        state = {
+            "step": self.step,
+            "config": self.cfg.model_dump_json(),
+            "history": json.dumps(self.history),
+            "optimizer": self.opt.state_dict(),
+        } | {name: m.state_dict() for name, m in self.nets.modules().items()}
+        _atomic(self.checkpoint, lambda p: torch.save(state, p))
+        from safetensors.torch import save_file
+
+        _atomic(self.out, lambda p: save_file(self.nets.weights(), str(p)))
+        meta = {"config": self.cfg.model_dump(), "step": self.step, "history": self.history}
+        _atomic(
+            self.out.with_suffix(".train.json"),
+            lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"),
+        )
+
+    def resume(self) -> None:
+        if not self.checkpoint.exists():
+            raise InputError(f"{self.checkpoint}: no checkpoint to resume from")
+        state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        saved = TrainConfig.model_validate_json(state["config"])
+        if saved.model_dump(exclude={"steps"}) != self.cfg.model_dump(exclude={"steps"}):
+            raise InputError(
+                f"{self.checkpoint}: was made with a different configuration; "
+                "pass the same options (only --steps may change)"
+            )
+        for name, m in self.nets.modules().items():
+            m.load_state_dict(state[name])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history = json.loads(state["history"])
+
+    def run(self, report: Callable[[int, StepResult, dict[str, float] | None], None]) -> None:
+        cfg = self.cfg
+        while self.step < cfg.steps:
+            t = time.perf_counter()
+            result = self.train_step()
+            result.extra["step_s"] = time.perf_counter() - t
+            val = None
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                val = self.validate()
+                self.history.append({"step": self.step, "loss": result.loss, "q": result.q} | val)
+                self.save()
+            report(self.step, result, val)
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
