@@ -12,6 +12,7 @@ rerun reuses finished points and an interrupted run resumes.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,12 +25,21 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
-from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.backend import Backend, EncodeSettings, get_backend
+from wrapcodec.bank import Bank, get_bank
 from wrapcodec.container import overhead_bytes
 from wrapcodec.errors import InputError, WrapcodecError
-from wrapcodec.metrics import kbps
+from wrapcodec.metrics import PsnrAccumulator, kbps
+from wrapcodec.nets import count_macs
 from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
-from wrapcodec.pipeline import REVISION, Layout, code_and_measure, plane_sizes, source_frames
+from wrapcodec.pipeline import (
+    REVISION,
+    Layout,
+    code_and_measure,
+    plane_sizes,
+    reconstruct,
+    source_frames,
+)
 from wrapcodec.resample import weight_matrix
 from wrapcodec.y4m import Y4MWriter, count_frames, read_info
 
@@ -54,10 +64,11 @@ class PointSpec(BaseModel):
     threads: int | None = None
     metrics: tuple[str, ...] = ("psnr",)
     model_hash: str = ""  # sha256 of the networks an option uses; empty for linear options
+    models: str | None = None  # the bank folder of a neural option (not part of the key)
     revision: int = REVISION  # of the pipeline's numerics
 
     def key(self) -> str:
-        fields = self.model_dump(exclude={"path", "sequence"})
+        fields = self.model_dump(exclude={"path", "sequence", "models"})
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -82,6 +93,7 @@ class Point(BaseModel):
     encode_fps: float
     decode_fps: float
     post_kmacs_per_pixel: float
+    psnr_yuv_lanczos_post: float | None = None  # neural options: same bitstream, Lanczos up
 
 
 class BenchConfig(BaseModel):
@@ -101,6 +113,7 @@ class BenchConfig(BaseModel):
     threads: int | None = None
     dask: str | None = None
     interp: str = "pchip"
+    models: str | None = None  # model bank folder [the shipped bank]
 
 
 def sha256_file(path: Path) -> str:
@@ -124,9 +137,10 @@ def sequences(dataset: Path) -> list[Path]:
     return found
 
 
-def post_kmacs_per_pixel(option: int, width: int, height: int) -> float:
+def post_kmacs_per_pixel(option: int, width: int, height: int, bank: Bank | None = None) -> float:
     """Decoder-side multiply-accumulates per output luma pixel, in thousands.
 
+    For neural options, :func:`wrapcodec.nets.count_macs` of the post-processor at this size.
     For the linear options: the separable up-sampling filter's non-zero taps (vertical pass
     on the bottleneck width, then horizontal pass), for Y, U and V, per source luma pixel.
     Direct coding has no post-processor.
@@ -134,6 +148,9 @@ def post_kmacs_per_pixel(option: int, width: int, height: int) -> float:
     opt = OPTIONS[option]
     if opt.kind == "direct":
         return 0.0
+    if opt.neural:
+        assert bank is not None
+        return count_macs(bank.processors(opt).post, width, height) / 1000.0
     bw, bh = bottleneck_size(width, height, opt.ratio)
     macs = 0
     for (h_in, w_in), (h_out, w_out) in zip(
@@ -202,7 +219,10 @@ def run_point(spec: PointSpec) -> Point:
     source = Path(spec.path)
     info = read_info(source)
     opt = OPTIONS[spec.option]
-    layout = Layout.make(info, opt, backend, spec.bitdepth)
+    bank = get_bank(spec.models) if opt.neural else None
+    if bank is not None and bank.cards[spec.option].sha256 != spec.model_hash:
+        raise InputError(f"{spec.models}: the model of option {spec.option} has changed")
+    layout = Layout.make(info, opt, backend, spec.bitdepth, bank)
     extra = [m for m in spec.metrics if m != "psnr"]
     with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-") as tmp:
         workdir = Path(tmp)
@@ -218,6 +238,7 @@ def run_point(spec: PointSpec) -> Point:
         else:
             coded = code_and_measure(backend, settings, source, layout, 0, spec.frames, stream)
             scores = {}
+        lanczos_post = _lanczos_post(backend, source, layout, stream, spec.frames) if bank else None
     bits = 8 * (coded.payload_bytes + overhead_bytes(1))
     bw, bh = layout.bottleneck
     return Point(
@@ -238,8 +259,29 @@ def run_point(spec: PointSpec) -> Point:
         decode_s=coded.decode_s,
         encode_fps=spec.frames / coded.encode_s,
         decode_fps=spec.frames / coded.decode_s,
-        post_kmacs_per_pixel=post_kmacs_per_pixel(spec.option, info.width, info.height),
+        post_kmacs_per_pixel=post_kmacs_per_pixel(spec.option, info.width, info.height, bank),
+        psnr_yuv_lanczos_post=lanczos_post,
     )
+
+
+def _lanczos_post(
+    backend: Backend, source: Path, layout: Layout, stream: Path, frames: int
+) -> float:
+    """PSNR-YUV of the same bitstream with Lanczos-4 upsampling instead of the neural post
+    (for r = 1: the decoded bottleneck as it is)."""
+    opt = layout.option
+    linear = (
+        OPTIONS[0]
+        if opt.ratio == 1
+        else next(o for o in OPTIONS.values() if o.kind == "lanczos" and o.ratio == opt.ratio)
+    )
+    plain = dataclasses.replace(layout, option=linear, processors=None)
+    acc = PsnrAccumulator(layout.source.bitdepth)
+    for ref, rec in zip(
+        source_frames(source, 0, frames), reconstruct(backend, stream, plain, frames), strict=True
+    ):
+        acc.add(ref, rec)
+    return acc.psnr_yuv
 
 
 def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
@@ -249,9 +291,11 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
     for m in config.metrics:
         if m not in METRICS:
             raise InputError(f"unknown metric {m!r} (choose from {', '.join(METRICS)})")
+    bank = get_bank(config.models)
     for code in config.options:
-        if code not in OPTIONS or OPTIONS[code].neural:
+        if code not in OPTIONS:
             raise InputError(f"option {code} is not available for bench")
+        bank.require(OPTIONS[code])
     backend.validate(EncodeSettings(qp=config.qps[0], preset=preset, bitdepth=config.bitdepth))
     for qp in config.qps:
         backend.validate(EncodeSettings(qp=qp, preset=preset, bitdepth=config.bitdepth))
@@ -283,6 +327,8 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         bitdepth=config.bitdepth,
                         threads=config.threads,
                         metrics=tuple(sorted(set(config.metrics) | {"psnr"})),
+                        model_hash=bank.cards[code].sha256 if OPTIONS[code].neural else "",
+                        models=str(bank.folder) if OPTIONS[code].neural else None,
                     )
                 )
     return specs, notes

@@ -22,6 +22,7 @@ from rich.table import Table
 from wrapcodec import __version__, benchreport, ffmpeg
 from wrapcodec import bench as bench_lib
 from wrapcodec.backend import EncodeSettings, backends, get_backend
+from wrapcodec.bank import get_bank
 from wrapcodec.decoder import decode_file, file_info
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
@@ -139,6 +140,7 @@ def _encode(
     segment_frames: int | None,
     overwrite: bool,
     as_json: bool,
+    models: str | None,
 ) -> EncodeReport:
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
@@ -150,7 +152,8 @@ def _encode(
         preset=preset or backend.default_preset,
         bitdepth=bitdepth,
     )
-    chosen = parse_options(options)
+    bank = get_bank(models)
+    chosen = parse_options(options, bank.has)
     with _progress(not as_json and sys.stderr.isatty()) as progress:
         return encode_file(
             input,
@@ -161,6 +164,7 @@ def _encode(
             bitrate_kbps=bitrate,
             segment_frames=segment_frames,
             progress=_Bar(progress, "encoding"),
+            bank=bank,
         )
 
 
@@ -180,7 +184,14 @@ _options_opt = click.option(
     "options",
     default="all",
     show_default=True,
-    help="Candidate options: codes or names, comma-separated (0,9,lanczos-2/3,...).",
+    help="Candidate options: codes or names, comma-separated (0,9,lanczos-2/3,...), "
+    "`linear`, or `all`.",
+)
+_models_opt = click.option(
+    "--models",
+    default=None,
+    metavar="DIR",
+    help="Model bank folder (weights + cards) [the shipped models].",
 )
 
 
@@ -201,6 +212,7 @@ _options_opt = click.option(
 )
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_models_opt
 def encode(
     input: str,
     output: str,
@@ -213,6 +225,7 @@ def encode(
     segment_frames: int | None,
     overwrite: bool,
     as_json: bool,
+    models: str | None,
 ) -> None:
     """Encode IN.y4m (`-` for stdin) with encoder-side RDO over the wrapper options."""
     report = _encode(
@@ -227,6 +240,7 @@ def encode(
         segment_frames,
         overwrite,
         as_json,
+        models,
     )
     _print_report(report, as_json)
 
@@ -235,11 +249,12 @@ def encode(
 @click.argument("input", metavar="IN.wrp")
 @click.option("-o", "--output", required=True, metavar="OUT.y4m", help="`-` for stdout.")
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
-def decode(input: str, output: str, overwrite: bool) -> None:
+@_models_opt
+def decode(input: str, output: str, overwrite: bool, models: str | None) -> None:
     """Decode IN.wrp and apply the signalled post-processor."""
     check_input(input)
     check_output(output, overwrite)
-    header = decode_file(input, output)
+    header = decode_file(input, output, get_bank(models))
     if output != "-":
         err_console.print(f"{header.frame_count} frames → {output}")
 
@@ -302,6 +317,82 @@ def list_backends(as_json: bool) -> None:
     Console().print(table)
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@_models_opt
+@click.pass_context
+def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
+    """List the models of the bank: MACs per pixel, parameters, sha256, validation."""
+    if ctx.invoked_subcommand is not None:
+        return
+    bank = get_bank(models)
+    rows = [
+        {
+            "name": c.name,
+            "kind": c.kind,
+            "ratio": c.ratio,
+            "option": c.option,
+            "macs_per_pixel": c.macs_per_pixel,
+            "params": c.params,
+            "pre_macs_per_pixel": c.pre_macs_per_pixel,
+            "pre_params": c.pre_params,
+            "steps": sum(int(str(s["steps"])) for s in c.training),
+            "sha256": c.sha256,
+            "val_bd_rate": c.validation.bd_rate if c.validation else None,
+        }
+        for c in sorted(bank.cards.values(), key=lambda c: c.option)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"model bank {bank.id.hex()}: {bank.folder}")
+    for col in (
+        "option",
+        "name",
+        "post MAC/px",
+        "post params",
+        "pre MAC/px",
+        "steps",
+        "val BD-rate",
+    ):
+        table.add_column(col)
+    for r in rows:
+        bd = r["val_bd_rate"] or {}
+        assert isinstance(bd, dict)
+        table.add_row(
+            str(r["option"]),
+            str(r["name"]),
+            f"{r['macs_per_pixel']:.1f}",
+            str(r["params"]),
+            "-" if r["pre_macs_per_pixel"] is None else f"{r['pre_macs_per_pixel']:.0f}",
+            str(r["steps"]),
+            ", ".join(f"{k} {v:+.2f} %" for k, v in bd.items() if v is not None) or "-",
+        )
+    Console().print(table)
+
+
+@models.command(name="install")
+@click.argument("weights", metavar="TRAINED.safetensors")
+@click.option("--dest", required=True, metavar="DIR", help="Bank folder to install into.")
+@click.option("--val", default=None, metavar="DIR", help="Validate on these pictures.")
+@click.option("--codec", default="x265", show_default=True, help="Codec of the validation.")
+def models_install(weights: str, dest: str, val: str | None, codec: str) -> None:
+    """Copy trained weights into a bank with their card, and validate them."""
+    from wrapcodec import cards
+    from wrapcodec.bank import Bank
+
+    check_input(weights)
+    card = cards.install(Path(weights), Path(dest))
+    if val:
+        bank = Bank(Path(dest))
+        card.validation = cards.validate(bank, card, Path(val), codec)
+        cards.write_card(Path(dest), card)
+        for name, bd in card.validation.bd_rate.items():
+            gain = card.validation.psnr_gain_same_qp[name]
+            click.echo(f"{card.name} vs {name}: BD-rate {bd}, {gain:+.3f} dB at equal QP")
+    click.echo(f"installed {card.name} ({card.sha256[:16]}…) in {dest}")
+
+
 @cli.command()
 @click.option("--codec", default="x265", show_default=True)
 @click.option("--qp", type=int, default=32, show_default=True)
@@ -320,7 +411,9 @@ def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | Non
         out_dir = Path(keep) if keep else Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         wrp, y4m = str(out_dir / "demo.wrp"), str(out_dir / "demo.y4m")
-        report = _encode(str(path), wrp, codec, qp, None, preset, 10, "all", None, True, as_json)
+        report = _encode(
+            str(path), wrp, codec, qp, None, preset, 10, "all", None, True, as_json, None
+        )
         decode_file(wrp, y4m)
         check = measure_files(str(path), y4m)
         if not keep:
@@ -364,6 +457,7 @@ def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | Non
     metavar="ADDRESS",
     help="Run the points on this Dask scheduler (tcp://host:8786).",
 )
+@_models_opt
 def bench(
     dataset: str,
     codec: str,
@@ -378,6 +472,7 @@ def bench(
     jobs: int | None,
     threads: int | None,
     dask: str | None,
+    models: str | None,
 ) -> None:
     """RD curves, frontiers and BD-rates of every option on DATASET (.y4m folder or file)."""
     try:
@@ -386,7 +481,8 @@ def bench(
         raise InputError(f"--qps: not a list of integers: {qps!r}") from None
     if len(qp_list) < 2:
         raise InputError("--qps needs at least 2 QPs for an RD curve")
-    codes = sorted({0, *(int(o.code) for o in parse_options(options))})
+    bank = get_bank(models)
+    codes = sorted({0, *(int(o.code) for o in parse_options(options, bank.has))})
     n_jobs = jobs or bench_lib.default_jobs()
     config = bench_lib.BenchConfig(
         dataset=dataset,
@@ -401,6 +497,7 @@ def bench(
         threads=threads or max(1, (os.cpu_count() or 1) // n_jobs),
         dask=dask,
         interp=interp,
+        models=str(bank.folder),
     )
     backend = get_backend(codec)
     ffmpeg.require(backend)

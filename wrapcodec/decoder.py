@@ -9,9 +9,10 @@ from pydantic import BaseModel
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import backend_for_codec_id
+from wrapcodec.bank import Bank, get_bank
 from wrapcodec.container import Segment, WrpHeader, overhead_bytes, read_wrp
-from wrapcodec.errors import ContainerError
-from wrapcodec.options import bottleneck_size, option, require_available
+from wrapcodec.errors import ContainerError, InputError
+from wrapcodec.options import bottleneck_size, option
 from wrapcodec.pipeline import Layout, reconstruct
 from wrapcodec.rdo import kbps
 from wrapcodec.y4m import ChromaTag, VideoInfo, Y4MWriter
@@ -100,9 +101,9 @@ def file_info(path: str) -> FileInfo:
     )
 
 
-def _check_segment(header: WrpHeader, segment: Segment, info: VideoInfo) -> None:
+def _check_segment(header: WrpHeader, segment: Segment, info: VideoInfo, bank: Bank) -> None:
     opt = option(segment.option)
-    require_available(opt)
+    bank.require(opt)
     expected = bottleneck_size(info.width, info.height, opt.ratio)
     got = (segment.bottleneck_width, segment.bottleneck_height)
     if got != expected:
@@ -112,14 +113,31 @@ def _check_segment(header: WrpHeader, segment: Segment, info: VideoInfo) -> None
         )
 
 
-def decode_file(input_path: str, output_path: str) -> WrpHeader:
-    """Decode ``input_path`` (.wrp) to ``output_path`` (y4m, ``-`` for stdout), atomically."""
+def check_bank(input_path: str, header: WrpHeader, segments: list[Segment], bank: Bank) -> None:
+    """Refuse a file whose neural options were made with other weights than ``bank``'s."""
+    if not any(option(s.option).neural for s in segments):
+        return
+    if header.model_bank_id != bank.id:
+        raise InputError(
+            f"{input_path}: made with model bank {header.model_bank_id.hex()}, but the models "
+            f"in {bank.folder} are bank {bank.id.hex()}; pass --models with the bank it was "
+            "made with"
+        )
+
+
+def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> WrpHeader:
+    """Decode ``input_path`` (.wrp) to ``output_path`` (y4m, ``-`` for stdout), atomically.
+
+    Neural options use the networks of ``bank`` (the shipped bank by default), which must be
+    the bank the file was made with."""
     header, segments = read_wrp(input_path)
     backend = backend_for_codec_id(header.codec_id)
     ffmpeg.require(backend)
     info = video_info(header)
+    bank = bank or get_bank()
     for segment in segments:
-        _check_segment(header, segment, info)
+        _check_segment(header, segment, info, bank)
+    check_bank(input_path, header, segments, bank)
     with (
         tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp,
         Y4MWriter(output_path, info) as writer,
@@ -127,7 +145,9 @@ def decode_file(input_path: str, output_path: str) -> WrpHeader:
         for k, segment in enumerate(segments):
             stream = Path(tmp) / f"segment{k}{backend.extension}"
             stream.write_bytes(segment.payload)
-            layout = Layout.make(info, option(segment.option), backend, header.bottleneck_bitdepth)
+            layout = Layout.make(
+                info, option(segment.option), backend, header.bottleneck_bitdepth, bank
+            )
             for frame in reconstruct(backend, stream, layout, segment.frame_count):
                 writer.write(frame)
     return header

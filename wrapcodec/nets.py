@@ -213,10 +213,8 @@ class PostProcessor(nn.Module):
         self.tail = nn.Conv2d(c0, 6, 1)
         self.chroma = nn.Conv2d(2, 2, 3, padding=1, padding_mode="replicate")
         with torch.no_grad():  # start as plain bilinear upsampling
-            self.tail.weight.zero_()
-            self.tail.bias.zero_()
-            self.chroma.weight.zero_()
-            self.chroma.bias.zero_()
+            for p in (*self.tail.parameters(), *self.chroma.parameters()):
+                p.zero_()
             self.chroma.weight[0, 0, 1, 1] = 1.0
             self.chroma.weight[1, 1, 1, 1] = 1.0
 
@@ -300,9 +298,12 @@ class PreProcessor(nn.Module):
         """Half-resolution sizes are padded to this before the UNet."""
         return 2 * self.d
 
-    def forward(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, y: Tensor, uv: Tensor, size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Source → bottleneck of luma ``size`` (width, height; even) [the pipeline's rule]."""
         height, width = y.shape[-2:]
-        bw, bh = bottleneck_dims(width, height, self.ratio)
+        bw, bh = size or bottleneck_dims(width, height, self.ratio)
         x = torch.cat([space_to_depth(y), uv], dim=1)  # (N,6,H/2,W/2)
         base = torch.cat(
             [space_to_depth(bilinear_down(y, bh, bw)), bilinear_down(uv, bh // 2, bw // 2)], dim=1

@@ -13,6 +13,7 @@ dimensions and to the codec's minimum picture size, and cropped back after decod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -80,18 +81,28 @@ def option(code: int) -> Option:
     return OPTIONS[code]
 
 
-def require_available(opt: Option) -> None:
-    """Refuse the neural options until shipped models exist for them."""
-    if opt.neural:
+def no_models(opt: Option) -> bool:
+    """The ``has_model`` of a wrapcodec without a model bank."""
+    return False
+
+
+def require_available(
+    opt: Option, has_model: Callable[[Option], bool] = no_models, where: str = "the model bank"
+) -> None:
+    """Refuse a neural option whose networks are not in the bank."""
+    if opt.neural and not has_model(opt):
         raise OptionError(
             f"option {int(opt.code)} ({opt.name}: {opt.label}) needs neural models, "
-            "which this wrapcodec version does not ship yet"
+            f"which {where} does not hold"
         )
 
 
-def parse_options(text: str) -> list[Option]:
-    """Parse ``--options``: comma-separated codes or names (``all`` = every usable option)."""
+def parse_options(text: str, has_model: Callable[[Option], bool] = no_models) -> list[Option]:
+    """Parse ``--options``: comma-separated codes or names (``all`` = every option usable
+    here: the linear ones and the neural ones ``has_model`` accepts)."""
     if text.strip() == "all":
+        return [o for o in OPTIONS.values() if not o.neural or has_model(o)]
+    if text.strip() == "linear":
         return [OPTIONS[c] for c in LINEAR_CODES]
     by_name = {opt.name: opt for opt in OPTIONS.values()}
     chosen: list[Option] = []
@@ -104,7 +115,7 @@ def parse_options(text: str) -> list[Option]:
             opt = by_name[item]
         else:
             raise OptionError(f"unknown option {item!r} (codes 0–14 or names like lanczos-1/2)")
-        require_available(opt)
+        require_available(opt, has_model)
         if opt not in chosen:
             chosen.append(opt)
     if not chosen:

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, EncodeSettings
+from wrapcodec.bank import Bank, Processors
 from wrapcodec.metrics import PsnrAccumulator
+from wrapcodec.nets import from_unit, unit
 from wrapcodec.options import Option, bottleneck_size
 from wrapcodec.resample import resample_plane
 from wrapcodec.y4m import Frame, VideoInfo, iter_frames
 
-REVISION = 2
+REVISION = 3
 """Bumped whenever the numbers this pipeline produces change (cached bench points expire)."""
 
 
@@ -74,11 +77,25 @@ class Layout:
     bottleneck: tuple[int, int]  # luma width, height
     coded: tuple[int, int]  # after padding for the codec
     bitdepth: int  # of the bottleneck
+    processors: Processors | None = None  # the networks of a neural option
 
     @classmethod
-    def make(cls, source: VideoInfo, option: Option, backend: Backend, bitdepth: int) -> Layout:
+    def make(
+        cls,
+        source: VideoInfo,
+        option: Option,
+        backend: Backend,
+        bitdepth: int,
+        bank: Bank | None = None,
+    ) -> Layout:
+        """``bank`` is needed for neural options (its networks are loaded once)."""
         bw, bh = bottleneck_size(source.width, source.height, option.ratio)
-        return cls(source, option, (bw, bh), backend.coded_size(bw, bh), bitdepth)
+        processors = None
+        if option.neural:
+            if bank is None:
+                raise ValueError(f"{option.name} needs a model bank")
+            processors = bank.processors(option)
+        return cls(source, option, (bw, bh), backend.coded_size(bw, bh), bitdepth, processors)
 
 
 def _convert(
@@ -98,16 +115,52 @@ def _convert(
     )
 
 
+def _even(n: int) -> int:
+    return n + n % 2
+
+
+def to_tensors(frame: Frame, bitdepth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 4:2:0 frame as normalised (1,1,H,W) and (1,2,H/2,W/2) tensors, an odd luma size
+    padded by one replicated row or column (the chroma size is already ``ceil(n/2)``)."""
+    h, w = frame.y.shape
+    y = np.pad(frame.y, ((0, h % 2), (0, w % 2)), mode="edge").astype(np.float32)
+    uv = np.stack([frame.u, frame.v]).astype(np.float32)
+    return unit(torch.from_numpy(y)[None, None], bitdepth), unit(
+        torch.from_numpy(uv)[None], bitdepth
+    )
+
+
+def from_tensors(
+    y: torch.Tensor, uv: torch.Tensor, width: int, height: int, bitdepth: int
+) -> Frame:
+    """Normalised tensors → a quantised frame of luma size ``width``×``height`` (cropped)."""
+    y_s = quantize(from_unit(y[0, 0], bitdepth).numpy().astype(np.float64), bitdepth)
+    uv_s = quantize(from_unit(uv[0], bitdepth).numpy().astype(np.float64), bitdepth)
+    return crop_frame(Frame(y_s, uv_s[0], uv_s[1]), width, height)
+
+
 def preprocess(frame: Frame, layout: Layout) -> Frame:
     """Source frame → bottleneck frame at the bottleneck bit depth (before codec padding)."""
+    bw, bh = layout.bottleneck
+    if layout.option.kind == "wrapper":
+        assert layout.processors is not None and layout.processors.pre is not None
+        y, uv = to_tensors(frame, layout.source.bitdepth)
+        with torch.inference_mode():
+            yb, uvb = layout.processors.pre(y, uv, (_even(bw), _even(bh)))
+        return from_tensors(yb, uvb, bw, bh, layout.bitdepth)
     scale = 2.0 ** (layout.bitdepth - layout.source.bitdepth)
-    sizes = plane_sizes(*layout.bottleneck)
-    return _convert(frame, layout.option.kind, sizes, scale, layout.bitdepth)
+    kind = "bilinear" if layout.option.kind == "post" else layout.option.kind
+    return _convert(frame, kind, plane_sizes(bw, bh), scale, layout.bitdepth)
 
 
 def postprocess(frame: Frame, layout: Layout) -> Frame:
     """Decoded bottleneck frame (cropped) → frame at the source size and bit depth."""
     src = layout.source
+    if layout.processors is not None:
+        y, uv = to_tensors(frame, layout.bitdepth)
+        with torch.inference_mode():
+            y_hat, uv_hat = layout.processors.post(y, uv, _even(src.height), _even(src.width))
+        return from_tensors(y_hat, uv_hat, src.width, src.height, src.bitdepth)
     scale = 2.0 ** (src.bitdepth - layout.bitdepth)
     return _convert(
         frame, layout.option.kind, plane_sizes(src.width, src.height), scale, src.bitdepth

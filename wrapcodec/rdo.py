@@ -29,9 +29,10 @@ from pydantic import BaseModel
 
 from wrapcodec import ffmpeg, metrics
 from wrapcodec.backend import Backend, EncodeSettings
+from wrapcodec.bank import Bank
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
 from wrapcodec.errors import InputError
-from wrapcodec.options import Option, bottleneck_size, skip_reason
+from wrapcodec.options import OPTIONS, Option, bottleneck_size, skip_reason
 from wrapcodec.paths import spool_stdin
 from wrapcodec.pipeline import Coded, Layout, code_and_measure
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
@@ -133,10 +134,11 @@ class _Job:
     info: VideoInfo
     workdir: Path
     n_segments: int
+    bank: Bank | None
 
     def trial(self, opt: Option, qp: int, first: int, count: int) -> _Trial:
         settings = self.settings.model_copy(update={"qp": qp})
-        layout = Layout.make(self.info, opt, self.backend, settings.bitdepth)
+        layout = Layout.make(self.info, opt, self.backend, settings.bitdepth, self.bank)
         stream = self.workdir / f"f{first}-o{int(opt.code)}-q{qp}{self.backend.extension}"
         coded = code_and_measure(self.backend, settings, self.source, layout, first, count, stream)
         # Each segment carries its share of the container's fixed overhead.
@@ -212,8 +214,12 @@ def encode_file(
     bitrate_kbps: float | None = None,
     segment_frames: int | None = None,
     progress: ProgressSink | None = None,
+    bank: Bank | None = None,
 ) -> EncodeReport:
-    """Code ``input_path`` with every option, keep the RDO winner, write ``output_path``."""
+    """Code ``input_path`` with every option, keep the RDO winner, write ``output_path``.
+
+    Neural options take their networks from ``bank``; its id goes into the header when the
+    file uses one."""
     progress = progress or _Silent()
     backend.validate(settings)
     ffmpeg.require(backend)
@@ -228,7 +234,7 @@ def encode_file(
         if segment_frames is not None and segment_frames < 1:
             raise InputError("--segment-frames must be at least 1")
         ranges = _segments(frames, segment_frames)
-        job = _Job(backend, settings, source, info, workdir, len(ranges))
+        job = _Job(backend, settings, source, info, workdir, len(ranges), bank)
         usable = [o for o in options if skip_reason(o, info.width, info.height) is None]
         if not usable:
             raise InputError(f"{input_path}: no option is usable at {info.width}x{info.height}")
@@ -287,7 +293,11 @@ def encode_file(
 
         header = WrpHeader(
             codec_id=backend.codec_id,
-            model_bank_id=NO_MODEL_BANK,
+            model_bank_id=(
+                bank.id
+                if bank is not None and any(OPTIONS[s.option].neural for s in segments)
+                else NO_MODEL_BANK
+            ),
             width=info.width,
             height=info.height,
             bitdepth=info.bitdepth,

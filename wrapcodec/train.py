@@ -214,7 +214,9 @@ class Trainer:
         mse = mse_8bit(y_hat, uv_hat, y, uv)
         bpp = coded.rate / y[:, 0].numel()
         loss = mse + cfg.lam * bpp
-        result = StepResult(float(loss), float(mse), float(bpp), float(nets.proxy.q.detach()), extra)
+        result = StepResult(
+            float(loss), float(mse), float(bpp), float(nets.proxy.q.detach()), extra
+        )
         return loss, result
 
     def train_step(self) -> StepResult:

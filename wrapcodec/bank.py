@@ -1,0 +1,188 @@
+"""The model bank: shipped weights, their cards, and the id written into every ``.wrp``.
+
+A bank is a folder of ``NAME.safetensors`` weights, each with a ``NAME.json`` card
+(:class:`ModelCard`). The shipped bank is the installed ``wrapcodec.models`` package;
+``--models DIR`` selects another. Each card holds the sha256 of its weights, checked before
+they are loaded (safetensors: loading never runs code). The bank id is the first 8 bytes of
+the sha256 of the sorted ``name sha256`` lines of its cards: the encoder writes it into the
+container whenever a neural option is used, and the decoder refuses a file made with other
+weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from wrapcodec.container import NO_MODEL_BANK
+from wrapcodec.errors import InputError
+from wrapcodec.nets import PostConfig, PostProcessor, PreConfig, PreProcessor
+from wrapcodec.options import OPTIONS, Option, require_available
+
+#: Size at which the cards' MACs per pixel are counted.
+MAC_WIDTH, MAC_HEIGHT = 1920, 1080
+
+
+class RatePoint(BaseModel):
+    """One QP of a validation run: mean PSNR-YUV (6:1:1) and bits per source pixel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    qp: int
+    bpp: float
+    psnr_yuv: float
+
+
+class Validation(BaseModel):
+    """The model against the linear options of the same ratio, through the real codec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str
+    pictures: int
+    codec: str
+    preset: str
+    curves: dict[str, list[RatePoint]]  # option name → points
+    bd_rate: dict[str, float | None]  # the model against each other option, % (PSNR-YUV)
+    psnr_gain_same_qp: dict[str, float]  # mean dB over the QPs against each other option
+
+
+class ModelCard(BaseModel):
+    """What a shipped model is, how it was made and how it did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["post", "wrapper"]
+    ratio: str
+    option: int
+    file: str
+    sha256: str
+    post: PostConfig
+    pre: PreConfig | None = None
+    macs_per_pixel: float  # post-processor, per output luma pixel
+    params: int  # post-processor
+    pre_macs_per_pixel: float | None = None  # per source luma pixel
+    pre_params: int | None = None
+    training: list[dict[str, object]]  # one entry per stage: config, steps, last validation
+    validation: Validation | None = None
+
+    @property
+    def fraction(self) -> Fraction:
+        return Fraction(self.ratio)
+
+
+@dataclass
+class Processors:
+    """The loaded networks of one neural option."""
+
+    post: PostProcessor
+    pre: PreProcessor | None
+
+
+def model_name(kind: str, ratio: str) -> str:
+    return f"{kind}-{ratio.replace('/', '_')}"
+
+
+def option_for(kind: str, ratio: Fraction) -> Option:
+    return next(o for o in OPTIONS.values() if o.kind == kind and o.ratio == ratio)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Bank:
+    """The models in ``folder``, by option code."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cards: dict[int, ModelCard] = {}
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such model folder")
+        for path in sorted(folder.glob("*.json")):
+            try:
+                card = ModelCard.model_validate_json(path.read_text())
+            except ValidationError as exc:
+                raise InputError(f"{path}: not a model card ({exc.errors()[0]['msg']})") from None
+            self.cards[card.option] = card
+        self._loaded: dict[int, Processors] = {}
+
+    @functools.cached_property
+    def id(self) -> bytes:
+        """8-byte bank id (NO_MODEL_BANK for an empty bank)."""
+        if not self.cards:
+            return NO_MODEL_BANK
+        lines = sorted(f"{c.name} {c.sha256}" for c in self.cards.values())
+        return hashlib.sha256("\n".join(lines).encode()).digest()[:8]
+
+    def has(self, opt: Option) -> bool:
+        return not opt.neural or int(opt.code) in self.cards
+
+    def require(self, opt: Option) -> None:
+        require_available(opt, self.has, f"the model bank in {self.folder}")
+
+    def processors(self, opt: Option) -> Processors:
+        """Load (once) and return the networks of ``opt``, after checking their sha256."""
+        self.require(opt)
+        code = int(opt.code)
+        if code not in self._loaded:
+            self._loaded[code] = load_processors(self.folder, self.cards[code])
+        return self._loaded[code]
+
+
+def load_processors(folder: Path, card: ModelCard) -> Processors:
+    path = folder / card.file
+    if not path.is_file():
+        raise InputError(f"{path}: model weights missing")
+    digest = sha256_file(path)
+    if digest != card.sha256:
+        raise InputError(f"{path}: sha256 {digest[:16]}… does not match its card")
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as exc:
+        raise InputError(f"{path}: unreadable weights ({exc})") from None
+    post = PostProcessor(card.fraction, card.post)
+    pre = PreProcessor(card.fraction, card.pre) if card.kind == "wrapper" else None
+    try:
+        post.load_state_dict(_part(tensors, "post"))
+        if pre is not None:
+            pre.load_state_dict(_part(tensors, "pre"))
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not fit the card's architecture ({exc})") from None
+    post.eval()
+    if pre is not None:
+        pre.eval()
+    return Processors(post, pre)
+
+
+def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def shipped_folder() -> Path:
+    return Path(str(resources.files("wrapcodec.models")))
+
+
+@functools.cache
+def _bank(folder: str) -> Bank:
+    return Bank(Path(folder))
+
+
+def get_bank(folder: str | Path | None = None) -> Bank:
+    """The bank in ``folder``, or the shipped one; loaded once per process."""
+    return _bank(str(Path(folder).resolve()) if folder else str(shipped_folder()))

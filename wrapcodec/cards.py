@@ -1,0 +1,168 @@
+"""Making model cards: install trained weights into a bank and validate them with the codec.
+
+``wrapcodec models install`` copies ``TRAINED.safetensors`` into a bank folder under its option
+name, writes its card (architecture, MACs per pixel, parameters, the training stages read from
+the ``.train.json`` files of the run and of the runs it started from, the weights' sha256) and
+validates it: the validation pictures are coded as one clip by the real codec at each QP, with
+the model's option and with the Lanczos and bilinear options of the same ratio (direct coding
+for r = 1, and the post-only model for a wrapper when the bank has it), through the same
+pipeline ``encode`` uses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.bank import (
+    MAC_HEIGHT,
+    MAC_WIDTH,
+    Bank,
+    ModelCard,
+    RatePoint,
+    Validation,
+    model_name,
+    option_for,
+    sha256_file,
+)
+from wrapcodec.bdrate import Curve, bd_rate
+from wrapcodec.dataset import load_pictures
+from wrapcodec.errors import InputError
+from wrapcodec.nets import PostProcessor, PreProcessor, count_macs, count_params
+from wrapcodec.options import OPTIONS, Option
+from wrapcodec.pipeline import Layout, code_and_measure
+from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, Y4MWriter
+
+VAL_QPS = (22, 27, 32, 37, 42, 47)
+
+
+def training_stages(weights: Path) -> list[dict[str, object]]:
+    """The ``.train.json`` records of a run and of the runs it was initialised from."""
+    stages: list[dict[str, object]] = []
+    path: Path | None = weights
+    while path is not None:
+        meta_path = path.with_suffix(".train.json")
+        if not meta_path.is_file():
+            raise InputError(f"{meta_path}: missing (written by wrapcodec train)")
+        meta = json.loads(meta_path.read_text())
+        history = meta.get("history") or [{}]
+        stages.insert(0, {"config": meta["config"], "steps": meta["step"], "last": history[-1]})
+        init = meta["config"].get("init")
+        path = (
+            (meta_path.parent / init)
+            if init and not Path(init).is_absolute()
+            else (Path(init) if init else None)
+        )
+    return stages
+
+
+def install(weights: Path, dest: Path) -> ModelCard:
+    """Copy trained weights into the bank ``dest`` and write their card (no validation)."""
+    stages = training_stages(weights)
+    cfg = stages[-1]["config"]
+    assert isinstance(cfg, dict)
+    kind, ratio = str(cfg["kind"]), str(cfg["ratio"])
+    fraction = Fraction(ratio)
+    name = model_name(kind, ratio)
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / f"{name}.safetensors"
+    shutil.copyfile(weights, target)
+    post = PostProcessor(fraction)
+    pre = PreProcessor(fraction) if kind == "wrapper" else None
+    card = ModelCard(
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        ratio=ratio,
+        option=int(option_for(kind, fraction).code),
+        file=target.name,
+        sha256=sha256_file(target),
+        post=post.config,
+        pre=pre.config if pre else None,
+        macs_per_pixel=round(count_macs(post, MAC_WIDTH, MAC_HEIGHT), 1),
+        params=count_params(post),
+        pre_macs_per_pixel=round(count_macs(pre, MAC_WIDTH, MAC_HEIGHT), 1) if pre else None,
+        pre_params=count_params(pre) if pre else None,
+        training=stages,
+    )
+    write_card(dest, card)
+    return card
+
+
+def write_card(dest: Path, card: ModelCard) -> None:
+    path = dest / f"{card.name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(card.model_dump_json(indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _clip(pictures_dir: Path, path: Path) -> tuple[VideoInfo, int]:
+    pictures = load_pictures(pictures_dir)
+    size = {(p.width, p.height) for p in pictures}
+    if len(size) != 1:
+        raise InputError(f"{pictures_dir}: validation pictures must share one size")
+    ((w, h),) = size
+    info = VideoInfo(w, h, 8, 25, 1, chroma=ChromaTag.C420JPEG)
+    with Y4MWriter(str(path), info) as writer:
+        for p in pictures:
+            writer.write(
+                Frame(p.y.astype("uint16"), p.uv[0].astype("uint16"), p.uv[1].astype("uint16"))
+            )
+    return info, len(pictures)
+
+
+def validate(
+    bank: Bank, card: ModelCard, pictures: Path, codec: str = "x265", preset: str = "medium"
+) -> Validation:
+    """Code the pictures with the model's option and its linear rivals at every VAL_QP."""
+    backend = get_backend(codec)
+    opt = OPTIONS[card.option]
+    rivals: list[Option] = (
+        [OPTIONS[0]]
+        if opt.ratio == 1
+        else [
+            o
+            for o in OPTIONS.values()
+            if o.kind in ("lanczos", "bilinear") and o.ratio == opt.ratio
+        ]
+    )
+    if opt.kind == "wrapper" and bank.has(option_for("post", opt.ratio)):
+        rivals.append(option_for("post", opt.ratio))
+    curves: dict[str, list[RatePoint]] = {}
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-val-") as tmp:
+        source = Path(tmp) / "val.y4m"
+        info, count = _clip(pictures, source)
+        for o in [opt, *rivals]:
+            layout = Layout.make(info, o, backend, 10, bank)
+            points = []
+            for qp in VAL_QPS:
+                settings = EncodeSettings(qp=qp, preset=preset, bitdepth=10)
+                stream = Path(tmp) / f"o{int(o.code)}-q{qp}{backend.extension}"
+                coded = code_and_measure(backend, settings, source, layout, 0, count, stream)
+                bpp = 8 * coded.payload_bytes / (count * info.width * info.height)
+                points.append(RatePoint(qp=qp, bpp=bpp, psnr_yuv=coded.psnr_yuv))
+            curves[o.name] = points
+    mine = curves[opt.name]
+    bd: dict[str, float | None] = {}
+    gain: dict[str, float] = {}
+    for o in rivals:
+        theirs = curves[o.name]
+        bd[o.name] = bd_rate(
+            Curve.of([p.bpp for p in theirs], [p.psnr_yuv for p in theirs]),
+            Curve.of([p.bpp for p in mine], [p.psnr_yuv for p in mine]),
+        ).bd_rate
+        gain[o.name] = sum(
+            a.psnr_yuv - b.psnr_yuv for a, b in zip(mine, theirs, strict=True)
+        ) / len(mine)
+    return Validation(
+        data=pictures.name,
+        pictures=count,
+        codec=codec,
+        preset=preset,
+        curves=curves,
+        bd_rate=bd,
+        psnr_gain_same_qp=gain,
+    )
