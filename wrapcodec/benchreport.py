@@ -20,10 +20,12 @@ from typing import Any
 
 from wrapcodec.bdrate import BDResult, Curve, Interp, bd_rate_envelope, bd_rate_pareto
 from wrapcodec.bench import Point
+from wrapcodec.options import OPTIONS
 
 ROWS: dict[str, tuple[int, ...]] = {
     "bilinear": (12, 13, 14),
     "Lanczos": (9, 10, 11),
+    "linear": (9, 10, 11, 12, 13, 14),
     "post-only": (1, 2, 3, 4),
     "wrapper": (5, 6, 7, 8),
     "post + wrapper": (1, 2, 3, 4, 5, 6, 7, 8),
@@ -229,6 +231,21 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['option']} {r['name']} | {r['post_kmacs_per_pixel']:.3f} | "
             f"{r['encode_fps']:.1f} | {r['decode_fps']:.1f} |"
         )
+    if results.get("post_gain"):
+        lines += [
+            "",
+            "## Neural post-processor against Lanczos-4 upsampling of the same bitstream",
+            "",
+            "PSNR-YUV difference in dB, mean over QPs.",
+            "",
+            "| option | " + " | ".join(seqs) + f" | {MEAN} |",
+            "|---|" + "---|" * (len(seqs) + 1),
+        ]
+        for r in results["post_gain"]:
+            cells = [f"{r['sequences'][s]:+.3f}" if s in r["sequences"] else "n/a" for s in seqs]
+            lines.append(
+                f"| {r['option']} {r['name']} | " + " | ".join(cells) + f" | {r['mean']:+.3f} |"
+            )
     lines += ["", "## Method", "", results["method"], ""]
     warnings = sorted(
         {
@@ -316,6 +333,29 @@ def write_outputs(out: Path, results: dict[str, Any], points: Sequence[Point]) -
     return written
 
 
+def post_gain(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """Per neural option: PSNR-YUV of its post-processor minus Lanczos-4 upsampling of the
+    same bitstream, averaged over QPs per sequence, and the mean of sequences (dB)."""
+    by_option: dict[int, dict[str, list[float]]] = {}
+    for p in points:
+        if p.psnr_yuv_lanczos_post is None:
+            continue
+        gains = by_option.setdefault(p.spec.option, {})
+        gains.setdefault(p.spec.sequence, []).append(p.psnr_yuv - p.psnr_yuv_lanczos_post)
+    rows = []
+    for code, per_seq in sorted(by_option.items()):
+        means = {seq: sum(v) / len(v) for seq, v in sorted(per_seq.items())}
+        rows.append(
+            {
+                "option": code,
+                "name": OPTIONS[code].name,
+                "sequences": means,
+                "mean": sum(means.values()) / len(means),
+            }
+        )
+    return rows
+
+
 def assemble(
     config: dict[str, Any],
     preset: str,
@@ -342,6 +382,7 @@ def assemble(
         "interp": interp,
         "bd_rate": analyse(points, metrics, interp),
         "speed": speed_table(points),
+        "post_gain": post_gain(points),
         "notes": list(notes),
         "points": [p.model_dump() for p in points],
     }
