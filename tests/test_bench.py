@@ -128,13 +128,15 @@ def test_dask_local_cluster_equals_local_run(dataset: Path, tmp_path: Path) -> N
         (["DATA", "--qps", "30"], "at least 2 QPs"),
         (["DATA", "--qps", "30,x"], "not a list of integers"),
         (["DATA", "--metrics", "psnr,lpips"], "unknown metric 'lpips'"),
-        (["DATA", "--options", "6"], "needs neural models"),
+        (["DATA", "--options", "6", "--models", "EMPTY"], "needs neural models"),
     ],
 )
 def test_bench_bad_input(
     runner: CliRunner, dataset: Path, tmp_path: Path, args: list[str], fragment: str
 ) -> None:
-    args = [str(dataset) if a == "DATA" else a for a in args]
+    (tmp_path / "empty").mkdir()
+    subst = {"DATA": str(dataset), "EMPTY": str(tmp_path / "empty")}
+    args = [subst.get(a, a) for a in args]
     result = runner.invoke(cli, ["bench", *args, "--codec", "x264", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()

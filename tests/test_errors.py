@@ -93,7 +93,10 @@ def test_qp_and_bitrate_exclusive(runner: CliRunner, tmp_path: Path, clip8: Path
 
 
 def test_neural_option_refused(runner: CliRunner, tmp_path: Path, clip8: Path) -> None:
-    fails(runner, enc(clip8, tmp_path / "o.wrp", "--options", "0,6"), "needs neural models")
+    empty = tmp_path / "bank"
+    empty.mkdir()
+    args = enc(clip8, tmp_path / "o.wrp", "--options", "0,6", "--models", str(empty))
+    fails(runner, args, "needs neural models, which the model bank in")
 
 
 def test_bad_preset_and_bitdepth(runner: CliRunner, tmp_path: Path, clip8: Path) -> None:
@@ -186,7 +189,8 @@ def _with_crc(data: bytes) -> bytes:
         (lambda d: _with_crc(d[:8] + b"\x07" + d[9:]), "codec id 7"),
         (lambda d: _with_crc(d[:8] + b"\xc8" + d[9:]), "no backend installed for codec id 200"),
         (lambda d: _with_crc(d[:42] + b"\xf0" + d[43:]), "reserved option code 15"),
-        (lambda d: _with_crc(d[:42] + b"\x30" + d[43:]), "needs neural models"),
+        (lambda d: _with_crc(d[:42] + b"\x30" + d[43:]), "does not match option post-2/3"),
+        (lambda d: _with_crc(d[:42] + b"\x10" + d[43:]), "made with model bank 0000000000000000"),
         (lambda d: b"", "empty file"),
     ],
 )
@@ -201,7 +205,7 @@ def test_bad_wrp(
     bad.write_bytes(mutate(good_wrp))
     fails(runner, ["decode", str(bad), "-o", str(tmp_path / "o.y4m")], fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wrp"]
-    if not any(f in fragment for f in ("empty file", "neural models", "no backend")):
+    if not any(f in fragment for f in ("empty file", "model bank", "no backend", "not match")):
         fails(runner, ["info", str(bad)], fragment)  # the container itself is refused
 
 

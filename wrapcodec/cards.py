@@ -1,4 +1,4 @@
-"""Making model cards: install trained weights into a bank and validate them with the codec.
+"""Making model cards: install trained weights into a bank validate them with the codec, time them.
 
 ``wrapcodec models install`` copies ``TRAINED.safetensors`` into a bank folder under its option
 name, writes its card (architecture, MACs per pixel, parameters, the training stages read from
@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from fractions import Fraction
 from pathlib import Path
+
+import numpy as np
 
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import (
@@ -34,7 +37,7 @@ from wrapcodec.dataset import load_pictures
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PostProcessor, PreProcessor, count_macs, count_params
 from wrapcodec.options import OPTIONS, Option
-from wrapcodec.pipeline import Layout, code_and_measure
+from wrapcodec.pipeline import Layout, code_and_measure, postprocess
 from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, Y4MWriter
 
 VAL_QPS = (22, 27, 32, 37, 42, 47)
@@ -166,3 +169,24 @@ def validate(
         bd_rate=bd,
         psnr_gain_same_qp=gain,
     )
+
+
+def post_speed(bank: Bank, opt: Option, width: int, height: int, frames: int = 5) -> float:
+    """Frames per second of the decoder's post-processing (``pipeline.postprocess``: tensor
+    conversion, network, quantisation) on a 10-bit bottleneck for a ``width``×``height``
+    8-bit output, after one warm-up frame."""
+    info = VideoInfo(width, height, 8, 25, 1, chroma=ChromaTag.C420JPEG)
+    layout = Layout.make(info, opt, get_backend("x265"), 10, bank)
+    bw, bh = layout.bottleneck
+    rng = np.random.default_rng(0)
+    cw, ch = (bw + 1) // 2, (bh + 1) // 2
+    frame = Frame(
+        rng.integers(64, 940, (bh, bw), dtype=np.uint16),
+        rng.integers(64, 960, (ch, cw), dtype=np.uint16),
+        rng.integers(64, 960, (ch, cw), dtype=np.uint16),
+    )
+    postprocess(frame, layout)
+    t = time.perf_counter()
+    for _ in range(frames):
+        postprocess(frame, layout)
+    return frames / (time.perf_counter() - t)

@@ -26,7 +26,7 @@ from wrapcodec.bank import get_bank
 from wrapcodec.decoder import decode_file, file_info
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
-from wrapcodec.options import parse_options
+from wrapcodec.options import OPTIONS, parse_options
 from wrapcodec.paths import check_input, check_output
 from wrapcodec.rdo import EncodeReport, encode_file
 
@@ -368,6 +368,31 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
             str(r["steps"]),
             ", ".join(f"{k} {v:+.2f} %" for k, v in bd.items() if v is not None) or "-",
         )
+    Console().print(table)
+
+
+@models.command(name="speed")
+@click.option("--size", "sizes", multiple=True, default=["960x540", "1920x1080"], show_default=True)
+@click.option("--frames", type=int, default=5, show_default=True)
+@_models_opt
+def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> None:
+    """Post-processing speed of every model in frames per second on this machine."""
+    from wrapcodec.cards import post_speed
+
+    bank = get_bank(models)
+    parsed = []
+    for size in sizes:
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 16:
+            raise InputError(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+        parsed.append((int(width), int(height)))
+    table = Table(title=f"post-processing fps, {torch.get_num_threads()} threads")
+    table.add_column("model")
+    for width, height in parsed:
+        table.add_column(f"{width}x{height}", justify="right")
+    for code, card in sorted(bank.cards.items()):
+        fps = [post_speed(bank, OPTIONS[code], pw, ph, frames) for pw, ph in parsed]
+        table.add_row(card.name, *(f"{f:.2f}" for f in fps))
     Console().print(table)
 
 

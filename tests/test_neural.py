@@ -1,0 +1,172 @@
+"""The shipped model bank and the neural options end to end (real codecs, real weights)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from wrapcodec.bank import Bank, get_bank, sha256_file
+from wrapcodec.cli import cli
+from wrapcodec.errors import InputError
+from wrapcodec.metrics import measure_files
+from wrapcodec.nets import count_macs, count_params
+from wrapcodec.options import OPTIONS
+
+NEURAL = [c for c, o in OPTIONS.items() if o.neural]
+
+
+@pytest.fixture(scope="module")
+def bank() -> Bank:
+    return get_bank()
+
+
+def test_every_neural_option_ships(bank: Bank) -> None:
+    assert sorted(bank.cards) == NEURAL
+    assert bank.id != bytes(8)
+
+
+def test_cards_match_weights_and_budgets(bank: Bank) -> None:
+    for code, card in bank.cards.items():
+        assert sha256_file(bank.folder / card.file) == card.sha256
+        nets = bank.processors(OPTIONS[code])
+        assert card.params == count_params(nets.post) <= 8200
+        assert card.macs_per_pixel == pytest.approx(count_macs(nets.post, 1920, 1080), abs=0.1)
+        assert card.macs_per_pixel <= 516
+        assert (nets.pre is not None) == (card.kind == "wrapper")
+        proxies = [stage["config"]["proxy"] for stage in card.training]  # type: ignore[index]
+        assert proxies == ["jpeg", "codec"], card.name  # proxy training, then the real codec
+        assert card.validation is not None and card.validation.curves
+
+
+def test_models_json(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["option"] for r in rows] == NEURAL
+    for r in rows:
+        assert {"name", "kind", "ratio", "macs_per_pixel", "params", "sha256"} <= set(r)
+        assert r["macs_per_pixel"] <= 516 and r["params"] <= 8200
+
+
+def _copy_bank(bank: Bank, dest: Path) -> Path:
+    shutil.copytree(bank.folder, dest, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return dest
+
+
+def test_tampered_weights_are_refused(bank: Bank, tmp_path: Path) -> None:
+    folder = _copy_bank(bank, tmp_path / "bank")
+    weights = folder / bank.cards[6].file
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="does not match its card"):
+        Bank(folder).processors(OPTIONS[6])
+
+
+def _encode(runner: CliRunner, src: Path, out: Path, options: str, *extra: str) -> dict:
+    args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--qp", "32"]
+    result = runner.invoke(cli, [*args, "--preset", "ultrafast", "--options", options, *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("code", [2, 7])
+def test_decoder_output_is_what_the_encoder_measured(
+    runner: CliRunner,
+    tmp_path: Path,
+    clip8: Path,
+    bank: Bank,
+    code: int,
+    require_backend: Callable[[str], None],
+) -> None:
+    require_backend("x265")
+    wrp = tmp_path / "n.wrp"
+    report = _encode(runner, clip8, wrp, str(code), "--json")
+    assert report["option"] == code
+    info = runner.invoke(cli, ["info", str(wrp), "--json"])
+    assert json.loads(info.stdout)["model_bank_id"] == bank.id.hex()
+    first, second = tmp_path / "a.y4m", tmp_path / "b.y4m"
+    for out in (first, second):
+        result = runner.invoke(cli, ["decode", str(wrp), "-o", str(out)])
+        assert result.exit_code == 0, result.output
+    assert first.read_bytes() == second.read_bytes()  # deterministic on CPU
+    assert measure_files(str(clip8), str(first)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )
+
+
+def test_decode_refuses_other_weights(
+    runner: CliRunner,
+    tmp_path: Path,
+    clip8: Path,
+    bank: Bank,
+    require_backend: Callable[[str], None],
+) -> None:
+    require_backend("x265")
+    wrp = tmp_path / "n.wrp"
+    _encode(runner, clip8, wrp, "6")
+    other = _copy_bank(bank, tmp_path / "other")
+    card_path = other / f"{bank.cards[6].name}.json"
+    card = json.loads(card_path.read_text())
+    weights = other / card["file"]
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    card["sha256"] = sha256_file(weights)
+    card_path.write_text(json.dumps(card))
+    other_id = Bank(other).id.hex()
+    result = runner.invoke(
+        cli, ["decode", str(wrp), "-o", str(tmp_path / "o.y4m"), "--models", str(other)]
+    )
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert bank.id.hex() in line and other_id in line and "Traceback" not in result.output
+    assert not (tmp_path / "o.y4m").exists()
+
+
+def test_odd_size_10bit_source(
+    runner: CliRunner, tmp_path: Path, clip10_odd: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    for code in (1, 5, 3, 8):
+        wrp = tmp_path / f"o{code}.wrp"
+        report = _encode(runner, clip10_odd, wrp, str(code), "--json")
+        out = tmp_path / f"o{code}.y4m"
+        assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
+        assert measure_files(str(clip10_odd), str(out)).psnr_yuv == pytest.approx(
+            report["psnr_yuv"], abs=1e-9
+        )
+
+
+def test_rdo_considers_every_option(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    report = _encode(runner, clip8, tmp_path / "all.wrp", "all", "--json")
+    assert [c["code"] for c in report["candidates"]] == list(range(15))
+
+
+def test_bench_neural_rows(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(clip8, data / "pj.y4m")
+    out = tmp_path / "bench"
+    args = ["bench", str(data), "--codec", "x265", "--preset", "ultrafast", "--qps", "32,42"]
+    result = runner.invoke(cli, [*args, "--options", "2,6,9", "--frames", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert {"post-only", "wrapper", "post + wrapper"} <= set(results["bd_rate"])
+    assert [r["option"] for r in results["post_gain"]] == [2, 6]
+    neural = [p for p in results["points"] if p["kind"] in ("post", "wrapper")]
+    assert neural and all(p["spec"]["model_hash"] for p in neural)
+    assert all(p["psnr_yuv_lanczos_post"] is not None for p in neural)
+    assert all(0.3 < p["post_kmacs_per_pixel"] < 0.6 for p in neural)
+    assert "same bitstream" in (out / "report.md").read_text()
