@@ -388,8 +388,8 @@ def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> Non
         parsed.append((int(width), int(height)))
     table = Table(title=f"post-processing fps, {torch.get_num_threads()} threads")
     table.add_column("model")
-    for width, height in parsed:
-        table.add_column(f"{width}x{height}", justify="right")
+    for pw, ph in parsed:
+        table.add_column(f"{pw}x{ph}", justify="right")
     for code, card in sorted(bank.cards.items()):
         fps = [post_speed(bank, OPTIONS[code], pw, ph, frames) for pw, ph in parsed]
         table.add_row(card.name, *(f"{f:.2f}" for f in fps))
