@@ -1,1 +1,1 @@
-"""Shipped network weights and their model cards (none yet: linear options only)."""
+"""The shipped model bank: network weights (safetensors) and their cards (JSON)."""
