@@ -159,7 +159,8 @@ def bilinear_down(x: Tensor, height: int, width: int) -> Tensor:
     h, w = x.shape[-2:]
     if (h, w) == (height, width):
         return x
-    a, b = _matrix(h, height), _matrix(w, width)
+    a = _matrix(h, height).to(x.device, x.dtype)
+    b = _matrix(w, width).to(x.device, x.dtype)
     channels = x[0].shape[0]
     _tally(channels * (int((a != 0).sum()) * w + height * int((b != 0).sum())))
     return a @ x @ b.T
