@@ -214,9 +214,7 @@ class Trainer:
         mse = mse_8bit(y_hat, uv_hat, y, uv)
         bpp = coded.rate / y[:, 0].numel()
         loss = mse + cfg.lam * bpp
-        result = StepResult(
-            float(loss), float(mse), float(bpp), float(nets.proxy.q.detach()), extra
-        )
+        result = StepResult(loss.item(), mse.item(), bpp.item(), nets.proxy.q.item(), extra)
         return loss, result
 
     def train_step(self) -> StepResult:
@@ -258,7 +256,7 @@ class Trainer:
 
     def _baseline(self, y: Tensor, uv: Tensor, qp: int | None) -> float:
         """PSNR of bilinear down, the same codec stand-in, bilinear up."""
-        fresh = Nets(PostProcessor(self.nets.post.ratio), None, self.nets.proxy)
+        fresh = Nets(PostProcessor(self.nets.post.ratio).to(self.device), None, self.nets.proxy)
         saved, self.nets = self.nets, fresh
         try:
             _, r = self.forward(y, uv, np.random.default_rng(0), qp=qp, block=8, q_scale=1.0)
