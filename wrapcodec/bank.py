@@ -133,8 +133,12 @@ class Bank:
     def has(self, opt: Option) -> bool:
         return not opt.neural or int(opt.code) in self.cards
 
+    @property
+    def where(self) -> str:
+        return f"the model bank in {self.folder}"
+
     def require(self, opt: Option) -> None:
-        require_available(opt, self.has, f"the model bank in {self.folder}")
+        require_available(opt, self.has, self.where)
 
     def processors(self, opt: Option) -> Processors:
         """Load (once) and return the networks of ``opt``, after checking their sha256."""

@@ -153,7 +153,7 @@ def _encode(
         bitdepth=bitdepth,
     )
     bank = get_bank(models)
-    chosen = parse_options(options, bank.has)
+    chosen = parse_options(options, bank.has, bank.where)
     with _progress(not as_json and sys.stderr.isatty()) as progress:
         return encode_file(
             input,
@@ -507,7 +507,7 @@ def bench(
     if len(qp_list) < 2:
         raise InputError("--qps needs at least 2 QPs for an RD curve")
     bank = get_bank(models)
-    codes = sorted({0, *(int(o.code) for o in parse_options(options, bank.has))})
+    codes = sorted({0, *(int(o.code) for o in parse_options(options, bank.has, bank.where))})
     n_jobs = jobs or bench_lib.default_jobs()
     config = bench_lib.BenchConfig(
         dataset=dataset,

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from wrapcodec.options import bottleneck_size
 from wrapcodec.resample import weight_matrix
 
 # -- MAC counting ---------------------------------------------------------------------------
@@ -115,8 +116,6 @@ def count_params(model: nn.Module) -> int:
 
 def bottleneck_dims(width: int, height: int, ratio: Fraction) -> tuple[int, int]:
     """The pipeline's bottleneck size rule (nearest even, halves up)."""
-    from wrapcodec.options import bottleneck_size
-
     return bottleneck_size(width, height, ratio)
 
 

@@ -97,7 +97,9 @@ def require_available(
         )
 
 
-def parse_options(text: str, has_model: Callable[[Option], bool] = no_models) -> list[Option]:
+def parse_options(
+    text: str, has_model: Callable[[Option], bool] = no_models, where: str = "the model bank"
+) -> list[Option]:
     """Parse ``--options``: comma-separated codes or names (``all`` = every option usable
     here: the linear ones and the neural ones ``has_model`` accepts)."""
     if text.strip() == "all":
@@ -115,7 +117,7 @@ def parse_options(text: str, has_model: Callable[[Option], bool] = no_models) ->
             opt = by_name[item]
         else:
             raise OptionError(f"unknown option {item!r} (codes 0–14 or names like lanczos-1/2)")
-        require_available(opt, has_model)
+        require_available(opt, has_model, where)
         if opt not in chosen:
             chosen.append(opt)
     if not chosen:

@@ -31,12 +31,13 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from wrapcodec.backend import get_backend
 from wrapcodec.dataset import Picture, center_crops, load_pictures, sample_batch, to_tensors
 from wrapcodec.errors import InputError
-from wrapcodec.nets import PostProcessor, PreProcessor, bilinear_down
+from wrapcodec.nets import PostProcessor, PreProcessor, bilinear_down, bottleneck_dims
 from wrapcodec.proxy import BLOCK_SIZES, JpegProxy, codec_roundtrip
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,6 @@ def build_nets(cfg: TrainConfig) -> Nets:
 
 def load_init(nets: Nets, path: Path) -> None:
     """Start from shipped-format weights: a post model fills ``post``, a wrapper both."""
-    from safetensors.torch import load_file
-
     tensors = load_file(str(path))
     for name, module in (("post", nets.post), ("pre", nets.pre)):
         part = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
@@ -152,8 +151,6 @@ def bottleneck(nets: Nets, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
     if nets.pre is not None:
         return nets.pre(y, uv)
     h, w = y.shape[-2:]
-    from wrapcodec.nets import bottleneck_dims
-
     bw, bh = bottleneck_dims(w, h, nets.post.ratio)
     return bilinear_down(y, bh, bw), bilinear_down(uv, bh // 2, bw // 2)
 
@@ -274,8 +271,6 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
         } | {name: m.state_dict() for name, m in self.nets.modules().items()}
         _atomic(self.checkpoint, lambda p: torch.save(state, p))
-        from safetensors.torch import save_file
-
         _atomic(self.out, lambda p: save_file(self.nets.weights(), str(p)))
         meta = {"config": self.cfg.model_dump(), "step": self.step, "history": self.history}
         _atomic(
