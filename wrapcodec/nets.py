@@ -31,7 +31,6 @@ element of every residual or skip addition. Activations, padding and pixel shuff
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -309,9 +308,8 @@ class PreProcessor(nn.Module):
             [space_to_depth(bilinear_down(y, bh, bw)), bilinear_down(uv, bh // 2, bw // 2)], dim=1
         )  # (N,6,bh/2,bw/2)
         pad, _ = compute_padding(x.shape[-2], x.shape[-1], self.multiple)
-        # pad further so the strided output covers the bottleneck
-        extra = self.multiple * math.ceil(1 / self.u)
-        pad = (0, pad[1] + extra, 0, pad[3] + extra)
+        # one more multiple, so the strided output covers the bottleneck after its rounding
+        pad = (0, pad[1] + self.multiple, 0, pad[3] + self.multiple)
         xp = F.pad(x, pad, mode="replicate")
         e0 = F.relu(self.enc0(F.relu(self.head(xp))))
         e1 = F.relu(self.enc1(F.relu(self.down(e0))))
