@@ -167,7 +167,12 @@ class Trainer:
             load_init(self.nets, Path(cfg.init))
         for m in self.nets.modules().values():
             m.to(self.device)
-        self.opt = torch.optim.Adam(self.nets.parameters(), lr=cfg.lr)
+        if cfg.proxy == "codec":
+            # The real codec makes the distortion, so nothing balances the proxy's rate
+            # against q: it would only grow. It stays at q_init and only shapes the rate term.
+            self.nets.proxy.log_q.requires_grad_(False)
+        params = [p for p in self.nets.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.backend = get_backend(cfg.codec) if cfg.proxy == "codec" else None
