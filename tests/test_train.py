@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +237,17 @@ def test_cli_resume_needs_a_checkpoint(runner: CliRunner, tmp_path: Path) -> Non
     out = tmp_path / "m.safetensors"
     fails(runner, [*cli_args(out), "--resume"], "no checkpoint")
     assert not out.exists()
+
+
+def test_codec_in_the_loop_trains_the_wrapper(
+    tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    """With x265 in the forward pass the pre-processor still learns (identity backward) and
+    the proxy's step, which only shapes the rate term, stays where it started."""
+    require_backend("x265")
+    cfg = config(kind="wrapper", ratio="1/2", steps=2, val_every=2, val_count=2, proxy="codec")
+    run = train(cfg, tmp_path / "c.safetensors")
+    assert all(r.q == pytest.approx(cfg.q_init) for r in run.results)
+    assert all(22 <= r.extra["qp"] <= 47 and r.extra["codec_bpp"] > 0 for r in run.results)
+    assert {"qp27_psnr", "qp37_psnr", "qp27_bilinear_psnr"} <= set(run.vals[-1])
+    assert run.weights["pre.tail.weight"].abs().sum().item() > 0
