@@ -74,6 +74,7 @@ class ModelCard(BaseModel):
     params: int  # post-processor
     pre_macs_per_pixel: float | None = None  # per source luma pixel
     pre_params: int | None = None
+    training_data: str = ""  # what the pictures of --data were
     training: list[dict[str, object]]  # one entry per stage: config, steps, last validation
     validation: Validation | None = None
 

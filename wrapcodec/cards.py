@@ -63,7 +63,7 @@ def training_stages(weights: Path) -> list[dict[str, object]]:
     return stages
 
 
-def install(weights: Path, dest: Path) -> ModelCard:
+def install(weights: Path, dest: Path, training_data: str = "") -> ModelCard:
     """Copy trained weights into the bank ``dest`` and write their card (no validation)."""
     stages = training_stages(weights)
     cfg = stages[-1]["config"]
@@ -89,6 +89,7 @@ def install(weights: Path, dest: Path) -> ModelCard:
         params=count_params(post),
         pre_macs_per_pixel=round(count_macs(pre, MAC_WIDTH, MAC_HEIGHT), 1) if pre else None,
         pre_params=count_params(pre) if pre else None,
+        training_data=training_data,
         training=stages,
     )
     write_card(dest, card)

@@ -401,13 +401,14 @@ def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> Non
 @click.option("--dest", required=True, metavar="DIR", help="Bank folder to install into.")
 @click.option("--val", default=None, metavar="DIR", help="Validate on these pictures.")
 @click.option("--codec", default="x265", show_default=True, help="Codec of the validation.")
-def models_install(weights: str, dest: str, val: str | None, codec: str) -> None:
+@click.option("--about", default="", help="What the training pictures were (for the card).")
+def models_install(weights: str, dest: str, val: str | None, codec: str, about: str) -> None:
     """Copy trained weights into a bank with their card, and validate them."""
     from wrapcodec import cards
     from wrapcodec.bank import Bank
 
     check_input(weights)
-    card = cards.install(Path(weights), Path(dest))
+    card = cards.install(Path(weights), Path(dest), about)
     if val:
         bank = Bank(Path(dest))
         card.validation = cards.validate(bank, card, Path(val), codec)
