@@ -119,7 +119,12 @@ def _clip(pictures_dir: Path, path: Path) -> tuple[VideoInfo, int]:
 
 
 def validate(
-    bank: Bank, card: ModelCard, pictures: Path, codec: str = "x265", preset: str = "medium"
+    bank: Bank,
+    card: ModelCard,
+    pictures: Path,
+    codec: str = "x265",
+    preset: str = "medium",
+    about: str = "",
 ) -> Validation:
     """Code the pictures with the model's option and its linear rivals at every VAL_QP."""
     backend = get_backend(codec)
@@ -162,7 +167,7 @@ def validate(
             a.psnr_yuv - b.psnr_yuv for a, b in zip(mine, theirs, strict=True)
         ) / len(mine)
     return Validation(
-        data=pictures.name,
+        data=about or pictures.name,
         pictures=count,
         codec=codec,
         preset=preset,

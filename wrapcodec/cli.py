@@ -402,7 +402,10 @@ def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> Non
 @click.option("--val", default=None, metavar="DIR", help="Validate on these pictures.")
 @click.option("--codec", default="x265", show_default=True, help="Codec of the validation.")
 @click.option("--about", default="", help="What the training pictures were (for the card).")
-def models_install(weights: str, dest: str, val: str | None, codec: str, about: str) -> None:
+@click.option("--val-about", default="", help="What the validation pictures were.")
+def models_install(
+    weights: str, dest: str, val: str | None, codec: str, about: str, val_about: str
+) -> None:
     """Copy trained weights into a bank with their card, and validate them."""
     from wrapcodec import cards
     from wrapcodec.bank import Bank
@@ -411,7 +414,7 @@ def models_install(weights: str, dest: str, val: str | None, codec: str, about: 
     card = cards.install(Path(weights), Path(dest), about)
     if val:
         bank = Bank(Path(dest))
-        card.validation = cards.validate(bank, card, Path(val), codec)
+        card.validation = cards.validate(bank, card, Path(val), codec, about=val_about)
         cards.write_card(Path(dest), card)
         for name, bd in card.validation.bd_rate.items():
             gain = card.validation.psnr_gain_same_qp[name]
