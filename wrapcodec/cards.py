@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from wrapcodec.dataset import load_pictures
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PostProcessor, PreProcessor, count_macs, count_params
 from wrapcodec.options import OPTIONS, Option
-from wrapcodec.pipeline import Layout, code_and_measure, postprocess
+from wrapcodec.pipeline import Layout, code_and_measure, postprocess, preprocess
 from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, Y4MWriter
 
 VAL_QPS = (22, 27, 32, 37, 42, 47)
@@ -177,22 +178,36 @@ def validate(
     )
 
 
-def post_speed(bank: Bank, opt: Option, width: int, height: int, frames: int = 5) -> float:
-    """Frames per second of the decoder's post-processing (``pipeline.postprocess``: tensor
-    conversion, network, quantisation) on a 10-bit bottleneck for a ``width``×``height``
-    8-bit output, after one warm-up frame."""
-    info = VideoInfo(width, height, 8, 25, 1, chroma=ChromaTag.C420JPEG)
-    layout = Layout.make(info, opt, get_backend("x265"), 10, bank)
-    bw, bh = layout.bottleneck
-    rng = np.random.default_rng(0)
-    cw, ch = (bw + 1) // 2, (bh + 1) // 2
-    frame = Frame(
-        rng.integers(64, 940, (bh, bw), dtype=np.uint16),
-        rng.integers(64, 960, (ch, cw), dtype=np.uint16),
-        rng.integers(64, 960, (ch, cw), dtype=np.uint16),
+def _noise_frame(rng: np.random.Generator, width: int, height: int, peak: int) -> Frame:
+    cw, ch = (width + 1) // 2, (height + 1) // 2
+    return Frame(
+        rng.integers(0, peak + 1, (height, width), dtype=np.uint16),
+        rng.integers(0, peak + 1, (ch, cw), dtype=np.uint16),
+        rng.integers(0, peak + 1, (ch, cw), dtype=np.uint16),
     )
-    postprocess(frame, layout)
+
+
+def _fps(step: Callable[[], object], frames: int) -> float:
+    step()  # warm-up
     t = time.perf_counter()
     for _ in range(frames):
-        postprocess(frame, layout)
+        step()
     return frames / (time.perf_counter() - t)
+
+
+def speed(
+    bank: Bank, opt: Option, width: int, height: int, frames: int = 5
+) -> tuple[float, float | None]:
+    """Frames per second of the decoder's post-processing (``pipeline.postprocess``: tensor
+    conversion, network, quantisation) of a 10-bit bottleneck into a ``width``×``height``
+    8-bit picture, and of the encoder's pre-processing (``pipeline.preprocess``) for a
+    wrapper (None otherwise). Timings do not depend on the content: noise pictures."""
+    info = VideoInfo(width, height, 8, 25, 1, chroma=ChromaTag.C420JPEG)
+    layout = Layout.make(info, opt, get_backend("x265"), 10, bank)
+    rng = np.random.default_rng(0)
+    decoded = _noise_frame(rng, *layout.bottleneck, 1023)
+    post_fps = _fps(lambda: postprocess(decoded, layout), frames)
+    if opt.kind != "wrapper":
+        return post_fps, None
+    source = _noise_frame(rng, width, height, 255)
+    return post_fps, _fps(lambda: preprocess(source, layout), frames)

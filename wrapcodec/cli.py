@@ -376,8 +376,8 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
 @click.option("--frames", type=int, default=5, show_default=True)
 @_models_opt
 def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> None:
-    """Post-processing speed of every model in frames per second on this machine."""
-    from wrapcodec.cards import post_speed
+    """Post-processing (decoder) and pre-processing (encoder) speed in frames per second."""
+    from wrapcodec.cards import speed
 
     bank = get_bank(models)
     parsed = []
@@ -386,13 +386,17 @@ def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> Non
         if not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 16:
             raise InputError(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
         parsed.append((int(width), int(height)))
-    table = Table(title=f"post-processing fps, {torch.get_num_threads()} threads")
+    table = Table(title=f"frames per second, {torch.get_num_threads()} threads")
     table.add_column("model")
     for pw, ph in parsed:
-        table.add_column(f"{pw}x{ph}", justify="right")
+        table.add_column(f"post {pw}x{ph}", justify="right")
+        table.add_column(f"pre {pw}x{ph}", justify="right")
     for code, card in sorted(bank.cards.items()):
-        fps = [post_speed(bank, OPTIONS[code], pw, ph, frames) for pw, ph in parsed]
-        table.add_row(card.name, *(f"{f:.2f}" for f in fps))
+        cells = []
+        for pw, ph in parsed:
+            post, pre = speed(bank, OPTIONS[code], pw, ph, frames)
+            cells += [f"{post:.2f}", "-" if pre is None else f"{pre:.2f}"]
+        table.add_row(card.name, *cells)
     Console().print(table)
 
 
