@@ -172,3 +172,11 @@ def test_bench_neural_rows(
     assert all(p["psnr_yuv_lanczos_post"] is not None for p in neural)
     assert all(0.3 < p["post_kmacs_per_pixel"] < 0.6 for p in neural)
     assert "same bitstream" in (out / "report.md").read_text()
+
+
+def test_models_speed(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["models", "speed", "--size", "96x64", "--frames", "1"])
+    assert result.exit_code == 0, result.output
+    assert "post 96x64" in result.stdout and "wrapper-1_2" in result.stdout
+    bad = runner.invoke(cli, ["models", "speed", "--size", "96by64"])
+    assert bad.exit_code == 1 and "expected WIDTHxHEIGHT" in bad.stderr
