@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
@@ -211,7 +212,11 @@ def _trimmed_source(src: Path, frames: int, dest: Path) -> Path:
 
 
 def run_point(spec: PointSpec) -> Point:
-    """Measure one point (a top-level function so processes and Dask workers can run it)."""
+    """Measure one point (a top-level function so processes and Dask workers can run it).
+
+    ``spec.threads`` bounds the encoder's threads and the networks' (torch) threads."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     backend = get_backend(spec.codec)
     settings = EncodeSettings(
         qp=spec.qp, preset=spec.preset, bitdepth=spec.bitdepth, threads=spec.threads
