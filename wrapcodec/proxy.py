@@ -82,7 +82,7 @@ class ProxyOutput:
     y_hat: Tensor  # (N,1,h,w) reconstructed bottleneck luma, normalised
     uv_hat: Tensor  # (N,2,h/2,w/2)
     rate: Tensor  # scalar: a·Σ log(1+|Y|/q) in bits, equal to real_bits in value
-    real_bits: int  # bits of the real JPEGs of the batch
+    real_bits: int  # bits of the real JPEGs of the batch (or the bits it was scaled to)
     quality: int
 
 
@@ -98,8 +98,17 @@ class JpegProxy(nn.Module):
     def q(self) -> Tensor:
         return self.log_q.exp()
 
-    def forward(self, y: Tensor, uv: Tensor, block: int = 8, q_scale: float = 1.0) -> ProxyOutput:
-        """Code the normalised bottleneck (y, uv); ``q_scale`` multiplies the learned step."""
+    def forward(
+        self,
+        y: Tensor,
+        uv: Tensor,
+        block: int = 8,
+        q_scale: float = 1.0,
+        scale_to: int | None = None,
+    ) -> ProxyOutput:
+        """Code the normalised bottleneck (y, uv); ``q_scale`` multiplies the learned step.
+
+        ``scale_to``: scale the rate to these bits (a real codec's) instead of real JPEGs'."""
         q = self.q * q_scale
         to8 = 2.0 ** (self.bitdepth - 8)
         d = dct_matrix(block).to(y.device)
@@ -112,7 +121,9 @@ class JpegProxy(nn.Module):
             log_terms.append(torch.log1p(coeffs.abs() / q).sum())
             b_hat = d.T @ (ste_round(coeffs / q) * q) @ d
             planes.append(unit((_unblocks(b_hat, hw) + 128.0) * to8, self.bitdepth))
-            bits += self._real_bits(x, quality)
+            if scale_to is None:
+                bits += self._real_bits(x, quality)
+        bits = bits if scale_to is None else scale_to
         total_log = log_terms[0] + log_terms[1]
         a = bits / total_log.detach().clamp_min(1e-6)
         return ProxyOutput(planes[0], planes[1], a * total_log, bits, quality)
@@ -124,6 +135,11 @@ class JpegProxy(nn.Module):
         return sum(
             jpeg_bits(msb[i, c], quality) for i in range(msb.shape[0]) for c in range(msb.shape[1])
         )
+
+
+def codec_step(qp: int) -> float:
+    """The quantiser step of H.264/HEVC/VVC at ``qp``, in 8-bit sample units (2^((QP−4)/6))."""
+    return float(2.0 ** ((qp - 4) / 6))
 
 
 def codec_roundtrip(

@@ -5,8 +5,11 @@ Y, U and V squared errors in 8-bit sample units and ``L_R`` the proxy rate in bi
 luma pixel (so λ = 16 weighs rate as the paper does, and as the encoder's RDO does).
 
 The codec between pre- and post-processor is either the JPEG proxy or the real codec in the
-forward pass (``--proxy codec``); with the real codec the rate term still comes from the JPEG
-proxy. Post-only models train their post-processor behind the pipeline's bilinear
+forward pass (``--proxy codec``). With the real codec the rate term keeps the proxy's
+differentiable form ``a·Σ log(1 + |Y|/q)``, taken at the codec's own quantiser step for the
+QP drawn and scaled (stop-gradient) to the bits the codec spent on the batch, and λ is the
+encoder's RDO λ at that QP: the loss is then the cost ``J = D + λ·R`` the encoder's RDO
+minimises. Post-only models train their post-processor behind the pipeline's bilinear
 downsampling; wrappers train both networks.
 
 Everything a run needs to continue lives in its checkpoint (``OUT.ckpt``: step, weights,
@@ -38,7 +41,7 @@ from wrapcodec.backend import get_backend
 from wrapcodec.dataset import Picture, center_crops, load_pictures, sample_batch, to_tensors
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PostProcessor, PreProcessor, bilinear_down, bottleneck_dims
-from wrapcodec.proxy import BLOCK_SIZES, JpegProxy, codec_roundtrip
+from wrapcodec.proxy import BLOCK_SIZES, JpegProxy, codec_roundtrip, codec_step
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,11 @@ class TrainConfig(BaseModel):
     crop: int = Field(default=256, ge=64)
     clip_len: int = Field(default=4, gt=0, description="pictures per pan clip in a batch")
     lr: float = Field(default=1e-3, gt=0)
-    lam: float = Field(default=16.0, ge=0, description="λ of L = MSE + λ·rate")
+    lam: float = Field(
+        default=16.0,
+        ge=0,
+        description="λ of L = MSE + λ·rate with the JPEG proxy (the real codec uses its RDO λ)",
+    )
     proxy: Literal["jpeg", "codec"] = "jpeg"
     codec: str = "x265"
     preset: str = "medium"
@@ -202,20 +209,26 @@ class Trainer:
         block = block or int(rng.choice(BLOCK_SIZES))
         if q_scale is None:
             q_scale = 2.0 ** float(rng.uniform(-cfg.q_spread / 2, cfg.q_spread / 2))
-        coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale)
-        extra: dict[str, float] = {"jpeg_bits": float(coded.real_bits)}
+        lam = cfg.lam
         if cfg.proxy == "codec":
             assert self.backend is not None
             qp = qp if qp is not None else int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
             yd, uvd, bits = codec_roundtrip(self.backend, yb, uvb, qp, cfg.clip_len, cfg.preset)
-            extra |= {"qp": float(qp), "codec_bpp": bits / y[:, 0].numel()}
+            # the proxy's smooth coefficient count at the codec's own step, scaled to the
+            # bits the codec spent, weighed by the encoder's RDO λ at that QP
+            q_scale = codec_step(qp) / float(nets.proxy.q)
+            coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale, scale_to=bits)
+            lam = self.backend.qp_to_lambda(qp)
+            extra: dict[str, float] = {"qp": float(qp), "codec_bpp": bits / y[:, 0].numel()}
         else:
+            coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale)
             yd, uvd = coded.y_hat, coded.uv_hat
+            extra = {"jpeg_bits": float(coded.real_bits)}
         h, w = y.shape[-2:]
         y_hat, uv_hat = nets.post(yd, uvd, h, w)
         mse = mse_8bit(y_hat, uv_hat, y, uv)
         bpp = coded.rate / y[:, 0].numel()
-        loss = mse + cfg.lam * bpp
+        loss = mse + lam * bpp
         result = StepResult(loss.item(), mse.item(), bpp.item(), nets.proxy.q.item(), extra)
         return loss, result
 
