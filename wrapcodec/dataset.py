@@ -51,8 +51,11 @@ def rgb_to_yuv420(rgb: np.ndarray) -> Picture:
     cb = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
     cr = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
     chroma = np.stack([cb, cr]).reshape(2, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
-    as8 = lambda a: np.clip(np.rint(a), 0, 255).astype(np.uint8)  # noqa: E731
-    return Picture(as8(y), as8(chroma))
+    return Picture(_to8(y), _to8(chroma))
+
+
+def _to8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def load_pictures(folder: Path, min_size: int = 0) -> list[Picture]:
