@@ -71,7 +71,7 @@ def test_tampered_weights_are_refused(bank: Bank, tmp_path: Path) -> None:
 
 
 def _encode(runner: CliRunner, src: Path, out: Path, options: str, *extra: str) -> dict:
-    args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--qp", "32"]
+    args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--qp", "32", "--json"]
     result = runner.invoke(cli, [*args, "--preset", "ultrafast", "--options", options, *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -88,7 +88,7 @@ def test_decoder_output_is_what_the_encoder_measured(
 ) -> None:
     require_backend("x265")
     wrp = tmp_path / "n.wrp"
-    report = _encode(runner, clip8, wrp, str(code), "--json")
+    report = _encode(runner, clip8, wrp, str(code))
     assert report["option"] == code
     info = runner.invoke(cli, ["info", str(wrp), "--json"])
     assert json.loads(info.stdout)["model_bank_id"] == bank.id.hex()
@@ -137,7 +137,7 @@ def test_odd_size_10bit_source(
     require_backend("x265")
     for code in (1, 5, 3, 8):
         wrp = tmp_path / f"o{code}.wrp"
-        report = _encode(runner, clip10_odd, wrp, str(code), "--json")
+        report = _encode(runner, clip10_odd, wrp, str(code))
         out = tmp_path / f"o{code}.y4m"
         assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
         assert measure_files(str(clip10_odd), str(out)).psnr_yuv == pytest.approx(
@@ -149,7 +149,7 @@ def test_rdo_considers_every_option(
     runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
 ) -> None:
     require_backend("x265")
-    report = _encode(runner, clip8, tmp_path / "all.wrp", "all", "--json")
+    report = _encode(runner, clip8, tmp_path / "all.wrp", "all")
     assert [c["code"] for c in report["candidates"]] == list(range(15))
 
 
