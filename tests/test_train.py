@@ -251,3 +251,13 @@ def test_codec_in_the_loop_trains_the_wrapper(
     assert all(22 <= r.extra["qp"] <= 47 and r.extra["codec_bpp"] > 0 for r in run.results)
     assert {"qp27_psnr", "qp37_psnr", "qp27_bilinear_psnr"} <= set(run.vals[-1])
     assert run.weights["pre.tail.weight"].abs().sum().item() > 0
+
+
+def test_frozen_pre_processor_stays_put(tmp_path: Path) -> None:
+    start = tmp_path / "start.safetensors"
+    train(config(kind="wrapper", ratio="1/2", steps=2, val_count=1), start)
+    cfg = config(kind="wrapper", ratio="1/2", steps=2, val_count=1, init=str(start))
+    run = train(cfg.model_copy(update={"freeze_pre": True}), tmp_path / "ft.safetensors")
+    before, after = load_file(str(start)), run.weights
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("pre."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("post."))

@@ -611,6 +611,7 @@ def bench(
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 …")
 @click.option("--threads", type=int, default=None, help="CPU threads [all cores].")
 @click.option("--init", default=None, metavar="FILE", help="Start from these weights.")
+@click.option("--freeze-pre", is_flag=True, help="Wrapper: train the post-processor only.")
 @click.option("--resume", is_flag=True, help="Continue from OUT's checkpoint.")
 @click.option("--out", required=True, metavar="FILE.safetensors")
 def train(**kw: Any) -> None:
@@ -644,6 +645,7 @@ def train(**kw: Any) -> None:
                 "val_every",
                 "device",
                 "init",
+                "freeze_pre",
             )
         },
         qp_min=int(lo),

@@ -81,6 +81,9 @@ class TrainConfig(BaseModel):
     val_count: int = Field(default=8, gt=0, description="validation pictures used")
     device: str = "cpu"
     init: str | None = Field(default=None, description="weights to start from")
+    freeze_pre: bool = Field(
+        default=False, description="train only the post-processor of a wrapper"
+    )
 
     @property
     def fraction(self) -> Fraction:
@@ -178,6 +181,8 @@ class Trainer:
             # The real codec makes the distortion, so nothing balances the proxy's rate
             # against q: it would only grow. It stays at q_init and only shapes the rate term.
             self.nets.proxy.log_q.requires_grad_(False)
+        if cfg.freeze_pre and self.nets.pre is not None:
+            self.nets.pre.requires_grad_(False)
         params = [p for p in self.nets.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.step = 0
