@@ -180,3 +180,27 @@ def test_models_speed(runner: CliRunner) -> None:
     assert "post 96x64" in result.stdout and "wrapper-1_2" in result.stdout
     bad = runner.invoke(cli, ["models", "speed", "--size", "96by64"])
     assert bad.exit_code == 1 and "expected WIDTHxHEIGHT" in bad.stderr
+
+
+def test_models_install_writes_a_validated_card(
+    runner: CliRunner, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    images = Path(__file__).parent / "data" / "images"
+    weights = tmp_path / "run" / "p.safetensors"
+    args = ["train", "--kind", "post", "--ratio", "1/2", "--data", str(images), "--steps", "2"]
+    result = runner.invoke(cli, [*args, "--batch", "2", "--crop", "64", "--out", str(weights)])
+    assert result.exit_code == 0, result.output
+    dest = tmp_path / "bank"
+    result = runner.invoke(
+        cli, ["models", "install", str(weights), "--dest", str(dest), "--val", str(images)]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in dest.iterdir()) == ["post-1_2.json", "post-1_2.safetensors"]
+    card = Bank(dest).cards[2]
+    assert card.sha256 == sha256_file(dest / card.file)
+    assert card.validation is not None
+    assert set(card.validation.curves) == {"post-1/2", "lanczos-1/2", "bilinear-1/2"}
+    assert all(len(c) == 6 for c in card.validation.curves.values())
+    listed = runner.invoke(cli, ["models", "--json", "--models", str(dest)])
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["post-1_2"]

@@ -74,7 +74,9 @@ def install(weights: Path, dest: Path, training_data: str = "") -> ModelCard:
     name = model_name(kind, ratio)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{name}.safetensors"
-    shutil.copyfile(weights, target)
+    partial = target.with_suffix(".safetensors.tmp")
+    shutil.copyfile(weights, partial)
+    partial.replace(target)
     post = PostProcessor(fraction)
     pre = PreProcessor(fraction) if kind == "wrapper" else None
     card = ModelCard(
