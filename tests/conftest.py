@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from wrapcodec import ffmpeg
@@ -79,3 +80,12 @@ def require_backend() -> Callable[[str], None]:
 def cut_clip() -> Callable[..., Path]:
     """``cut_clip(src, dest, width, height, frames, bitdepth)``: a crop of a real clip."""
     return cut
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: tiny tensors run fastest so, and leave the other cores alone."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ starting point, the residual and chroma paths, output sizes and determinism."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
@@ -30,13 +29,7 @@ RATIOS = (Fraction(1), Fraction(1, 2), Fraction(2, 3), Fraction(1, 4))
 RATIO_IDS = ["1", "1/2", "2/3", "1/4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (and do not fight other jobs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def picture(n: int, width: int, height: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

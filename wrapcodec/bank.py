@@ -28,6 +28,7 @@ from wrapcodec.container import NO_MODEL_BANK
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PostConfig, PostProcessor, PreConfig, PreProcessor
 from wrapcodec.options import OPTIONS, Option, require_available
+from wrapcodec.paths import sha256_file
 
 #: Size at which the cards' MACs per pixel are counted.
 MAC_WIDTH, MAC_HEIGHT = 1920, 1080
@@ -99,14 +100,6 @@ def option_for(kind: str, ratio: Fraction) -> Option:
     return next(o for o in OPTIONS.values() if o.kind == kind and o.ratio == ratio)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Bank:
     """The models in ``folder``, by option code."""
 
@@ -164,9 +157,9 @@ def load_processors(folder: Path, card: ModelCard) -> Processors:
     post = PostProcessor(card.fraction, card.post)
     pre = PreProcessor(card.fraction, card.pre) if card.kind == "wrapper" else None
     try:
-        post.load_state_dict(_part(tensors, "post"))
+        post.load_state_dict(split_weights(tensors, "post"))
         if pre is not None:
-            pre.load_state_dict(_part(tensors, "pre"))
+            pre.load_state_dict(split_weights(tensors, "pre"))
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not fit the card's architecture ({exc})") from None
     post.eval()
@@ -175,7 +168,8 @@ def load_processors(folder: Path, card: ModelCard) -> Processors:
     return Processors(post, pre)
 
 
-def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def split_weights(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The ``prefix.*`` tensors of a model file (``post`` or ``pre``), without the prefix."""
     return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 

@@ -27,12 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
-from wrapcodec.bank import Bank, get_bank
+from wrapcodec.bank import Bank, get_bank, option_for
 from wrapcodec.container import overhead_bytes
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import PsnrAccumulator, kbps
 from wrapcodec.nets import count_macs
 from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
+from wrapcodec.paths import sha256_file
 from wrapcodec.pipeline import (
     REVISION,
     Layout,
@@ -115,15 +116,6 @@ class BenchConfig(BaseModel):
     dask: str | None = None
     interp: str = "pchip"
     models: str | None = None  # model bank folder [the shipped bank]
-
-
-def sha256_file(path: Path) -> str:
-    """Content hash of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sequences(dataset: Path) -> list[Path]:
@@ -275,11 +267,7 @@ def _lanczos_post(
     """PSNR-YUV of the same bitstream with Lanczos-4 upsampling instead of the neural post
     (for r = 1: the decoded bottleneck as it is)."""
     opt = layout.option
-    linear = (
-        OPTIONS[0]
-        if opt.ratio == 1
-        else next(o for o in OPTIONS.values() if o.kind == "lanczos" and o.ratio == opt.ratio)
-    )
+    linear = OPTIONS[0] if opt.ratio == 1 else option_for("lanczos", opt.ratio)
     plain = dataclasses.replace(layout, option=linear, processors=None)
     acc = PsnrAccumulator(layout.source.bitdepth)
     for ref, rec in zip(

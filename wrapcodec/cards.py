@@ -31,13 +31,13 @@ from wrapcodec.bank import (
     Validation,
     model_name,
     option_for,
-    sha256_file,
 )
 from wrapcodec.bdrate import Curve, bd_rate
 from wrapcodec.dataset import load_pictures
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PostProcessor, PreProcessor, count_macs, count_params
 from wrapcodec.options import OPTIONS, Option
+from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.pipeline import Layout, code_and_measure, postprocess, preprocess
 from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, Y4MWriter
 
@@ -74,9 +74,7 @@ def install(weights: Path, dest: Path, training_data: str = "") -> ModelCard:
     name = model_name(kind, ratio)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{name}.safetensors"
-    partial = target.with_suffix(".safetensors.tmp")
-    shutil.copyfile(weights, partial)
-    partial.replace(target)
+    atomic_write(target, lambda p: shutil.copyfile(weights, p))
     post = PostProcessor(fraction)
     pre = PreProcessor(fraction) if kind == "wrapper" else None
     card = ModelCard(
@@ -100,10 +98,8 @@ def install(weights: Path, dest: Path, training_data: str = "") -> ModelCard:
 
 
 def write_card(dest: Path, card: ModelCard) -> None:
-    path = dest / f"{card.name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(card.model_dump_json(indent=1) + "\n")
-    tmp.replace(path)
+    text = card.model_dump_json(indent=1) + "\n"
+    atomic_write(dest / f"{card.name}.json", lambda p: p.write_text(text))
 
 
 def _clip(pictures_dir: Path, path: Path) -> tuple[VideoInfo, int]:
@@ -135,11 +131,7 @@ def validate(
     rivals: list[Option] = (
         [OPTIONS[0]]
         if opt.ratio == 1
-        else [
-            o
-            for o in OPTIONS.values()
-            if o.kind in ("lanczos", "bilinear") and o.ratio == opt.ratio
-        ]
+        else [option_for("lanczos", opt.ratio), option_for("bilinear", opt.ratio)]
     )
     if opt.kind == "wrapper" and bank.has(option_for("post", opt.ratio)):
         rivals.append(option_for("post", opt.ratio))

@@ -164,6 +164,11 @@ def bilinear_down(x: Tensor, height: int, width: int) -> Tensor:
     return a @ x @ b.T
 
 
+def bilinear_bottleneck(y: Tensor, uv: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+    """(y, uv) downsampled by :func:`bilinear_down` to luma ``width``×``height``."""
+    return bilinear_down(y, height, width), bilinear_down(uv, height // 2, width // 2)
+
+
 # -- post-processor -------------------------------------------------------------------------
 
 
@@ -304,9 +309,8 @@ class PreProcessor(nn.Module):
         height, width = y.shape[-2:]
         bw, bh = size or bottleneck_dims(width, height, self.ratio)
         x = torch.cat([space_to_depth(y), uv], dim=1)  # (N,6,H/2,W/2)
-        base = torch.cat(
-            [space_to_depth(bilinear_down(y, bh, bw)), bilinear_down(uv, bh // 2, bw // 2)], dim=1
-        )  # (N,6,bh/2,bw/2)
+        y_base, uv_base = bilinear_bottleneck(y, uv, bw, bh)
+        base = torch.cat([space_to_depth(y_base), uv_base], dim=1)  # (N,6,bh/2,bw/2)
         pad, _ = compute_padding(x.shape[-2], x.shape[-1], self.multiple)
         # one more multiple, so the strided output covers the bottleneck after its rounding
         pad = (0, pad[1] + self.multiple, 0, pad[3] + self.multiple)

@@ -1,9 +1,13 @@
-"""Input and output file checks shared by the commands."""
+"""Input and output file checks and file helpers shared by the commands."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from wrapcodec.errors import InputError
@@ -40,3 +44,26 @@ def spool_stdin(dest: Path) -> Path:
     with dest.open("wb") as out:
         shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
     return dest
+
+
+def sha256_file(path: Path) -> str:
+    """Content hash of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it onto ``path``; on
+    any failure the temporary file goes and ``path`` is untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

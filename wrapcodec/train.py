@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,9 +36,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from wrapcodec.backend import get_backend
+from wrapcodec.bank import split_weights
 from wrapcodec.dataset import Picture, center_crops, load_pictures, sample_batch, to_tensors
 from wrapcodec.errors import InputError
-from wrapcodec.nets import PostProcessor, PreProcessor, bilinear_down, bottleneck_dims
+from wrapcodec.nets import PostProcessor, PreProcessor, bilinear_bottleneck, bottleneck_dims
+from wrapcodec.paths import atomic_write
 from wrapcodec.proxy import BLOCK_SIZES, JpegProxy, codec_roundtrip, codec_step
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def load_init(nets: Nets, path: Path) -> None:
     """Start from shipped-format weights: a post model fills ``post``, a wrapper both."""
     tensors = load_file(str(path))
     for name, module in (("post", nets.post), ("pre", nets.pre)):
-        part = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        part = split_weights(tensors, name)
         if part and module is not None:
             module.load_state_dict(part)
 
@@ -161,8 +161,7 @@ def bottleneck(nets: Nets, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
     if nets.pre is not None:
         return nets.pre(y, uv)
     h, w = y.shape[-2:]
-    bw, bh = bottleneck_dims(w, h, nets.post.ratio)
-    return bilinear_down(y, bh, bw), bilinear_down(uv, bh // 2, bw // 2)
+    return bilinear_bottleneck(y, uv, *bottleneck_dims(w, h, nets.post.ratio))
 
 
 class Trainer:
@@ -293,10 +292,10 @@ class Trainer:
             "history": json.dumps(self.history),
             "optimizer": self.opt.state_dict(),
         } | {name: m.state_dict() for name, m in self.nets.modules().items()}
-        _atomic(self.checkpoint, lambda p: torch.save(state, p))
-        _atomic(self.out, lambda p: save_file(self.nets.weights(), str(p)))
+        atomic_write(self.checkpoint, lambda p: torch.save(state, p))
+        atomic_write(self.out, lambda p: save_file(self.nets.weights(), str(p)))
         meta = {"config": self.cfg.model_dump(), "step": self.step, "history": self.history}
-        _atomic(
+        atomic_write(
             self.out.with_suffix(".train.json"),
             lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"),
         )
@@ -329,15 +328,3 @@ class Trainer:
                 self.history.append({"step": self.step, "loss": result.loss, "q": result.q} | val)
                 self.save()
             report(self.step, result, val)
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
