@@ -33,7 +33,7 @@ from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import PsnrAccumulator, kbps
 from wrapcodec.nets import count_macs
 from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
-from wrapcodec.paths import sha256_file
+from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.pipeline import (
     REVISION,
     Layout,
@@ -348,15 +348,8 @@ class Cache:
         return point if point.spec.key() == spec.key() else None
 
     def put(self, point: Point) -> None:
-        path = self._path(point.spec)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(point.model_dump_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = point.model_dump_json()
+        atomic_write(self._path(point.spec), lambda p: p.write_text(text))
 
 
 def _local(specs: Sequence[PointSpec], jobs: int) -> Iterator[Point]:

@@ -10,6 +10,7 @@ reported beside it, labelled as such.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -21,6 +22,7 @@ from typing import Any
 from wrapcodec.bdrate import BDResult, Curve, Interp, bd_rate_envelope, bd_rate_pareto
 from wrapcodec.bench import Point
 from wrapcodec.options import OPTIONS
+from wrapcodec.paths import atomic_write
 
 ROWS: dict[str, tuple[int, ...]] = {
     "bilinear": (12, 13, 14),
@@ -321,9 +323,7 @@ def write_outputs(out: Path, results: dict[str, Any], points: Sequence[Point]) -
         ("report.md", markdown(results)),
     ):
         path = out / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write(path, functools.partial(_write_text, text=text))
         written.append(path)
     everything = [*points, *average_points(points)]
     for sequence in [*results["sequences"], AVERAGE]:
@@ -386,3 +386,7 @@ def assemble(
         "notes": list(notes),
         "points": [p.model_dump() for p in points],
     }
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
