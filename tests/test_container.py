@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 from wrapcodec import container as c
 from wrapcodec.container import (
     MAGIC,
+    NEURAL_OPTIONS,
     VERSION,
+    VERSIONS,
     CodecId,
     OptionCode,
     Segment,
@@ -28,10 +31,11 @@ from wrapcodec.errors import ContainerError
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "format_v1_example.wrp"
+FIXTURE_V2 = DATA / "format_v2_example.wrp"
 
-# The stored fixture is exactly pack(EXAMPLE_HEADER, EXAMPLE_SEGMENTS) as written by format
-# version 1. If this test fails, the on-disk layout changed: bump VERSION instead of
-# regenerating the file.
+# The stored fixtures are exactly pack(EXAMPLE_HEADER, EXAMPLE_SEGMENTS) (format version 1) and
+# pack(EXAMPLE_HEADER_V2, EXAMPLE_SEGMENTS_V2) (format version 2). If a fixture test fails, the
+# on-disk layout changed: bump VERSION instead of regenerating the file.
 EXAMPLE_HEADER = WrpHeader(
     codec_id=CodecId.X265,
     model_bank_id=b"MB-00001",
@@ -45,14 +49,35 @@ EXAMPLE_HEADER = WrpHeader(
     aspect_num=1,
     aspect_den=1,
     frame_count=5,
+    version=1,  # the v1 fixture; most byte-offset tests below run on it
 )
 EXAMPLE_SEGMENTS = [
     Segment(OptionCode.POST_1_2, 0, 3, 240, 135, b"\x00\x00\x01abc"),
     Segment(OptionCode.DIRECT, 3, 2, 480, 270, b"\x00\x00\x01de"),
 ]
+EXAMPLE_HEADER_V2 = WrpHeader(
+    codec_id=CodecId.X265,
+    model_bank_id=b"MB-00002",
+    width=480,
+    height=270,
+    bitdepth=8,
+    chroma=1,
+    bottleneck_bitdepth=8,
+    fps_num=25,
+    fps_den=1,
+    aspect_num=1,
+    aspect_den=1,
+    frame_count=5,
+    version=2,
+)
+EXAMPLE_SEGMENTS_V2 = [
+    Segment(OptionCode.WRAP_1_2, 0, 3, 240, 135, b"\x00\x00\x01abc", b"\x01\x02xyz"),
+    Segment(OptionCode.DIRECT, 3, 2, 480, 270, b"\x00\x00\x01de"),
+]
 
 HEADER_SIZE = 42  # hand-computed: 4+1+1+2 + 1+1+1+1 + 8 + 2+2 + 4+4 + 2+2 + 4 + 2
-SEGMENT_SIZE = 17  # 1 + 4 + 4 + 2 + 2 + 4
+SEGMENT_SIZE = 17  # version 1: 1 + 4 + 4 + 2 + 2 + 4
+SEGMENT_SIZE_V2 = 21  # version 2: 1 + 4 + 4 + 2 + 2 + 4 (update_length) + 4
 
 
 def _header(**kw: object) -> WrpHeader:
@@ -73,6 +98,10 @@ def _example() -> bytearray:
     return bytearray(pack(EXAMPLE_HEADER, EXAMPLE_SEGMENTS))
 
 
+def _example_v2() -> bytearray:
+    return bytearray(pack(EXAMPLE_HEADER_V2, EXAMPLE_SEGMENTS_V2))
+
+
 def _recrc(data: bytes | bytearray) -> bytes:
     """Fix the trailing CRC so a test reaches the field checks behind it."""
     body = bytes(data[:-4])
@@ -90,12 +119,26 @@ def _raises(data: bytes | bytearray, fragment: str) -> None:
 
 def test_struct_sizes_and_overhead() -> None:
     assert c.HEADER.size == HEADER_SIZE
-    assert c.SEGMENT.size == SEGMENT_SIZE
-    assert overhead_bytes(1) == HEADER_SIZE + SEGMENT_SIZE + 4 == 63
-    for n in (1, 2, 3, 7):
-        segs = _segments([1] * n)
-        data = pack(_header(frame_count=n), segs)
-        assert overhead_bytes(n) == len(data) - sum(len(s.payload) for s in segs)
+    assert c.SEGMENT.size == c.SEGMENT_V1.size == c.SEGMENT_STRUCTS[1].size == SEGMENT_SIZE
+    assert c.SEGMENT_V2.size == c.SEGMENT_STRUCTS[2].size == SEGMENT_SIZE_V2
+    assert overhead_bytes(1, version=1) == HEADER_SIZE + SEGMENT_SIZE + 4 == 63
+    assert overhead_bytes(1, version=2) == HEADER_SIZE + SEGMENT_SIZE_V2 + 4 == 67
+    assert overhead_bytes(1) == 67  # the default is the version new files are written in
+    assert overhead_bytes(3, version=1) == 42 + 17 * 3 + 4
+    assert overhead_bytes(3) == 42 + 21 * 3 + 4
+    for version in (1, 2):
+        for n in (1, 2, 3, 7):
+            segs = _segments([1] * n)
+            data = pack(_header(frame_count=n, version=version), segs)
+            assert overhead_bytes(n, version=version) == len(data) - sum(
+                len(s.payload) for s in segs
+            )
+
+
+@pytest.mark.parametrize("version", [0, 3, 255, True])
+def test_overhead_bytes_rejects_unknown_version(version: int) -> None:
+    with pytest.raises(ContainerError):
+        overhead_bytes(1, version=version)
 
 
 def test_stored_bytes_match_fixture() -> None:
@@ -131,6 +174,63 @@ def test_stored_bytes_match_fixture() -> None:
     assert unpack(FIXTURE.read_bytes()) == (EXAMPLE_HEADER, EXAMPLE_SEGMENTS)
 
 
+def test_stored_bytes_match_v2_fixture() -> None:
+    data = pack(EXAMPLE_HEADER_V2, EXAMPLE_SEGMENTS_V2)
+    assert data == FIXTURE_V2.read_bytes()
+    # header 42 + 2 records of 21 + update 5 + payload 6 + payload 5 + CRC 4
+    assert len(data) == HEADER_SIZE + 2 * SEGMENT_SIZE_V2 + 5 + 6 + 5 + 4 == 104
+    assert data[0:4] == b"WRPC"
+    assert data[4] == 2  # version
+    assert data[5] == 0  # flags
+    assert data[6:8] == (42).to_bytes(2, "little")  # header_size: unchanged in version 2
+    assert data[8] == 2  # codec_id x265
+    assert data[12:20] == b"MB-00002"
+    assert data[36:40] == bytes([5, 0, 0, 0])  # frame_count
+    assert data[40:42] == bytes([2, 0])  # segment_count
+    # segment 0 at 42: option 6 (WRAP_1_2) in the high nibble, update 5 bytes, payload 6
+    assert data[42] == 0x60
+    assert data[43:47] == bytes(4)  # first_frame 0
+    assert data[47:51] == bytes([3, 0, 0, 0])
+    assert data[51:55] == bytes([240, 0, 135, 0])
+    assert data[55:59] == bytes([5, 0, 0, 0])  # update_length
+    assert data[59:63] == bytes([6, 0, 0, 0])  # payload_length
+    # segment 1 at 63 = 42 + 21: direct, no update, payload 5
+    assert data[63] == 0x00
+    assert data[64:68] == bytes([3, 0, 0, 0])
+    assert data[68:72] == bytes([2, 0, 0, 0])
+    assert data[72:76] == bytes([0xE0, 0x01, 0x0E, 0x01])  # 480, 270
+    assert data[76:80] == bytes(4)  # update_length 0
+    assert data[80:84] == bytes([5, 0, 0, 0])
+    # data area at 84 = 42 + 2 * 21: update 0, payload 0, (empty update 1), payload 1
+    assert data[84:89] == b"\x01\x02xyz"
+    assert data[89:95] == b"\x00\x00\x01abc"
+    assert data[95:100] == b"\x00\x00\x01de"
+    assert data[100:104] == zlib.crc32(data[:100]).to_bytes(4, "little")
+    assert data[100:104] == bytes.fromhex("9a81254e")
+    assert unpack(FIXTURE_V2.read_bytes()) == (EXAMPLE_HEADER_V2, EXAMPLE_SEGMENTS_V2)
+
+
+def test_v1_file_still_reads_and_repacks_as_v1() -> None:
+    raw = FIXTURE.read_bytes()
+    header, segments = unpack(raw)
+    assert header.version == 1
+    assert all(s.update == b"" for s in segments)
+    assert pack(header, segments) == raw
+    # the same content written as version 2 is the v2 layout, 4 bytes more per segment
+    v2 = pack(WrpHeader(**{**header.__dict__, "version": 2}), segments)
+    assert v2[4] == 2 and len(v2) == len(raw) + 2 * 4
+    assert unpack(v2)[1] == segments
+
+
+def test_header_version_defaults_to_2() -> None:
+    fields = {k: v for k, v in EXAMPLE_HEADER.__dict__.items() if k != "version"}
+    header = WrpHeader(**fields)
+    assert header.version == VERSION == 2
+    data = pack(header, EXAMPLE_SEGMENTS)
+    assert data[4] == 2
+    assert Segment(0, 0, 1, 8, 8, b"").update == b""
+
+
 def test_offset_tables_match_hand_layout() -> None:
     assert c.HEADER_OFFSETS == {
         "magic": 0,
@@ -151,18 +251,37 @@ def test_offset_tables_match_hand_layout() -> None:
         "frame_count": 36,
         "segment_count": 40,
     }
-    assert c.SEGMENT_OFFSETS == {
-        "option": 0,
-        "first_frame": 1,
-        "frame_count": 5,
-        "bottleneck_width": 9,
-        "bottleneck_height": 11,
-        "payload_length": 13,
-    }
+    assert (
+        c.SEGMENT_OFFSETS
+        == c.SEGMENT_OFFSETS_V1
+        == {
+            "option": 0,
+            "first_frame": 1,
+            "frame_count": 5,
+            "bottleneck_width": 9,
+            "bottleneck_height": 11,
+            "payload_length": 13,
+        }
+    )
+    assert (
+        c.SEGMENT_OFFSETS_V2
+        == c.SEGMENT_OFFSETS_BY_VERSION[2]
+        == {
+            "option": 0,
+            "first_frame": 1,
+            "frame_count": 5,
+            "bottleneck_width": 9,
+            "bottleneck_height": 11,
+            "update_length": 13,
+            "payload_length": 17,
+        }
+    )
 
 
 def test_enums_are_fixed() -> None:
-    assert MAGIC == b"WRPC" and VERSION == 1
+    assert MAGIC == b"WRPC" and VERSION == 2 and VERSIONS == (1, 2)
+    assert sorted(NEURAL_OPTIONS) == list(range(1, 9))
+    assert OptionCode.POST_1_1 in NEURAL_OPTIONS and OptionCode.WRAP_1_4 in NEURAL_OPTIONS
     assert [(m.name, m.value) for m in CodecId] == [("X264", 1), ("X265", 2), ("VVENC", 3)]
     assert [m.value for m in OptionCode] == list(range(16))
     assert OptionCode.WRAP_2_3 == 7 and OptionCode.BILINEAR_1_4 == 14
@@ -172,9 +291,10 @@ def test_enums_are_fixed() -> None:
 # --- round trips ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("counts", [[5], [2, 1, 2]])
-def test_round_trip(counts: list[int]) -> None:
-    header = _header(frame_count=sum(counts), model_bank_id=bytes(8))
+def test_round_trip(counts: list[int], version: int) -> None:
+    header = _header(frame_count=sum(counts), model_bank_id=bytes(8), version=version)
     segs = _segments(counts, OptionCode.LANCZOS_2_3)
     header2, segs2 = unpack(pack(header, segs))
     assert header2 == header
@@ -188,15 +308,40 @@ def test_codec_ids_accepted(codec: int) -> None:
     assert header.codec_id == codec
 
 
-def test_unknown_aspect_and_all_options_round_trip() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_unknown_aspect_and_all_options_round_trip(version: int) -> None:
     segs = [Segment(op, op, 1, 8, 8, b"") for op in range(15)]
-    header = _header(aspect_num=0, aspect_den=0, frame_count=15, bitdepth=10)
+    header = _header(aspect_num=0, aspect_den=0, frame_count=15, bitdepth=10, version=version)
     assert unpack(pack(header, segs)) == (header, segs)
+
+
+def test_round_trip_with_updates() -> None:
+    # every neural option with an update, every other option without one
+    segs = [
+        Segment(
+            op, op, 1, 8, 8, bytes([op]) * op, bytes([0x80 | op]) * (op if op in range(1, 9) else 0)
+        )
+        for op in range(15)
+    ]
+    header = _header(frame_count=15, version=2)
+    data = pack(header, segs)
+    assert len(data) == overhead_bytes(15) + sum(len(s.payload) + len(s.update) for s in segs)
+    header2, segs2 = unpack(data)
+    assert (header2, segs2) == (header, segs)
+    assert all(isinstance(s.update, bytes) and isinstance(s.payload, bytes) for s in segs2)
+    # bytearray updates are accepted and come back as bytes
+    ba = [Segment(OptionCode.POST_1_1, 0, 5, 8, 8, bytearray(b"p"), bytearray(b"u"))]  # type: ignore[arg-type]
+    _, back = unpack(pack(_header(version=2), ba))
+    assert back == [Segment(OptionCode.POST_1_1, 0, 5, 8, 8, b"p", b"u")]
+    assert isinstance(back[0].update, bytes)
 
 
 def test_unpack_accepts_bytearray_and_memoryview() -> None:
     data = _example()
     assert unpack(data) == unpack(memoryview(bytes(data))) == (EXAMPLE_HEADER, EXAMPLE_SEGMENTS)
+    data = _example_v2()
+    expected = (EXAMPLE_HEADER_V2, EXAMPLE_SEGMENTS_V2)
+    assert unpack(data) == unpack(memoryview(bytes(data))) == expected
 
 
 # --- errors: unpack ---------------------------------------------------------------------------
@@ -209,11 +354,34 @@ def test_wrong_magic() -> None:
     _raises(b"hello", "bad magic")
 
 
-def test_unknown_version() -> None:
-    data = _example()
-    data[4] = 2
-    _raises(data, "unsupported .wrp version 2 (this wrapcodec reads version 1)")
-    _raises(b"WRPC\x02", "unsupported .wrp version 2")
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_unknown_version(version: int) -> None:
+    for data in (_example(), _example_v2()):
+        data[4] = version
+        _raises(data, f"unsupported .wrp version {version} (this wrapcodec reads versions 1 and 2)")
+        _raises(_recrc(data), f"unsupported .wrp version {version}")
+    _raises(b"WRPC" + bytes([version]), f"unsupported .wrp version {version}")
+
+
+def test_known_versions_on_a_short_prefix_read_as_truncated() -> None:
+    _raises(b"WRPC\x01", "truncated header")
+    _raises(b"WRPC\x02", "truncated header")
+
+
+@pytest.mark.parametrize(
+    ("version", "fragment"),
+    [
+        (3, "unsupported .wrp version 3 (this wrapcodec writes versions 1 and 2)"),
+        (0, "unsupported .wrp version 0"),
+        (256, "version 256 out of range 0..255"),
+        (True, "version must be an int, got bool"),
+        ("2", "version must be an int, got str"),
+    ],
+)
+def test_pack_rejects_unknown_version(version: object, fragment: str) -> None:
+    with pytest.raises(ContainerError) as info:
+        pack(_header(version=version), EXAMPLE_SEGMENTS)
+    assert fragment in str(info.value)
 
 
 def test_truncated_header() -> None:
@@ -232,8 +400,22 @@ def test_truncated_payload() -> None:
     _raises(data[:-2], "truncated file: CRC32 expected at offset 87")
 
 
-def test_every_truncation_reports_truncation_not_crc() -> None:
-    data = bytes(_example())
+def test_truncated_update_and_payload_v2() -> None:
+    data = _example_v2()
+    _raises(data[:86], "truncated update: segment 0 needs 5 bytes at offset 84, file has 86")
+    _raises(data[:84], "truncated update: segment 0 needs 5 bytes at offset 84, file has 84")
+    _raises(data[:93], "truncated payload: segment 0 needs 6 bytes at offset 89, file has 93")
+    _raises(data[:98], "truncated payload: segment 1 needs 5 bytes at offset 95, file has 98")
+    _raises(data[:-2], "truncated file: CRC32 expected at offset 100")
+    # an update_length pointing past the end reads as truncated, not as a CRC mismatch
+    data[55:59] = (0xFFFFFFFF).to_bytes(4, "little")
+    _raises(data, "truncated update: segment 0 needs 4294967295 bytes at offset 84")
+    _raises(_recrc(data), "truncated update: segment 0 needs 4294967295 bytes")
+
+
+@pytest.mark.parametrize("make", [_example, _example_v2])
+def test_every_truncation_reports_truncation_not_crc(make: Callable[[], bytearray]) -> None:
+    data = bytes(make())
     for n in range(1, len(data)):
         with pytest.raises(ContainerError, match="truncated"):
             unpack(data[:n])
@@ -246,8 +428,98 @@ def test_crc_mismatch() -> None:
     _raises(data, "the file is corrupted")
 
 
+def test_crc_mismatch_v2_covers_updates() -> None:
+    data = _example_v2()
+    data[85] ^= 0x01  # an update byte
+    _raises(data, "CRC mismatch")
+    data = _example_v2()
+    data[55] = 4  # update_length 5 -> 4: the byte moves to the payload, the CRC no longer fits
+    data[59] = 7
+    _raises(data, "CRC mismatch")
+
+
 def test_trailing_garbage() -> None:
     _raises(bytes(_example()) + b"\x00", "trailing garbage: 1 bytes after the CRC32 at offset 91")
+    _raises(bytes(_example_v2()) + b"ab", "trailing garbage: 2 bytes after the CRC32 at offset 104")
+
+
+@pytest.mark.parametrize("option", [0, 9, 11, 12, 14])
+def test_update_on_non_neural_option_rejected(option: int) -> None:
+    seg = Segment(option, 0, 5, 8, 8, b"payload", b"\x01\x02abc")
+    with pytest.raises(ContainerError) as info:
+        pack(_header(version=2), [seg])
+    msg = str(info.value)
+    assert f"segment 0 has a 5-byte update, but option code {option}" in msg
+    assert OptionCode(option).name in msg and "only option codes 1-8 carry updates" in msg
+    assert "offset" not in msg
+    # the same record read from a file names the offset of update_length (42 + 13)
+    data = _example_v2()
+    data[42] = option << 4
+    _raises(_recrc(data), f"segment 0 has a 5-byte update, but option code {option}")
+    _raises(_recrc(data), "carry updates at offset 55")
+    # segment 1 (direct, at 63) with an update_length of 1 taken from its payload
+    data = _example_v2()
+    data[76] = 1
+    data[80] = 4
+    _raises(_recrc(data), "segment 1 has a 1-byte update, but option code 0 (DIRECT)")
+    _raises(_recrc(data), "at offset 76")
+
+
+@pytest.mark.parametrize("option", range(1, 9))
+def test_update_on_neural_option_accepted(option: int) -> None:
+    segs = [Segment(option, 0, 5, 8, 8, b"p", b"\x01")]
+    header = _header(version=2)
+    assert unpack(pack(header, segs)) == (header, segs)
+    data = _example_v2()
+    data[42] = option << 4
+    assert unpack(_recrc(data))[1][0].option == option
+
+
+def test_v1_pack_with_update_refused() -> None:
+    segs = [Segment(OptionCode.WRAP_1_2, 0, 5, 8, 8, b"p", b"\x01\x02abc")]
+    with pytest.raises(ContainerError, match="version 1 files carry no updates") as info:
+        pack(_header(version=1), segs)
+    assert "segment 0 has a 5-byte update" in str(info.value)
+    assert unpack(pack(_header(version=2), segs))[1] == segs
+    # an empty update is no update: fine in version 1
+    ok = [Segment(OptionCode.WRAP_1_2, 0, 5, 8, 8, b"p", b"")]
+    assert unpack(pack(_header(version=1), ok))[1] == ok
+
+
+class _Huge(bytes):
+    """bytes that claim to be 4 GiB long, to reach the size check without allocating it."""
+
+    def __len__(self) -> int:
+        return 1 << 32
+
+
+def test_pack_rejects_bad_update() -> None:
+    bad = [Segment(OptionCode.POST_1_1, 0, 5, 8, 8, b"p", "text")]  # type: ignore[arg-type]
+    with pytest.raises(ContainerError, match="segment 0 update must be bytes, got str"):
+        pack(_header(version=2), bad)
+    none = [Segment(OptionCode.DIRECT, 0, 5, 8, 8, b"p", None)]  # type: ignore[arg-type]
+    with pytest.raises(ContainerError, match="segment 0 update must be bytes, got NoneType"):
+        pack(_header(version=1), none)
+    big = [Segment(OptionCode.POST_1_1, 0, 5, 8, 8, b"p", _Huge(b"u"))]
+    with pytest.raises(ContainerError, match="segment 0 update of 4294967296 bytes exceeds 4 GiB"):
+        pack(_header(version=2), big)
+
+
+def test_v2_header_and_record_checks_name_v2_offsets() -> None:
+    data = _example_v2()
+    data[6] = 40
+    _raises(_recrc(data), "header_size 40 at offset 6 does not match the version 2 header size 42")
+    data = _example_v2()
+    data[63] = 0x01  # segment 1's option byte is at 42 + 21
+    _raises(_recrc(data), "segment 1: reserved low nibble of the option byte is 0x1")
+    _raises(_recrc(data), "at offset 63")
+    data = _example_v2()
+    data[64] = 4  # segment 1 first_frame 3 -> 4
+    _raises(_recrc(data), "segment 1 starts at frame 4, expected 3 at offset 64")
+    data = _example_v2()
+    data[42] = 0xF0
+    _raises(_recrc(data), "reserved option code 15 in segment 0 at offset 42")
+    _raises(_example_v2()[:70], "truncated segment table: 2 segments need 42 bytes at offset 42")
 
 
 def test_empty_bytes() -> None:
@@ -468,9 +740,9 @@ def test_fuzz_any_bytes(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.binary(max_size=512))
-def test_fuzz_any_bytes_after_magic(tail: bytes) -> None:
-    _parses_or_container_error(b"WRPC\x01" + tail)
+@given(st.sampled_from([1, 2, 3]), st.binary(max_size=512))
+def test_fuzz_any_bytes_after_magic(version: int, tail: bytes) -> None:
+    _parses_or_container_error(b"WRPC" + bytes([version]) + tail)
 
 
 def _mutate(data: bytes, draw: st.DataObject) -> bytes:
@@ -492,17 +764,18 @@ def _mutate(data: bytes, draw: st.DataObject) -> bytes:
 
 
 @FUZZ
-@given(st.data())
-def test_fuzz_mutated_valid_file(data: st.DataObject) -> None:
-    _parses_or_container_error(_mutate(bytes(_example()), data))
+@given(st.sampled_from([1, 2]), st.data())
+def test_fuzz_mutated_valid_file(version: int, data: st.DataObject) -> None:
+    base = _example() if version == 1 else _example_v2()
+    _parses_or_container_error(_mutate(bytes(base), data))
 
 
 @FUZZ
-@given(st.data())
-def test_fuzz_mutated_header_with_fixed_crc(data: st.DataObject) -> None:
+@given(st.sampled_from([1, 2]), st.data())
+def test_fuzz_mutated_header_with_fixed_crc(version: int, data: st.DataObject) -> None:
     # mutate only the header/table and repair the CRC, so the field checks are reached
-    base = bytes(_example())
-    cut = HEADER_SIZE + 2 * SEGMENT_SIZE
+    base = bytes(_example() if version == 1 else _example_v2())
+    cut = HEADER_SIZE + 2 * (SEGMENT_SIZE if version == 1 else SEGMENT_SIZE_V2)
     head = _mutate(base[:cut], data)
     mutated = head + base[cut:]
     _parses_or_container_error(_recrc(mutated) if len(mutated) >= 4 else mutated)
@@ -522,6 +795,7 @@ _headers = st.builds(
     aspect_num=st.just(0),
     aspect_den=st.just(0),
     frame_count=st.just(1),  # replaced below
+    version=st.sampled_from(VERSIONS),
 )
 
 
@@ -535,20 +809,42 @@ _headers = st.builds(
             st.integers(1, 65535),
             st.integers(1, 65535),
             st.binary(max_size=32),
+            st.binary(max_size=16),
         ),
         min_size=1,
         max_size=6,
     ),
 )
 def test_fuzz_valid_round_trip(
-    header: WrpHeader, rows: list[tuple[int, int, int, int, bytes]]
+    header: WrpHeader, rows: list[tuple[int, int, int, int, bytes, bytes]]
 ) -> None:
     segs: list[Segment] = []
+    refused = False  # would the drawn updates have been refused?
     first = 0
-    for option, count, bw, bh, payload in rows:
-        segs.append(Segment(option, first, count, bw, bh, payload))
+    for option, count, bw, bh, payload, update in rows:
+        allowed = header.version == 2 and option in NEURAL_OPTIONS
+        refused = refused or (bool(update) and not allowed)
+        segs.append(Segment(option, first, count, bw, bh, payload, update if allowed else b""))
         first += count
     header = WrpHeader(**{**header.__dict__, "frame_count": first})
     data = pack(header, segs)
-    assert len(data) == overhead_bytes(len(segs)) + sum(len(s.payload) for s in segs)
+    assert data[4] == header.version
+    assert len(data) == overhead_bytes(len(segs), version=header.version) + sum(
+        len(s.payload) + len(s.update) for s in segs
+    )
     assert unpack(data) == (header, segs)
+    if refused:
+        raw = [
+            Segment(
+                s.option,
+                s.first_frame,
+                s.frame_count,
+                s.bottleneck_width,
+                s.bottleneck_height,
+                s.payload,
+                row[5],
+            )
+            for s, row in zip(segs, rows, strict=True)
+        ]
+        with pytest.raises(ContainerError, match="update"):
+            pack(header, raw)

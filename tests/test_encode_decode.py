@@ -19,6 +19,10 @@ from wrapcodec.metrics import measure_files
 
 
 def encode(runner: CliRunner, src: Path, out: Path, *args: str) -> dict:
+    """``wrapcodec encode --json``; the bank's models as they are unless ``args`` ask for
+    content adaptation (tests/test_adapt.py covers it)."""
+    if "--adapt-steps" not in args:
+        args = (*args, "--adapt-steps", "0")
     result = runner.invoke(cli, ["encode", str(src), "-o", str(out), "--json", *args])
     assert result.exit_code == 0, result.output + str(result.exception)
     return json.loads(result.stdout)

@@ -71,6 +71,8 @@ def test_tampered_weights_are_refused(bank: Bank, tmp_path: Path) -> None:
 
 
 def _encode(runner: CliRunner, src: Path, out: Path, options: str, *extra: str) -> dict:
+    if "--adapt-steps" not in extra:
+        extra = (*extra, "--adapt-steps", "0")
     args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--qp", "32", "--json"]
     result = runner.invoke(cli, [*args, "--preset", "ultrafast", "--options", options, *extra])
     assert result.exit_code == 0, result.output

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from wrapcodec import __version__, benchreport, ffmpeg
 from wrapcodec import bench as bench_lib
+from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.decoder import decode_file, file_info
@@ -88,12 +89,20 @@ def cli(verbose: bool) -> None:
 
 def _candidate_table(report: EncodeReport) -> Table:
     table = Table(title=f"{report.codec} QP {report.qp}" if report.qp is not None else None)
-    for col in ("code", "option", "bottleneck", "QP", "kbps", "PSNR-Y", "PSNR-YUV", "J", "enc s"):
+    columns = ("code", "option", "bottleneck", "QP", "kbps", "PSNR-Y", "PSNR-YUV", "J", "enc s")
+    for col in (*columns, "adaptation"):
         table.add_column(col, justify="right" if col not in ("option",) else "left")
     for c in report.candidates:
         if c.skipped:
-            table.add_row(str(c.code), c.name, c.bottleneck, "", "", "", "", "", "", style="dim")
+            table.add_row(str(c.code), c.name, c.bottleneck, *[""] * 7, style="dim")
             continue
+        a = c.adaptation
+        adaptation = (
+            f"{'sent' if a.used else 'not sent'}: {a.gain_db:+.3f} dB, {a.bytes} B, "
+            f"{a.seconds:.1f} s"
+            if a is not None
+            else ""
+        )
         table.add_row(
             str(c.code),
             ("▶ " if c.chosen else "  ") + c.name,
@@ -104,6 +113,7 @@ def _candidate_table(report: EncodeReport) -> Table:
             f"{c.psnr_yuv:.3f}",
             f"{c.cost:.3f}",
             f"{c.encode_s:.1f}",
+            adaptation,
             style="bold" if c.chosen else None,
         )
     return table
@@ -141,6 +151,7 @@ def _encode(
     overwrite: bool,
     as_json: bool,
     models: str | None,
+    adapt_steps: int = AdaptConfig.steps,
 ) -> EncodeReport:
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
@@ -165,6 +176,7 @@ def _encode(
             segment_frames=segment_frames,
             progress=_Bar(progress, "encoding"),
             bank=bank,
+            adapt=AdaptConfig(steps=adapt_steps),
         )
 
 
@@ -186,6 +198,14 @@ _options_opt = click.option(
     show_default=True,
     help="Candidate options: codes or names, comma-separated (0,9,lanczos-2/3,...), "
     "`linear`, or `all`.",
+)
+_adapt_opt = click.option(
+    "--adapt-steps",
+    type=click.IntRange(min=0),
+    default=AdaptConfig.steps,
+    show_default=True,
+    help="Fit each neural candidate's post-processor to the segment in N steps and send the "
+    "update when it pays (0: the bank's models as they are).",
 )
 _models_opt = click.option(
     "--models",
@@ -210,6 +230,7 @@ _models_opt = click.option(
     default=None,
     help="Choose the option per segment of N frames (default: one choice per sequence).",
 )
+@_adapt_opt
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @_models_opt
@@ -223,6 +244,7 @@ def encode(
     bitdepth: str,
     options: str,
     segment_frames: int | None,
+    adapt_steps: int,
     overwrite: bool,
     as_json: bool,
     models: str | None,
@@ -241,6 +263,7 @@ def encode(
         overwrite,
         as_json,
         models,
+        adapt_steps,
     )
     _print_report(report, as_json)
 

@@ -1,10 +1,17 @@
-"""The ``.wrp`` container: one fixed header, a segment table, the payloads and a CRC32.
+"""The ``.wrp`` container: one fixed header, a segment table, the segment data and a CRC32.
 
 The byte layout is documented in ``docs/format.md`` and pinned by
-``tests/data/format_v1_example.wrp``. All integers are little-endian and every struct is
-packed without padding (``<`` format). Layout, version 1::
+``tests/data/format_v1_example.wrp`` and ``tests/data/format_v2_example.wrp``. All integers
+are little-endian and every struct is packed without padding (``<`` format). Layout::
 
-    HEADER (42 bytes) | SEGMENT (17 bytes) x segment_count | payloads | CRC32 (uint32)
+    version 1: HEADER (42 bytes) | SEGMENT (17 bytes) x segment_count | payloads | CRC32 (uint32)
+    version 2: HEADER (42 bytes) | SEGMENT (21 bytes) x segment_count
+               | (update, payload) x segment_count | CRC32 (uint32)
+
+Version 2 adds to every segment record an ``update_length`` and puts that many opaque update
+bytes (the decoder-side neural post-processor's parameter update) right before the segment's
+payload; only neural options (codes 1-8) may carry a non-empty update. New files are written
+in :data:`VERSION`; every version in :data:`VERSIONS` is read and can still be written.
 
 The CRC is ``zlib.crc32`` over every byte before it. ``unpack`` accepts exactly the byte
 strings that ``pack`` can produce: anything else raises :class:`ContainerError`.
@@ -25,7 +32,10 @@ from wrapcodec.errors import ContainerError
 from wrapcodec.y4m import MAX_DIMENSION, ChromaTag  # header byte 10 stores the y4m siting tag
 
 MAGIC = b"WRPC"
-VERSION = 1
+#: The version new files are written in (``WrpHeader.version`` defaults to it).
+VERSION = 2
+#: Every version this module reads, and writes when ``WrpHeader.version`` asks for it.
+VERSIONS = (1, 2)
 
 
 class CodecId(IntEnum):
@@ -61,6 +71,11 @@ class OptionCode(IntEnum):
     RESERVED = 15
 
 
+#: Option codes with a neural post-processor (1-8): only these may carry an update (version 2).
+NEURAL_OPTIONS = frozenset(
+    OptionCode(v) for v in range(OptionCode.POST_1_1, OptionCode.WRAP_1_4 + 1)
+)
+
 #: ``model_bank_id`` of files that use no neural model (direct and linear options).
 NO_MODEL_BANK = bytes(8)
 BITDEPTHS = (8, 10)
@@ -89,7 +104,7 @@ HEADER_FIELDS: tuple[tuple[str, str], ...] = (
     ("segment_count", "H"),
 )
 
-SEGMENT_FIELDS: tuple[tuple[str, str], ...] = (
+SEGMENT_FIELDS_V1: tuple[tuple[str, str], ...] = (
     ("option", "B"),
     ("first_frame", "I"),
     ("frame_count", "I"),
@@ -97,6 +112,20 @@ SEGMENT_FIELDS: tuple[tuple[str, str], ...] = (
     ("bottleneck_height", "H"),
     ("payload_length", "I"),
 )
+
+# Version 2 inserts update_length before payload_length: the update bytes precede the payload.
+SEGMENT_FIELDS_V2: tuple[tuple[str, str], ...] = (
+    *SEGMENT_FIELDS_V1[:-1],
+    ("update_length", "I"),
+    SEGMENT_FIELDS_V1[-1],
+)
+
+SEGMENT_FIELDS_BY_VERSION: dict[int, tuple[tuple[str, str], ...]] = {
+    1: SEGMENT_FIELDS_V1,
+    2: SEGMENT_FIELDS_V2,
+}
+#: Version 1 record layout under its historical name.
+SEGMENT_FIELDS = SEGMENT_FIELDS_V1
 
 
 def _offsets(fields: tuple[tuple[str, str], ...]) -> dict[str, int]:
@@ -106,11 +135,24 @@ def _offsets(fields: tuple[tuple[str, str], ...]) -> dict[str, int]:
     return out
 
 
-HEADER = struct.Struct("<" + "".join(code for _, code in HEADER_FIELDS))
-SEGMENT = struct.Struct("<" + "".join(code for _, code in SEGMENT_FIELDS))
+def _struct(fields: tuple[tuple[str, str], ...]) -> struct.Struct:
+    return struct.Struct("<" + "".join(code for _, code in fields))
+
+
+HEADER = _struct(HEADER_FIELDS)
 CRC = struct.Struct("<I")
 HEADER_OFFSETS = _offsets(HEADER_FIELDS)
-SEGMENT_OFFSETS = _offsets(SEGMENT_FIELDS)
+SEGMENT_STRUCTS: dict[int, struct.Struct] = {
+    v: _struct(fields) for v, fields in SEGMENT_FIELDS_BY_VERSION.items()
+}
+SEGMENT_OFFSETS_BY_VERSION: dict[int, dict[str, int]] = {
+    v: _offsets(fields) for v, fields in SEGMENT_FIELDS_BY_VERSION.items()
+}
+# Per-version names; SEGMENT and SEGMENT_OFFSETS keep meaning the version 1 record.
+SEGMENT_V1 = SEGMENT = SEGMENT_STRUCTS[1]
+SEGMENT_V2 = SEGMENT_STRUCTS[2]
+SEGMENT_OFFSETS_V1 = SEGMENT_OFFSETS = SEGMENT_OFFSETS_BY_VERSION[1]
+SEGMENT_OFFSETS_V2 = SEGMENT_OFFSETS_BY_VERSION[2]
 
 OPTION_CODE_SHIFT = 4
 OPTION_RESERVED_MASK = 0x0F
@@ -121,7 +163,11 @@ _U32 = 0xFFFFFFFF
 
 @dataclass(frozen=True)
 class WrpHeader:
-    """Stream-level fields of a ``.wrp`` file (magic, version, sizes and counts are implicit)."""
+    """Stream-level fields of a ``.wrp`` file (magic, sizes and counts are implicit).
+
+    ``version`` picks the layout ``pack`` writes (one of :data:`VERSIONS`); ``unpack`` fills it
+    from the file, so a version 1 file packs back to version 1 bytes.
+    """
 
     codec_id: int
     model_bank_id: bytes  # 8 bytes; NO_MODEL_BANK when no neural model is used
@@ -135,11 +181,17 @@ class WrpHeader:
     aspect_num: int
     aspect_den: int
     frame_count: int
+    version: int = VERSION
 
 
 @dataclass(frozen=True)
 class Segment:
-    """A run of consecutive frames coded with one option; ``payload`` is the codec bitstream."""
+    """A run of consecutive frames coded with one option; ``payload`` is the codec bitstream.
+
+    ``update`` is the decoder-side neural post-processor's parameter update fitted to this
+    segment by the encoder. The container treats it as opaque bytes: it may be non-empty only
+    in version 2 files and only for neural options (:data:`NEURAL_OPTIONS`).
+    """
 
     option: int
     first_frame: int
@@ -147,6 +199,7 @@ class Segment:
     bottleneck_width: int
     bottleneck_height: int
     payload: bytes
+    update: bytes = b""
 
 
 # --- validation (shared by pack and unpack) --------------------------------------------------
@@ -165,10 +218,21 @@ def _int_in(name: str, value: object, lo: int, hi: int, where: str) -> int:
     return value
 
 
+def _check_version(version: object, where: str) -> int:
+    """Return ``version`` if this module can write it; pack's counterpart of unpack's check."""
+    value = _int_in("version", version, 0, 255, where)
+    if value not in VERSIONS:
+        raise ContainerError(
+            f"unsupported .wrp version {value}{where} (this wrapcodec writes versions 1 and 2)"
+        )
+    return value
+
+
 def _check_header(h: WrpHeader, segment_count: int, base: int | None) -> None:
     def at(field: str) -> str:
         return _at(base, HEADER_OFFSETS[field])
 
+    _check_version(h.version, at("version"))
     codec = _int_in("codec_id", h.codec_id, 0, 255, at("codec_id"))
     if codec == 0:
         raise ContainerError(f"invalid codec id 0{at('codec_id')}")
@@ -209,12 +273,14 @@ def _check_segment_fields(
     width: int,
     height: int,
     expected_first: int,
+    version: int,
     base: int | None,
 ) -> None:
     """Check segment k; ``option`` is the 4-bit code (the reserved nibble is checked by callers)."""
+    offsets = SEGMENT_OFFSETS_BY_VERSION[version]
 
     def at(field: str) -> str:
-        return _at(base, SEGMENT_OFFSETS[field])
+        return _at(base, offsets[field])
 
     if option == OptionCode.RESERVED:
         raise ContainerError(f"reserved option code 15 in segment {k}{at('option')}")
@@ -230,6 +296,36 @@ def _check_segment_fields(
     _int_in(f"segment {k} bottleneck_height", height, 1, _U16, at("bottleneck_height"))
 
 
+def _check_update(k: int, option: int, update_length: int, version: int, base: int | None) -> None:
+    """Check that segment k (valid ``option``) may carry ``update_length`` update bytes.
+
+    An empty update is always allowed. A non-empty one needs version 2 (version 1 records have
+    no field for it) and a neural option, the only ones with a post-processor to update.
+    """
+    if update_length == 0:
+        return
+    if version == 1:
+        raise ContainerError(
+            f"segment {k} has a {update_length}-byte update, but version 1 files carry no "
+            f"updates (write version 2)"
+        )
+    if option not in NEURAL_OPTIONS:
+        raise ContainerError(
+            f"segment {k} has a {update_length}-byte update, but option code {option} "
+            f"({OptionCode(option).name}) has no neural post-processor; only option codes "
+            f"1-8 carry updates{_at(base, SEGMENT_OFFSETS_V2['update_length'])}"
+        )
+
+
+def _check_blob(k: int, name: str, value: object) -> bytes:
+    """Segment k's ``name`` (update or payload) as bytes; it must be bytes and fit a uint32."""
+    if not isinstance(value, bytes | bytearray):
+        raise ContainerError(f"segment {k} {name} must be bytes, got {type(value).__name__}")
+    if len(value) > _U32:
+        raise ContainerError(f"segment {k} {name} of {len(value)} bytes exceeds 4 GiB")
+    return bytes(value)
+
+
 def _check_total_frames(covered: int, frame_count: int, where: str) -> None:
     if covered != frame_count:
         raise ContainerError(
@@ -240,18 +336,29 @@ def _check_total_frames(covered: int, frame_count: int, where: str) -> None:
 # --- pack / unpack ------------------------------------------------------------------------------
 
 
-def overhead_bytes(segment_count: int) -> int:
-    """Bytes of a file with ``segment_count`` segments that are not payload (header, table, CRC)."""
-    return HEADER.size + segment_count * SEGMENT.size + CRC.size
+def overhead_bytes(segment_count: int, *, version: int = VERSION) -> int:
+    """Bytes of a file with ``segment_count`` segments that are neither payload nor update.
+
+    That is the header, the segment table and the CRC: ``42 + 17·n + 4`` in version 1 and
+    ``42 + 21·n + 4`` in version 2.
+    """
+    version = _check_version(version, "")
+    return HEADER.size + segment_count * SEGMENT_STRUCTS[version].size + CRC.size
 
 
 def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
-    """Serialise a header and its segments; raises ContainerError on any invalid value."""
+    """Serialise a header and its segments in ``header.version``'s layout.
+
+    Raises ContainerError on any invalid value, including a non-empty update in a version 1
+    file or on a non-neural option.
+    """
     _check_header(header, len(segments), None)
+    version = header.version
+    record = SEGMENT_STRUCTS[version]
     parts: list[bytes] = [
         HEADER.pack(
             MAGIC,
-            VERSION,
+            version,
             0,
             HEADER.size,
             header.codec_id,
@@ -269,7 +376,7 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
             len(segments),
         )
     ]
-    payloads: list[bytes] = []
+    data_area: list[bytes] = []
     next_frame = 0
     for k, seg in enumerate(segments):
         _check_segment_fields(
@@ -280,33 +387,32 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
             seg.bottleneck_width,
             seg.bottleneck_height,
             next_frame,
+            version,
             None,
         )
-        if not isinstance(seg.payload, bytes | bytearray):
-            raise ContainerError(
-                f"segment {k} payload must be bytes, got {type(seg.payload).__name__}"
-            )
-        if len(seg.payload) > _U32:
-            raise ContainerError(f"segment {k} payload of {len(seg.payload)} bytes exceeds 4 GiB")
+        payload = _check_blob(k, "payload", seg.payload)
+        update = _check_blob(k, "update", seg.update)
+        _check_update(k, seg.option, len(update), version, None)
         next_frame += seg.frame_count
-        parts.append(
-            SEGMENT.pack(
-                seg.option << OPTION_CODE_SHIFT,
-                seg.first_frame,
-                seg.frame_count,
-                seg.bottleneck_width,
-                seg.bottleneck_height,
-                len(seg.payload),
-            )
+        fields = (
+            seg.option << OPTION_CODE_SHIFT,
+            seg.first_frame,
+            seg.frame_count,
+            seg.bottleneck_width,
+            seg.bottleneck_height,
         )
-        payloads.append(bytes(seg.payload))
+        if version == 1:
+            parts.append(record.pack(*fields, len(payload)))
+        else:
+            parts.append(record.pack(*fields, len(update), len(payload)))
+        data_area += (update, payload)
     _check_total_frames(next_frame, header.frame_count, "")
-    body = b"".join(parts + payloads)
+    body = b"".join(parts + data_area)
     return body + CRC.pack(zlib.crc32(body))
 
 
 def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segment]]:
-    """Parse a whole ``.wrp`` file; any malformed input raises ContainerError."""
+    """Parse a whole ``.wrp`` file of any version in VERSIONS; bad input raises ContainerError."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ContainerError(f".wrp data must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -319,15 +425,15 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
     if data[: len(MAGIC)] != MAGIC[: min(size, len(MAGIC))]:
         raise ContainerError("not a .wrp file (bad magic)")
     version_at = HEADER_OFFSETS["version"]
-    if size > version_at and data[version_at] != VERSION:
+    if size > version_at and data[version_at] not in VERSIONS:
         raise ContainerError(
-            f"unsupported .wrp version {data[version_at]} (this wrapcodec reads version {VERSION})"
+            f"unsupported .wrp version {data[version_at]} (this wrapcodec reads versions 1 and 2)"
         )
     if size < HEADER.size:
         raise ContainerError(f"truncated header: need {HEADER.size} bytes, file has {size}")
     (
         _magic,
-        _version,
+        version,
         flags,
         header_size,
         codec_id,
@@ -347,7 +453,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
     if header_size != HEADER.size:
         raise ContainerError(
             f"header_size {header_size} at offset {HEADER_OFFSETS['header_size']} does not match "
-            f"the version {VERSION} header size {HEADER.size}"
+            f"the version {version} header size {HEADER.size}"
         )
     if flags != 0:
         raise ContainerError(
@@ -366,41 +472,54 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
         aspect_num=aspect_num,
         aspect_den=aspect_den,
         frame_count=frame_count,
+        version=version,
     )
     _check_header(header, segment_count, 0)
 
-    table_end = HEADER.size + segment_count * SEGMENT.size
+    record = SEGMENT_STRUCTS[version]
+    table_end = HEADER.size + segment_count * record.size
     if size < table_end:
         raise ContainerError(
             f"truncated segment table: {segment_count} segments need {table_end - HEADER.size} "
             f"bytes at offset {HEADER.size}, file has {size}"
         )
-    rows: list[tuple[int, int, int, int, int, int]] = []
+    # (option, first_frame, frame_count, bottleneck_width, bottleneck_height,
+    #  update_length, payload_length); update_length is 0 in version 1.
+    rows: list[tuple[int, int, int, int, int, int, int]] = []
     next_frame = 0
     for k in range(segment_count):
-        base = HEADER.size + k * SEGMENT.size
-        option_byte, first, count, bw, bh, length = SEGMENT.unpack_from(data, base)
+        base = HEADER.size + k * record.size
+        if version == 1:
+            option_byte, first, count, bw, bh, length = record.unpack_from(data, base)
+            update_length = 0
+        else:
+            option_byte, first, count, bw, bh, update_length, length = record.unpack_from(
+                data, base
+            )
         reserved = option_byte & OPTION_RESERVED_MASK
         if reserved:
             raise ContainerError(
                 f"segment {k}: reserved low nibble of the option byte is 0x{reserved:x} "
-                f"(must be 0) at offset {base + SEGMENT_OFFSETS['option']}"
+                f"(must be 0) at offset {base + SEGMENT_OFFSETS_BY_VERSION[version]['option']}"
             )
         option = option_byte >> OPTION_CODE_SHIFT
-        _check_segment_fields(k, option, first, count, bw, bh, next_frame, base)
+        _check_segment_fields(k, option, first, count, bw, bh, next_frame, version, base)
+        _check_update(k, option, update_length, version, base)
         next_frame += count
-        rows.append((option, first, count, bw, bh, length))
+        rows.append((option, first, count, bw, bh, update_length, length))
     _check_total_frames(next_frame, frame_count, f" (offset {HEADER_OFFSETS['frame_count']})")
 
+    # Every update and payload must fit before the CRC is looked at, so that a truncated file
+    # reads as truncated rather than as a CRC mismatch.
     offset = table_end
     for k, row in enumerate(rows):
-        length = row[5]
-        if offset + length > size:
-            raise ContainerError(
-                f"truncated payload: segment {k} needs {length} bytes at offset {offset}, "
-                f"file has {size}"
-            )
-        offset += length
+        for what, length in (("update", row[5]), ("payload", row[6])):
+            if offset + length > size:
+                raise ContainerError(
+                    f"truncated {what}: segment {k} needs {length} bytes at offset {offset}, "
+                    f"file has {size}"
+                )
+            offset += length
     crc_at = offset
     if size < crc_at + CRC.size:
         raise ContainerError(
@@ -420,9 +539,12 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
 
     segments: list[Segment] = []
     offset = table_end
-    for option, first, count, bw, bh, length in rows:
-        segments.append(Segment(option, first, count, bw, bh, data[offset : offset + length]))
+    for option, first, count, bw, bh, update_length, length in rows:
+        update = data[offset : offset + update_length]
+        offset += update_length
+        payload = data[offset : offset + length]
         offset += length
+        segments.append(Segment(option, first, count, bw, bh, payload, update))
     return header, segments
 
 

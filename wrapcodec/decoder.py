@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from wrapcodec import ffmpeg
-from wrapcodec.backend import backend_for_codec_id
+from wrapcodec.backend import Backend, backend_for_codec_id
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.container import Segment, WrpHeader, overhead_bytes, read_wrp
 from wrapcodec.errors import ContainerError, InputError
@@ -39,6 +39,7 @@ class SegmentInfo(BaseModel):
     option_name: str
     bottleneck: str
     payload_bytes: int
+    update_bytes: int  # the post-processor update fitted to this segment (0: none)
 
 
 class FileInfo(BaseModel):
@@ -70,10 +71,12 @@ def file_info(path: str) -> FileInfo:
     except Exception:
         codec = f"unknown (id {header.codec_id})"
     info = video_info(header)
-    size = overhead_bytes(len(segments)) + sum(len(s.payload) for s in segments)
+    size = overhead_bytes(len(segments), version=header.version) + sum(
+        len(s.payload) + len(s.update) for s in segments
+    )
     return FileInfo(
         path=path,
-        version=1,
+        version=header.version,
         codec_id=header.codec_id,
         codec=codec,
         model_bank_id=header.model_bank_id.hex(),
@@ -95,6 +98,7 @@ def file_info(path: str) -> FileInfo:
                 option_name=option(s.option).name,
                 bottleneck=f"{s.bottleneck_width}x{s.bottleneck_height}",
                 payload_bytes=len(s.payload),
+                update_bytes=len(s.update),
             )
             for s in segments
         ],
@@ -125,6 +129,22 @@ def check_bank(input_path: str, header: WrpHeader, segments: list[Segment], bank
         )
 
 
+def _layout(
+    input_path: str,
+    k: int,
+    segment: Segment,
+    header: WrpHeader,
+    info: VideoInfo,
+    backend: Backend,
+    bank: Bank,
+) -> Layout:
+    layout = Layout.make(info, option(segment.option), backend, header.bottleneck_bitdepth, bank)
+    try:
+        return layout.with_update(segment.update)
+    except ContainerError as exc:
+        raise ContainerError(f"{input_path}: segment {k}: {exc}") from None
+
+
 def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> WrpHeader:
     """Decode ``input_path`` (.wrp) to ``output_path`` (y4m, ``-`` for stdout), atomically.
 
@@ -138,16 +158,17 @@ def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> 
     for segment in segments:
         _check_segment(header, segment, info, bank)
     check_bank(input_path, header, segments, bank)
+    # Every segment's networks, updates applied, before anything is written.
+    layouts = [
+        _layout(input_path, k, s, header, info, backend, bank) for k, s in enumerate(segments)
+    ]
     with (
         tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp,
         Y4MWriter(output_path, info) as writer,
     ):
-        for k, segment in enumerate(segments):
+        for k, (segment, layout) in enumerate(zip(segments, layouts, strict=True)):
             stream = Path(tmp) / f"segment{k}{backend.extension}"
             stream.write_bytes(segment.payload)
-            layout = Layout.make(
-                info, option(segment.option), backend, header.bottleneck_bitdepth, bank
-            )
             for frame in reconstruct(backend, stream, layout, segment.frame_count):
                 writer.write(frame)
     return header

@@ -235,8 +235,22 @@ class PostProcessor(nn.Module):
         self, y_tilde: Tensor, uv_tilde: Tensor, height: int, width: int
     ) -> tuple[Tensor, Tensor]:
         """Decoded bottleneck, normalised, → (y_hat, uv_hat) at ``height``×``width`` (even)."""
+        return self.restore(*self.upsample(y_tilde, uv_tilde, height, width))
+
+    @staticmethod
+    def upsample(
+        y_tilde: Tensor, uv_tilde: Tensor, height: int, width: int
+    ) -> tuple[Tensor, Tensor]:
+        """The parameter-free first stage: bilinear resampling to ``height``×``width``."""
         y = bilinear_up(y_tilde, height, width)  # (N,1,H,W)
         uv = bilinear_up(uv_tilde, height // 2, width // 2)  # (N,2,H/2,W/2)
+        return y, uv
+
+    def restore(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+        """The learned stage on the resampled picture (any even size): residual and chroma
+        conv. Crops of the resampled picture can be restored on their own (content
+        adaptation trains on them)."""
+        height, width = y.shape[-2:]
         x = torch.cat([space_to_depth(y), uv], dim=1)  # (N,6,H/2,W/2)
         pad, unpad = compute_padding(height // 2, width // 2, 4)
         residual = self.unet(F.pad(x, pad, mode="replicate"))[unpad]
@@ -325,6 +339,17 @@ class PreProcessor(nn.Module):
         residual = self.tail(F.relu(self.dec0(g)))[..., : bh // 2, : bw // 2]
         out = _add(_add(base, self.mlp(base)), residual)
         return depth_to_space(out[:, :4]), out[:, 4:]
+
+
+PEAK_8BIT = 255.0
+
+
+def mse_8bit(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
+    """6:1:1-weighted MSE in 8-bit sample units of normalised pictures (the D of the RDO)."""
+    s = (PEAK_8BIT / 2) ** 2
+    mse_y = ((y_hat - y) ** 2).mean() * s
+    mse_uv = ((uv_hat - uv) ** 2).mean(dim=(0, 2, 3)) * s
+    return (6 * mse_y + mse_uv.sum()) / 8
 
 
 def unit(x: Tensor, bitdepth: int) -> Tensor:

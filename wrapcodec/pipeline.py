@@ -13,19 +13,22 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wrapcodec import ffmpeg
+from wrapcodec.adapt import AdaptConfig, Fitted, fit, training_frames
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank, Processors
+from wrapcodec.errors import ContainerError
 from wrapcodec.metrics import PsnrAccumulator
 from wrapcodec.nets import from_unit, unit
 from wrapcodec.options import Option, bottleneck_size
 from wrapcodec.resample import resample_plane
+from wrapcodec.update import apply_update, decode_update
 from wrapcodec.y4m import Frame, VideoInfo, iter_frames
 
 REVISION = 2
@@ -97,6 +100,18 @@ class Layout:
             processors = bank.processors(option)
         return cls(source, option, (bw, bh), backend.coded_size(bw, bh), bitdepth, processors)
 
+    def with_update(self, update: bytes) -> Layout:
+        """This layout with a segment's post-processor update applied (no update: itself).
+
+        Raises :class:`ContainerError` for an update that does not fit the model."""
+        if not update:
+            return self
+        if self.processors is None:
+            raise ContainerError(f"option {self.option.name} takes no post-processor update")
+        post = self.processors.post
+        adapted = apply_update(post, decode_update(update, post))
+        return replace(self, processors=Processors(adapted, self.processors.pre))
+
 
 def _convert(
     frame: Frame, kind: str, sizes: tuple[tuple[int, int], ...], scale: float, bitdepth: int
@@ -167,14 +182,22 @@ def postprocess(frame: Frame, layout: Layout) -> Frame:
     )
 
 
+def decode_bottleneck(
+    backend: Backend, stream: Path, layout: Layout, frame_count: int
+) -> Iterator[Frame]:
+    """Decode ``stream``: the bottleneck frames, cropped to the bottleneck size."""
+    cw, ch = layout.coded
+    bw, bh = layout.bottleneck
+    for decoded in ffmpeg.decode(backend, stream, cw, ch, layout.bitdepth, frame_count):
+        yield crop_frame(decoded, bw, bh)
+
+
 def reconstruct(
     backend: Backend, stream: Path, layout: Layout, frame_count: int
 ) -> Iterator[Frame]:
     """Decode ``stream`` and post-process it: the decoder's output, frame by frame."""
-    cw, ch = layout.coded
-    bw, bh = layout.bottleneck
-    for decoded in ffmpeg.decode(backend, stream, cw, ch, layout.bitdepth, frame_count):
-        yield postprocess(crop_frame(decoded, bw, bh), layout)
+    for decoded in decode_bottleneck(backend, stream, layout, frame_count):
+        yield postprocess(decoded, layout)
 
 
 def source_frames(path: Path, first: int, count: int) -> Iterator[Frame]:
@@ -215,6 +238,22 @@ def code_and_measure(
         pad_frame(preprocess(f, layout), layout.coded) for f in source_frames(source, first, count)
     )
     ffmpeg.encode(backend, settings, bottleneck, *layout.coded, fps, stream)
+    encode_s = time.perf_counter() - t0
+    return measure(backend, stream, layout, source, first, count, encode_s, sink)
+
+
+def measure(
+    backend: Backend,
+    stream: Path,
+    layout: Layout,
+    source: Path,
+    first: int,
+    count: int,
+    encode_s: float = 0.0,
+    sink: Callable[[Frame], None] | None = None,
+) -> Coded:
+    """Decode ``stream`` as the decoder will with ``layout`` and measure PSNR against frames
+    ``first``.. of ``source``; ``sink`` receives each decoded frame."""
     t1 = time.perf_counter()
     acc = PsnrAccumulator(layout.source.bitdepth)
     measuring = 0.0  # reading the source and PSNR are not decoding
@@ -238,6 +277,37 @@ def code_and_measure(
         psnr_v=v,
         psnr_yuv=acc.psnr_yuv,
         mse_8bit=acc.mse_8bit,
-        encode_s=t1 - t0,
+        encode_s=encode_s,
         decode_s=t2 - t1,
     )
+
+
+def adapt_and_measure(
+    backend: Backend,
+    stream: Path,
+    layout: Layout,
+    source: Path,
+    first: int,
+    count: int,
+    config: AdaptConfig,
+    encode_s: float = 0.0,
+) -> tuple[Fitted, Coded]:
+    """Fit ``layout``'s post-processor to the decoded ``stream`` of frames ``first``.. of
+    ``source`` and measure the decoder's output with the update, applied from its bytes
+    exactly as the decoder applies it."""
+    if layout.processors is None:
+        raise ValueError(f"option {layout.option.name} has no post-processor to adapt")
+    picks = set(training_frames(count, config.max_frames))
+    decoded = [
+        to_tensors(f, layout.bitdepth)
+        for k, f in enumerate(decode_bottleneck(backend, stream, layout, count))
+        if k in picks
+    ]
+    sources = [
+        to_tensors(f, layout.source.bitdepth)
+        for k, f in enumerate(source_frames(source, first, count))
+        if k in picks
+    ]
+    fitted = fit(layout.processors.post, decoded, sources, config)
+    adapted = layout.with_update(fitted.update)
+    return fitted, measure(backend, stream, adapted, source, first, count, encode_s)

@@ -13,6 +13,11 @@ i.e. ``J · samples = SSE + λ · bits`` as in the reference encoders' mode deci
 
 With a bitrate budget instead of a QP, each option gets the lowest QP whose rate fits the
 budget (binary search; rate falls as QP grows) and the best PSNR-YUV among them wins.
+
+Content adaptation (:mod:`wrapcodec.adapt`): a neural candidate is measured twice, with the
+bank's post-processor and with one fitted to the segment's decoded frames, whose update bytes
+count in R; the update is sent only when it lowers J (or, with a budget, raises PSNR-YUV
+within it).
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from wrapcodec import ffmpeg, metrics
+from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
 from wrapcodec.errors import InputError
 from wrapcodec.options import OPTIONS, Option, bottleneck_size, skip_reason
 from wrapcodec.paths import spool_stdin
-from wrapcodec.pipeline import Coded, Layout, code_and_measure
+from wrapcodec.pipeline import Coded, Layout, adapt_and_measure, code_and_measure
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
 
 
@@ -54,8 +60,22 @@ class _Silent:
         pass
 
 
+class AdaptationReport(BaseModel):
+    """A neural candidate's post-processor fitted to the segment, against the bank's."""
+
+    steps: int
+    params: int  # parameters the update carries
+    bytes: int  # of the update, as stored in the container
+    gain_db: float  # PSNR-YUV with the update minus without
+    seconds: float  # fitting the update
+    cost_without: float | None = None  # J of the bank's post-processor (QP mode)
+    cost_with: float | None = None
+    used: bool = False  # the update is sent with this candidate
+
+
 class CandidateReport(BaseModel):
-    """One option coded on one segment, with the figures the RDO compared."""
+    """One option coded on one segment, with the figures the RDO compared (those of the
+    variant with the update when ``adaptation.used``)."""
 
     code: int
     name: str
@@ -73,6 +93,7 @@ class CandidateReport(BaseModel):
     encode_s: float | None = None
     decode_s: float | None = None
     skipped: str | None = None
+    adaptation: AdaptationReport | None = None
     chosen: bool = False
 
 
@@ -124,6 +145,7 @@ class _Trial:
     qp: int
     bits: int
     cost: float
+    update: bytes = b""
 
 
 @dataclass
@@ -136,17 +158,47 @@ class _Job:
     n_segments: int
     bank: Bank | None
 
+    adapt: AdaptConfig | None = None
+
     def trial(self, opt: Option, qp: int, first: int, count: int) -> _Trial:
         settings = self.settings.model_copy(update={"qp": qp})
         layout = Layout.make(self.info, opt, self.backend, settings.bitdepth, self.bank)
         stream = self.workdir / f"f{first}-o{int(opt.code)}-q{qp}{self.backend.extension}"
         coded = code_and_measure(self.backend, settings, self.source, layout, first, count, stream)
+        return self._trial(opt, layout, coded, qp, count)
+
+    def _trial(
+        self, opt: Option, layout: Layout, coded: Coded, qp: int, count: int, update: bytes = b""
+    ) -> _Trial:
         # Each segment carries its share of the container's fixed overhead.
         overhead = math.ceil(overhead_bytes(self.n_segments) / self.n_segments)
-        bits = 8 * (coded.payload_bytes + overhead)
+        bits = 8 * (coded.payload_bytes + len(update) + overhead)
         rate = bits / (count * self.info.width * self.info.height)
         cost = coded.mse_8bit + self.backend.qp_to_lambda(qp) * rate
-        return _Trial(opt, layout, coded, qp, bits, cost)
+        return _Trial(opt, layout, coded, qp, bits, cost, update)
+
+    def adapted(self, plain: _Trial, first: int, count: int) -> tuple[_Trial, AdaptationReport]:
+        """``plain`` (a neural trial) with its post-processor fitted to the segment."""
+        assert self.adapt is not None
+        fitted, coded = adapt_and_measure(
+            self.backend,
+            plain.coded.stream,
+            plain.layout,
+            self.source,
+            first,
+            count,
+            self.adapt,
+            plain.coded.encode_s,
+        )
+        trial = self._trial(plain.option, plain.layout, coded, plain.qp, count, fitted.update)
+        report = AdaptationReport(
+            steps=self.adapt.steps,
+            params=fitted.params,
+            bytes=len(fitted.update),
+            gain_db=coded.psnr_yuv - plain.coded.psnr_yuv,
+            seconds=fitted.seconds,
+        )
+        return trial, report
 
 
 def _report(trial: _Trial, count: int, info: VideoInfo) -> CandidateReport:
@@ -215,11 +267,13 @@ def encode_file(
     segment_frames: int | None = None,
     progress: ProgressSink | None = None,
     bank: Bank | None = None,
+    adapt: AdaptConfig | None = None,
 ) -> EncodeReport:
     """Code ``input_path`` with every option, keep the RDO winner, write ``output_path``.
 
     Neural options take their networks from ``bank``; its id goes into the header when the
-    file uses one."""
+    file uses one. With ``adapt`` (steps > 0) each neural candidate is also tried with its
+    post-processor fitted to the segment."""
     progress = progress or _Silent()
     backend.validate(settings)
     ffmpeg.require(backend)
@@ -234,7 +288,18 @@ def encode_file(
         if segment_frames is not None and segment_frames < 1:
             raise InputError("--segment-frames must be at least 1")
         ranges = _segments(frames, segment_frames)
-        job = _Job(backend, settings, source, info, workdir, len(ranges), bank)
+        if adapt is not None and adapt.steps < 0:
+            raise InputError("--adapt-steps must be 0 or more")
+        job = _Job(
+            backend,
+            settings,
+            source,
+            info,
+            workdir,
+            len(ranges),
+            bank,
+            adapt if adapt is not None and adapt.steps > 0 else None,
+        )
         usable = [o for o in options if skip_reason(o, info.width, info.height) is None]
         if not usable:
             raise InputError(f"{input_path}: no option is usable at {info.width}x{info.height}")
@@ -243,6 +308,7 @@ def encode_file(
 
         seg_reports: list[SegmentReport] = []
         segments: list[Segment] = []
+        adapt_s = 0.0
         for first, count in ranges:
             trials: list[_Trial] = []
             reports: list[CandidateReport] = []
@@ -260,8 +326,14 @@ def encode_file(
                     over = f"over {bitrate_kbps:g} kbps even at QP {backend.qp_range[1]}"
                     reports.append(_skipped(opt, info, over))
                     continue
+                adaptation = None
+                if job.adapt is not None and opt.neural:
+                    t0 = time.perf_counter()
+                    trial, adaptation = _with_adaptation(job, trial, first, count, bitrate_kbps)
+                    adapt_s += time.perf_counter() - t0
                 trials.append(trial)
                 reports.append(_report(trial, count, info))
+                reports[-1].adaptation = adaptation
             if not trials:
                 raise InputError(f"no option reaches {bitrate_kbps:g} kbps on frames {first}..")
             if bitrate_kbps is None:
@@ -279,6 +351,7 @@ def encode_file(
                     bottleneck_width=bw,
                     bottleneck_height=bh,
                     payload=best.coded.stream.read_bytes(),
+                    update=best.update,
                 )
             )
             seg_reports.append(
@@ -310,7 +383,9 @@ def encode_file(
             frame_count=frames,
         )
         write_wrp(output_path, header, segments)
-        total_bits = 8 * (overhead_bytes(len(segments)) + sum(len(s.payload) for s in segments))
+        total_bits = 8 * (
+            overhead_bytes(len(segments)) + sum(len(s.payload) + len(s.update) for s in segments)
+        )
 
     chosen = [next(c for c in s.candidates if c.chosen) for s in seg_reports]
     weights = [s.frame_count for s in seg_reports]
@@ -337,8 +412,23 @@ def encode_file(
         psnr_yuv=_frame_weighted([c.psnr_yuv for c in chosen], weights),
         candidates=first_choice.candidates,
         segments=seg_reports,
-        timings={"total_s": time.perf_counter() - t_start},
+        timings={"total_s": time.perf_counter() - t_start, "adapt_s": adapt_s},
     )
+
+
+def _with_adaptation(
+    job: _Job, plain: _Trial, first: int, count: int, budget: float | None
+) -> tuple[_Trial, AdaptationReport]:
+    """The better of ``plain`` and ``plain`` with an update fitted to the segment: lower J at a
+    QP, or higher PSNR-YUV within a bitrate budget."""
+    adapted, report = job.adapted(plain, first, count)
+    if budget is None:
+        report.cost_without, report.cost_with = plain.cost, adapted.cost
+        report.used = adapted.cost < plain.cost
+    else:
+        fits = kbps(adapted.bits, count, job.info) <= budget
+        report.used = fits and adapted.coded.psnr_yuv > plain.coded.psnr_yuv
+    return (adapted if report.used else plain), report
 
 
 def _frame_weighted(values: Sequence[float | None], weights: Sequence[int]) -> float:

@@ -39,13 +39,18 @@ from wrapcodec.backend import get_backend
 from wrapcodec.bank import split_weights
 from wrapcodec.dataset import Picture, center_crops, load_pictures, sample_batch, to_tensors
 from wrapcodec.errors import InputError
-from wrapcodec.nets import PostProcessor, PreProcessor, bilinear_bottleneck, bottleneck_dims
+from wrapcodec.nets import (
+    PEAK_8BIT,
+    PostProcessor,
+    PreProcessor,
+    bilinear_bottleneck,
+    bottleneck_dims,
+    mse_8bit,
+)
 from wrapcodec.paths import atomic_write
 from wrapcodec.proxy import BLOCK_SIZES, JpegProxy, codec_roundtrip, codec_step
 
 log = logging.getLogger(__name__)
-
-PEAK_8BIT = 255.0
 
 
 class TrainConfig(BaseModel):
@@ -129,14 +134,6 @@ def load_init(nets: Nets, path: Path) -> None:
         part = split_weights(tensors, name)
         if part and module is not None:
             module.load_state_dict(part)
-
-
-def mse_8bit(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
-    """6:1:1-weighted MSE in 8-bit sample units of normalised pictures."""
-    s = (PEAK_8BIT / 2) ** 2
-    mse_y = ((y_hat - y) ** 2).mean() * s
-    mse_uv = ((uv_hat - uv) ** 2).mean(dim=(0, 2, 3)) * s
-    return (6 * mse_y + mse_uv.sum()) / 8
 
 
 def psnr(mse: float) -> float:

@@ -1,0 +1,320 @@
+"""Content adaptation: updates as bytes, the fit, and the encoder and decoder around them."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wrapcodec.adapt import AdaptConfig, fit, training_frames
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.bank import Bank, get_bank
+from wrapcodec.cli import cli
+from wrapcodec.container import pack, read_wrp, unpack
+from wrapcodec.errors import ContainerError
+from wrapcodec.metrics import measure_files
+from wrapcodec.nets import PostProcessor
+from wrapcodec.options import OPTIONS
+from wrapcodec.pipeline import Layout, adapt_and_measure, code_and_measure
+from wrapcodec.update import (
+    Quant,
+    Subset,
+    apply_update,
+    decode_update,
+    encode_update,
+    subset_names,
+    subset_size,
+)
+from wrapcodec.y4m import read_info
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def bank() -> Bank:
+    return get_bank()
+
+
+@pytest.fixture(scope="module")
+def post(bank: Bank) -> PostProcessor:
+    return bank.processors(OPTIONS[2]).post
+
+
+def _deltas(post: PostProcessor, subset: Subset, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    params = dict(post.named_parameters())
+    return {
+        n: 0.01 * torch.randn(params[n].shape, generator=gen) for n in subset_names(post, subset)
+    }
+
+
+# -- updates as bytes -------------------------------------------------------------------------
+
+
+def test_bias_tail_subset_is_every_bias_the_tail_and_chroma(post: PostProcessor) -> None:
+    names = subset_names(post, Subset.BIAS_TAIL)
+    assert {"tail.weight", "tail.bias", "chroma.weight", "chroma.bias", "head.bias"} <= set(names)
+    assert not any(
+        n.endswith(".weight") and n.split(".")[0] not in ("tail", "chroma") for n in names
+    )
+    assert subset_size(post, Subset.BIAS_TAIL) == 536  # the default PostConfig
+    assert subset_size(post, Subset.ALL) == sum(p.numel() for p in post.parameters())
+
+
+@pytest.mark.parametrize(("quant", "tolerance"), [(Quant.FLOAT16, 2**-11), (Quant.INT8, 0.5 / 127)])
+@pytest.mark.parametrize("subset", [Subset.BIAS_TAIL, Subset.ALL])
+def test_update_round_trip(
+    post: PostProcessor, subset: Subset, quant: Quant, tolerance: float
+) -> None:
+    deltas = _deltas(post, subset)
+    update = decode_update(encode_update(deltas, subset, quant), post)
+    assert (update.subset, update.quant) == (subset, quant)
+    assert list(update.deltas) == list(deltas)
+    for name, d in deltas.items():
+        peak = float(d.abs().max())
+        err = float((update.deltas[name] - d).abs().max())
+        assert err <= tolerance * peak * (1 + 1e-6), name  # relative to the tensor's peak
+
+
+def test_int8_update_is_smaller_than_float16(post: PostProcessor) -> None:
+    deltas = _deltas(post, Subset.BIAS_TAIL)
+    int8 = encode_update(deltas, Subset.BIAS_TAIL, Quant.INT8)
+    f16 = encode_update(deltas, Subset.BIAS_TAIL, Quant.FLOAT16)
+    assert len(int8) < 0.75 * len(f16)
+
+
+def test_pinned_update_bytes_decode(post: PostProcessor) -> None:
+    """tests/data/update_example.bin: subset 1, int8; every delta of tensor k is (k+1)·1e-3
+    (stored as scale (k+1)·1e-3/127 and q = 127). If this fails, the update layout changed."""
+    data = (DATA / "update_example.bin").read_bytes()
+    assert data[:2] == b"\x01\x02"
+    update = decode_update(data, post)
+    for k, (name, d) in enumerate(update.deltas.items()):
+        assert torch.allclose(d, torch.full_like(d, (k + 1) * 1e-3), atol=1e-9), name
+
+
+def test_apply_update_adds_deltas_and_leaves_the_bank_alone(post: PostProcessor) -> None:
+    before = {n: p.detach().clone() for n, p in post.named_parameters()}
+    update = decode_update(
+        encode_update(_deltas(post, Subset.BIAS_TAIL), Subset.BIAS_TAIL, Quant.INT8), post
+    )
+    adapted = apply_update(post, update)
+    for name, p in post.named_parameters():
+        assert torch.equal(p, before[name])
+    adapted_params = dict(adapted.named_parameters())
+    for name, d in update.deltas.items():
+        assert torch.equal(adapted_params[name], before[name] + d)
+    assert torch.equal(adapted_params["enc0.0.pw.weight"], before["enc0.0.pw.weight"])
+
+
+def _body(post: PostProcessor, subset: Subset) -> bytes:
+    return zlib.decompress(encode_update(_deltas(post, subset), subset, Quant.INT8)[2:])
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda u, p: u[:1], "shorter than its preamble"),
+        (lambda u, p: b"\x09" + u[1:], "unknown update subset 9"),
+        (lambda u, p: u[:1] + b"\x07" + u[2:], "unknown update quantisation 7"),
+        (lambda u, p: u[:2] + b"not zlib at all", "not a valid zlib stream"),
+        (lambda u, p: u[:-3], "truncated"),
+        (lambda u, p: u + b"junk", "after the update's zlib stream"),
+        # an update for every parameter, labelled as the small subset: made for another model
+        (lambda u, p: b"\x01\x02" + zlib.compress(_body(p, Subset.ALL)), "another model"),
+        (lambda u, p: b"\x02\x02" + u[2:], "another model"),
+        (
+            lambda u, p: (
+                b"\x01\x02"
+                + zlib.compress(struct.pack("<f", np.inf) + _body(p, Subset.BIAS_TAIL)[4:])
+            ),
+            "not finite",
+        ),
+    ],
+)
+def test_corrupt_or_foreign_updates_are_refused(
+    post: PostProcessor, mangle: Callable[[bytes, PostProcessor], bytes], message: str
+) -> None:
+    good = encode_update(_deltas(post, Subset.BIAS_TAIL), Subset.BIAS_TAIL, Quant.INT8)
+    with pytest.raises(ContainerError, match=message):
+        decode_update(mangle(good, post), post)
+
+
+def test_training_frames_spread_over_the_segment() -> None:
+    assert training_frames(5, 30) == [0, 1, 2, 3, 4]
+    picks = training_frames(300, 30)
+    assert len(picks) == 30 and picks[0] == 0 and picks[-1] == 299
+    assert max(np.diff(picks)) - min(np.diff(picks)) <= 1
+
+
+# -- the fit on a real coded clip ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coded_post_1_2(
+    clip8: Path, bank: Bank, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Layout, Path, float]:
+    backend = get_backend("x265")
+    layout = Layout.make(read_info(clip8), OPTIONS[2], backend, 10, bank)
+    stream = tmp_path_factory.mktemp("adapt") / "s.265"
+    settings = EncodeSettings(qp=37, preset="ultrafast")
+    plain = code_and_measure(backend, settings, clip8, layout, 0, 4, stream)
+    return layout, stream, plain.psnr_yuv
+
+
+def test_adaptation_raises_psnr_and_is_deterministic(
+    coded_post_1_2: tuple[Layout, Path, float],
+    clip8: Path,
+    require_backend: Callable[[str], None],
+) -> None:
+    require_backend("x265")
+    layout, stream, plain_psnr = coded_post_1_2
+    cfg = AdaptConfig(steps=40, batch=2, crop=64)
+    backend = get_backend("x265")
+    fitted, adapted = adapt_and_measure(backend, stream, layout, clip8, 0, 4, cfg)
+    assert fitted.params == 536
+    assert adapted.psnr_yuv > plain_psnr + 0.02
+    # same input, same update: also when the caller runs torch on another thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        again, _ = adapt_and_measure(backend, stream, layout, clip8, 0, 4, cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert again.update == fitted.update
+
+
+def test_fit_needs_matching_pictures(post: PostProcessor) -> None:
+    y, uv = torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 8, 8)
+    with pytest.raises(ValueError, match="one source picture per decoded picture"):
+        fit(post, [(y, uv)], [], AdaptConfig(steps=1))
+
+
+# -- encoder and decoder ----------------------------------------------------------------------
+
+
+def _encode(runner: CliRunner, src: Path, out: Path, *extra: str) -> dict:
+    args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--qp", "37", "--json"]
+    result = runner.invoke(cli, [*args, "--preset", "ultrafast", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def adapted_file(clip8: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    wrp = tmp_path_factory.mktemp("adapted") / "a.wrp"
+    report = _encode(CliRunner(), clip8, wrp, "--options", "0,2", "--adapt-steps", "40")
+    return wrp, report
+
+
+def test_encode_reports_and_sends_the_update(
+    adapted_file: tuple[Path, dict], runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    wrp, report = adapted_file
+    post = next(c for c in report["candidates"] if c["code"] == 2)
+    direct = next(c for c in report["candidates"] if c["code"] == 0)
+    a = post["adaptation"]
+    assert direct["adaptation"] is None
+    assert a["steps"] == 40 and a["params"] == 536 and a["gain_db"] > 0
+    assert a["used"] == (a["cost_with"] < a["cost_without"])
+    assert post["cost"] == min(a["cost_with"], a["cost_without"])
+    assert report["bits"] == 8 * wrp.stat().st_size  # the update is in the rate
+    info = json.loads(runner.invoke(cli, ["info", str(wrp), "--json"]).stdout)
+    assert info["version"] == 2
+    segment = info["segments"][0]
+    if report["option"] == 2 and a["used"]:
+        assert segment["update_bytes"] == a["bytes"] > 0
+    else:
+        assert segment["update_bytes"] == 0
+
+
+def test_decoder_applies_the_update_exactly(
+    parkjoy: Path,
+    tmp_path: Path,
+    runner: CliRunner,
+    require_backend: Callable[[str], None],
+) -> None:
+    require_backend("x265")
+    wrp = tmp_path / "p.wrp"
+    report = _encode(runner, parkjoy, wrp, "--options", "2", "--adapt-steps", "40")
+    assert report["candidates"][0]["adaptation"]["used"]
+    header, segments = read_wrp(wrp)
+    assert segments[0].update
+    out = tmp_path / "p.y4m"
+    assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
+    assert measure_files(str(parkjoy), str(out)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )
+    # and the update is what lifts it: the same stream without it decodes lower
+    bare = tmp_path / "bare.wrp"
+    bare.write_bytes(
+        pack(header, [segments[0].__class__(**{**segments[0].__dict__, "update": b""})])
+    )
+    out_bare = tmp_path / "bare.y4m"
+    assert runner.invoke(cli, ["decode", str(bare), "-o", str(out_bare)]).exit_code == 0
+    assert measure_files(str(parkjoy), str(out_bare)).psnr_yuv < report["psnr_yuv"]
+
+
+def test_same_input_same_file(
+    adapted_file: tuple[Path, dict], clip8: Path, tmp_path: Path, runner: CliRunner
+) -> None:
+    wrp, _ = adapted_file
+    again = tmp_path / "again.wrp"
+    _encode(runner, clip8, again, "--options", "0,2", "--adapt-steps", "40")
+    assert again.read_bytes() == wrp.read_bytes()
+
+
+def test_corrupt_update_is_refused_with_one_line(
+    clip8: Path, tmp_path: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    wrp = tmp_path / "p.wrp"
+    _encode(runner, clip8, wrp, "--options", "2", "--adapt-steps", "20")
+    header, segments = unpack(wrp.read_bytes())
+    seg = segments[0]
+    broken = seg.__class__(**{**seg.__dict__, "update": seg.update[:2] + b"\x00" + seg.update[3:]})
+    bad = tmp_path / "bad.wrp"
+    bad.write_bytes(pack(header, [broken]))  # a valid CRC: only the update is wrong
+    out = tmp_path / "out.y4m"
+    result = runner.invoke(cli, ["decode", str(bad), "-o", str(out)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "segment 0" in lines[0] and "update" in lines[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.y4m*"))
+
+
+def test_version_1_files_still_decode(
+    clip8: Path, tmp_path: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    wrp = tmp_path / "n.wrp"
+    report = _encode(runner, clip8, wrp, "--options", "6", "--adapt-steps", "0")
+    header, segments = read_wrp(wrp)
+    v1 = tmp_path / "v1.wrp"
+    v1.write_bytes(pack(header.__class__(**{**header.__dict__, "version": 1}), segments))
+    assert v1.read_bytes()[4] == 1
+    out = tmp_path / "v1.y4m"
+    assert runner.invoke(cli, ["decode", str(v1), "-o", str(out)]).exit_code == 0
+    assert measure_files(str(clip8), str(out)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )
+
+
+def test_negative_adapt_steps_is_a_usage_error(
+    clip8: Path, tmp_path: Path, runner: CliRunner
+) -> None:
+    result = runner.invoke(
+        cli,
+        ["encode", str(clip8), "-o", str(tmp_path / "x.wrp"), "--qp", "32", "--adapt-steps", "-1"],
+    )
+    assert result.exit_code == 2
+    assert "--adapt-steps" in result.output
