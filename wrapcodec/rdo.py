@@ -137,6 +137,11 @@ def kbps(bits: int, frames: int, info: VideoInfo) -> float:
     return metrics.kbps(bits, frames, info.fps_num, info.fps_den)
 
 
+def rd_cost(mse_8bit: float, bits: int, frames: int, info: VideoInfo, lam: float) -> float:
+    """``J = D + λ·R``: D the 6:1:1 MSE in 8-bit units, R bits per source luma sample."""
+    return mse_8bit + lam * bits / (frames * info.width * info.height)
+
+
 @dataclass
 class _Trial:
     option: Option
@@ -173,8 +178,7 @@ class _Job:
         # Each segment carries its share of the container's fixed overhead.
         overhead = math.ceil(overhead_bytes(self.n_segments) / self.n_segments)
         bits = 8 * (coded.payload_bytes + len(update) + overhead)
-        rate = bits / (count * self.info.width * self.info.height)
-        cost = coded.mse_8bit + self.backend.qp_to_lambda(qp) * rate
+        cost = rd_cost(coded.mse_8bit, bits, count, self.info, self.backend.qp_to_lambda(qp))
         return _Trial(opt, layout, coded, qp, bits, cost, update)
 
     def adapted(self, plain: _Trial, first: int, count: int) -> tuple[_Trial, AdaptationReport]:
