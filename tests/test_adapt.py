@@ -201,7 +201,9 @@ def test_fit_needs_matching_pictures(post: PostProcessor) -> None:
 
 
 def _encode(runner: CliRunner, src: Path, out: Path, *extra: str) -> dict:
-    args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--qp", "37", "--json"]
+    args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--json"]
+    if "--qp" not in extra and "--bitrate" not in extra:
+        args += ["--qp", "37"]
     result = runner.invoke(cli, [*args, "--preset", "ultrafast", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -318,3 +320,49 @@ def test_negative_adapt_steps_is_a_usage_error(
     )
     assert result.exit_code == 2
     assert "--adapt-steps" in result.output
+
+
+def test_bitrate_budget_holds_with_the_update(
+    parkjoy: Path, tmp_path: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    args = ["encode", str(parkjoy), "-o", str(tmp_path / "b.wrp"), "--codec", "x265", "--json"]
+    extra = ["--bitrate", "600", "--preset", "ultrafast", "--options", "2", "--adapt-steps", "20"]
+    result = runner.invoke(cli, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    candidate = report["candidates"][0]
+    assert report["kbps"] <= 600
+    assert candidate["adaptation"]["cost_with"] is None  # no λ with a budget
+    assert report["bits"] == 8 * (tmp_path / "b.wrp").stat().st_size
+    if candidate["adaptation"]["used"]:
+        assert candidate["adaptation"]["gain_db"] > 0
+
+
+def test_segments_inherit_the_previous_update_when_it_pays(
+    parkjoy: Path, tmp_path: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    wrp = tmp_path / "s.wrp"
+    extra = ["--options", "2", "--segment-frames", "3", "--adapt-steps", "60", "--qp", "32"]
+    report = _encode(runner, parkjoy, wrp, *extra)
+    _, segments = read_wrp(wrp)
+    in_force = False
+    for k, (seg, seg_report) in enumerate(zip(segments, report["segments"], strict=True)):
+        a = seg_report["candidates"][0]["adaptation"]
+        assert (a["inherited_gain_db"] is not None) == in_force, k  # offered when in force
+        costs = [a["cost_without"], a["cost_with"]]
+        if a["cost_inherited"] is not None:
+            costs.append(a["cost_inherited"])
+        assert seg_report["candidates"][0]["cost"] == min(costs)
+        assert seg.inherit == a["inherited"] and bool(seg.update) == a["used"]
+        in_force = a["used"] or a["inherited"]
+    # an update fitted on 3 frames carries over to the next 3 for free
+    assert any(s.inherit for s in segments)
+    info = json.loads(runner.invoke(cli, ["info", str(wrp), "--json"]).stdout)
+    assert [s["inherits_update"] for s in info["segments"]] == [s.inherit for s in segments]
+    out = tmp_path / "s.y4m"
+    assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
+    assert measure_files(str(parkjoy), str(out)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )

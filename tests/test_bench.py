@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,8 +12,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wrapcodec.bench import BenchConfig, Cache, plan, post_kmacs_per_pixel, run_points
+from wrapcodec.adapt import AdaptConfig
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.bank import get_bank
+from wrapcodec.bench import (
+    BenchConfig,
+    Cache,
+    Point,
+    PointSpec,
+    plan,
+    post_kmacs_per_pixel,
+    run_points,
+)
 from wrapcodec.cli import cli
+from wrapcodec.options import OPTIONS
+from wrapcodec.rdo import encode_file
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +61,7 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
     assert "post-only" not in results["bd_rate"]  # no neural options measured: no row
     report = (out / "report.md").read_text()
     assert "RD envelope" in report and "Pareto" in report and "PCHIP" in report
+    assert "Content adaptation" not in report and results["adaptation"] == []
     # the rerun reuses every point: no encode at all
     again = runner.invoke(cli, ["bench", str(dataset), *ARGS, "--out", str(out)])
     assert again.exit_code == 0, again.output
@@ -141,3 +158,170 @@ def test_bench_bad_input(
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+# -- content adaptation (--adapt-steps) -------------------------------------------------------
+
+# On this tiny clip the update pays at QP 16 and not at QP 44: both outcomes are tested.
+ADAPT = ["--codec", "x264", "--qps", "16,44", "--preset", "ultrafast", "--options", "2"]
+ADAPT_STEPS = 20
+
+
+def test_cache_key_without_adaptation_is_the_old_key(dataset: Path) -> None:
+    spec = plan(
+        BenchConfig(dataset=str(dataset / "pj_a.y4m"), codec="x264", qps=[30, 40], options=[2])
+    )[0][-1]
+    assert spec.option == 2 and spec.adapt_steps == 0
+    # the key as computed before PointSpec had adapt_steps
+    old = spec.model_dump(exclude={"path", "sequence", "models", "adapt_steps"})
+    digest = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:24]
+    assert spec.key() == digest
+    assert spec.model_copy(update={"adapt_steps": 20}).key() != digest
+
+
+def test_adaptation_applies_to_neural_points_only(dataset: Path) -> None:
+    def specs(steps: int) -> list[PointSpec]:
+        config = BenchConfig(
+            dataset=str(dataset), codec="x264", qps=[30, 40], options=[0, 2, 9], adapt_steps=steps
+        )
+        return plan(config)[0]
+
+    plain, adapted = specs(0), specs(ADAPT_STEPS)
+    for a, b in zip(plain, adapted, strict=True):
+        neural = OPTIONS[a.option].neural
+        assert b.adapt_steps == (ADAPT_STEPS if neural else 0)
+        assert (a.key() == b.key()) != neural  # linear points are shared between both runs
+
+
+@pytest.fixture(scope="module")
+def adapted_run(
+    dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[Point], list[Point]]:
+    """``bench --adapt-steps 20`` of option 2 on one clip through the CLI, its points, and the
+    same points without adaptation (same bitstreams: one thread, so the encodes are equal)."""
+    out = tmp_path_factory.mktemp("adapt") / "bench"
+    clip = dataset / "pj_a.y4m"
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("bench", str(clip), *ADAPT, "--adapt-steps", str(ADAPT_STEPS)),
+            *("--out", str(out), "--jobs", "1", "--threads", "1"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    cache = Cache(out / "cache")
+    config = BenchConfig(
+        dataset=str(clip),
+        codec="x264",
+        qps=[16, 44],
+        preset="ultrafast",
+        options=[0, 2],
+        threads=1,
+    )
+    with_specs, _ = plan(config.model_copy(update={"adapt_steps": ADAPT_STEPS}))
+    with_update, computed = run_points(with_specs, cache)
+    assert computed == 0  # the CLI's points, read back
+    without, computed = run_points(plan(config)[0], cache)
+    assert computed == 2  # only the neural points differ
+    return out, with_update, without
+
+
+def test_adapted_points_take_the_lower_cost(
+    adapted_run: tuple[Path, list[Point], list[Point]],
+) -> None:
+    _, with_update, without = adapted_run
+    used = {p.spec.qp: p.adapt_used for p in with_update if p.spec.option == 2}
+    assert used == {16: True, 44: False}, "the clip or models changed: pick other QPs"
+    for a, p in zip(with_update, without, strict=True):
+        assert a.spec.option == p.spec.option and a.spec.qp == p.spec.qp
+        if a.spec.option == 0:  # linear: no adaptation, the very same point
+            assert a == p and a.adapt_gain_db is None and a.adapt_bytes is None
+            assert a.adapt_s is None and not a.adapt_used and a.psnr_yuv_without_update is None
+            continue
+        assert a.spec.adapt_steps == ADAPT_STEPS and p.spec.adapt_steps == 0
+        assert p.adapt_gain_db is None and not p.adapt_used
+        assert a.adapt_bytes and a.adapt_bytes > 0 and a.adapt_s and a.adapt_s > 0
+        assert a.psnr_yuv_without_update == p.psnr_yuv  # the same bitstream
+        assert a.adapt_gain_db is not None
+        assert a.adapt_cost_with is not None and a.adapt_cost_without is not None
+        # the encoder's rule: the update is kept exactly when it lowers J
+        assert a.adapt_used == (a.adapt_cost_with < a.adapt_cost_without)
+        chosen, other = (
+            (a.adapt_cost_with, a.adapt_cost_without)
+            if a.adapt_used
+            else (a.adapt_cost_without, a.adapt_cost_with)
+        )
+        assert chosen <= other
+        assert a.psnr_yuv_lanczos_post == p.psnr_yuv_lanczos_post  # same bitstream
+        if a.adapt_used:  # the file carries the update: 8·(payload + update + overhead)
+            assert a.bits == p.bits + 8 * a.adapt_bytes
+            assert a.psnr_yuv == pytest.approx(p.psnr_yuv + a.adapt_gain_db)
+            assert a.encode_s >= a.adapt_s  # the fit is encoder work
+        else:  # the plain point's figures
+            assert a.bits == p.bits
+            assert (a.psnr_y, a.psnr_yuv) == (p.psnr_y, p.psnr_yuv)
+
+
+def test_adapted_point_is_the_encoders_decision(
+    dataset: Path, adapted_run: tuple[Path, list[Point], list[Point]], tmp_path: Path
+) -> None:
+    """``wrapcodec encode`` of the same clip, option and QP sends a file of the point's bits
+    and makes the same choice."""
+    _, with_update, _ = adapted_run
+    point = next(p for p in with_update if p.spec.option == 2 and p.spec.qp == 16)
+    report = encode_file(
+        str(dataset / "pj_a.y4m"),
+        str(tmp_path / "x.wrp"),
+        get_backend("x264"),
+        EncodeSettings(qp=point.spec.qp, preset="ultrafast", threads=1),
+        [OPTIONS[2]],
+        adapt=AdaptConfig(steps=ADAPT_STEPS),
+        bank=get_bank(),
+    )
+    adaptation = report.candidates[0].adaptation
+    assert adaptation is not None
+    assert adaptation.used == point.adapt_used and adaptation.bytes == point.adapt_bytes
+    assert adaptation.cost_with == pytest.approx(point.adapt_cost_with)
+    assert adaptation.cost_without == pytest.approx(point.adapt_cost_without)
+    assert report.bits == point.bits == 8 * (tmp_path / "x.wrp").stat().st_size
+    assert report.psnr_yuv == pytest.approx(point.psnr_yuv)
+
+
+def test_adaptation_report_files(adapted_run: tuple[Path, list[Point], list[Point]]) -> None:
+    out, with_update, _ = adapted_run
+    results = json.loads((out / "results.json").read_text())
+    assert f"--adapt-steps={ADAPT_STEPS}" in results["command"]
+    assert results["config"]["adapt_steps"] == ADAPT_STEPS
+    (row,) = results["adaptation"]
+    neural = [p for p in with_update if p.spec.option == 2]
+    assert row["option"] == 2 and row["steps"] == [ADAPT_STEPS]
+    assert row["sequences"]["pj_a"]["points"] == 2
+    assert row["mean"]["gain_db"] == pytest.approx(sum(p.adapt_gain_db or 0 for p in neural) / 2)
+    assert row["mean"]["used_share"] == sum(p.adapt_used for p in neural) / 2
+    report = (out / "report.md").read_text()
+    assert "## Content adaptation" in report and "| 2 post-1/2 | pj_a |" in report
+    rows = list(csv.DictReader(io.StringIO((out / "points.csv").read_text())))
+    assert {r["adapt_steps"] for r in rows} == {"0", str(ADAPT_STEPS)}
+    for r in rows:
+        assert (r["adapt_gain_db"] != "") == (r["option"] == "2"), r
+
+
+def test_ssim_is_of_the_chosen_reconstruction(
+    dataset: Path, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    """A point that keeps its update measures SSIM on the output with the update."""
+    require_backend("x264")
+    config = BenchConfig(
+        dataset=str(dataset / "pj_a.y4m"),
+        codec="x264",
+        qps=[16],
+        preset="ultrafast",
+        options=[2],
+        metrics=["psnr", "ssim"],
+        threads=1,
+    )
+    plain = next(s for s in plan(config)[0] if s.option == 2)
+    adapted = plain.model_copy(update={"adapt_steps": ADAPT_STEPS})
+    (a, p), _ = run_points([adapted, plain], Cache(tmp_path / "c"))
+    assert a.adapt_used and a.psnr_yuv != p.psnr_yuv
+    assert a.ssim_y is not None and p.ssim_y is not None and a.ssim_y != p.ssim_y

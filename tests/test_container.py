@@ -510,8 +510,8 @@ def test_v2_header_and_record_checks_name_v2_offsets() -> None:
     data[6] = 40
     _raises(_recrc(data), "header_size 40 at offset 6 does not match the version 2 header size 42")
     data = _example_v2()
-    data[63] = 0x01  # segment 1's option byte is at 42 + 21
-    _raises(_recrc(data), "segment 1: reserved low nibble of the option byte is 0x1")
+    data[63] = 0x02  # segment 1's option byte is at 42 + 21; bit 0 is the inherit flag
+    _raises(_recrc(data), "segment 1: reserved bits 0x2 of the option byte's low nibble")
     _raises(_recrc(data), "at offset 63")
     data = _example_v2()
     data[64] = 4  # segment 1 first_frame 3 -> 4
@@ -537,7 +537,7 @@ def test_reserved_option_code_15() -> None:
 def test_nonzero_reserved_nibble() -> None:
     data = _example()
     data[59] = 0x01
-    _raises(_recrc(data), "segment 1: reserved low nibble of the option byte is 0x1")
+    _raises(_recrc(data), "segment 1: reserved bits 0x1 of the option byte's low nibble")
 
 
 def test_unknown_builtin_codec_id() -> None:
@@ -848,3 +848,54 @@ def test_fuzz_valid_round_trip(
         ]
         with pytest.raises(ContainerError, match="update"):
             pack(header, raw)
+
+
+# --- inheritance (version 2) ------------------------------------------------------------------
+
+FIXTURE_INHERIT = DATA / "format_v2_inherit_example.wrp"
+INHERIT_HEADER = WrpHeader(**{**EXAMPLE_HEADER_V2.__dict__, "frame_count": 6})
+INHERIT_SEGMENTS = [
+    Segment(OptionCode.POST_1_2, 0, 2, 240, 135, b"\x00\x00\x01a", b"\x01\x02u"),
+    Segment(OptionCode.POST_1_2, 2, 2, 240, 135, b"\x00\x00\x01b", inherit=True),
+    Segment(OptionCode.POST_1_2, 4, 2, 240, 135, b"\x00\x00\x01c", inherit=True),
+]
+
+
+def test_stored_bytes_match_inherit_fixture() -> None:
+    data = pack(INHERIT_HEADER, INHERIT_SEGMENTS)
+    assert data == FIXTURE_INHERIT.read_bytes()
+    assert len(data) == HEADER_SIZE + 3 * SEGMENT_SIZE_V2 + 3 + 3 * 4 + 4 == 124
+    # option bytes: code 2 in the high nibble, the inherit flag in bit 0
+    assert [data[HEADER_SIZE + k * SEGMENT_SIZE_V2] for k in range(3)] == [0x20, 0x21, 0x21]
+    assert unpack(data) == (INHERIT_HEADER, INHERIT_SEGMENTS)
+
+
+def _inherit_case(segments: list[Segment], message: str) -> None:
+    with pytest.raises(ContainerError, match=message):
+        pack(INHERIT_HEADER, segments)
+
+
+def test_inheritance_needs_a_previous_update_of_the_same_option() -> None:
+    s0, s1, s2 = INHERIT_SEGMENTS
+    no_update = Segment(**{**s0.__dict__, "update": b""})
+    _inherit_case([no_update, s1, s2], "segment 1 inherits an update, but segment 0 has none")
+    first = Segment(**{**s0.__dict__, "update": b"", "inherit": True})
+    _inherit_case([first, s1, s2], "segment 0 inherits an update but has no previous segment")
+    other = Segment(**{**s1.__dict__, "option": OptionCode.WRAP_1_2})
+    _inherit_case([s0, other, s2], "option code 2 is not its own 6")
+    both = Segment(**{**s1.__dict__, "update": b"\x01\x02v"})
+    _inherit_case([s0, both, s2], "segment 1 both inherits an update and carries one")
+    direct = Segment(OptionCode.DIRECT, 2, 4, 480, 270, b"d", inherit=True)
+    _inherit_case([s0, direct], "option code 0 has no neural post-processor")
+    v1 = WrpHeader(**{**INHERIT_HEADER.__dict__, "version": 1})
+    with pytest.raises(ContainerError, match="version 1 files carry"):
+        pack(v1, [no_update, Segment(**{**s1.__dict__, "update": b""}), s2])
+
+
+def test_inheritance_is_checked_when_reading() -> None:
+    data = bytearray(FIXTURE_INHERIT.read_bytes())
+    data[HEADER_SIZE] = 0x21  # segment 0 claims to inherit (and carries an update)
+    _raises(_recrc(data), "segment 0 both inherits an update and carries one at offset 42")
+    data = bytearray(FIXTURE_INHERIT.read_bytes())
+    data[HEADER_SIZE + SEGMENT_SIZE_V2] = 0x61  # segment 1: option 6 inheriting from option 2
+    _raises(_recrc(data), "option code 2 is not its own 6 at offset 63")

@@ -5,8 +5,12 @@ the metrics (PSNR-Y/U/V and PSNR-YUV 6:1:1 in the HM/JVET convention; SSIM and V
 ffmpeg's ``ssim`` and ``libvmaf`` filters on request). Points are independent, so they run
 on local processes (``--jobs``) or on a Dask distributed cluster (``--dask``), and each is
 cached on disk under a key of everything that determines it (source content, frames,
-option, codec, QP, preset, bit depth, threads, metrics, model hash, pipeline revision), so a
-rerun reuses finished points and an interrupted run resumes.
+option, codec, QP, preset, bit depth, threads, metrics, model hash, adaptation steps, pipeline
+revision), so a rerun reuses finished points and an interrupted run resumes.
+
+With ``--adapt-steps N`` a neural point also fits its post-processor to its own bitstream (the
+encoder's content adaptation) and keeps, as the encoder would, the variant with the lower
+``J = D + λ·R``, the update's bytes counted in R.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
+from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank, option_for
 from wrapcodec.container import overhead_bytes
@@ -36,12 +42,16 @@ from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.pipeline import (
     REVISION,
+    Coded,
     Layout,
+    adapt_and_measure,
     code_and_measure,
+    measure,
     plane_sizes,
     reconstruct,
     source_frames,
 )
+from wrapcodec.rdo import rd_cost
 from wrapcodec.resample import weight_matrix
 from wrapcodec.y4m import Y4MWriter, count_frames, read_info
 
@@ -68,9 +78,13 @@ class PointSpec(BaseModel):
     model_hash: str = ""  # sha256 of the networks an option uses; empty for linear options
     models: str | None = None  # the bank folder of a neural option (not part of the key)
     revision: int = REVISION  # of the pipeline's numerics
+    adapt_steps: int = Field(default=0, ge=0)  # content adaptation of a neural option; 0: none
 
     def key(self) -> str:
-        fields = self.model_dump(exclude={"path", "sequence", "models"})
+        """The cache key. ``adapt_steps == 0`` is left out of it, so points without
+        adaptation keep the keys they had before the field existed (old caches stay valid)."""
+        exclude = {"path", "sequence", "models"} | (set() if self.adapt_steps else {"adapt_steps"})
+        fields = self.model_dump(exclude=exclude)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -90,12 +104,21 @@ class Point(BaseModel):
     psnr_yuv: float
     ssim_y: float | None = None
     vmaf: float | None = None
-    encode_s: float
+    encode_s: float  # encoding, plus fitting the update when the point uses it (encoder work)
     decode_s: float
     encode_fps: float
     decode_fps: float
     post_kmacs_per_pixel: float
     psnr_yuv_lanczos_post: float | None = None  # neural options: same bitstream, Lanczos up
+    # Content adaptation (neural options with spec.adapt_steps > 0; None/False otherwise). The
+    # figures above are those of the variant with the lower J, as the encoder decides.
+    adapt_gain_db: float | None = None  # PSNR-YUV with the update minus without
+    adapt_bytes: int | None = None  # of the update (in the bits when adapt_used)
+    adapt_s: float | None = None  # fitting the update
+    adapt_used: bool = False  # the update lowers J, so the point carries it
+    psnr_yuv_without_update: float | None = None  # the bank's post-processor on this bitstream
+    adapt_cost_without: float | None = None  # J = D + λ·R of either variant (rdo.rd_cost)
+    adapt_cost_with: float | None = None
 
 
 class BenchConfig(BaseModel):
@@ -116,6 +139,7 @@ class BenchConfig(BaseModel):
     dask: str | None = None
     interp: str = "pchip"
     models: str | None = None  # model bank folder [the shipped bank]
+    adapt_steps: int = Field(default=0, ge=0)  # content adaptation of neural options; 0: none
 
 
 def sequences(dataset: Path) -> list[Path]:
@@ -224,19 +248,37 @@ def run_point(spec: PointSpec) -> Point:
     with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-") as tmp:
         workdir = Path(tmp)
         stream = workdir / f"point{backend.extension}"
+        rec_path = workdir / "rec.y4m"
         if extra:
-            rec_path = workdir / "rec.y4m"
             with Y4MWriter(rec_path, info) as writer:
                 coded = code_and_measure(
                     backend, settings, source, layout, 0, spec.frames, stream, writer.write
                 )
+        else:
+            coded = code_and_measure(backend, settings, source, layout, 0, spec.frames, stream)
+        update = b""
+        adaptation: dict[str, Any] = {}
+        if bank is not None and spec.adapt_steps > 0:
+            coded, update, adaptation = _adapt(backend, spec, layout, source, stream, coded)
+            if extra and update:
+                # SSIM/VMAF of what the decoder outputs: the reconstruction with the update
+                with Y4MWriter(rec_path, info) as writer:
+                    measure(
+                        backend,
+                        stream,
+                        layout.with_update(update),
+                        source,
+                        0,
+                        spec.frames,
+                        sink=writer.write,
+                    )
+        if extra:
             ref = _trimmed_source(source, spec.frames, workdir / "ref.y4m")
             scores = _filter_metrics(ref, rec_path, extra, workdir)
         else:
-            coded = code_and_measure(backend, settings, source, layout, 0, spec.frames, stream)
             scores = {}
         lanczos_post = _lanczos_post(backend, source, layout, stream, spec.frames) if bank else None
-    bits = 8 * (coded.payload_bytes + overhead_bytes(1))
+    bits = _bits(coded, update)
     bw, bh = layout.bottleneck
     return Point(
         spec=spec,
@@ -258,7 +300,52 @@ def run_point(spec: PointSpec) -> Point:
         decode_fps=spec.frames / coded.decode_s,
         post_kmacs_per_pixel=post_kmacs_per_pixel(spec.option, info.width, info.height, bank),
         psnr_yuv_lanczos_post=lanczos_post,
+        **adaptation,
     )
+
+
+def _bits(coded: Coded, update: bytes = b"") -> int:
+    """Bits of a one-segment .wrp file of ``coded`` and ``update``, as the encoder counts them."""
+    return 8 * (coded.payload_bytes + len(update) + overhead_bytes(1))
+
+
+def _adapt(
+    backend: Backend, spec: PointSpec, layout: Layout, source: Path, stream: Path, plain: Coded
+) -> tuple[Coded, bytes, dict[str, Any]]:
+    """The encoder's content adaptation of a neural point: fit the post-processor to
+    ``stream``, and keep the update only when it lowers ``J = D + λ·R`` (its bytes in R).
+
+    Returns the chosen variant's figures (``encode_s`` with the fitting time when the update
+    is kept: the encoder does that work), the update it carries (empty: none) and the
+    :class:`Point`'s adaptation fields."""
+    fitted, adapted = adapt_and_measure(
+        backend,
+        stream,
+        layout,
+        source,
+        0,
+        spec.frames,
+        AdaptConfig(steps=spec.adapt_steps),
+        plain.encode_s,
+    )
+    info = layout.source
+    lam = backend.qp_to_lambda(spec.qp)
+    cost_without = rd_cost(plain.mse_8bit, _bits(plain), spec.frames, info, lam)
+    cost_with = rd_cost(adapted.mse_8bit, _bits(adapted, fitted.update), spec.frames, info, lam)
+    used = cost_with < cost_without  # the encoder's rule (rdo._with_adaptation)
+    fields: dict[str, Any] = {
+        "adapt_gain_db": adapted.psnr_yuv - plain.psnr_yuv,
+        "adapt_bytes": len(fitted.update),
+        "adapt_s": fitted.seconds,
+        "adapt_used": used,
+        "psnr_yuv_without_update": plain.psnr_yuv,
+        "adapt_cost_without": cost_without,
+        "adapt_cost_with": cost_with,
+    }
+    if not used:
+        return plain, b"", fields
+    chosen = dataclasses.replace(adapted, encode_s=plain.encode_s + fitted.seconds)
+    return chosen, fitted.update, fields
 
 
 def _lanczos_post(
@@ -322,6 +409,8 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         metrics=tuple(sorted(set(config.metrics) | {"psnr"})),
                         model_hash=bank.cards[code].sha256 if OPTIONS[code].neural else "",
                         models=str(bank.folder) if OPTIONS[code].neural else None,
+                        # linear points stay shared between runs with and without adaptation
+                        adapt_steps=config.adapt_steps if OPTIONS[code].neural else 0,
                     )
                 )
     return specs, notes

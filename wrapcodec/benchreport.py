@@ -136,7 +136,21 @@ def speed_table(points: Sequence[Point]) -> list[dict[str, Any]]:
     return rows
 
 
+ADAPT_COLUMNS = (
+    "adapt_steps",
+    "adapt_used",
+    "adapt_gain_db",
+    "adapt_bytes",
+    "adapt_s",
+    "psnr_yuv_without_update",
+    "adapt_cost_without",
+    "adapt_cost_with",
+)
+"""Content adaptation columns of points.csv (empty for points without adaptation)."""
+
+
 def points_csv(points: Sequence[Point]) -> str:
+    """points.csv: one row per point, the spec's identifying fields and the figures."""
     buf = io.StringIO()
     fields = [
         "sequence",
@@ -161,6 +175,7 @@ def points_csv(points: Sequence[Point]) -> str:
         "encode_fps",
         "decode_fps",
         "post_kmacs_per_pixel",
+        *ADAPT_COLUMNS,
     ]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
@@ -172,6 +187,9 @@ def points_csv(points: Sequence[Point]) -> str:
                 for k in ("sequence", "option", "codec", "preset", "qp", "frames")
             }
         )
+        row["adapt_steps"] = p.spec.adapt_steps
+        if p.adapt_gain_db is None:
+            row["adapt_used"] = None  # no adaptation tried: empty, not False
         writer.writerow({k: row.get(k) for k in fields})
     return buf.getvalue()
 
@@ -248,6 +266,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['option']} {r['name']} | " + " | ".join(cells) + f" | {r['mean']:+.3f} |"
             )
+    if results.get("adaptation"):
+        lines += ["", *_adaptation_markdown(results["adaptation"])]
     lines += ["", "## Method", "", results["method"], ""]
     warnings = sorted(
         {
@@ -356,6 +376,70 @@ def post_gain(points: Sequence[Point]) -> list[dict[str, Any]]:
     return rows
 
 
+def adaptation(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """Per neural option with content adaptation: over its points, the mean PSNR-YUV gain of
+    the fitted update (dB, whether the point kept it or not), the share of points that keep it
+    (lower J), the mean update bytes and fitting seconds; per sequence and the mean of
+    sequences."""
+    by_option: dict[int, dict[str, list[Point]]] = {}
+    for p in points:
+        if p.adapt_gain_db is None:
+            continue
+        by_option.setdefault(p.spec.option, {}).setdefault(p.spec.sequence, []).append(p)
+    rows = []
+    for code, per_seq in sorted(by_option.items()):
+        figures = {seq: _adaptation_figures(group) for seq, group in sorted(per_seq.items())}
+        mean = {
+            k: sum(f[k] for f in figures.values()) / len(figures)
+            for k in ("gain_db", "used_share", "bytes", "fit_s")
+        }
+        rows.append(
+            {
+                "option": code,
+                "name": OPTIONS[code].name,
+                "steps": sorted({p.spec.adapt_steps for g in per_seq.values() for p in g}),
+                "sequences": figures,
+                "mean": mean,
+            }
+        )
+    return rows
+
+
+def _adaptation_figures(group: Sequence[Point]) -> dict[str, float]:
+    n = len(group)
+    return {
+        "gain_db": sum(p.adapt_gain_db or 0.0 for p in group) / n,
+        "used_share": sum(p.adapt_used for p in group) / n,
+        "bytes": sum(p.adapt_bytes or 0 for p in group) / n,
+        "fit_s": sum(p.adapt_s or 0.0 for p in group) / n,
+        "points": n,
+    }
+
+
+def _adaptation_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The "Content adaptation" section of report.md."""
+    steps = sorted({s for r in rows for s in r["steps"]})
+    lines = [
+        "## Content adaptation",
+        "",
+        f"Each neural point's post-processor fitted to its own bitstream in "
+        f"{', '.join(map(str, steps))} steps (`--adapt-steps`); the point keeps the update, as "
+        "the encoder does, when it lowers J = D + λ·R with the update's bytes counted in R. "
+        "Gain: PSNR-YUV with the update minus without, mean over QPs (every point, kept or "
+        "not); used: share of points that keep it; bytes and fit seconds: means.",
+        "",
+        "| option | sequence | gain (dB) | used | update bytes | fit s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for seq, f in [*r["sequences"].items(), (MEAN, r["mean"])]:
+            lines.append(
+                f"| {r['option']} {r['name']} | {seq} | {f['gain_db']:+.3f} | "
+                f"{100 * f['used_share']:.0f} % | {f['bytes']:.0f} | {f['fit_s']:.2f} |"
+            )
+    return lines
+
+
 def assemble(
     config: dict[str, Any],
     preset: str,
@@ -383,6 +467,7 @@ def assemble(
         "bd_rate": analyse(points, metrics, interp),
         "speed": speed_table(points),
         "post_gain": post_gain(points),
+        "adaptation": adaptation(points),
         "notes": list(notes),
         "points": [p.model_dump() for p in points],
     }

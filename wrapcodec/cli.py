@@ -298,6 +298,8 @@ def info(input: str, as_json: bool) -> None:
         click.echo(
             f"segment @{s.first_frame:<6} {s.frame_count} frames, option {s.option} "
             f"({s.option_name}), bottleneck {s.bottleneck}, {s.payload_bytes} bytes"
+            + (f" + post-processor update {s.update_bytes} bytes" if s.update_bytes else "")
+            + (", post-processor update of the previous segment" if s.inherits_update else "")
         )
 
 
@@ -497,6 +499,7 @@ def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | Non
     help="Options to measure besides direct (codes or names).",
 )
 @click.option("--metrics", default="psnr", show_default=True, help="psnr, ssim, vmaf.")
+@_adapt_opt
 @click.option(
     "--interp",
     type=click.Choice(["pchip", "akima"]),
@@ -523,6 +526,7 @@ def bench(
     bitdepth: str,
     options: str,
     metrics: str,
+    adapt_steps: int,
     interp: str,
     out: str | None,
     jobs: int | None,
@@ -554,6 +558,7 @@ def bench(
         dask=dask,
         interp=interp,
         models=str(bank.folder),
+        adapt_steps=adapt_steps,
     )
     backend = get_backend(codec)
     ffmpeg.require(backend)

@@ -155,7 +155,9 @@ SEGMENT_OFFSETS_V1 = SEGMENT_OFFSETS = SEGMENT_OFFSETS_BY_VERSION[1]
 SEGMENT_OFFSETS_V2 = SEGMENT_OFFSETS_BY_VERSION[2]
 
 OPTION_CODE_SHIFT = 4
-OPTION_RESERVED_MASK = 0x0F
+OPTION_RESERVED_MASK = 0x0F  # version 1: the whole low nibble
+OPTION_INHERIT = 0x01  # version 2: the segment reuses the previous segment's update
+OPTION_RESERVED_MASK_V2 = 0x0E
 
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
@@ -190,7 +192,9 @@ class Segment:
 
     ``update`` is the decoder-side neural post-processor's parameter update fitted to this
     segment by the encoder. The container treats it as opaque bytes: it may be non-empty only
-    in version 2 files and only for neural options (:data:`NEURAL_OPTIONS`).
+    in version 2 files and only for neural options (:data:`NEURAL_OPTIONS`). ``inherit``
+    (version 2) says the segment uses the update in force for the previous segment, which must
+    have the same option and carry or inherit an update; it carries none of its own.
     """
 
     option: int
@@ -200,6 +204,7 @@ class Segment:
     bottleneck_height: int
     payload: bytes
     update: bytes = b""
+    inherit: bool = False
 
 
 # --- validation (shared by pack and unpack) --------------------------------------------------
@@ -317,6 +322,42 @@ def _check_update(k: int, option: int, update_length: int, version: int, base: i
         )
 
 
+def _check_inherit(
+    k: int,
+    option: int,
+    inherit: bool,
+    update_length: int,
+    previous: tuple[int, bool] | None,
+    version: int,
+    base: int | None,
+) -> None:
+    """Check that segment k may inherit; ``previous`` is (option, has an update in force) of
+    segment k − 1."""
+    if not inherit:
+        return
+    where = _at(base, SEGMENT_OFFSETS_V2["option"])
+    if version == 1:
+        raise ContainerError(f"segment {k} inherits an update, but version 1 files carry none")
+    if option not in NEURAL_OPTIONS:
+        raise ContainerError(
+            f"segment {k} inherits an update, but option code {option} has no neural "
+            f"post-processor{where}"
+        )
+    if update_length:
+        raise ContainerError(f"segment {k} both inherits an update and carries one{where}")
+    if previous is None:
+        raise ContainerError(f"segment {k} inherits an update but has no previous segment{where}")
+    if previous[0] != option:
+        raise ContainerError(
+            f"segment {k} inherits an update from segment {k - 1}, whose option code "
+            f"{previous[0]} is not its own {option}{where}"
+        )
+    if not previous[1]:
+        raise ContainerError(
+            f"segment {k} inherits an update, but segment {k - 1} has none in force{where}"
+        )
+
+
 def _check_blob(k: int, name: str, value: object) -> bytes:
     """Segment k's ``name`` (update or payload) as bytes; it must be bytes and fit a uint32."""
     if not isinstance(value, bytes | bytearray):
@@ -378,6 +419,7 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
     ]
     data_area: list[bytes] = []
     next_frame = 0
+    previous: tuple[int, bool] | None = None
     for k, seg in enumerate(segments):
         _check_segment_fields(
             k,
@@ -393,9 +435,13 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
         payload = _check_blob(k, "payload", seg.payload)
         update = _check_blob(k, "update", seg.update)
         _check_update(k, seg.option, len(update), version, None)
+        if not isinstance(seg.inherit, bool):
+            raise ContainerError(f"segment {k} inherit must be a bool")
+        _check_inherit(k, seg.option, seg.inherit, len(update), previous, version, None)
+        previous = (seg.option, bool(update) or seg.inherit)
         next_frame += seg.frame_count
         fields = (
-            seg.option << OPTION_CODE_SHIFT,
+            seg.option << OPTION_CODE_SHIFT | (OPTION_INHERIT if seg.inherit else 0),
             seg.first_frame,
             seg.frame_count,
             seg.bottleneck_width,
@@ -486,7 +532,9 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
     # (option, first_frame, frame_count, bottleneck_width, bottleneck_height,
     #  update_length, payload_length); update_length is 0 in version 1.
     rows: list[tuple[int, int, int, int, int, int, int]] = []
+    inherits: list[bool] = []
     next_frame = 0
+    previous: tuple[int, bool] | None = None
     for k in range(segment_count):
         base = HEADER.size + k * record.size
         if version == 1:
@@ -496,17 +544,22 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
             option_byte, first, count, bw, bh, update_length, length = record.unpack_from(
                 data, base
             )
-        reserved = option_byte & OPTION_RESERVED_MASK
+        mask = OPTION_RESERVED_MASK if version == 1 else OPTION_RESERVED_MASK_V2
+        reserved = option_byte & mask
         if reserved:
             raise ContainerError(
-                f"segment {k}: reserved low nibble of the option byte is 0x{reserved:x} "
+                f"segment {k}: reserved bits 0x{reserved:x} of the option byte's low nibble "
                 f"(must be 0) at offset {base + SEGMENT_OFFSETS_BY_VERSION[version]['option']}"
             )
         option = option_byte >> OPTION_CODE_SHIFT
+        inherit = version > 1 and bool(option_byte & OPTION_INHERIT)
         _check_segment_fields(k, option, first, count, bw, bh, next_frame, version, base)
         _check_update(k, option, update_length, version, base)
+        _check_inherit(k, option, inherit, update_length, previous, version, base)
+        previous = (option, update_length > 0 or inherit)
         next_frame += count
         rows.append((option, first, count, bw, bh, update_length, length))
+        inherits.append(inherit)
     _check_total_frames(next_frame, frame_count, f" (offset {HEADER_OFFSETS['frame_count']})")
 
     # Every update and payload must fit before the CRC is looked at, so that a truncated file
@@ -539,12 +592,14 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
 
     segments: list[Segment] = []
     offset = table_end
-    for option, first, count, bw, bh, update_length, length in rows:
+    for (option, first, count, bw, bh, update_length, length), inherit in zip(
+        rows, inherits, strict=True
+    ):
         update = data[offset : offset + update_length]
         offset += update_length
         payload = data[offset : offset + length]
         offset += length
-        segments.append(Segment(option, first, count, bw, bh, payload, update))
+        segments.append(Segment(option, first, count, bw, bh, payload, update, inherit))
     return header, segments
 
 

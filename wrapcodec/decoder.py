@@ -40,6 +40,7 @@ class SegmentInfo(BaseModel):
     bottleneck: str
     payload_bytes: int
     update_bytes: int  # the post-processor update fitted to this segment (0: none)
+    inherits_update: bool  # uses the previous segment's update
 
 
 class FileInfo(BaseModel):
@@ -99,6 +100,7 @@ def file_info(path: str) -> FileInfo:
                 bottleneck=f"{s.bottleneck_width}x{s.bottleneck_height}",
                 payload_bytes=len(s.payload),
                 update_bytes=len(s.update),
+                inherits_update=s.inherit,
             )
             for s in segments
         ],
@@ -159,9 +161,13 @@ def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> 
         _check_segment(header, segment, info, bank)
     check_bank(input_path, header, segments, bank)
     # Every segment's networks, updates applied, before anything is written.
-    layouts = [
-        _layout(input_path, k, s, header, info, backend, bank) for k, s in enumerate(segments)
-    ]
+    layouts: list[Layout] = []
+    for k, s in enumerate(segments):
+        # the container has checked that an inheriting segment follows one of its option
+        inherited = s.inherit and layouts
+        layouts.append(
+            layouts[-1] if inherited else _layout(input_path, k, s, header, info, backend, bank)
+        )
     with (
         tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp,
         Y4MWriter(output_path, info) as writer,

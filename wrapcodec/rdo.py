@@ -22,6 +22,7 @@ within it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -40,7 +41,7 @@ from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_byte
 from wrapcodec.errors import InputError
 from wrapcodec.options import OPTIONS, Option, bottleneck_size, skip_reason
 from wrapcodec.paths import spool_stdin
-from wrapcodec.pipeline import Coded, Layout, adapt_and_measure, code_and_measure
+from wrapcodec.pipeline import Coded, Layout, adapt_and_measure, code_and_measure, measure
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
 
 
@@ -71,6 +72,10 @@ class AdaptationReport(BaseModel):
     cost_without: float | None = None  # J of the bank's post-processor (QP mode)
     cost_with: float | None = None
     used: bool = False  # the update is sent with this candidate
+    # The update in force for the previous segment (same option), reused at no bytes:
+    inherited_gain_db: float | None = None  # None when there is none to inherit
+    cost_inherited: float | None = None
+    inherited: bool = False  # this candidate reuses it
 
 
 class CandidateReport(BaseModel):
@@ -150,7 +155,9 @@ class _Trial:
     qp: int
     bits: int
     cost: float
-    update: bytes = b""
+    update: bytes = b""  # sent with the segment
+    inherit: bool = False  # the previous segment's update applies
+    in_force: bytes = b""  # the update the decoder applies: its own or the inherited one
 
 
 @dataclass
@@ -179,7 +186,21 @@ class _Job:
         overhead = math.ceil(overhead_bytes(self.n_segments) / self.n_segments)
         bits = 8 * (coded.payload_bytes + len(update) + overhead)
         cost = rd_cost(coded.mse_8bit, bits, count, self.info, self.backend.qp_to_lambda(qp))
-        return _Trial(opt, layout, coded, qp, bits, cost, update)
+        return _Trial(opt, layout, coded, qp, bits, cost, update, in_force=update)
+
+    def inherited(self, plain: _Trial, first: int, count: int, update: bytes) -> _Trial:
+        """``plain`` post-processed with the previous segment's ``update`` (no bytes sent)."""
+        coded = measure(
+            self.backend,
+            plain.coded.stream,
+            plain.layout.with_update(update),
+            self.source,
+            first,
+            count,
+            plain.coded.encode_s,
+        )
+        trial = self._trial(plain.option, plain.layout, coded, plain.qp, count)
+        return dataclasses.replace(trial, inherit=True, in_force=update)
 
     def adapted(self, plain: _Trial, first: int, count: int) -> tuple[_Trial, AdaptationReport]:
         """``plain`` (a neural trial) with its post-processor fitted to the segment."""
@@ -313,6 +334,7 @@ def encode_file(
         seg_reports: list[SegmentReport] = []
         segments: list[Segment] = []
         adapt_s = 0.0
+        in_force: tuple[int, bytes] | None = None  # the last segment's option and update
         for first, count in ranges:
             trials: list[_Trial] = []
             reports: list[CandidateReport] = []
@@ -333,7 +355,15 @@ def encode_file(
                 adaptation = None
                 if job.adapt is not None and opt.neural:
                     t0 = time.perf_counter()
-                    trial, adaptation = _with_adaptation(job, trial, first, count, bitrate_kbps)
+                    inheritable = in_force if in_force and in_force[0] == opt.code else None
+                    trial, adaptation = _with_adaptation(
+                        job,
+                        trial,
+                        first,
+                        count,
+                        bitrate_kbps,
+                        inheritable[1] if inheritable else None,
+                    )
                     adapt_s += time.perf_counter() - t0
                 trials.append(trial)
                 reports.append(_report(trial, count, info))
@@ -356,8 +386,10 @@ def encode_file(
                     bottleneck_height=bh,
                     payload=best.coded.stream.read_bytes(),
                     update=best.update,
+                    inherit=best.inherit,
                 )
             )
+            in_force = (int(best.option.code), best.in_force) if best.in_force else None
             seg_reports.append(
                 SegmentReport(
                     first_frame=first,
@@ -421,18 +453,32 @@ def encode_file(
 
 
 def _with_adaptation(
-    job: _Job, plain: _Trial, first: int, count: int, budget: float | None
+    job: _Job,
+    plain: _Trial,
+    first: int,
+    count: int,
+    budget: float | None,
+    inheritable: bytes | None,
 ) -> tuple[_Trial, AdaptationReport]:
-    """The better of ``plain`` and ``plain`` with an update fitted to the segment: lower J at a
-    QP, or higher PSNR-YUV within a bitrate budget."""
+    """The best of ``plain``, ``plain`` with an update fitted to the segment and, when the
+    previous segment used this option with an update (``inheritable``), ``plain`` reusing
+    that update: lowest J at a QP, or highest PSNR-YUV within a bitrate budget."""
     adapted, report = job.adapted(plain, first, count)
+    variants = [plain, adapted]
+    if inheritable:
+        variants.append(job.inherited(plain, first, count, inheritable))
+        report.inherited_gain_db = variants[-1].coded.psnr_yuv - plain.coded.psnr_yuv
     if budget is None:
         report.cost_without, report.cost_with = plain.cost, adapted.cost
-        report.used = adapted.cost < plain.cost
+        if inheritable:
+            report.cost_inherited = variants[-1].cost
+        best = min(variants, key=lambda t: t.cost)
     else:
-        fits = kbps(adapted.bits, count, job.info) <= budget
-        report.used = fits and adapted.coded.psnr_yuv > plain.coded.psnr_yuv
-    return (adapted if report.used else plain), report
+        fitting = [t for t in variants if kbps(t.bits, count, job.info) <= budget] or [plain]
+        best = max(fitting, key=lambda t: t.coded.psnr_yuv)
+    report.used = best is adapted
+    report.inherited = best.inherit
+    return best, report
 
 
 def _frame_weighted(values: Sequence[float | None], weights: Sequence[int]) -> float:
