@@ -22,18 +22,11 @@ from pathlib import Path
 
 import torch
 
-from wrapcodec.adapt import AdaptConfig, fit, training_frames
+from wrapcodec.adapt import AdaptConfig, fit
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.options import option
-from wrapcodec.pipeline import (
-    Layout,
-    code_and_measure,
-    decode_bottleneck,
-    measure,
-    source_frames,
-    to_tensors,
-)
+from wrapcodec.pipeline import Layout, code_and_measure, measure, training_pictures
 from wrapcodec.update import Quant, Subset
 from wrapcodec.y4m import count_frames, read_info
 
@@ -57,21 +50,6 @@ def parse_config(text: str) -> AdaptConfig:
         crop=crop,
         levels=levels,
     )
-
-
-def pictures(backend, stream, layout, source, first, count, max_frames):  # type: ignore[no-untyped-def]
-    picks = set(training_frames(count, max_frames))
-    decoded = [
-        to_tensors(f, layout.bitdepth)
-        for k, f in enumerate(decode_bottleneck(backend, stream, layout, count))
-        if k in picks
-    ]
-    sources = [
-        to_tensors(f, layout.source.bitdepth)
-        for k, f in enumerate(source_frames(source, first, count))
-        if k in picks
-    ]
-    return decoded, sources
 
 
 def main() -> None:
@@ -115,7 +93,7 @@ def main() -> None:
                             "payload_bytes": plain.payload_bytes,
                             "psnr_yuv": round(plain.psnr_yuv, 4),
                         }
-                        decoded, sources = pictures(
+                        decoded, sources = training_pictures(
                             backend, stream, layout, clip, first, count, AdaptConfig.max_frames
                         )
                         for text, cfg in zip(args.configs.split(","), configs, strict=True):

@@ -282,6 +282,31 @@ def measure(
     )
 
 
+def training_pictures(
+    backend: Backend,
+    stream: Path,
+    layout: Layout,
+    source: Path,
+    first: int,
+    count: int,
+    max_frames: int,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Normalised decoded bottleneck frames of ``stream`` and their source frames, at most
+    ``max_frames`` of them spread over the segment: what content adaptation trains on."""
+    picks = set(training_frames(count, max_frames))
+    decoded = [
+        to_tensors(f, layout.bitdepth)
+        for k, f in enumerate(decode_bottleneck(backend, stream, layout, count))
+        if k in picks
+    ]
+    sources = [
+        to_tensors(f, layout.source.bitdepth)
+        for k, f in enumerate(source_frames(source, first, count))
+        if k in picks
+    ]
+    return decoded, sources
+
+
 def adapt_and_measure(
     backend: Backend,
     stream: Path,
@@ -297,17 +322,9 @@ def adapt_and_measure(
     exactly as the decoder applies it."""
     if layout.processors is None:
         raise ValueError(f"option {layout.option.name} has no post-processor to adapt")
-    picks = set(training_frames(count, config.max_frames))
-    decoded = [
-        to_tensors(f, layout.bitdepth)
-        for k, f in enumerate(decode_bottleneck(backend, stream, layout, count))
-        if k in picks
-    ]
-    sources = [
-        to_tensors(f, layout.source.bitdepth)
-        for k, f in enumerate(source_frames(source, first, count))
-        if k in picks
-    ]
+    decoded, sources = training_pictures(
+        backend, stream, layout, source, first, count, config.max_frames
+    )
     fitted = fit(layout.processors.post, decoded, sources, config)
     adapted = layout.with_update(fitted.update)
     return fitted, measure(backend, stream, adapted, source, first, count, encode_s)
