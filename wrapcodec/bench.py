@@ -81,8 +81,8 @@ class PointSpec(BaseModel):
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of a neural option; 0: none
 
     def key(self) -> str:
-        """The cache key. ``adapt_steps == 0`` is left out of it, so points without
-        adaptation keep the keys they had before the field existed (old caches stay valid)."""
+        """The cache key. ``adapt_steps == 0`` is left out of it: a point without adaptation
+        hashes as if the field did not exist."""
         exclude = {"path", "sequence", "models"} | (set() if self.adapt_steps else {"adapt_steps"})
         fields = self.model_dump(exclude=exclude)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
