@@ -1,3 +1,4 @@
+import re
 from fractions import Fraction
 
 import pytest
@@ -69,3 +70,21 @@ def test_parse_options() -> None:
         parse_options("bicubic")
     with pytest.raises(OptionError, match="unknown option code 16"):
         option(16)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0,,9", "entry 2 is empty"),
+        ("0,9,", "entry 3 is empty"),
+        (",0", "entry 1 is empty"),
+        ("0,0", "option 0 (direct) is given twice"),
+        ("0,direct", "option 0 (direct) is given twice"),
+        ("9, lanczos-1/2", "option 9 (lanczos-1/2) is given twice"),
+        ("", "no option given"),
+        (" ", "no option given"),
+    ],
+)
+def test_parse_options_refuses_empty_and_repeated_entries(text: str, message: str) -> None:
+    with pytest.raises(OptionError, match=re.escape(message)):
+        parse_options(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,30 @@ def test_missing_training_data(tmp_path: Path) -> None:
         Trainer(config(data=str(tmp_path / "nothing")), tmp_path / "m.safetensors")
     with pytest.raises(InputError, match="no images"):
         Trainer(config(crop=512), tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda data: b"not an image at all", lambda data: data[: len(data) // 2]],
+    ids=["not an image", "truncated"],
+)
+def test_corrupt_training_image_is_named(
+    tmp_path: Path, runner: CliRunner, damage: Callable[[bytes], bytes]
+) -> None:
+    """One unreadable picture among good ones: an InputError naming it, one line from the
+    command, and nothing written."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for image in IMAGES.iterdir():
+        (data / image.name).write_bytes(image.read_bytes())
+    broken = data / "broken.png"
+    broken.write_bytes(damage(next(IMAGES.glob("*.png")).read_bytes()))
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(InputError, match=f"^{re.escape(str(broken))}: cannot read this image"):
+        Trainer(config(data=str(data), val=None), out)
+    args = [*cli_args(out), "--data", str(data)]
+    fails(runner, args, str(broken), "cannot read this image")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 # -- the command ------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def test_writer_accepts_other_integer_dtypes(tmp_path: Path) -> None:
 
 def test_real_clip(tmp_path: Path) -> None:
     info = read_info(CLIP)
-    assert info == VideoInfo(480, 270, 8, 50, 1, 1, 1, ChromaTag.C420JPEG)
+    assert info == VideoInfo(480, 270, 8, 50, 1, 1, 1, ChromaTag.C420JPEG, "LIMITED")
     assert count_frames(CLIP) == 10
     frames = list(iter_frames(CLIP))
     assert len(frames) == 10
@@ -201,11 +201,10 @@ def test_real_clip(tmp_path: Path) -> None:
     assert not np.array_equal(frames[0].y, frames[9].y)
     assert not any(np.shares_memory(a, b) for a in frames[0] for b in frames[1])
 
-    # Read -> write preserves the plane bytes exactly (the header is normalised).
+    # Read -> write preserves the file exactly, XCOLORRANGE=LIMITED included.
     out = tmp_path / "copy.y4m"
     write_clip(out, info, frames)
-    original, copy = CLIP.read_bytes(), out.read_bytes()
-    assert original[header_len(original) :] == copy[header_len(copy) :]
+    assert out.read_bytes() == CLIP.read_bytes()
 
 
 def test_reader_streams_one_frame_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,8 +249,8 @@ def test_frame_parameters_are_ignored(tmp_path: Path) -> None:
 
 def test_header_defaults(tmp_path: Path) -> None:
     path = tmp_path / "minimal.y4m"
-    path.write_bytes(b"YUV4MPEG2 W5 H3 I? A0:0\n")
-    assert read_info(path) == VideoInfo(5, 3, 8, 25, 1, 0, 0, ChromaTag.C420JPEG)
+    path.write_bytes(b"YUV4MPEG2 W5 H3 F30000:1001 A0:0\n")
+    assert read_info(path) == VideoInfo(5, 3, 8, 30000, 1001, 0, 0, ChromaTag.C420JPEG, None)
 
 
 @pytest.mark.parametrize(
@@ -271,6 +270,49 @@ def test_supported_chroma_tags(
     path.write_bytes(b"YUV4MPEG2 W4 H4 F25:1 Ip " + tag + b"\n")
     info = read_info(path)
     assert (info.bitdepth, info.chroma) == (bitdepth, chroma)
+
+
+@pytest.mark.parametrize(
+    ("tag", "color_range"),
+    [
+        (b" XCOLORRANGE=LIMITED", "LIMITED"),
+        (b" XCOLORRANGE=FULL", "FULL"),
+        (b" XCOLORRANGE=STUDIO", None),  # not a value ffmpeg knows: ignored, as ffmpeg does
+        (b"", None),
+    ],
+)
+def test_color_range_is_carried(tmp_path: Path, tag: bytes, color_range: str | None) -> None:
+    """XCOLORRANGE is read, and written back by the writer; other X tags are left out."""
+    src = tmp_path / "src.y4m"
+    frames = random_frames(VideoInfo(4, 2, 8, 25, 1), 1)
+    body = b"FRAME\n" + b"".join(p.astype(np.uint8).tobytes() for p in frames[0])
+    src.write_bytes(b"YUV4MPEG2 W4 H2 F25:1 Ip A1:1 C420jpeg XFOO=1" + tag + b"\n" + body)
+    info = read_info(src)
+    assert info.color_range == color_range
+    copy = tmp_path / "copy.y4m"
+    write_clip(copy, info, list(iter_frames(src)))
+    expected = b"YUV4MPEG2 W4 H2 F25:1 Ip A1:1 C420jpeg XYSCSS=420JPEG"
+    if color_range is not None:
+        expected += b" XCOLORRANGE=" + color_range.encode()
+    assert copy.read_bytes() == expected + b"\n" + body
+    with pytest.raises(Y4MError, match="bad colour range 'STUDIO'"):
+        VideoInfo(4, 2, 8, 25, 1, color_range="STUDIO")  # type: ignore[arg-type]
+
+
+def test_spooled_stdin_is_named_as_told(tmp_path: Path) -> None:
+    path = tmp_path / "spool.y4m"
+    path.write_bytes(b"YUV4MPEG2 W4 H4 F25:1 C444\n")
+    for action in (read_info, count_frames):
+        with pytest.raises(Y4MError, match=r"^standard input: unsupported chroma"):
+            action(path, name="standard input")
+
+
+def test_validating_count_checks_ten_bit_samples(tmp_path: Path) -> None:
+    path = tmp_path / "high.y4m"
+    path.write_bytes(b"YUV4MPEG2 W2 H2 F25:1 C420p10\nFRAME\n" + b"\x00\x04" * 6)
+    assert count_frames(path) == 1  # the plain count does not look at the pixels
+    with pytest.raises(Y4MError, match="10-bit sample value 1024 > 1023 in frame 0"):
+        count_frames(path, validate=True)
 
 
 def test_zero_frame_file(tmp_path: Path) -> None:
@@ -311,6 +353,17 @@ def test_zero_frame_file(tmp_path: Path) -> None:
         (b"YUV4MPEG2 W4 H4 F25\n", "bad frame rate"),
         (b"YUV4MPEG2 W4 H4 A1:0\n", "bad pixel aspect"),
         (b"YUV4MPEG2 W4 H4 F25:1", "truncated y4m header"),
+        (b"YUV4MPEG2 W4 H4 Ip C420\n", "no F (frame rate) tag"),
+        (b"YUV4MPEG2 W4 H4 F25:1 W8\n", "gives the W tag twice"),
+        (b"YUV4MPEG2 W4 H4 H4 F25:1\n", "gives the H tag twice"),
+        (b"YUV4MPEG2 W4 H4 F25:1 F30:1\n", "gives the F tag twice"),
+        (b"YUV4MPEG2 W4 H4 F25:1 Ip I?\n", "gives the I tag twice"),
+        (b"YUV4MPEG2 W4 H4 F25:1 A1:1 A0:0\n", "gives the A tag twice"),
+        (b"YUV4MPEG2 W4 H4 F25:1 C420 C420p10\n", "gives the C tag twice"),
+        (
+            b"YUV4MPEG2 W4 H4 F25:1 XCOLORRANGE=FULL XCOLORRANGE=LIMITED\n",
+            "gives the XCOLORRANGE tag twice",
+        ),
         (b"YUV4MPEG2 W4 H4 X" + b"a" * 2000 + b"\n", "not terminated within 1024 bytes"),
     ],
 )
@@ -380,7 +433,9 @@ def test_truncated_frame_on_a_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     offset = header_len(data) + 2 * (6 + info.frame_bytes) + 6
     for action in (lambda: list(iter_frames("-")), lambda: count_frames("-")):
         monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(data[:-1])))
-        with pytest.raises(Y4MError, match=rf"^<stdin>: truncated frame 2 at byte offset {offset}"):
+        with pytest.raises(
+            Y4MError, match=rf"^standard input: truncated frame 2 at byte offset {offset}"
+        ):
             action()
     monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(data)))
     assert count_frames("-") == 3
@@ -497,7 +552,7 @@ def test_writer_abort_and_close_are_idempotent(tmp_path: Path) -> None:
 
 
 def test_writer_to_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot create output"):
+    with pytest.raises(InputError, match=r"cannot write .*out\.y4m: No such file or directory"):
         Y4MWriter(tmp_path / "missing" / "out.y4m", VideoInfo(4, 4, 8, 25, 1))
 
 

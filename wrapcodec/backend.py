@@ -86,6 +86,17 @@ class Backend:
                 f"{self.name} codes {depths}-bit only; got --bitdepth {settings.bitdepth}"
             )
 
+    def ffmpeg_needs(self, *, decode_only: bool = False) -> tuple[tuple[str, str], ...]:
+        """The ffmpeg components this backend calls, as (kind, name) pairs, kind one of
+        ``encoder``, ``decoder``, ``muxer``, ``demuxer``.
+
+        Encoding needs all four (the encoder decodes what it coded to measure it); decoding a
+        .wrp needs only the decoder and the demuxer of the raw stream (``decode_only``)."""
+        decoding = (("decoder", self.decoder), ("demuxer", self.stream_format))
+        if decode_only:
+            return decoding
+        return ("encoder", self.encoder), decoding[0], ("muxer", self.stream_format), decoding[1]
+
     def codec_qp(self, settings: EncodeSettings) -> int:
         """The QP to hand the codec for the user's QP.
 

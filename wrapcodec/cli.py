@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from wrapcodec.decoder import decode_file, file_info
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import OPTIONS, parse_options
-from wrapcodec.paths import check_input, check_output
+from wrapcodec.paths import STDIO, check_input, check_output, display_name
 from wrapcodec.rdo import EncodeReport, encode_file
 
 err_console = Console(stderr=True)
@@ -120,10 +121,12 @@ def _candidate_table(report: EncodeReport) -> Table:
 
 
 def _print_report(report: EncodeReport, as_json: bool) -> None:
+    """The report on stdout, or on stderr when stdout carries the .wrp file (``-o -``)."""
+    to_stderr = report.output == STDIO
     if as_json:
-        click.echo(report.model_dump_json(indent=2))
+        click.echo(report.model_dump_json(indent=2), err=to_stderr)
         return
-    console = Console()
+    console = Console(stderr=to_stderr)
     console.print(_candidate_table(report))
     for c in report.candidates:
         if c.skipped:
@@ -133,7 +136,8 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
         console.print(f"segments: {choices}")
     console.print(
         f"chosen: option {report.option} ({report.option_name}), {report.kbps:.1f} kbps, "
-        f"PSNR-YUV {report.psnr_yuv:.3f} dB, PSNR-Y {report.psnr_y:.3f} dB → {report.output} "
+        f"PSNR-YUV {report.psnr_yuv:.3f} dB, PSNR-Y {report.psnr_y:.3f} dB → "
+        f"{display_name(report.output, output=True)} "
         f"({report.timings['total_s']:.1f} s)"
     )
 
@@ -156,7 +160,7 @@ def _encode(
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
     check_input(input)
-    check_output(output, overwrite)
+    check_output(output, overwrite, source=input)
     backend = get_backend(codec)
     settings = EncodeSettings(
         qp=qp if qp is not None else backend.qp_range[0],
@@ -217,7 +221,9 @@ _models_opt = click.option(
 
 @cli.command()
 @click.argument("input", metavar="IN.y4m")
-@click.option("-o", "--output", required=True, metavar="OUT.wrp", help="Output .wrp file.")
+@click.option(
+    "-o", "--output", required=True, metavar="OUT.wrp", help="Output .wrp file, `-` for stdout."
+)
 @_codec_opt
 @click.option("--qp", type=int, help="Fixed QP of the codec.")
 @click.option("--bitrate", type=float, metavar="KBPS", help="Rate budget instead of --qp.")
@@ -249,7 +255,9 @@ def encode(
     as_json: bool,
     models: str | None,
 ) -> None:
-    """Encode IN.y4m (`-` for stdin) with encoder-side RDO over the wrapper options."""
+    """Encode IN.y4m (`-` for stdin) with encoder-side RDO over the wrapper options.
+
+    With `-o -` the .wrp file goes to stdout and the report (table or --json) to stderr."""
     report = _encode(
         input,
         output,
@@ -276,9 +284,9 @@ def encode(
 def decode(input: str, output: str, overwrite: bool, models: str | None) -> None:
     """Decode IN.wrp and apply the signalled post-processor."""
     check_input(input)
-    check_output(output, overwrite)
+    check_output(output, overwrite, source=input)
     header = decode_file(input, output, get_bank(models))
-    if output != "-":
+    if output != STDIO:
         err_console.print(f"{header.frame_count} frames → {output}")
 
 
@@ -707,6 +715,23 @@ def train(**kw: Any) -> None:
     click.echo(f"wrote {out} (step {trainer.step})")
 
 
+def _settle_stdout() -> None:
+    """After a failed write to stdout (a full disk, a reader that went away), the bytes still
+    buffered would make Python print a second error on its way out; send them to /dev/null so
+    that the one-line message stays the only one."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="wrapcodec")
+    """Run the command line (``wrapcodec.__main__.main``, the console script, imports this
+    module and calls it, catching a Ctrl-C during the imports)."""
+    try:
+        cli(prog_name="wrapcodec")
+    finally:
+        _settle_stdout()

@@ -19,16 +19,15 @@ strings that ``pack`` can produce: anything else raises :class:`ContainerError`.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from wrapcodec.errors import ContainerError
+from wrapcodec.errors import ContainerError, InputError
+from wrapcodec.paths import OutputFile
 from wrapcodec.y4m import MAX_DIMENSION, ChromaTag  # header byte 10 stores the y4m siting tag
 
 MAGIC = b"WRPC"
@@ -607,43 +606,21 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
 
 
 def write_wrp(path: str | os.PathLike[str], header: WrpHeader, segments: Sequence[Segment]) -> None:
-    """Write a ``.wrp`` file atomically.
+    """Write a ``.wrp`` file, all or nothing where the destination allows it.
 
-    The bytes go to a temporary file in the destination directory (named ``"." + name`` +
-    random + ``".tmp"``), which is fsynced and then renamed over ``path``. On any exception,
-    KeyboardInterrupt included, the temporary file is removed and an existing ``path`` is left
-    untouched.
+    The rule is :func:`wrapcodec.paths.output_target`'s: a regular file (through a symlink, the
+    file it points to) gets the bytes in a temporary file beside it (``"." + name + "." +``
+    random ``+ ".tmp"``), fsynced and then renamed over it; on any exception, KeyboardInterrupt
+    included, the temporary file is removed and an existing file is left untouched. A device
+    or FIFO is written in place and ``-`` is standard output. Every write failure is a
+    :class:`ContainerError` ``cannot write PATH: reason``.
     """
     data = pack(header, segments)
-    target = os.fspath(path)
-    directory, name = os.path.split(target)
-    tmp = ""
     try:
-        fd = -1
-        for _ in range(100):
-            tmp = os.path.join(directory, f".{name}{secrets.token_hex(4)}.tmp")
-            try:
-                # 0o666 & ~umask, like an ordinary new file (mkstemp would force 0o600).
-                fd = os.open(
-                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-                )
-                break
-            except FileExistsError:
-                tmp = ""
-        if fd < 0:
-            raise ContainerError(f"cannot create a temporary file next to {target}")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        tmp = ""
-    except OSError as exc:
-        raise ContainerError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    finally:
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with OutputFile(path, sync=True) as out:
+            out.write(data)
+    except InputError as exc:
+        raise ContainerError(str(exc)) from exc.__cause__
 
 
 def read_wrp(path: str | os.PathLike[str]) -> tuple[WrpHeader, list[Segment]]:

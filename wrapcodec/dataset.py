@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from wrapcodec.errors import InputError
@@ -59,20 +59,38 @@ def _to8(x: np.ndarray) -> np.ndarray:
 
 
 def load_pictures(folder: Path, min_size: int = 0) -> list[Picture]:
-    """Every image in ``folder`` (sorted by name) as a :class:`Picture`."""
+    """Every image in ``folder`` (sorted by name) as a :class:`Picture`.
+
+    A file with an image suffix that PIL cannot read (corrupt, truncated, not an image) is
+    refused with an :class:`InputError` naming it, rather than skipped: a training set that
+    silently shrinks would change the results without a word."""
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     pictures = []
     for path in files:
-        with Image.open(path) as im:
-            pic = rgb_to_yuv420(np.asarray(im.convert("RGB")))
+        pic = _read_picture(path)
         if min(pic.height, pic.width) >= min_size:
             pictures.append(pic)
     if not pictures:
         raise InputError(f"{folder}: no images of at least {min_size}x{min_size} pixels")
     log.info("loaded %d pictures from %s", len(pictures), folder)
     return pictures
+
+
+def _read_picture(path: Path) -> Picture:
+    """One image file as a :class:`Picture`; an unreadable one is an :class:`InputError`."""
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    # UnidentifiedImageError and truncated files are OSErrors; some decoders raise the others.
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            reason = "not a known image format, or corrupt"
+        else:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read this image ({reason})") from exc
+    return rgb_to_yuv420(rgb)
 
 
 def to_tensors(pictures: list[Picture]) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,13 @@
-"""``wrapcodec decode`` and ``wrapcodec info``: read a .wrp file and rebuild the video."""
+"""``wrapcodec decode`` and ``wrapcodec info``: read a .wrp file and rebuild the video.
+
+Decoding checks every header field it can against what it finds: the codec id must name an
+installed backend whose decoder this ffmpeg has, a file without neural options must store no
+model bank id, and each segment's stream must decode to exactly its frame count of pictures
+at the coded bottleneck size and the header's ``bottleneck_bitdepth``, without changing
+format in mid-stream. A mismatch is one line naming the file and the segment, and leaves no
+output file. The source bit depth (header byte 9) cannot be checked: any value fits any
+stream, it only scales the output.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +17,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from wrapcodec import ffmpeg
-from wrapcodec.backend import Backend, backend_for_codec_id
+from wrapcodec.backend import Backend, backend_for_codec_id, backends
 from wrapcodec.bank import Bank, get_bank
-from wrapcodec.container import Segment, WrpHeader, overhead_bytes, read_wrp
-from wrapcodec.errors import ContainerError, InputError
+from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, read_wrp
+from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputError
 from wrapcodec.options import bottleneck_size, option
 from wrapcodec.pipeline import Layout, reconstruct
 from wrapcodec.rdo import kbps
@@ -107,21 +116,30 @@ def file_info(path: str) -> FileInfo:
     )
 
 
-def _check_segment(header: WrpHeader, segment: Segment, info: VideoInfo, bank: Bank) -> None:
+def _check_segment(input_path: str, segment: Segment, info: VideoInfo, bank: Bank) -> None:
+    """Refuse a segment whose option this bank lacks or whose bottleneck size is not the
+    option's on this source size."""
     opt = option(segment.option)
     bank.require(opt)
     expected = bottleneck_size(info.width, info.height, opt.ratio)
     got = (segment.bottleneck_width, segment.bottleneck_height)
     if got != expected:
         raise ContainerError(
-            f"segment at frame {segment.first_frame}: bottleneck {got[0]}x{got[1]} does not "
-            f"match option {opt.name} on {info.width}x{info.height} ({expected[0]}x{expected[1]})"
+            f"{input_path}: segment at frame {segment.first_frame}: bottleneck {got[0]}x{got[1]} "
+            f"does not match option {opt.name} on {info.width}x{info.height} "
+            f"({expected[0]}x{expected[1]})"
         )
 
 
 def check_bank(input_path: str, header: WrpHeader, segments: list[Segment], bank: Bank) -> None:
-    """Refuse a file whose neural options were made with other weights than ``bank``'s."""
+    """Refuse a file whose neural options were made with other weights than ``bank``'s, and
+    a file without neural options that names a model bank (such files store zeros)."""
     if not any(option(s.option).neural for s in segments):
+        if header.model_bank_id != NO_MODEL_BANK:
+            raise ContainerError(
+                f"{input_path}: model_bank_id is {header.model_bank_id.hex()}, but no segment "
+                "uses a neural option; files with direct and linear options only store zeros"
+            )
         return
     if header.model_bank_id != bank.id:
         raise InputError(
@@ -147,18 +165,51 @@ def _layout(
         raise ContainerError(f"{input_path}: segment {k}: {exc}") from None
 
 
+def decoding_backend(input_path: str, header: WrpHeader) -> Backend:
+    """The backend that decodes ``header``'s codec id, usable with this ffmpeg for decoding
+    (an ffmpeg without the codec's encoder still decodes its files)."""
+    try:
+        backend = backend_for_codec_id(header.codec_id)
+    except BackendError:
+        known = ", ".join(
+            f"{b.codec_id} {b.name}" for b in sorted(backends().values(), key=lambda b: b.codec_id)
+        )
+        raise BackendError(
+            f"{input_path}: no backend installed for codec id {header.codec_id} "
+            f"(installed: {known})"
+        ) from None
+    ffmpeg.require(backend, decode_only=True)
+    return backend
+
+
+def _where(input_path: str, k: int, segment: Segment, header: WrpHeader, backend: Backend) -> str:
+    """Names segment ``k`` of ``input_path`` and what its header says it holds."""
+    last = segment.first_frame + segment.frame_count - 1
+    return (
+        f"{input_path}: segment {k} (frames {segment.first_frame}-{last}, codec id "
+        f"{header.codec_id} = {backend.name}, bottleneck {segment.bottleneck_width}x"
+        f"{segment.bottleneck_height} at {header.bottleneck_bitdepth} bits)"
+    )
+
+
+def _in_segment(exc: FFmpegError, where: str) -> FFmpegError:
+    """``exc`` with ``where`` (file and segment) in front of its message, same stderr tail."""
+    located = FFmpegError(f"{where}: {exc}", exc.cmd)
+    located.stderr = exc.stderr
+    return located
+
+
 def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> WrpHeader:
     """Decode ``input_path`` (.wrp) to ``output_path`` (y4m, ``-`` for stdout), atomically.
 
     Neural options use the networks of ``bank`` (the shipped bank by default), which must be
     the bank the file was made with."""
     header, segments = read_wrp(input_path)
-    backend = backend_for_codec_id(header.codec_id)
-    ffmpeg.require(backend)
+    backend = decoding_backend(input_path, header)
     info = video_info(header)
     bank = bank or get_bank()
     for segment in segments:
-        _check_segment(header, segment, info, bank)
+        _check_segment(input_path, segment, info, bank)
     check_bank(input_path, header, segments, bank)
     # Every segment's networks, updates applied, before anything is written.
     layouts: list[Layout] = []
@@ -175,6 +226,9 @@ def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> 
         for k, (segment, layout) in enumerate(zip(segments, layouts, strict=True)):
             stream = Path(tmp) / f"segment{k}{backend.extension}"
             stream.write_bytes(segment.payload)
-            for frame in reconstruct(backend, stream, layout, segment.frame_count):
-                writer.write(frame)
+            try:
+                for frame in reconstruct(backend, stream, layout, segment.frame_count):
+                    writer.write(frame)
+            except FFmpegError as exc:
+                raise _in_segment(exc, _where(input_path, k, segment, header, backend)) from exc
     return header

@@ -2,17 +2,27 @@
 
 Command lines are built by pure functions (tested as argument lists) with ffmpeg-python kept
 behind this module; running them streams frames through pipes, captures stderr to a file
-(no pipe deadlock), and checks what came back: exit code, decoded frame count and frame size.
+(no pipe deadlock), and checks what came back: exit code, decoded frame count, frame size and
+bit depth.
+
+Decoding must finish on any input, a damaged or forged stream included: every wait on ffmpeg
+is bounded (:data:`STALL_TIMEOUT_S`, then ffmpeg is killed), its output pipe is closed before
+it is waited for, and every failure is an :class:`~wrapcodec.errors.FFmpegError` whose message
+is one line.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +32,16 @@ import ffmpeg as ffmpeg_python
 
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.errors import BackendError, FFmpegError, Y4MError
-from wrapcodec.y4m import Frame, Y4MReader
+from wrapcodec.y4m import Frame, VideoInfo, Y4MReader
 
 ENV_VAR = "WRAPCODEC_FFMPEG"
+
+STALL_TIMEOUT_S = 60.0
+"""Longest a decode waits on ffmpeg at a time (for its next picture, or for it to exit) before
+killing it. Time spent post-processing a picture while ffmpeg waits to write does not count."""
+
+_KILL_WAIT_S = 10.0
+"""How long to wait for a killed ffmpeg to be reaped before giving up on it."""
 
 
 def ffmpeg_exe() -> str:
@@ -57,10 +74,21 @@ class Capabilities:
     demuxers: frozenset[str]
 
 
+def _probe(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a short ffmpeg query, killed after :data:`STALL_TIMEOUT_S` (a binary that hangs
+    must not hang wrapcodec)."""
+    try:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=STALL_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        raise FFmpegError(
+            f"'{' '.join(cmd)}' did not answer in {STALL_TIMEOUT_S:g} s", cmd
+        ) from None
+
+
 def _list(exe: str, what: str) -> str:
-    proc = subprocess.run(
-        [exe, "-hide_banner", f"-{what}"], capture_output=True, text=True, check=False
-    )
+    proc = _probe([exe, "-hide_banner", f"-{what}"])
     if proc.returncode != 0:
         raise FFmpegError(f"'{exe} -{what}' failed", [exe, f"-{what}"], proc.stderr)
     return proc.stdout
@@ -82,9 +110,7 @@ def _names(listing: str, codec_table: bool) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=4)
 def _capabilities(exe: str) -> Capabilities:
-    version_out = subprocess.run(
-        [exe, "-hide_banner", "-version"], capture_output=True, text=True, check=False
-    ).stdout
+    version_out = _probe([exe, "-hide_banner", "-version"]).stdout
     match = re.search(r"ffmpeg version (\S+)", version_out)
     return Capabilities(
         exe=exe,
@@ -101,28 +127,30 @@ def capabilities() -> Capabilities:
     return _capabilities(ffmpeg_exe())
 
 
-def missing(backend: Backend) -> list[str]:
-    """What the configured ffmpeg lacks to run ``backend`` (empty when usable)."""
+def missing(backend: Backend, *, decode_only: bool = False) -> list[str]:
+    """What the configured ffmpeg lacks to run ``backend`` (empty when usable).
+
+    With ``decode_only`` only what decoding a .wrp needs is checked (decoder and demuxer), so
+    an ffmpeg that can decode but not encode a codec still decodes its files."""
     caps = capabilities()
-    lacks = []
-    if backend.encoder not in caps.encoders:
-        lacks.append(f"encoder {backend.encoder}")
-    if backend.decoder not in caps.decoders:
-        lacks.append(f"decoder {backend.decoder}")
-    if backend.stream_format not in caps.muxers:
-        lacks.append(f"muxer {backend.stream_format}")
-    if backend.stream_format not in caps.demuxers:
-        lacks.append(f"demuxer {backend.stream_format}")
-    return lacks
+    have = {
+        "encoder": caps.encoders,
+        "decoder": caps.decoders,
+        "muxer": caps.muxers,
+        "demuxer": caps.demuxers,
+    }
+    needs = backend.ffmpeg_needs(decode_only=decode_only)
+    return [f"{kind} {name}" for kind, name in needs if name not in have[kind]]
 
 
-def require(backend: Backend) -> None:
-    """Raise :class:`BackendError` naming what this ffmpeg lacks for ``backend``."""
-    lacks = missing(backend)
+def require(backend: Backend, *, decode_only: bool = False) -> None:
+    """Raise :class:`BackendError` naming what this ffmpeg lacks for ``backend`` (to decode
+    only, with ``decode_only``)."""
+    lacks = missing(backend, decode_only=decode_only)
     if lacks:
         raise BackendError(
-            f"backend {backend.name} cannot run: this ffmpeg ({ffmpeg_exe()}) has no "
-            + ", ".join(lacks)
+            f"backend {backend.name} cannot {'decode' if decode_only else 'run'}: this ffmpeg "
+            f"({ffmpeg_exe()}) has no " + ", ".join(lacks)
         )
 
 
@@ -161,17 +189,76 @@ def encode_args(
 
 
 def decode_args(exe: str, backend: Backend, in_path: str, bitdepth: int) -> list[str]:
-    """ffmpeg command that decodes an Annex B stream to y4m on stdout (size is in its header)."""
+    """ffmpeg command that decodes an Annex B stream to y4m on stdout.
+
+    The pictures keep the stream's own pixel format (no ``-pix_fmt``), so the y4m header
+    states the bit depth and size the stream really has and :func:`decode` can refuse a
+    stream that does not match its .wrp header instead of converting it silently
+    (``bitdepth``, the expected depth, is checked there, not passed to ffmpeg). A size change
+    in mid-stream is an ffmpeg error (``-noautoscale``); a pixel-format change is logged at
+    ``info`` level ("Reconfiguring filter graph") and refused by :func:`decode`.
+    """
+    del bitdepth  # checked against the output, never converted to
     stream = ffmpeg_python.input(in_path, format=backend.stream_format, vcodec=backend.decoder)
-    stream = ffmpeg_python.output(
-        stream, "pipe:", format="yuv4mpegpipe", pix_fmt=pix_fmt(bitdepth), strict="-1"
-    )
-    return [exe, "-hide_banner", "-nostdin", "-nostats", *ffmpeg_python.get_args(stream)]
+    stream = ffmpeg_python.output(stream, "pipe:", format="yuv4mpegpipe", strict="-1")
+    args: list[str] = ffmpeg_python.get_args(stream)
+    args.insert(args.index("pipe:"), "-noautoscale")
+    return [exe, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
+
+
+# ffmpeg's own error for "more frames failed to decode than -max_error_rate allows" (the
+# FFERRTAG 'ERED' of fftools), which it prints as a bare number.
+_ERROR_NUMBERS = {
+    "-1145393733": "too many pictures failed to decode",
+}
+_ADDRESS = re.compile(r"\[[^\[\]]* @ 0x[0-9a-f]+\] ?")
+# Lines that say nothing to a user. Muxing to the pipe fails only when we closed it, having
+# seen enough, or after a change in mid-stream that decode() names itself.
+_NOISE = re.compile(
+    r"Mjpegtools will not work|Terminating thread with return code|muxing overhead|^frame="
+    r"|Broken pipe|^Conversion failed!$|Error muxing a packet"
+    r"|Error submitting a packet to the muxer"
+)
+# ffmpeg 7+: "Reconfiguring filter graph because video parameters changed to yuv420p10le(tv),
+# 192x108"; ffmpeg 3: "Input stream #0:0 frame changed from size:192x108 fmt:yuv420p to
+# size:96x54 fmt:yuv420p".
+_RECONFIGURED = re.compile(
+    r"video parameters changed to (?P<fmt>\w+).*?(?P<size>\d+x\d+)"
+    r"|frame changed from size:\S+ fmt:\S+ to size:(?P<size3>\d+x\d+) fmt:(?P<fmt3>\w+)"
+)
+
+
+def _clean_stderr(text: str) -> str:
+    """ffmpeg's log without what says nothing to a user (addresses, thread bookkeeping, the
+    y4m "non standard" warning), with its bare error numbers spelled out."""
+    lines = []
+    for line in text.splitlines():
+        line = _ADDRESS.sub("", line).strip()
+        if not line or _NOISE.search(line):
+            continue
+        for number, meaning in _ERROR_NUMBERS.items():
+            line = line.replace(f"Error number {number} occurred", meaning)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _read_log(handle: IO[bytes]) -> tuple[str, str]:
+    """ffmpeg's stderr (captured in ``handle``): its tail cleaned for a user, and the first
+    change of format in mid-stream it reports, as "yuv420p10le 192x108" ('' if none). The
+    whole log is scanned for the change, which a long tail of decoding errors may follow."""
+    handle.seek(0)
+    change = ""
+    tail: collections.deque[bytes] = collections.deque(maxlen=400)
+    for line in handle:
+        if not change and (found := _RECONFIGURED.search(line.decode("utf-8", "replace"))):
+            change = f"{found['fmt'] or found['fmt3']} {found['size'] or found['size3']}"
+        tail.append(line)
+    return _clean_stderr(b"".join(tail).decode("utf-8", "replace"))[-8192:], change
 
 
 def _stderr_text(handle: IO[bytes]) -> str:
-    handle.seek(0)
-    return handle.read()[-8192:].decode("utf-8", "replace")
+    """The tail of ffmpeg's stderr (captured in ``handle``), cleaned for a user."""
+    return _read_log(handle)[0]
 
 
 def _frame_bytes(frame: Frame, bitdepth: int) -> bytes:
@@ -220,6 +307,107 @@ def encode(
     return count
 
 
+class _Watchdog:
+    """Kills ``proc`` when it keeps its reader waiting more than ``limit`` seconds at a time.
+
+    The reader marks its waits with :meth:`waiting`; time between them (the caller working on
+    a picture while ffmpeg blocks on a full pipe) does not count. A thread, not ``select``, so
+    that it works on any platform and around any read.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], limit: float) -> None:
+        self.limit = limit
+        self.fired = False
+        self._proc = proc
+        self._since: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ffmpeg-watchdog", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count the time spent inside this block against ``limit``."""
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self) -> None:
+        tick = min(0.25, self.limit / 4)
+        while not self._done.wait(tick):
+            since = self._since
+            if since is not None and time.monotonic() - since > self.limit:
+                self.fired = True
+                with contextlib.suppress(OSError):
+                    self._proc.kill()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _finish(proc: subprocess.Popen[bytes], dog: _Watchdog) -> int:
+    """Close ffmpeg's output pipe, then wait (bounded) for it to exit; its exit code.
+
+    Closing first matters: an ffmpeg blocked writing to a pipe nobody reads never exits, and
+    it ignores SIGTERM while blocked. A closed pipe makes its write fail, so it ends."""
+    if proc.stdout is not None:
+        with contextlib.suppress(OSError):
+            proc.stdout.close()
+    with dog.waiting():
+        try:
+            return proc.wait(timeout=dog.limit)
+        except subprocess.TimeoutExpired:
+            dog.fired = True
+    _kill(proc)
+    return proc.returncode if proc.returncode is not None else -9
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` if it still runs and reap it, waiting at most :data:`_KILL_WAIT_S`."""
+    if proc.stdout is not None:
+        with contextlib.suppress(OSError):
+            proc.stdout.close()
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=_KILL_WAIT_S)
+
+
+def _header_problem(decoder: str, info: VideoInfo, width: int, height: int, depth: int) -> str:
+    """What makes the decoded stream's y4m header differ from what was coded ('' if nothing)."""
+    if (info.width, info.height) != (width, height):
+        return f"{decoder} decoded {info.width}x{info.height} frames, expected {width}x{height}"
+    if info.bitdepth != depth:
+        return f"{decoder} decoded {info.bitdepth}-bit frames, expected {depth}-bit"
+    return ""
+
+
+def _verdict(decoder: str, got: int, frame_count: int, rc: int, change: str, unusable: str) -> str:
+    """What is wrong with a decode that gave ``got`` frames and exit code ``rc`` ('' if
+    nothing). A ``change`` of format or size in mid-stream comes first, as the cause of
+    whatever failed after it; then ``unusable``, why the output could not be read to its end."""
+    if change:
+        return f"{decoder} stream changes format in mid-stream (to {change})"
+    if unusable:
+        return unusable
+    if got == 0:
+        return (
+            f"{decoder} decoded no frame (exit {rc}): the payload is not a {decoder} stream "
+            "or is damaged"
+        )
+    if got > frame_count:
+        return f"{decoder} decoded more than {frame_count} frames, expected {frame_count}"
+    if rc != 0:
+        return f"{decoder} failed (exit {rc}) after {got} of {frame_count} frames"
+    if got < frame_count:
+        return f"{decoder} decoded {got} frames, expected {frame_count}"
+    return ""
+
+
 def decode(
     backend: Backend,
     stream_path: Path,
@@ -227,48 +415,55 @@ def decode(
     height: int,
     bitdepth: int,
     frame_count: int,
+    *,
+    stall_timeout: float = STALL_TIMEOUT_S,
 ) -> Iterator[Frame]:
-    """Decode ``stream_path`` frame by frame, checking size and count against what was coded."""
+    """Decode ``stream_path`` frame by frame, checking it against what was coded.
+
+    The stream must decode to exactly ``frame_count`` 4:2:0 frames of ``width``×``height``
+    at ``bitdepth`` bits, without changing format mid-stream; anything else raises
+    :class:`FFmpegError` (one line) instead of being converted. The decode always ends: ffmpeg
+    is killed when it keeps us waiting more than ``stall_timeout`` seconds at a time, and when
+    the caller stops early. The last frame is yielded before the final checks (count, exit
+    code), so a caller must consume the iterator to the end before trusting its output.
+    """
     cmd = decode_args(ffmpeg_exe(), backend, str(stream_path), bitdepth)
+    name = backend.decoder
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        dog = _Watchdog(proc, stall_timeout)
+        got = 0
+        problem = ""  # the y4m header shows a stream other than the one coded
+        unusable = ""  # the output broke off or holds what wrapcodec cannot take
         try:
             assert proc.stdout is not None
-            got = 0
             try:
-                reader = Y4MReader(proc.stdout)
-                if (reader.info.width, reader.info.height) != (width, height):
-                    raise FFmpegError(
-                        f"{backend.decoder} decoded {reader.info.width}x{reader.info.height}, "
-                        f"expected {width}x{height}",
-                        cmd,
-                        _stderr_text(err),
-                    )
-                for frame in reader:
-                    got += 1
-                    if got > frame_count:
+                with dog.waiting():
+                    reader = Y4MReader(proc.stdout)
+                problem = _header_problem(name, reader.info, width, height, bitdepth)
+                frames = iter(() if problem else reader)
+                while got <= frame_count:
+                    with dog.waiting():
+                        frame = next(frames, None)
+                    if frame is None:
                         break
-                    yield frame
+                    got += 1
+                    if got <= frame_count:
+                        yield frame
             except Y4MError as exc:
-                proc.wait()
-                raise FFmpegError(
-                    f"{backend.decoder} output unreadable: {exc}", cmd, _stderr_text(err)
-                ) from exc
-            proc.stdout.close()
-            rc = proc.wait()
+                # No y4m at all is no frame, which the verdict reports with the exit code.
+                if not (got == 0 and str(exc).endswith("empty file")):
+                    unusable = f"{name} output unusable after {got} frames: {exc}"
+            rc = _finish(proc, dog)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if rc != 0 and got <= frame_count:
-            raise FFmpegError(f"{backend.decoder} failed (exit {rc})", cmd, _stderr_text(err))
-        if got != frame_count:
-            raise FFmpegError(
-                f"{backend.decoder} decoded {'more than ' if got > frame_count else ''}"
-                f"{min(got, frame_count)} frames, expected {frame_count}",
-                cmd,
-                _stderr_text(err),
-            )
+            dog.stop()
+            _kill(proc)
+        stderr, change = _read_log(err)
+        if dog.fired:
+            problem = f"{name} stalled (no output for {stall_timeout:g} s) after {got} frames"
+        problem = problem or _verdict(name, got, frame_count, rc, change, unusable)
+        if problem:
+            raise FFmpegError(problem, cmd, stderr)
 
 
 def encoder_version(backend: Backend) -> str:

@@ -101,27 +101,33 @@ def parse_options(
     text: str, has_model: Callable[[Option], bool] = no_models, where: str = "the model bank"
 ) -> list[Option]:
     """Parse ``--options``: comma-separated codes or names (``all`` = every option usable
-    here: the linear ones and the neural ones ``has_model`` accepts)."""
+    here: the linear ones and the neural ones ``has_model`` accepts).
+
+    An empty entry (``0,,9``, a trailing comma) or an option given twice (``0,0``,
+    ``0,direct``) is refused: it is more likely a typo than what was meant."""
     if text.strip() == "all":
         return [o for o in OPTIONS.values() if not o.neural or has_model(o)]
     if text.strip() == "linear":
         return [OPTIONS[c] for c in LINEAR_CODES]
+    if not text.strip():
+        raise OptionError("no option given")
     by_name = {opt.name: opt for opt in OPTIONS.values()}
     chosen: list[Option] = []
-    for item in (part.strip() for part in text.split(",")):
+    for position, item in enumerate((part.strip() for part in text.split(",")), start=1):
         if not item:
-            continue
+            raise OptionError(f"--options {text!r}: entry {position} is empty")
         if item.isdigit():
             opt = option(int(item))
         elif item in by_name:
             opt = by_name[item]
         else:
             raise OptionError(f"unknown option {item!r} (codes 0–14 or names like lanczos-1/2)")
+        if opt in chosen:
+            raise OptionError(
+                f"--options {text!r}: option {int(opt.code)} ({opt.name}) is given twice"
+            )
         require_available(opt, has_model, where)
-        if opt not in chosen:
-            chosen.append(opt)
-    if not chosen:
-        raise OptionError("no option given")
+        chosen.append(opt)
     return chosen
 
 

@@ -40,7 +40,7 @@ from wrapcodec.bank import Bank
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
 from wrapcodec.errors import InputError
 from wrapcodec.options import OPTIONS, Option, bottleneck_size, skip_reason
-from wrapcodec.paths import spool_stdin
+from wrapcodec.paths import STDIO, display_name, spool_stdin
 from wrapcodec.pipeline import Coded, Layout, adapt_and_measure, code_and_measure, measure
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
 
@@ -298,23 +298,31 @@ def encode_file(
 
     Neural options take their networks from ``bank``; its id goes into the header when the
     file uses one. With ``adapt`` (steps > 0) each neural candidate is also tried with its
-    post-processor fitted to the segment."""
+    post-processor fitted to the segment.
+
+    The arguments are checked before anything is coded. ``input_path`` ``-`` is standard input,
+    spooled to a temporary file and fully read and validated up front, so that messages about
+    it say "standard input" rather than the spool's name."""
+    if bitrate_kbps is not None and not (math.isfinite(bitrate_kbps) and bitrate_kbps > 0):
+        raise InputError(f"--bitrate {bitrate_kbps:g}: must be a positive, finite number of kbps")
+    if segment_frames is not None and segment_frames < 1:
+        raise InputError("--segment-frames must be at least 1")
+    if adapt is not None and adapt.steps < 0:
+        raise InputError("--adapt-steps must be 0 or more")
     progress = progress or _Silent()
     backend.validate(settings)
     ffmpeg.require(backend)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
         workdir = Path(tmp)
-        source = spool_stdin(workdir / "input.y4m") if input_path == "-" else Path(input_path)
-        info = read_info(source)
-        frames = count_frames(source)
+        stdin = input_path == STDIO
+        name = display_name(input_path)
+        source = spool_stdin(workdir / "input.y4m") if stdin else Path(input_path)
+        info = read_info(source, name=name)
+        frames = count_frames(source, name=name, validate=stdin)
         if frames == 0:
-            raise InputError(f"{input_path}: no frames")
-        if segment_frames is not None and segment_frames < 1:
-            raise InputError("--segment-frames must be at least 1")
+            raise InputError(f"{name}: no frames")
         ranges = _segments(frames, segment_frames)
-        if adapt is not None and adapt.steps < 0:
-            raise InputError("--adapt-steps must be 0 or more")
         job = _Job(
             backend,
             settings,
@@ -327,7 +335,7 @@ def encode_file(
         )
         usable = [o for o in options if skip_reason(o, info.width, info.height) is None]
         if not usable:
-            raise InputError(f"{input_path}: no option is usable at {info.width}x{info.height}")
+            raise InputError(f"{name}: no option is usable at {info.width}x{info.height}")
         steps = len(usable) * (math.ceil(math.log2(backend.qp_range[1] + 2)) if bitrate_kbps else 1)
         progress.start(steps * len(ranges))
 

@@ -10,31 +10,37 @@ Reading streams: one frame buffer is allocated (lazily, after the first ``FRAME`
 reused, so memory does not grow with the number of frames. Samples are returned as ``uint16``
 planes whatever the bit depth, so downstream code has one dtype to handle.
 
-Writing is atomic for regular files: data goes to a hidden temporary file in the destination
-directory, which replaces the destination only when :meth:`Y4MWriter.close` succeeds. A failed
-or aborted write leaves an existing destination untouched and no temporary file behind.
+Header tags: W, H and F are required (the frame rate goes into the ``.wrp`` header and every
+bit rate, so none is assumed); I, A and C default to progressive, 1:1 and ``C420jpeg``. A tag
+given twice is refused, since which one wins is not defined. ``XCOLORRANGE=FULL|LIMITED`` is
+kept in :attr:`VideoInfo.color_range` and written back; other X parameters are ignored, as the
+format allows.
+
+Writing follows :mod:`wrapcodec.paths`: a regular file is written to a hidden temporary file
+beside it, which replaces it only when :meth:`Y4MWriter.close` succeeds, so a failed or
+aborted write leaves an existing destination untouched and no temporary file behind; a device
+or FIFO is written in place, ``-`` is standard output. A failed write (a full disk, a reader
+that went away) is an :class:`~wrapcodec.errors.InputError` ``cannot write NAME: reason``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import os
 import re
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
 from types import TracebackType
-from typing import IO, NamedTuple, cast
+from typing import IO, Literal, NamedTuple, cast
 
 import numpy as np
 
 from wrapcodec.errors import InputError, Y4MError
+from wrapcodec.paths import STDIO, OutputFile, display_name
 
 __all__ = [
     "MAX_DIMENSION",
@@ -57,7 +63,11 @@ MAX_HEADER_BYTES = 1024
 """Stream and frame header lines must end with a newline within this many bytes."""
 
 FRAME_MARKER = b"FRAME"
-STDIO_NAME = "-"
+STDIO_NAME = STDIO
+
+ColorRange = Literal["FULL", "LIMITED"]
+COLOR_RANGES: tuple[ColorRange, ...] = ("FULL", "LIMITED")
+_COLOR_RANGE_KEY = b"XCOLORRANGE"
 
 BinaryStream = io.BufferedIOBase
 """Type of the streams read: buffered binary files, and standard input's buffer."""
@@ -102,7 +112,8 @@ class VideoInfo:
     """Stream-level properties of a 4:2:0 y4m video.
 
     ``aspect_num:aspect_den`` is the pixel aspect ratio; ``0:0`` means unknown and is kept as
-    such. Construction validates every field and raises :class:`Y4MError` if one is unusable.
+    such. ``color_range`` is the ``XCOLORRANGE`` the file carried (None: not said). Construction
+    validates every field and raises :class:`Y4MError` if one is unusable.
     """
 
     width: int
@@ -113,6 +124,7 @@ class VideoInfo:
     aspect_num: int = 1
     aspect_den: int = 1
     chroma: ChromaTag = ChromaTag.C420JPEG
+    color_range: ColorRange | None = None
 
     def __post_init__(self) -> None:
         """Reject values that cannot describe a y4m stream wrapcodec can process."""
@@ -131,6 +143,8 @@ class VideoInfo:
             )
         if not isinstance(self.chroma, ChromaTag):
             raise Y4MError(f"bad chroma tag {self.chroma!r}")
+        if self.color_range is not None and self.color_range not in COLOR_RANGES:
+            raise Y4MError(f"bad colour range {self.color_range!r} (FULL or LIMITED)")
 
     @property
     def chroma_width(self) -> int:
@@ -189,14 +203,15 @@ def format_header(info: VideoInfo) -> bytes:
     """The y4m stream header line (newline included) describing ``info``.
 
     10-bit streams are written as ``C420p10``, which carries no siting, whatever
-    ``info.chroma`` says.
+    ``info.chroma`` says. A known colour range is written as ``XCOLORRANGE``, as ffmpeg does.
     """
     chroma = _HEADER_10BIT_CHROMA if info.bitdepth == 10 else _CHROMA_HEADER[info.chroma]
     fields = (
         f"W{info.width} H{info.height} F{info.fps_num}:{info.fps_den} Ip "
         f"A{info.aspect_num}:{info.aspect_den} "
     )
-    return MAGIC + b" " + fields.encode("ascii") + chroma + b"\n"
+    extra = b"" if info.color_range is None else b" XCOLORRANGE=" + info.color_range.encode()
+    return MAGIC + b" " + fields.encode("ascii") + chroma + extra + b"\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,16 +262,37 @@ def _parse_chroma(tag: bytes, where: str) -> tuple[int, ChromaTag]:
     return parsed
 
 
+def _tag_key(tag: bytes) -> bytes:
+    """What identifies a header tag for the duplicate check: its letter, or for an X
+    parameter its name (``XCOLORRANGE``); b"" for tags that are ignored."""
+    key = tag[:1]
+    if key == b"X":
+        return tag.partition(b"=")[0]
+    return key if key in b"WHFIAC" else b""
+
+
+def _parse_color_range(tag: bytes) -> ColorRange | None:
+    """``XCOLORRANGE=FULL`` or ``=LIMITED``; another value is ignored, as ffmpeg does."""
+    value = tag.partition(b"=")[2].decode("ascii", errors="replace")
+    return next((r for r in COLOR_RANGES if r == value), None)
+
+
 def _parse_header_line(line: bytes, where: str) -> VideoInfo:
     """Turn a complete header line (without its newline) into a :class:`VideoInfo`."""
     if line[len(MAGIC) : len(MAGIC) + 1] not in (b" ", b""):
         raise Y4MError(f"{where}: not a y4m file (bad signature)")
     width = height = None
-    fps = (25, 1)
+    fps: tuple[int, int] | None = None
     aspect = (1, 1)
     bitdepth, chroma = 8, ChromaTag.C420JPEG
+    color_range: ColorRange | None = None
+    seen: set[bytes] = set()
     for tag in line[len(MAGIC) :].split(b" "):
-        key = tag[:1]
+        key = _tag_key(tag)
+        if key in seen:
+            raise Y4MError(f"{where}: y4m header gives the {_show(key)} tag twice")
+        if key:
+            seen.add(key)
         if key == b"W":
             width = _parse_dimension("width", tag, where)
         elif key == b"H":
@@ -273,11 +309,17 @@ def _parse_header_line(line: bytes, where: str) -> VideoInfo:
             _parse_interlace(tag, where)
         elif key == b"C":
             bitdepth, chroma = _parse_chroma(tag, where)
-        # X parameters, empty tokens and unknown tags are ignored, as the format allows.
+        elif key == _COLOR_RANGE_KEY:
+            color_range = _parse_color_range(tag)
+        # Other X parameters, empty tokens and unknown tags are ignored, as the format allows.
     if width is None or height is None:
         missing = "W (width)" if width is None else "H (height)"
         raise Y4MError(f"{where}: y4m header has no {missing} tag")
-    return VideoInfo(width, height, bitdepth, fps[0], fps[1], aspect[0], aspect[1], chroma)
+    if fps is None:
+        raise Y4MError(f"{where}: y4m header has no F (frame rate) tag")
+    return VideoInfo(
+        width, height, bitdepth, fps[0], fps[1], aspect[0], aspect[1], chroma, color_range
+    )
 
 
 def _read_header(stream: BinaryStream, where: str) -> tuple[VideoInfo, int]:
@@ -300,11 +342,10 @@ def _read_header(stream: BinaryStream, where: str) -> tuple[VideoInfo, int]:
 
 
 def _display_name(path: str | os.PathLike[str] | IO[bytes]) -> str:
-    """How a path is named in messages (stdin shows as ``<stdin>``)."""
+    """How an input is named in messages (``-`` shows as "standard input")."""
     if not isinstance(path, (str, os.PathLike)):
         return "<pipe>"
-    text = os.fspath(path)
-    return "<stdin>" if text == STDIO_NAME else text
+    return display_name(path)
 
 
 def _open_input(path: str | os.PathLike[str] | IO[bytes]) -> tuple[BinaryStream, bool]:
@@ -342,10 +383,13 @@ class Y4MReader:
 
     info: VideoInfo
 
-    def __init__(self, path: str | os.PathLike[str] | IO[bytes]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | IO[bytes], *, name: str | None = None
+    ) -> None:
         """Open ``path`` (``"-"`` for standard input, or an open binary stream) and parse its
-        header."""
-        self.name = _display_name(path)
+        header; ``name`` is what messages call it (default: the path), e.g. "standard input"
+        for a spooled copy of stdin."""
+        self.name = name or _display_name(path)
         self._stream, self._owned = _open_input(path)
         self._size = _regular_file_size(self._stream)
         self._buffer: np.ndarray | None = None
@@ -379,13 +423,19 @@ class Y4MReader:
             self._owned = False
             self._stream.close()
 
-    def count_remaining(self) -> int:
+    def count_remaining(self, validate: bool = False) -> int:
         """Consume the rest of the stream, counting frames without decoding pixels.
 
         On a regular file the frame data is seeked over; otherwise it is read and discarded.
+        With ``validate`` every frame is read and decoded, so that a 10-bit sample out of range
+        is found now rather than by a later reader.
         """
         count = 0
         while self._read_frame_marker():
+            if validate:
+                self._decode(self._fill_buffer())
+                count += 1
+                continue
             if self._size is None:
                 self._fill_buffer()
             else:
@@ -480,9 +530,9 @@ def _split_planes(samples: np.ndarray, info: VideoInfo) -> Frame:
     return Frame(y, u, v)
 
 
-def read_info(path: str | os.PathLike[str]) -> VideoInfo:
-    """Parse only the header of a y4m file."""
-    with Y4MReader(path) as reader:
+def read_info(path: str | os.PathLike[str], *, name: str | None = None) -> VideoInfo:
+    """Parse only the header of a y4m file (``name``: what messages call it)."""
+    with Y4MReader(path, name=name) as reader:
         return reader.info
 
 
@@ -492,18 +542,20 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
         yield from reader
 
 
-def count_frames(path: str | os.PathLike[str]) -> int:
+def count_frames(
+    path: str | os.PathLike[str], *, name: str | None = None, validate: bool = False
+) -> int:
     """Number of frames in a y4m file, without decoding any pixels.
 
     For a regular file each ``FRAME`` line is read and the data after it seeked over, the file
     size telling whether the last frame is complete: one small read per frame. FRAME lines may
     carry parameters, which is why the count is not derived from the file size alone. Standard
     input and pipes are read through. Malformed or truncated streams raise the same
-    :class:`Y4MError` as the reader (the 10-bit range check, which needs the pixels, is not
-    made).
+    :class:`Y4MError` as the reader (the 10-bit range check, which needs the pixels, is made
+    only with ``validate``). ``name`` is what messages call the file.
     """
-    with Y4MReader(path) as reader:
-        return reader.count_remaining()
+    with Y4MReader(path, name=name) as reader:
+        return reader.count_remaining(validate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,59 +563,28 @@ def count_frames(path: str | os.PathLike[str]) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _current_umask() -> int:
-    """The process umask, so the renamed file gets the usual permissions, not the temp 0600.
-
-    Read from /proc where possible: the portable ``os.umask`` round trip briefly sets the
-    umask to 0 for the whole process, which could race with other threads creating files.
-    """
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
-
-
 class Y4MWriter:
-    """Writes a 4:2:0 y4m file frame by frame; atomic for regular files.
+    """Writes a 4:2:0 y4m file frame by frame, by the rule of :mod:`wrapcodec.paths`.
 
-    Data goes to ``.<name>.<random>.tmp`` next to the destination and is renamed onto it by
-    :meth:`close`. Leaving a ``with`` block through an exception calls :meth:`abort` instead,
-    which deletes the temporary file and leaves any existing destination untouched. ``"-"``
-    writes straight to standard output (not atomic, and never closed).
+    A regular file (or a new one; through a symlink, the file it points to) is written to
+    ``.<name>.<random>.tmp`` beside it and renamed onto it by :meth:`close`; leaving a ``with``
+    block through an exception calls :meth:`abort` instead, which deletes the temporary file and
+    leaves any existing destination untouched. A device or FIFO is written in place, and
+    ``"-"`` is standard output (flushed, never closed). A failed write is an
+    :class:`InputError` ``cannot write NAME: reason``.
     """
 
     def __init__(self, path: str | os.PathLike[str], info: VideoInfo) -> None:
-        """Create the temporary output and write the stream header."""
+        """Open the output and write the stream header."""
         self.info = info
-        self.name = _display_name(path)
-        self._dest: Path | None = None
-        self._tmp: Path | None = None
+        self.name = display_name(path, output=True)
         self._closed = False
-        self._stream: IO[bytes]
-        if os.fspath(path) == STDIO_NAME:
-            self._stream = sys.stdout.buffer
-        else:
-            self._dest = Path(path)
-            self._stream = self._create_temp(self._dest)
+        self._out = OutputFile(path)
         try:
-            self._stream.write(format_header(info))
+            self._out.write(format_header(info))
         except BaseException:
             self.abort()
             raise
-
-    def _create_temp(self, dest: Path) -> IO[bytes]:
-        """Open the hidden temporary file in the destination's directory."""
-        try:
-            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in close()/abort()
-                dir=dest.parent, prefix="." + dest.name + ".", suffix=".tmp", delete=False
-            )
-        except OSError as exc:
-            raise InputError(f"{self.name}: cannot create output: {exc.strerror or exc}") from exc
-        self._tmp = Path(handle.name)
-        return handle
 
     def __enter__(self) -> Y4MWriter:
         return self
@@ -580,7 +601,8 @@ class Y4MWriter:
             self.abort()
 
     def write(self, frame: Frame) -> None:
-        """Append one frame; raises :class:`Y4MError` on a wrong shape, dtype or value range."""
+        """Append one frame; raises :class:`Y4MError` on a wrong shape, dtype or value range
+        and :class:`InputError` when the output cannot take it."""
         if self._closed:
             raise ValueError(f"{self.name}: write to a closed Y4MWriter")
         info = self.info
@@ -593,44 +615,21 @@ class Y4MWriter:
             _check_plane(name, np.asarray(plane), shape, info, self.name)
             for name, plane, shape in zip("yuv", frame, shapes, strict=True)
         ]
-        self._stream.write(FRAME_MARKER + b"\n")
+        self._out.write(FRAME_MARKER + b"\n")
         for plane in planes:
-            self._stream.write(plane.tobytes())
+            self._out.write(plane.tobytes())
 
     def close(self) -> None:
-        """Finish the file: flush, then rename the temporary file onto the destination."""
+        """Finish the file: flush, then move it into place."""
         if self._closed:
             return
         self._closed = True
-        if self._tmp is None or self._dest is None:
-            self._stream.flush()
-            return
-        try:
-            self._stream.close()
-            os.chmod(self._tmp, 0o666 & ~_current_umask())
-            os.replace(self._tmp, self._dest)
-        except BaseException:
-            self._discard_temp()
-            raise
-        self._tmp = None
+        self._out.commit()
 
     def abort(self) -> None:
         """Give up: delete the temporary file, leaving no trace and the destination untouched."""
         self._closed = True
-        if self._tmp is None:
-            with contextlib.suppress(OSError, ValueError):
-                self._stream.flush()
-            return
-        with contextlib.suppress(OSError):
-            self._stream.close()
-        self._discard_temp()
-
-    def _discard_temp(self) -> None:
-        """Remove the temporary file if it still exists."""
-        if self._tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._tmp.unlink()
-            self._tmp = None
+        self._out.abort()
 
 
 def _check_plane(
