@@ -589,7 +589,28 @@ def test_header_size_and_flags() -> None:
     _raises(_recrc(data), "header_size 40 at offset 6")
     data = _example()
     data[5] = 0x80
-    _raises(_recrc(data), "reserved flags 0x80 at offset 5 must be 0")
+    _raises(_recrc(data), "reserved flags 0x80 at offset 5 (version 1: all 0)")
+    data[5] = 0x01  # a colour range, which version 1 does not define
+    _raises(_recrc(data), "reserved flags 0x01 at offset 5 (version 1: all 0)")
+
+
+@pytest.mark.parametrize(("color_range", "code"), [(None, 0), ("LIMITED", 1), ("FULL", 2)])
+def test_colour_range_in_version_2_flags(color_range: str | None, code: int) -> None:
+    header = WrpHeader(**{**EXAMPLE_HEADER_V2.__dict__, "color_range": color_range})
+    data = pack(header, EXAMPLE_SEGMENTS_V2)
+    assert data[5] == code
+    assert unpack(data) == (header, EXAMPLE_SEGMENTS_V2)
+
+
+def test_colour_range_checks() -> None:
+    with pytest.raises(ContainerError, match="version 1 files carry no colour range"):
+        pack(WrpHeader(**{**EXAMPLE_HEADER.__dict__, "color_range": "FULL"}), EXAMPLE_SEGMENTS)
+    with pytest.raises(ContainerError, match="is not FULL, LIMITED or None"):
+        pack(WrpHeader(**{**EXAMPLE_HEADER_V2.__dict__, "color_range": "PC"}), EXAMPLE_SEGMENTS_V2)
+    for flags in (0x03, 0x04, 0x80):
+        data = _example_v2()
+        data[5] = flags
+        _raises(_recrc(data), f"reserved flags 0x{flags:02x} at offset 5 (version 2: bits 1-0")
 
 
 def test_zero_segments() -> None:

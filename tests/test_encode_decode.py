@@ -245,3 +245,24 @@ def test_demo(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "chosen: option" in result.stdout
     assert (tmp_path / "demo.wrp").exists() and (tmp_path / "demo.y4m").exists()
+
+
+def test_colour_range_survives_encode_and_decode(
+    runner: CliRunner, tmp_path: Path, clip8: Path
+) -> None:
+    """A source's XCOLORRANGE goes into the .wrp header and back into the decoded y4m."""
+    from dataclasses import replace
+
+    from wrapcodec.y4m import Y4MWriter, iter_frames, read_info
+
+    src = tmp_path / "limited.y4m"
+    with Y4MWriter(src, replace(read_info(clip8), color_range="LIMITED")) as writer:
+        for frame in iter_frames(clip8):
+            writer.write(frame)
+    wrp, out = tmp_path / "l.wrp", tmp_path / "l.y4m"
+    encode(runner, src, wrp, "--codec", "x264", "--qp", "30", "--options", "0,9")
+    info = json.loads(runner.invoke(cli, ["info", str(wrp), "--json"]).stdout)
+    assert info["color_range"] == "LIMITED"
+    decode(runner, wrp, out)
+    assert b"XCOLORRANGE=LIMITED" in out.read_bytes().split(b"\n", 1)[0]
+    assert read_info(out).color_range == "LIMITED"

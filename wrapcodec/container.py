@@ -28,7 +28,11 @@ from enum import IntEnum
 
 from wrapcodec.errors import ContainerError, InputError
 from wrapcodec.paths import OutputFile
-from wrapcodec.y4m import MAX_DIMENSION, ChromaTag  # header byte 10 stores the y4m siting tag
+from wrapcodec.y4m import (  # header byte 10 stores the y4m siting tag
+    MAX_DIMENSION,
+    ChromaTag,
+    ColorRange,
+)
 
 MAGIC = b"WRPC"
 #: The version new files are written in (``WrpHeader.version`` defaults to it).
@@ -153,6 +157,10 @@ SEGMENT_V2 = SEGMENT_STRUCTS[2]
 SEGMENT_OFFSETS_V1 = SEGMENT_OFFSETS = SEGMENT_OFFSETS_BY_VERSION[1]
 SEGMENT_OFFSETS_V2 = SEGMENT_OFFSETS_BY_VERSION[2]
 
+#: Version 2 header ``flags``, bits 1-0: the source's y4m ``XCOLORRANGE`` (0 = not said).
+COLOR_RANGE_CODES: dict[ColorRange | None, int] = {None: 0, "LIMITED": 1, "FULL": 2}
+FLAGS_COLOR_RANGE_MASK = 0x03
+
 OPTION_CODE_SHIFT = 4
 OPTION_RESERVED_MASK = 0x0F  # version 1: the whole low nibble
 OPTION_INHERIT = 0x01  # version 2: the segment reuses the previous segment's update
@@ -183,6 +191,7 @@ class WrpHeader:
     aspect_den: int
     frame_count: int
     version: int = VERSION
+    color_range: ColorRange | None = None  # y4m XCOLORRANGE of the source (version 2)
 
 
 @dataclass(frozen=True)
@@ -237,6 +246,10 @@ def _check_header(h: WrpHeader, segment_count: int, base: int | None) -> None:
         return _at(base, HEADER_OFFSETS[field])
 
     _check_version(h.version, at("version"))
+    if h.color_range not in COLOR_RANGE_CODES:
+        raise ContainerError(f"colour range {h.color_range!r} is not FULL, LIMITED or None")
+    if h.color_range is not None and h.version == 1:
+        raise ContainerError("version 1 files carry no colour range (write version 2)")
     codec = _int_in("codec_id", h.codec_id, 0, 255, at("codec_id"))
     if codec == 0:
         raise ContainerError(f"invalid codec id 0{at('codec_id')}")
@@ -399,7 +412,7 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
         HEADER.pack(
             MAGIC,
             version,
-            0,
+            COLOR_RANGE_CODES[header.color_range],
             HEADER.size,
             header.codec_id,
             header.bitdepth,
@@ -500,10 +513,15 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
             f"header_size {header_size} at offset {HEADER_OFFSETS['header_size']} does not match "
             f"the version {version} header size {HEADER.size}"
         )
-    if flags != 0:
+    allowed = FLAGS_COLOR_RANGE_MASK if version > 1 else 0
+    range_code = flags & allowed
+    if flags & ~allowed or range_code not in COLOR_RANGE_CODES.values():
+        defined = "bits 1-0 = colour range 0-2, the rest 0" if version > 1 else "all 0"
         raise ContainerError(
-            f"reserved flags 0x{flags:02x} at offset {HEADER_OFFSETS['flags']} must be 0"
+            f"reserved flags 0x{flags:02x} at offset {HEADER_OFFSETS['flags']} "
+            f"(version {version}: {defined})"
         )
+    color_range = {code: name for name, code in COLOR_RANGE_CODES.items()}[range_code]
     header = WrpHeader(
         codec_id=codec_id,
         model_bank_id=model_bank_id,
@@ -518,6 +536,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
         aspect_den=aspect_den,
         frame_count=frame_count,
         version=version,
+        color_range=color_range,
     )
     _check_header(header, segment_count, 0)
 

@@ -38,6 +38,7 @@ def video_info(header: WrpHeader) -> VideoInfo:
         aspect_num=header.aspect_num,
         aspect_den=header.aspect_den,
         chroma=ChromaTag(header.chroma),
+        color_range=header.color_range,
     )
 
 
@@ -64,6 +65,7 @@ class FileInfo(BaseModel):
     height: int
     bitdepth: int
     chroma: str
+    color_range: str | None  # y4m XCOLORRANGE of the source, when it said one
     bottleneck_bitdepth: int
     fps: str
     aspect: str
@@ -94,6 +96,7 @@ def file_info(path: str) -> FileInfo:
         height=header.height,
         bitdepth=header.bitdepth,
         chroma=ChromaTag(header.chroma).name,
+        color_range=header.color_range,
         bottleneck_bitdepth=header.bottleneck_bitdepth,
         fps=f"{header.fps_num}/{header.fps_den}",
         aspect=f"{header.aspect_num}:{header.aspect_den}",

@@ -425,6 +425,7 @@ def encode_file(
             aspect_num=info.aspect_num,
             aspect_den=info.aspect_den,
             frame_count=frames,
+            color_range=info.color_range,
         )
         write_wrp(output_path, header, segments)
         total_bits = 8 * (
