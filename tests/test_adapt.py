@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -366,3 +367,16 @@ def test_segments_inherit_the_previous_update_when_it_pays(
     assert measure_files(str(parkjoy), str(out)).psnr_yuv == pytest.approx(
         report["psnr_yuv"], abs=1e-9
     )
+
+
+def test_table_shows_the_adaptation(
+    parkjoy: Path, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    args = ["encode", str(parkjoy), "-o", str(tmp_path / "t.wrp"), "--codec", "x265"]
+    extra = ["--qp", "32", "--preset", "ultrafast", "--options", "0,2", "--adapt-steps", "20"]
+    result = CliRunner().invoke(cli, [*args, *extra], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "adapt dB" in result.output and "update" in result.output
+    row = next(line for line in result.output.splitlines() if "post-1/2" in line)
+    assert re.search(r"[+-]\d\.\d\d .* (\d+ B|inherited|—)", row), row

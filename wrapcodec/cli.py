@@ -30,7 +30,7 @@ from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import OPTIONS, parse_options
 from wrapcodec.paths import STDIO, check_input, check_output, display_name
-from wrapcodec.rdo import EncodeReport, encode_file
+from wrapcodec.rdo import AdaptationReport, EncodeReport, encode_file
 
 err_console = Console(stderr=True)
 DEMO_CLIP = "parkjoy_480x270_10f.y4m"
@@ -88,22 +88,24 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
 
 
+def _update_cell(a: AdaptationReport | None) -> tuple[str, str]:
+    """The adaptation columns: its gain in dB, and what the decoder gets (bytes sent, the
+    previous segment's update, or nothing)."""
+    if a is None:
+        return "", ""
+    sent = f"{a.bytes} B" if a.used else "inherited" if a.inherited else "—"
+    return f"{a.gain_db:+.2f}", sent
+
+
 def _candidate_table(report: EncodeReport) -> Table:
     table = Table(title=f"{report.codec} QP {report.qp}" if report.qp is not None else None)
     columns = ("code", "option", "bottleneck", "QP", "kbps", "PSNR-Y", "PSNR-YUV", "J", "enc s")
-    for col in (*columns, "adaptation"):
+    for col in (*columns, "adapt dB", "update"):
         table.add_column(col, justify="right" if col not in ("option",) else "left")
     for c in report.candidates:
         if c.skipped:
-            table.add_row(str(c.code), c.name, c.bottleneck, *[""] * 7, style="dim")
+            table.add_row(str(c.code), c.name, c.bottleneck, *[""] * 8, style="dim")
             continue
-        a = c.adaptation
-        adaptation = (
-            f"{'sent' if a.used else 'not sent'}: {a.gain_db:+.3f} dB, {a.bytes} B, "
-            f"{a.seconds:.1f} s"
-            if a is not None
-            else ""
-        )
         table.add_row(
             str(c.code),
             ("▶ " if c.chosen else "  ") + c.name,
@@ -114,7 +116,7 @@ def _candidate_table(report: EncodeReport) -> Table:
             f"{c.psnr_yuv:.3f}",
             f"{c.cost:.3f}",
             f"{c.encode_s:.1f}",
-            adaptation,
+            *_update_cell(c.adaptation),
             style="bold" if c.chosen else None,
         )
     return table
