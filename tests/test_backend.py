@@ -7,8 +7,9 @@ from wrapcodec.errors import BackendError
 
 def test_builtins_register_through_entry_points() -> None:
     found = backends()
-    assert {"x264", "x265", "vvenc"} <= set(found)
-    assert {found[n].codec_id for n in ("x264", "x265", "vvenc")} == {1, 2, 3}
+    builtins = ("x264", "x265", "vvenc", "svtav1", "aom")
+    assert set(builtins) <= set(found)
+    assert {found[n].codec_id for n in builtins} == {1, 2, 3, 4, 5}
 
 
 def test_unknown_backend() -> None:

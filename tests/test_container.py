@@ -282,7 +282,13 @@ def test_enums_are_fixed() -> None:
     assert MAGIC == b"WRPC" and VERSION == 2 and VERSIONS == (1, 2)
     assert sorted(NEURAL_OPTIONS) == list(range(1, 9))
     assert OptionCode.POST_1_1 in NEURAL_OPTIONS and OptionCode.WRAP_1_4 in NEURAL_OPTIONS
-    assert [(m.name, m.value) for m in CodecId] == [("X264", 1), ("X265", 2), ("VVENC", 3)]
+    assert [(m.name, m.value) for m in CodecId] == [
+        ("X264", 1),
+        ("X265", 2),
+        ("VVENC", 3),
+        ("SVTAV1", 4),
+        ("AOM", 5),
+    ]
     assert [m.value for m in OptionCode] == list(range(16))
     assert OptionCode.WRAP_2_3 == 7 and OptionCode.BILINEAR_1_4 == 14
     assert OptionCode.RESERVED == 15
@@ -302,9 +308,10 @@ def test_round_trip(counts: list[int], version: int) -> None:
     assert all(isinstance(s.payload, bytes) for s in segs2)
 
 
-@pytest.mark.parametrize("codec", [1, 2, 3, 128, 200, 255])
+@pytest.mark.parametrize("codec", [1, 2, 3, 4, 5, 128, 200, 255])
 def test_codec_ids_accepted(codec: int) -> None:
-    header, _ = unpack(pack(_header(codec_id=codec), EXAMPLE_SEGMENTS))
+    version = 2 if codec in (4, 5) else 1  # the AV1 ids exist from version 2 on
+    header, _ = unpack(pack(_header(codec_id=codec, version=version), EXAMPLE_SEGMENTS))
     assert header.codec_id == codec
 
 
@@ -542,8 +549,8 @@ def test_nonzero_reserved_nibble() -> None:
 
 def test_unknown_builtin_codec_id() -> None:
     data = _example()
-    data[8] = 5
-    _raises(_recrc(data), "unknown built-in codec id 5 at offset 8")
+    data[8] = 6
+    _raises(_recrc(data), "unknown built-in codec id 6 at offset 8")
     with pytest.raises(ContainerError, match="unknown built-in codec id 127"):
         pack(_header(codec_id=127), EXAMPLE_SEGMENTS)
 
@@ -804,7 +811,7 @@ def test_fuzz_mutated_header_with_fixed_crc(version: int, data: st.DataObject) -
 
 _headers = st.builds(
     WrpHeader,
-    codec_id=st.sampled_from([1, 2, 3, 128, 255]),
+    codec_id=st.sampled_from([1, 2, 3, 128, 255]),  # AV1 ids: test_av1_codec_ids_need_version_2
     model_bank_id=st.binary(min_size=8, max_size=8),
     width=st.integers(1, 16384),
     height=st.integers(1, 16384),
@@ -920,3 +927,15 @@ def test_inheritance_is_checked_when_reading() -> None:
     data = bytearray(FIXTURE_INHERIT.read_bytes())
     data[HEADER_SIZE + SEGMENT_SIZE_V2] = 0x61  # segment 1: option 6 inheriting from option 2
     _raises(_recrc(data), "option code 2 is not its own 6 at offset 63")
+
+
+def test_av1_codec_ids_need_version_2() -> None:
+    for codec in (CodecId.SVTAV1, CodecId.AOM):
+        v2 = WrpHeader(**{**EXAMPLE_HEADER_V2.__dict__, "codec_id": codec})
+        assert unpack(pack(v2, EXAMPLE_SEGMENTS_V2))[0] == v2
+        v1 = WrpHeader(**{**EXAMPLE_HEADER.__dict__, "codec_id": codec})
+        with pytest.raises(ContainerError, match="exists from version 2 on"):
+            pack(v1, EXAMPLE_SEGMENTS)
+        data = _example()
+        data[8] = codec
+        _raises(_recrc(data), f"codec id {codec} (AV1) exists from version 2 on")

@@ -1,12 +1,13 @@
 """Codec backends: what a codec is and how to call it, never how to run it.
 
 A backend is a pure description: the ffmpeg encoder and decoder names, the raw elementary
-stream format (Annex B), the pixel formats it codes, its QP range and presets, its minimum
-picture size and its QP→λ relation. :mod:`wrapcodec.ffmpeg` is the one module that runs ffmpeg.
+stream format (Annex B, or AV1's low-overhead OBUs), the pixel formats it codes, its QP range
+and presets, its minimum picture size and its QP→λ relation. :mod:`wrapcodec.ffmpeg` is the one
+module that runs ffmpeg.
 
 Backends register through the ``wrapcodec.backends`` entry-point group; the built-in x264,
-x265 and VVenC backends use the same path as third-party ones. A plugin exposes a
-:class:`Backend` instance, e.g. in its ``pyproject.toml``::
+x265, VVenC, SVT-AV1 and libaom backends use the same path as third-party ones. A plugin
+exposes a :class:`Backend` instance, e.g. in its ``pyproject.toml``::
 
     [project.entry-points."wrapcodec.backends"]
     mycodec = "mypackage.backend:BACKEND"
@@ -49,6 +50,11 @@ class Backend:
     name; see :meth:`codec_qp` for the QP scale.
     ``lambda_factor`` is ``c`` in the codec's reference-encoder relation
     ``λ = c · 2^((QP − 12) / 3)`` (SSE in 8-bit units per bit), used by the encoder RDO.
+    ``qp_lambda``, when set, replaces that relation for a codec whose λ is not of this form (AV1:
+    from its quantiser tables); ``lambda_factor`` is then the ``c`` that gives the same λ at
+    QP 32, for comparison only.
+    ``decoder_fallbacks`` are other ffmpeg decoders of the same bitstream, used in this order
+    when the ffmpeg at hand lacks ``decoder`` (:attr:`decoders`).
     """
 
     name: str
@@ -71,6 +77,13 @@ class Backend:
     min_height: int = 16
     notes: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    qp_lambda: Callable[[float], float] | None = None
+    decoder_fallbacks: tuple[str, ...] = ()
+
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        """Every ffmpeg decoder that reads this backend's streams, the preferred one first."""
+        return (self.decoder, *self.decoder_fallbacks)
 
     def validate(self, settings: EncodeSettings) -> None:
         """Raise :class:`BackendError` when the settings are outside what this codec takes."""
@@ -110,6 +123,8 @@ class Backend:
 
     def qp_to_lambda(self, qp: float) -> float:
         """Lagrange multiplier for sequence-level RDO, in 8-bit SSE per bit."""
+        if self.qp_lambda is not None:
+            return self.qp_lambda(qp)
         return self.lambda_factor * 2.0 ** ((qp - 12.0) / 3.0)
 
     def coded_size(self, width: int, height: int) -> tuple[int, int]:

@@ -47,6 +47,8 @@ class CodecId(IntEnum):
     X264 = 1
     X265 = 2
     VVENC = 3
+    SVTAV1 = 4  # AV1 by SVT-AV1
+    AOM = 5  # AV1 by libaom
 
 
 #: Codec ids from here to 255 are resolved by the decoder's backend registry, not by the container.
@@ -256,7 +258,13 @@ def _check_header(h: WrpHeader, segment_count: int, base: int | None) -> None:
     if codec < THIRD_PARTY_CODEC_MIN and codec not in {c.value for c in CodecId}:
         raise ContainerError(
             f"unknown built-in codec id {codec}{at('codec_id')} "
-            f"(built-in: 1 x264, 2 x265, 3 VVenC; 128-255: third-party backends)"
+            f"(built-in: 1 x264, 2 x265, 3 VVenC, 4 SVT-AV1, 5 libaom; 128-255: third-party "
+            "backends)"
+        )
+    if h.version == 1 and codec in (CodecId.SVTAV1, CodecId.AOM):
+        raise ContainerError(
+            f"codec id {codec} (AV1) exists from version 2 on; a version 1 file cannot carry it"
+            f"{at('codec_id')}"
         )
     if not isinstance(h.model_bank_id, bytes) or len(h.model_bank_id) != 8:
         raise ContainerError(

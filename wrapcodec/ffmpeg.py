@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -139,8 +139,29 @@ def missing(backend: Backend, *, decode_only: bool = False) -> list[str]:
         "muxer": caps.muxers,
         "demuxer": caps.demuxers,
     }
-    needs = backend.ffmpeg_needs(decode_only=decode_only)
-    return [f"{kind} {name}" for kind, name in needs if name not in have[kind]]
+    lacks = []
+    for kind, name in backend.ffmpeg_needs(decode_only=decode_only):
+        if kind == "decoder":  # any decoder of the same bitstream will do (decoder_fallbacks)
+            if available_decoder(backend) is None:
+                lacks.append("decoder " + " or ".join(backend.decoders))
+        elif name not in have[kind]:
+            lacks.append(f"{kind} {name}")
+    return lacks
+
+
+def available_decoder(backend: Backend) -> str | None:
+    """The first of ``backend.decoders`` the configured ffmpeg has (None if it has none)."""
+    have = capabilities().decoders
+    return next((name for name in backend.decoders if name in have), None)
+
+
+def with_available_decoder(backend: Backend) -> Backend:
+    """``backend`` decoding with the first of its decoders this ffmpeg has: itself when that is
+    its own ``decoder`` or when it has none (decoding then fails naming ``decoder``)."""
+    if not backend.decoder_fallbacks:
+        return backend
+    found = available_decoder(backend)
+    return backend if found in (None, backend.decoder) else replace(backend, decoder=found)
 
 
 def require(backend: Backend, *, decode_only: bool = False) -> None:
@@ -427,6 +448,7 @@ def decode(
     the caller stops early. The last frame is yielded before the final checks (count, exit
     code), so a caller must consume the iterator to the end before trusting its output.
     """
+    backend = with_available_decoder(backend)
     cmd = decode_args(ffmpeg_exe(), backend, str(stream_path), bitdepth)
     name = backend.decoder
     with tempfile.TemporaryFile() as err:
