@@ -14,9 +14,10 @@ i.e. ``J · samples = SSE + λ · bits`` as in the reference encoders' mode deci
 With a bitrate budget instead of a QP, each option gets the lowest QP whose rate fits the
 budget (binary search; rate falls as QP grows) and the best PSNR-YUV among them wins.
 
-Content adaptation (:mod:`wrapcodec.adapt`): a neural candidate is measured twice, with the
-bank's post-processor and with one fitted to the segment's decoded frames, whose update bytes
-count in R; the update is sent only when it lowers J (or, with a budget, raises PSNR-YUV
+Content adaptation (:mod:`wrapcodec.adapt`): a neural candidate is measured with the bank's
+post-processor, with one fitted to the segment's decoded frames (the update's bytes count in
+R) and, when the previous segment used the same option with an update, with that update at no
+bytes (the segment inherits it); the lowest J wins (with a budget: the highest PSNR-YUV
 within it).
 """
 
