@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -70,6 +71,8 @@ def cli_decode(wrp: Path, out: Path) -> tuple[subprocess.CompletedProcess[str], 
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "wrapcodec", "decode", str(wrp), "-o", str(out)],
+            # not the checkout's root, whose wrapcodec/ folder would shadow the installed one
+            cwd=tempfile.gettempdir(),
             capture_output=True,
             text=True,
             timeout=DECODE_TIMEOUT_S,

@@ -14,6 +14,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,12 @@ def enc(src: Path | str, out: Path | str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+OUTSIDE_CHECKOUT = tempfile.gettempdir()
+"""Where child processes run: ``python -m wrapcodec`` in the repository's root would import
+the source folder, which lacks the ``wrapcodec.models`` and ``wrapcodec.backends`` packages an
+installed wrapcodec maps in, instead of the installed package the tests are about."""
+
+
 def wrapcodec(
     *args: str, stdout: int | IO[bytes] = subprocess.PIPE, setup: Callable[[], None] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -68,6 +75,7 @@ def wrapcodec(
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         preexec_fn=setup,
+        cwd=OUTSIDE_CHECKOUT,
     )
 
 
@@ -496,6 +504,7 @@ def test_ctrl_c_while_importing(launcher: list[str]) -> None:
     process is inside the heavy imports; the test waits for torch's first submodule."""
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", *launcher, "backends"],
+        cwd=OUTSIDE_CHECKOUT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
