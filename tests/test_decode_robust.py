@@ -1,4 +1,4 @@
-"""The decoder on damaged and forged .wrp files (issue 9, "Hardening"): it always finishes,
+"""The decoder on damaged and forged .wrp files: it always finishes,
 refuses what does not match its header with one line naming the segment, and needs only
 the codec's decoder.
 
