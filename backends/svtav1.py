@@ -16,7 +16,7 @@ wrapcodec's; it leaves the qindexes as they are) and ``tune=1`` (PSNR) are set e
 instead of ignoring it. Parameter names checked against the bundled SVT-AV1 4.2.0 (its parser
 rejects unknown keys; ``enable-tpl-la`` no longer exists).
 
-**QP mapping and λ.** Those of :mod:`wrapcodec.backends.aom`: both encoders code the same AV1
+**QP mapping and λ.** Those of :mod:`wrapcodec.backends.av1`: both encoders code the same AV1
 quantiser, so wrapcodec's QP goes to the same q (``qp=q``, qindex 4q for the top layer) and λ is
 libaom's inter-frame rdmult / 2048, which SVT-AV1 shares: in SVT-AV1 4.2
 (``Source/Lib/Codec/rc_process.c``) ``svt_aom_compute_rd_mult_based_on_qindex`` is
@@ -30,9 +30,7 @@ count, and ignores ffmpeg's ``-threads``; wrapcodec passes ``lp=min(threads, 6)`
 so smaller pictures are padded to 64×64 and cropped back, as for VVenC.
 """
 
-from wrapcodec.backend import Backend
-
-from .aom import AV1_LAMBDA_FACTOR_AT_QP32, AV1_LAMBDA_SOURCE, av1_lambda, av1_quantizer
+from .av1 import av1_backend, av1_quantizer
 
 PRESETS = tuple(str(preset) for preset in range(14))  # SVT-AV1 presets 0 (slowest) .. 13
 
@@ -46,7 +44,7 @@ def codec_args(qp: int, preset: str, threads: int | None) -> list[str]:
     return ["-err_detect", "explode", "-preset", preset, "-svtav1-params", params]
 
 
-BACKEND = Backend(
+BACKEND = av1_backend(
     name="svtav1",
     codec_id=4,
     description=(
@@ -55,18 +53,9 @@ BACKEND = Backend(
         "decoded by libdav1d (libaom-av1 if absent)"
     ),
     encoder="libsvtav1",
-    decoder="libdav1d",
-    decoder_fallbacks=("libaom-av1",),
-    stream_format="obu",
-    extension=".obu",
     codec_args=codec_args,
     presets=PRESETS,
     default_preset="8",
-    qp_range=(0, 51),
-    lambda_factor=AV1_LAMBDA_FACTOR_AT_QP32,
-    lambda_source=AV1_LAMBDA_SOURCE,
-    qp_lambda=av1_lambda,
     version_pattern=r"SVT-AV1 Encoder Lib (v\S+)",
-    min_width=64,
-    min_height=64,
+    min_size=64,
 )

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from wrapcodec.backends.aom import (
+from wrapcodec.backends.av1 import (
     AC_QLOOKUP,
     DC_QLOOKUP,
     QUANTIZER_TO_QINDEX,
