@@ -14,21 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cli_errors import fails
 from click.testing import CliRunner
 
 from wrapcodec import backend as backend_registry
 from wrapcodec.cli import cli
 from wrapcodec.container import pack, unpack
-
-
-def fails(runner: CliRunner, args: list[str], fragment: str) -> None:
-    result = runner.invoke(cli, args)
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    assert fragment in lines[0], lines[0]
 
 
 def enc(src: Path | str, out: Path, *extra: str) -> list[str]:

@@ -23,6 +23,7 @@ from typing import IO
 
 import numpy as np
 import pytest
+from cli_errors import fails
 from click.testing import CliRunner
 
 from wrapcodec import ffmpeg
@@ -37,19 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def fails(runner: CliRunner, args: list[str], *fragments: str, input: bytes | None = None) -> str:
-    """Run the command line; it must fail with exactly one ``Error:`` line on stderr."""
-    result = runner.invoke(cli, args, input=input)
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def enc(src: Path | str, out: Path | str, *extra: str) -> list[str]:

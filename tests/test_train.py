@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from cli_errors import fails
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -204,18 +205,6 @@ def cli_args(out: Path, *extra: str) -> list[str]:
         "train", "--kind", "post", "--ratio", "1/4", "--data", str(IMAGES), "--steps", "2",
         "--batch", "2", "--crop", "64", "--threads", "1", "--out", str(out), *extra,
     ]  # fmt: skip
-
-
-def fails(runner: CliRunner, args: list[str], *fragments: str) -> str:
-    result = runner.invoke(cli, args)
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_cli_train_refuses_to_overwrite_and_resumes(runner: CliRunner, tmp_path: Path) -> None:

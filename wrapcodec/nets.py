@@ -345,7 +345,7 @@ PEAK_8BIT = 255.0
 
 
 def mse_8bit(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
-    """6:1:1-weighted MSE in 8-bit sample units of normalised pictures (the D of the RDO)."""
+    """6:1:1-weighted MSE in 8-bit sample units of normalised pictures."""
     s = (PEAK_8BIT / 2) ** 2
     mse_y = ((y_hat - y) ** 2).mean() * s
     mse_uv = ((uv_hat - uv) ** 2).mean(dim=(0, 2, 3)) * s
