@@ -63,7 +63,6 @@ MAX_HEADER_BYTES = 1024
 """Stream and frame header lines must end with a newline within this many bytes."""
 
 FRAME_MARKER = b"FRAME"
-STDIO_NAME = STDIO
 
 ColorRange = Literal["FULL", "LIMITED"]
 COLOR_RANGES: tuple[ColorRange, ...] = ("FULL", "LIMITED")
@@ -355,7 +354,7 @@ def _open_input(path: str | os.PathLike[str] | IO[bytes]) -> tuple[BinaryStream,
     """
     if not isinstance(path, (str, os.PathLike)):
         return cast(BinaryStream, path), False
-    if os.fspath(path) == STDIO_NAME:
+    if os.fspath(path) == STDIO:
         return cast(BinaryStream, sys.stdin.buffer), False
     try:
         return open(path, "rb"), True  # closed by the reader's close()
