@@ -21,6 +21,12 @@ psnr`` keeps libaom's λ the PSNR one. An ``-aom-params`` key the library does n
 encode.
 
 The QP mapping and λ are those of :mod:`wrapcodec.backends.av1`.
+
+**No super-resolution rival.** libaom's super-resolution is set by fields of its encoder
+configuration (``rc_superres_mode``, ``rc_superres_denominator``), which ffmpeg's libaom-av1
+wrapper does not fill and ``-aom-params`` cannot reach (it calls ``aom_codec_set_option``:
+"Cannot find aom option superres-mode", ffmpeg 9, libaom 3.15.1). The super-resolution
+rivals are SVT-AV1's (:mod:`.svtav1`), which codes the same AV1 tool.
 """
 
 from __future__ import annotations

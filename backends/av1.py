@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from wrapcodec.backend import Backend
+from wrapcodec.backend import Backend, Rival
 
 # The AV1 specification's 8-bit quantiser tables (Dc_Qlookup[0], Ac_Qlookup[0]), indexed by
 # qindex; libaom av1/common/quant_common.c dc_qlookup_QTX / ac_qlookup_QTX.
@@ -138,6 +138,7 @@ def av1_backend(
     default_preset: str,
     version_pattern: str,
     min_size: int,
+    rivals: tuple[Rival, ...] = (),
 ) -> Backend:
     """An AV1 backend: a raw low-overhead OBU stream (AV1 §5, ffmpeg's ``obu`` muxer and
     demuxer) decoded by libdav1d, or by libaom's decoder where ffmpeg has no dav1d, at the
@@ -161,4 +162,5 @@ def av1_backend(
         version_pattern=version_pattern,
         min_width=min_size,
         min_height=min_size,
+        rivals=rivals,
     )

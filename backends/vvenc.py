@@ -3,6 +3,15 @@
 libvvenc takes 10-bit input only (Main10) and is decoded by ffmpeg's native VVC decoder.
 QP adaptation is switched off so that the QP is the QP. Pictures under 64×64 are refused by
 this build, so smaller pictures are padded up and cropped back.
+
+**No in-codec resampling rival.** VVC's reference picture resampling (RPR) lets a stream
+change resolution at a random-access point with references resampled across the change.
+libvvenc 1.15 exposes it through ``-vvenc-params`` only as ``RPR`` (0–2: allow or prepare a
+stream for such switches, made by whoever changes the input size); it has no mode in which
+the encoder itself codes pictures at a reduced size (``GOPBasedRPR`` is unknown to it), and
+``RPR=1`` left a 30-frame calendar encode at QP 40 1 byte shorter, the same pictures. A
+fixed-resolution VVC stream at a lower size is what the linear options already code, so
+VVenC has no rival for ``bench --rivals``.
 """
 
 from wrapcodec.backend import Backend

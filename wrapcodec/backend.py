@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +43,20 @@ class EncodeSettings(BaseModel):
 
 
 @dataclass(frozen=True)
+class Rival:
+    """A codec's own resolution tool (AV1 super-resolution, say), coded at the same QPs as
+    the backend: the in-codec curve the wrapper's frontier is measured against in ``bench``.
+
+    ``codec_args`` replaces the backend's (same signature); the stream decodes with the
+    backend's decoder to the source size."""
+
+    name: str
+    description: str
+    codec_args: Callable[[int, str, int | None], list[str]]
+    align: int = 2  # coded sizes are padded to a multiple of this
+
+
+@dataclass(frozen=True)
 class Backend:
     """How to call one codec through ffmpeg with a fixed QP.
 
@@ -55,6 +69,7 @@ class Backend:
     QP 32, for comparison only.
     ``decoder_fallbacks`` are other ffmpeg decoders of the same bitstream, used in this order
     when the ffmpeg at hand lacks ``decoder`` (:attr:`decoders`).
+    ``rivals`` are the codec's own resolution tools, for ``bench`` (:meth:`with_rival`).
     """
 
     name: str
@@ -79,11 +94,22 @@ class Backend:
     extra: dict[str, str] = field(default_factory=dict)
     qp_lambda: Callable[[float], float] | None = None
     decoder_fallbacks: tuple[str, ...] = ()
+    rivals: tuple[Rival, ...] = ()
+    align: int = 2  # coded sizes are padded to a multiple of this (even for 4:2:0)
 
     @property
     def decoders(self) -> tuple[str, ...]:
         """Every ffmpeg decoder that reads this backend's streams, the preferred one first."""
         return (self.decoder, *self.decoder_fallbacks)
+
+    def with_rival(self, name: str) -> Backend:
+        """This backend coding with the arguments of its rival ``name``."""
+        for rival in self.rivals:
+            if rival.name == name:
+                align = max(self.align, rival.align)
+                return replace(self, codec_args=rival.codec_args, rivals=(), align=align)
+        known = ", ".join(r.name for r in self.rivals) or "none"
+        raise BackendError(f"{self.name} has no rival {name!r} (known: {known})")
 
     def validate(self, settings: EncodeSettings) -> None:
         """Raise :class:`BackendError` when the settings are outside what this codec takes."""
@@ -128,8 +154,12 @@ class Backend:
         return self.lambda_factor * 2.0 ** ((qp - 12.0) / 3.0)
 
     def coded_size(self, width: int, height: int) -> tuple[int, int]:
-        """Picture size sent to the codec: even (4:2:0) and at least the codec minimum."""
-        return max(self.min_width, width + width % 2), max(self.min_height, height + height % 2)
+        """Picture size sent to the codec: a multiple of :attr:`align` (even, for 4:2:0) and at
+        least the codec minimum."""
+        return (
+            max(self.min_width, width + -width % self.align),
+            max(self.min_height, height + -height % self.align),
+        )
 
 
 _registry: dict[str, Backend] = {}

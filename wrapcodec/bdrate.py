@@ -345,6 +345,131 @@ def _simpson_mean(values: _Array) -> float:
     return float(np.dot(weights, values) / (3.0 * (n - 1)))
 
 
+_Interpolated = tuple[int, _Prepared, Callable[[_Array], _Array]]
+
+
+def _envelope(curves: Sequence[_Interpolated], q: _Array) -> tuple[_Array, NDArray[np.intp]]:
+    """Lowest log-rate over the curves reaching each quality, and which curve (-1: none)."""
+    best = np.full(q.shape, np.inf)
+    which = np.full(q.shape, -1, dtype=np.intp)
+    for i, p, f in curves:
+        reach = (q >= p.quality[0]) & (q <= p.quality[-1])
+        values = np.full(q.shape, np.inf)
+        values[reach] = f(q[reach])
+        better = values < best
+        best[better] = values[better]
+        which[better] = i
+    return best, which
+
+
+def _spans(curves: Sequence[_Interpolated]) -> list[tuple[float, float]]:
+    return _merge([(float(p.quality[0]), float(p.quality[-1])) for _, p, _ in curves])
+
+
+def _intersect(
+    a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The parts of width > 0 that two unions of disjoint sorted intervals share."""
+    out = [(max(lo, lo2), min(hi, hi2)) for lo, hi in a for lo2, hi2 in b]
+    return [(lo, hi) for lo, hi in out if hi > lo]
+
+
+def bd_rate_envelopes(
+    anchors: Sequence[Curve], options: Sequence[Curve], interp: Interp = "pchip"
+) -> BDResult:
+    """BD-rate of the envelope of ``options`` against the envelope of ``anchors``
+    ("envelopes"): one family of curves against another, e.g. the wrapper's options against
+    a codec's own resampling modes, each family at its best at every quality.
+
+    Both envelopes are built as in :func:`bd_rate_envelope` (each curve interpolated on its
+    own quality range, lowest log-rate at each quality); the mean log-rate difference is taken
+    over the quality range of ``anchors[0]`` (direct coding, the range every bench row
+    integrates over), where both families reach (``overlap``: its share of that range).
+    ``anchor_points`` and ``test_points`` count the points on either envelope;
+    ``options_used`` lists the options forming the test envelope somewhere."""
+    _check_interp(interp)
+    families = []
+    notes: list[str] = []
+    for name, curves in (("anchors", anchors), ("options", options)):
+        prepared = [_prepare(c) for c in curves]
+        notes += _drop_notes(
+            name, sum(p.nonfinite for p in prepared), sum(p.dominated for p in prepared)
+        )
+        families.append(
+            [
+                (i, p, _interpolator(p.quality, p.logr, interp))
+                for i, p in enumerate(prepared)
+                if p.n >= 2
+            ]
+        )
+    a_curves, t_curves = families
+
+    def count(curves: Sequence[_Interpolated]) -> int:
+        return sum(
+            int(np.sum(p.logr <= _envelope(curves, p.quality)[0] + 1e-12)) for _, p, _ in curves
+        )
+
+    if not a_curves or not t_curves:
+        reason = "no anchor curve" if not a_curves else "no option curve"
+        return BDResult(
+            None,
+            "envelopes",
+            interp,
+            0,
+            0,
+            0.0,
+            None,
+            _join([f"{reason} with 2 usable points", *notes]),
+        )
+    first = _prepare(anchors[0])
+    if first.n < 2:
+        return BDResult(
+            None,
+            "envelopes",
+            interp,
+            0,
+            0,
+            0.0,
+            None,
+            _join([_too_few("first anchor", first.n), *notes]),
+        )
+    span = (float(first.quality[0]), float(first.quality[-1]))
+    shared = _intersect(_intersect([span], _spans(a_curves)), _spans(t_curves))
+    a_total = span[1] - span[0]
+    if not shared:
+        return BDResult(
+            None,
+            "envelopes",
+            interp,
+            count(a_curves),
+            count(t_curves),
+            0.0,
+            None,
+            _join(["no quality overlap", *notes]),
+        )
+    total = 0.0
+    weighted = 0.0
+    used: set[int] = set()
+    for lo, hi in shared:
+        grid = np.linspace(lo, hi, GRID_POINTS)
+        best, which = _envelope(t_curves, grid)
+        weighted += (hi - lo) * _simpson_mean(best - _envelope(a_curves, grid)[0])
+        total += hi - lo
+        used.update(int(i) for i in which if i >= 0)
+    overlap = total / a_total
+    return BDResult(
+        bd_rate=(10.0 ** (weighted / total) - 1.0) * 100.0,
+        method="envelopes",
+        interp=interp,
+        anchor_points=count(a_curves),
+        test_points=count(t_curves),
+        overlap=overlap,
+        quality_range=(shared[0][0], shared[-1][1]),
+        warning=_join(_overlap_note(overlap) + notes),
+        options_used=tuple(sorted(used)),
+    )
+
+
 def bd_rate_envelope(anchor: Curve, options: Sequence[Curve], interp: Interp = "pchip") -> BDResult:
     """BD-rate of the best option at each quality against ``anchor`` ("envelope").
 
@@ -385,17 +510,7 @@ def bd_rate_envelope(anchor: Curve, options: Sequence[Curve], interp: Interp = "
     curves = [(i, p, _interpolator(p.quality, p.logr, interp)) for i, p in usable]
 
     def envelope(q: _Array) -> tuple[_Array, NDArray[np.intp]]:
-        """Lowest log-rate over the options reaching each quality, and which option (-1)."""
-        best = np.full(q.shape, np.inf)
-        which = np.full(q.shape, -1, dtype=np.intp)
-        for i, p, f in curves:
-            reach = (q >= p.quality[0]) & (q <= p.quality[-1])
-            values = np.full(q.shape, np.inf)
-            values[reach] = f(q[reach])
-            better = values < best
-            best[better] = values[better]
-            which[better] = i
-        return best, which
+        return _envelope(curves, q)
 
     a_lo, a_hi = float(a.quality[0]), float(a.quality[-1])
     covered = _merge(

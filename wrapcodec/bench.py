@@ -79,11 +79,14 @@ class PointSpec(BaseModel):
     models: str | None = None  # the bank folder of a neural option (not part of the key)
     revision: int = REVISION  # of the pipeline's numerics
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of a neural option; 0: none
+    rival: str = ""  # a codec's own resolution tool (Backend.rivals), coded as option 0
 
     def key(self) -> str:
-        """The cache key. ``adapt_steps == 0`` is left out of it: a point without adaptation
-        hashes as if the field did not exist."""
-        exclude = {"path", "sequence", "models"} | (set() if self.adapt_steps else {"adapt_steps"})
+        """The cache key. ``adapt_steps == 0`` and ``rival == ""`` are left out of it: such a
+        point hashes as if the field did not exist."""
+        exclude = {"path", "sequence", "models"}
+        exclude |= set() if self.adapt_steps else {"adapt_steps"}
+        exclude |= {"rival"} if not self.rival else set()
         fields = self.model_dump(exclude=exclude)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -140,6 +143,12 @@ class BenchConfig(BaseModel):
     interp: str = "pchip"
     models: str | None = None  # model bank folder [the shipped bank]
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of neural options; 0: none
+    rivals: list[str] = Field(default_factory=list)  # the codec's own resolution tools
+
+
+def curve_of(point: Point) -> int | str:
+    """Which RD curve a point belongs to: its option's code, or its rival's name."""
+    return point.spec.rival or point.spec.option
 
 
 def sequences(dataset: Path) -> list[Path]:
@@ -234,6 +243,10 @@ def run_point(spec: PointSpec) -> Point:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     backend = get_backend(spec.codec)
+    if spec.rival:
+        if spec.option != 0:
+            raise InputError(f"rival {spec.rival!r} is coded as option 0, not {spec.option}")
+        backend = backend.with_rival(spec.rival)
     settings = EncodeSettings(
         qp=spec.qp, preset=spec.preset, bitdepth=spec.bitdepth, threads=spec.threads
     )
@@ -282,8 +295,8 @@ def run_point(spec: PointSpec) -> Point:
     bw, bh = layout.bottleneck
     return Point(
         spec=spec,
-        option_name=opt.name,
-        kind=opt.kind,
+        option_name=spec.rival or opt.name,
+        kind="rival" if spec.rival else opt.kind,
         ratio=opt.ratio_text,
         bottleneck=f"{bw}x{bh}",
         bits=bits,
@@ -372,6 +385,10 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
         if m not in METRICS:
             raise InputError(f"unknown metric {m!r} (choose from {', '.join(METRICS)})")
     bank = get_bank(config.models)
+    if len(set(config.rivals)) != len(config.rivals):
+        raise InputError(f"--rivals names one twice: {','.join(config.rivals)}")
+    for name in config.rivals:
+        backend.with_rival(name)  # BackendError names the known ones
     for code in config.options:
         if code not in OPTIONS:
             raise InputError(f"option {code} is not available for bench")
@@ -388,31 +405,37 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
             raise InputError(f"{path}: no frames")
         frames = min(config.frames or available, available)
         digest = sha256_file(path)
+        common: dict[str, Any] = {
+            "sequence": path.stem,
+            "path": str(path.resolve()),
+            "source_sha256": digest,
+            "frames": frames,
+            "codec": config.codec,
+            "preset": preset,
+            "bitdepth": config.bitdepth,
+            "threads": config.threads,
+            "metrics": tuple(sorted(set(config.metrics) | {"psnr"})),
+        }
         for code in config.options:
             reason = skip_reason(OPTIONS[code], info.width, info.height)
             if reason:
                 notes.append(f"{path.stem}: skipped {OPTIONS[code].name}: {reason}")
                 continue
+            neural = OPTIONS[code].neural
             for qp in config.qps:
                 specs.append(
                     PointSpec(
-                        sequence=path.stem,
-                        path=str(path.resolve()),
-                        source_sha256=digest,
-                        frames=frames,
+                        **common,
                         option=code,
-                        codec=config.codec,
                         qp=qp,
-                        preset=preset,
-                        bitdepth=config.bitdepth,
-                        threads=config.threads,
-                        metrics=tuple(sorted(set(config.metrics) | {"psnr"})),
-                        model_hash=bank.cards[code].sha256 if OPTIONS[code].neural else "",
-                        models=str(bank.folder) if OPTIONS[code].neural else None,
+                        model_hash=bank.cards[code].sha256 if neural else "",
+                        models=str(bank.folder) if neural else None,
                         # linear points stay shared between runs with and without adaptation
-                        adapt_steps=config.adapt_steps if OPTIONS[code].neural else 0,
+                        adapt_steps=config.adapt_steps if neural else 0,
                     )
                 )
+        for rival in config.rivals:
+            specs += [PointSpec(**common, option=0, qp=qp, rival=rival) for qp in config.qps]
     return specs, notes
 
 

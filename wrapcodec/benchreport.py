@@ -19,8 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wrapcodec.bdrate import BDResult, Curve, Interp, bd_rate_envelope, bd_rate_pareto
-from wrapcodec.bench import Point
+from wrapcodec.bdrate import (
+    BDResult,
+    Curve,
+    Interp,
+    bd_rate_envelope,
+    bd_rate_envelopes,
+    bd_rate_pareto,
+)
+from wrapcodec.bench import Point, curve_of
 from wrapcodec.options import OPTIONS
 from wrapcodec.paths import atomic_write
 
@@ -33,6 +40,10 @@ ROWS: dict[str, tuple[int, ...]] = {
     "post + wrapper": (1, 2, 3, 4, 5, 6, 7, 8),
     "all options": tuple(range(1, 15)),
 }
+CurveId = int | str  # an option's code, or a rival's name (bench.curve_of)
+ALL_OPTIONS = ROWS["all options"]
+CODEC_RESAMPLING = "codec resampling"
+AGAINST_CODEC = "all options vs codec resampling"
 QUALITY = {"psnr_yuv": "PSNR-YUV", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "vmaf": "VMAF"}
 AVERAGE = "average"
 MEAN = "mean of sequences"
@@ -45,19 +56,40 @@ def _curve(points: Sequence[Point], metric: str) -> Curve | None:
     return Curve.of([r for r, _ in pairs], [q for _, q in pairs])
 
 
-def _by(points: Sequence[Point]) -> dict[str, dict[int, list[Point]]]:
-    table: dict[str, dict[int, list[Point]]] = defaultdict(lambda: defaultdict(list))
+def _by(points: Sequence[Point]) -> dict[str, dict[CurveId, list[Point]]]:
+    table: dict[str, dict[CurveId, list[Point]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
-        table[p.spec.sequence][p.spec.option].append(p)
+        table[p.spec.sequence][curve_of(p)].append(p)
     return table
 
 
+def rival_rows(rivals: Sequence[str]) -> dict[str, tuple[tuple[CurveId, ...], tuple[CurveId, ...]]]:
+    """The rows that compare with a codec's own resampling, as (anchors, tests): each rival
+    alone against direct, direct plus every rival against direct, and the wrapper's
+    frontier (direct and all options) against the codec's (direct and every rival)."""
+    if not rivals:
+        return {}
+    rows: dict[str, tuple[tuple[CurveId, ...], tuple[CurveId, ...]]] = {
+        f"{r} alone": ((0,), (r,)) for r in rivals
+    }
+    rows[CODEC_RESAMPLING] = ((0,), (0, *rivals))
+    rows[AGAINST_CODEC] = ((0, *rivals), (0, *ALL_OPTIONS))
+    return rows
+
+
+def all_rows(rivals: Sequence[str]) -> dict[str, tuple[tuple[CurveId, ...], tuple[CurveId, ...]]]:
+    """Every row of the tables as (anchors, tests): :data:`ROWS` (direct against direct plus
+    the row's options), then :func:`rival_rows`."""
+    rows = {row: ((0,), (0, *codes)) for row, codes in ROWS.items()}
+    return {**rows, **rival_rows(rivals)}
+
+
 def average_points(points: Sequence[Point]) -> list[Point]:
-    """The 'average' sequence: rate and qualities averaged over sequences per (option, QP),
-    for (option, QP) pairs measured on every sequence."""
-    groups: dict[tuple[int, int], list[Point]] = defaultdict(list)
+    """The 'average' sequence: rate and qualities averaged over sequences per (curve, QP),
+    for (curve, QP) pairs measured on every sequence."""
+    groups: dict[tuple[CurveId, int], list[Point]] = defaultdict(list)
     for p in points:
-        groups[(p.spec.option, p.spec.qp)].append(p)
+        groups[(curve_of(p), p.spec.qp)].append(p)
     n = len({p.spec.sequence for p in points})
     out = []
     for group in groups.values():
@@ -73,29 +105,45 @@ def average_points(points: Sequence[Point]) -> list[Point]:
 
 
 def _row_bd(
-    per_option: dict[int, list[Point]], codes: Sequence[int], metric: str, interp: Interp
+    per_curve: dict[CurveId, list[Point]],
+    anchors: Sequence[CurveId],
+    tests: Sequence[CurveId],
+    metric: str,
+    interp: Interp,
 ) -> tuple[BDResult, BDResult] | None:
-    anchor = _curve(per_option.get(0, []), metric)
-    if anchor is None or not any(c in per_option for c in codes):
+    """(envelope, Pareto) BD-rate of the ``tests`` curves against the ``anchors`` curves, or
+    None when an anchor or every test beyond the anchors is unmeasured."""
+    anchor_curves = [_curve(per_curve.get(a, []), metric) for a in anchors]
+    if None in anchor_curves or not any(per_curve.get(t) for t in tests if t not in anchors):
         return None
-    curves = [anchor]
-    pool = [(p.kbps, getattr(p, metric)) for p in per_option[0]]
-    for code in codes:
-        curve = _curve(per_option.get(code, []), metric)
-        if curve is not None:
-            curves.append(curve)
-            pool += [(p.kbps, getattr(p, metric)) for p in per_option[code]]
-    return bd_rate_envelope(anchor, curves, interp), bd_rate_pareto(anchor, pool, interp)
+    curves = [c for c in (_curve(per_curve.get(t, []), metric) for t in tests) if c is not None]
+    if not curves:
+        return None
+    pool = [(p.kbps, getattr(p, metric)) for t in tests for p in per_curve.get(t, [])]
+    anchor_pool = [
+        (p.kbps, getattr(p, metric))
+        for a in anchors
+        for p in per_curve[a]
+        if getattr(p, metric) is not None
+    ]
+    anchor = Curve.of([r for r, _ in anchor_pool], [q for _, q in anchor_pool])
+    if len(anchors) == 1:
+        envelope = bd_rate_envelope(anchor, curves, interp)
+    else:
+        envelope = bd_rate_envelopes([c for c in anchor_curves if c is not None], curves, interp)
+    return envelope, bd_rate_pareto(anchor, pool, interp)
 
 
-def analyse(points: Sequence[Point], metrics: Sequence[str], interp: Interp) -> dict[str, Any]:
+def analyse(
+    points: Sequence[Point], metrics: Sequence[str], interp: Interp, rivals: Sequence[str] = ()
+) -> dict[str, Any]:
     """BD-rate of every row, sequence (and the average) and metric, both methods."""
     table = _by([*points, *average_points(points)])
     out: dict[str, Any] = {}
-    for sequence, per_option in table.items():
-        for row, codes in ROWS.items():
+    for sequence, per_curve in table.items():
+        for row, (anchors, tests) in all_rows(rivals).items():
             for metric in metrics:
-                result = _row_bd(per_option, codes, metric, interp)
+                result = _row_bd(per_curve, anchors, tests, metric, interp)
                 if result is None:
                     continue
                 envelope, pareto = result
@@ -118,12 +166,12 @@ def analyse(points: Sequence[Point], metrics: Sequence[str], interp: Interp) -> 
 
 
 def speed_table(points: Sequence[Point]) -> list[dict[str, Any]]:
-    """Decoder complexity and speeds per option, averaged over the points."""
-    groups: dict[int, list[Point]] = defaultdict(list)
+    """Decoder complexity and speeds per option (and rival), averaged over the points."""
+    groups: dict[CurveId, list[Point]] = defaultdict(list)
     for p in points:
-        groups[p.spec.option].append(p)
+        groups[curve_of(p)].append(p)
     rows = []
-    for code, group in sorted(groups.items()):
+    for code, group in sorted(groups.items(), key=lambda item: str(item[0]).zfill(2)):
         rows.append(
             {
                 "option": code,
@@ -232,7 +280,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"## {title}: {QUALITY[metric]}", ""]
             header = ["row", *seqs, AVERAGE, MEAN]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            for row in ROWS:
+            for row in all_rows(results["config"].get("rivals", [])):
                 per = bd.get(row, {}).get(metric)
                 if per is None:
                     lines.append("| " + " | ".join([row, *["n/a"] * (len(header) - 1)]) + " |")
@@ -298,7 +346,13 @@ METHOD = (
     "integrated on a dense grid, so a frontier containing the anchor never scores above 0 %. "
     "Pareto: the non-dominated points of all options and QPs form one curve that goes through "
     "the bjontegaard package like a single codec's curve. Average: rates and qualities averaged "
-    "over sequences per option and QP; 'mean of sequences' is the mean of per-sequence BD-rates."
+    "over sequences per option and QP; 'mean of sequences' is the mean of per-sequence BD-rates. "
+    "Rivals (--rivals) are the codec's own resampling modes coded at the same QPs, the whole "
+    "stream in the .wrp as for direct coding: 'R alone' is rival R's curve against direct "
+    "(a loss shows as a positive figure), 'codec resampling' direct plus every rival against "
+    "direct, and 'all options vs codec resampling' the envelope of direct and all options "
+    "against the envelope of direct and every rival, over direct coding's quality range as "
+    "every row (where both reach)."
 )
 
 
@@ -322,6 +376,9 @@ def plot(points: Sequence[Point], sequence: str, metric: str, path: Path) -> Non
             continue
         front = pareto_front([pt for pt in pool if pt[1] is not None])
         ax.plot(*zip(*front, strict=True), "-.", marker=".", label=f"direct + {row}")
+    for rival in sorted(c for c in per_option if isinstance(c, str)):
+        curve = sorted((p.kbps, getattr(p, metric)) for p in per_option[rival])
+        ax.plot(*zip(*curve, strict=True), ":", marker="x", label=f"{rival} (codec)")
     ax.set_xscale("log")
     ax.set_xlabel("rate (kbps, log scale)")
     ax.set_ylabel(QUALITY[metric] + (" (dB)" if metric.startswith("psnr") else ""))
@@ -464,7 +521,7 @@ def assemble(
         "sequences": sorted({p.spec.sequence for p in points}),
         "method": METHOD,
         "interp": interp,
-        "bd_rate": analyse(points, metrics, interp),
+        "bd_rate": analyse(points, metrics, interp, config.get("rivals", [])),
         "speed": speed_table(points),
         "post_gain": post_gain(points),
         "adaptation": adaptation(points),

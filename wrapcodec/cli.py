@@ -329,6 +329,7 @@ def list_backends(as_json: bool) -> None:
             "usable": not (lacks := ffmpeg.missing(b)),
             "missing": lacks,
             "lambda": b.lambda_source,
+            "rivals": [{"name": r.name, "description": r.description} for r in b.rivals],
         }
         for name, b in backends().items()
     ]
@@ -509,6 +510,12 @@ def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | Non
     help="Options to measure besides direct (codes or names).",
 )
 @click.option("--metrics", default="psnr", show_default=True, help="psnr, ssim, vmaf.")
+@click.option(
+    "--rivals",
+    default="",
+    metavar="all|NAME,...",
+    help="Also code the codec's own resampling modes at the same QPs (see `wrapcodec backends`).",
+)
 @_adapt_opt
 @click.option(
     "--interp",
@@ -536,6 +543,7 @@ def bench(
     bitdepth: str,
     options: str,
     metrics: str,
+    rivals: str,
     adapt_steps: int,
     interp: str,
     out: str | None,
@@ -554,6 +562,12 @@ def bench(
     bank = get_bank(models)
     codes = sorted({0, *(int(o.code) for o in parse_options(options, bank.has, bank.where))})
     n_jobs = jobs or bench_lib.default_jobs()
+    backend = get_backend(codec)
+    rival_names = [r.strip() for r in rivals.split(",") if r.strip()]
+    if rival_names == ["all"]:
+        rival_names = [r.name for r in backend.rivals]
+        if not rival_names:
+            raise InputError(f"--rivals all: {codec} has no resampling modes of its own")
     config = bench_lib.BenchConfig(
         dataset=dataset,
         codec=codec,
@@ -569,8 +583,8 @@ def bench(
         interp=interp,
         models=str(bank.folder),
         adapt_steps=adapt_steps,
+        rivals=rival_names,
     )
-    backend = get_backend(codec)
     ffmpeg.require(backend)
     specs, notes = bench_lib.plan(config)
     folder = Path(out or f"bench-{Path(dataset).stem}-{codec}")
@@ -613,7 +627,11 @@ def bench(
     console = Console()
     table = Table(title=f"BD-rate vs direct {codec}, PSNR-YUV, RD envelope (primary)")
     table.add_column("sequence")
-    shown = [row for row in benchreport.ROWS if "psnr_yuv" in results["bd_rate"].get(row, {})]
+    shown = [
+        row
+        for row in benchreport.all_rows(config.rivals)
+        if "psnr_yuv" in results["bd_rate"].get(row, {})
+    ]
     for row in shown:
         table.add_column(row, justify="right")
     for sequence in [*results["sequences"], benchreport.AVERAGE, benchreport.MEAN]:
