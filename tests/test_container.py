@@ -614,10 +614,24 @@ def test_colour_range_checks() -> None:
         pack(WrpHeader(**{**EXAMPLE_HEADER.__dict__, "color_range": "FULL"}), EXAMPLE_SEGMENTS)
     with pytest.raises(ContainerError, match="is not FULL, LIMITED or None"):
         pack(WrpHeader(**{**EXAMPLE_HEADER_V2.__dict__, "color_range": "PC"}), EXAMPLE_SEGMENTS_V2)
-    for flags in (0x03, 0x04, 0x80):
+    for flags in (0x03, 0x08, 0x80):
         data = _example_v2()
         data[5] = flags
         _raises(_recrc(data), f"reserved flags 0x{flags:02x} at offset 5 (version 2: bits 1-0")
+
+
+def test_integer_arithmetic_flag() -> None:
+    """Header flags bit 2: the post-processors' integer arithmetic (version 2 only)."""
+    integer = WrpHeader(**{**EXAMPLE_HEADER_V2.__dict__, "integer": True, "color_range": "FULL"})
+    data = pack(integer, EXAMPLE_SEGMENTS_V2)
+    assert data[5] == 0x04 | 0x02
+    assert unpack(data)[0] == integer
+    assert unpack(bytes(_example_v2()))[0].integer is False
+    with pytest.raises(ContainerError, match="version 1 files carry no arithmetic flag"):
+        pack(WrpHeader(**{**EXAMPLE_HEADER.__dict__, "integer": True}), EXAMPLE_SEGMENTS)
+    v1 = bytearray(_example())
+    v1[5] = 0x04
+    _raises(_recrc(v1), "reserved flags 0x04 at offset 5 (version 1: all 0)")
 
 
 def test_zero_segments() -> None:

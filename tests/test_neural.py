@@ -28,6 +28,8 @@ def bank() -> Bank:
 def test_every_neural_option_ships(bank: Bank) -> None:
     assert sorted(bank.cards) == NEURAL
     assert bank.id != bytes(8)
+    # every shipped post-processor runs in the integer arithmetic, whose id differs
+    assert bank.integer and bank.id_for(True) not in (bank.id, bytes(8))
 
 
 def test_cards_match_weights_and_budgets(bank: Bank) -> None:
@@ -93,7 +95,9 @@ def test_decoder_output_is_what_the_encoder_measured(
     report = _encode(runner, clip8, wrp, str(code))
     assert report["option"] == code
     info = runner.invoke(cli, ["info", str(wrp), "--json"])
-    assert json.loads(info.stdout)["model_bank_id"] == bank.id.hex()
+    described = json.loads(info.stdout)
+    assert described["model_bank_id"] == bank.id_for(True).hex()
+    assert described["arithmetic"] == "integer, version 1"
     first, second = tmp_path / "a.y4m", tmp_path / "b.y4m"
     for out in (first, second):
         result = runner.invoke(cli, ["decode", str(wrp), "-o", str(out)])
@@ -123,13 +127,14 @@ def test_decode_refuses_other_weights(
     weights.write_bytes(bytes(data))
     card["sha256"] = sha256_file(weights)
     card_path.write_text(json.dumps(card))
-    other_id = Bank(other).id.hex()
+    other_id = Bank(other).id_for(True).hex()
     result = runner.invoke(
         cli, ["decode", str(wrp), "-o", str(tmp_path / "o.y4m"), "--models", str(other)]
     )
     assert result.exit_code == 1
     line = result.stderr.strip()
-    assert bank.id.hex() in line and other_id in line and "Traceback" not in result.output
+    assert bank.id_for(True).hex() in line and other_id in line
+    assert "Traceback" not in result.output
     assert not (tmp_path / "o.y4m").exists()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
@@ -26,6 +27,7 @@ from safetensors.torch import load_file
 
 from wrapcodec.container import NO_MODEL_BANK
 from wrapcodec.errors import InputError
+from wrapcodec.exact import ARITHMETIC_VERSION, ExactPost, quantize_post
 from wrapcodec.nets import PostConfig, PostProcessor, PreConfig, PreProcessor
 from wrapcodec.options import OPTIONS, Option, require_available
 from wrapcodec.paths import sha256_file
@@ -58,6 +60,16 @@ class Validation(BaseModel):
     psnr_gain_same_qp: dict[str, float]  # mean dB over the QPs against each other option
 
 
+class Arithmetic(BaseModel):
+    """The post-processor's integer arithmetic: version and activation exponents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = ARITHMETIC_VERSION
+    exponents: dict[str, int]  # exact.calibrate: per residual level and depthwise output
+    calibration: str = ""  # the pictures the exponents were measured on
+
+
 class ModelCard(BaseModel):
     """What a shipped model is, how it was made and how it did."""
 
@@ -78,18 +90,35 @@ class ModelCard(BaseModel):
     training_data: str = ""  # what the pictures of --data were
     training: list[dict[str, object]]  # one entry per stage: config, steps, last validation
     validation: Validation | None = None
+    arithmetic: Arithmetic | None = None  # the post-processor's integer arithmetic
 
     @property
     def fraction(self) -> Fraction:
         return Fraction(self.ratio)
 
+    @property
+    def key(self) -> str:
+        """What determines the model's numbers: the weights' sha256, and the arithmetic."""
+        if self.arithmetic is None:
+            return self.sha256
+        exps = json.dumps(self.arithmetic.model_dump(exclude={"calibration"}), sort_keys=True)
+        return f"{self.sha256}:{hashlib.sha256(exps.encode()).hexdigest()[:16]}"
+
 
 @dataclass
 class Processors:
-    """The loaded networks of one neural option."""
+    """The loaded networks of one neural option; ``exact``: the post-processor in integer
+    arithmetic, with the ``exponents`` it was quantised with (None: the card has none)."""
 
     post: PostProcessor
     pre: PreProcessor | None
+    exponents: dict[str, int] | None = None
+    exact: ExactPost | None = None
+
+    def with_post(self, post: PostProcessor) -> Processors:
+        """These processors with another post-processor (an adapted one), quantised alike."""
+        exps = self.exponents
+        return Processors(post, self.pre, exps, None if exps is None else quantize_post(post, exps))
 
 
 def model_name(kind: str, ratio: str) -> str:
@@ -118,11 +147,34 @@ class Bank:
 
     @functools.cached_property
     def id(self) -> bytes:
-        """8-byte bank id (NO_MODEL_BANK for an empty bank)."""
+        """8-byte bank id in float arithmetic (NO_MODEL_BANK for an empty bank)."""
+        return self.id_for(integer=False)
+
+    @property
+    def integer(self) -> bool:
+        """Every card carries this wrapcodec's integer arithmetic (the encoder then uses it)."""
+        return bool(self.cards) and all(
+            c.arithmetic is not None and c.arithmetic.version == ARITHMETIC_VERSION
+            for c in self.cards.values()
+        )
+
+    def id_for(self, integer: bool) -> bytes:
+        """8-byte id of this bank in float or integer arithmetic: the first 8 bytes of the
+        sha256 of its cards' sorted ``name sha256`` lines, to which the integer id adds the
+        arithmetic's version and exponents."""
         if not self.cards:
             return NO_MODEL_BANK
-        lines = sorted(f"{c.name} {c.sha256}" for c in self.cards.values())
-        return hashlib.sha256("\n".join(lines).encode()).digest()[:8]
+        if integer and not self.integer:
+            raise InputError(f"the models in {self.folder} have no integer arithmetic")
+        lines = []
+        for c in self.cards.values():
+            line = f"{c.name} {c.sha256}"
+            if integer:
+                assert c.arithmetic is not None
+                exps = json.dumps(c.arithmetic.exponents, sort_keys=True)
+                line += f" integer-v{c.arithmetic.version} {exps}"
+            lines.append(line)
+        return hashlib.sha256("\n".join(sorted(lines)).encode()).digest()[:8]
 
     def has(self, opt: Option) -> bool:
         return not opt.neural or int(opt.code) in self.cards
@@ -165,7 +217,14 @@ def load_processors(folder: Path, card: ModelCard) -> Processors:
     post.eval()
     if pre is not None:
         pre.eval()
-    return Processors(post, pre)
+    if card.arithmetic is None:
+        return Processors(post, pre)
+    exps = card.arithmetic.exponents
+    try:
+        exact = quantize_post(post, exps)
+    except KeyError as exc:
+        raise InputError(f"{path}: its card's arithmetic lacks the exponent {exc}") from None
+    return Processors(post, pre, exps, exact)
 
 
 def split_weights(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

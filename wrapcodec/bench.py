@@ -75,7 +75,7 @@ class PointSpec(BaseModel):
     bitdepth: int = 10
     threads: int | None = None
     metrics: tuple[str, ...] = ("psnr",)
-    model_hash: str = ""  # sha256 of the networks an option uses; empty for linear options
+    model_hash: str = ""  # ModelCard.key of the networks an option uses; empty for linear ones
     models: str | None = None  # the bank folder of a neural option (not part of the key)
     revision: int = REVISION  # of the pipeline's numerics
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of a neural option; 0: none
@@ -254,7 +254,7 @@ def run_point(spec: PointSpec) -> Point:
     info = read_info(source)
     opt = OPTIONS[spec.option]
     bank = get_bank(spec.models) if opt.neural else None
-    if bank is not None and bank.cards[spec.option].sha256 != spec.model_hash:
+    if bank is not None and bank.cards[spec.option].key != spec.model_hash:
         raise InputError(f"{spec.models}: the model of option {spec.option} has changed")
     layout = Layout.make(info, opt, backend, spec.bitdepth, bank)
     extra = [m for m in spec.metrics if m != "psnr"]
@@ -368,7 +368,7 @@ def _lanczos_post(
     (for r = 1: the decoded bottleneck as it is)."""
     opt = layout.option
     linear = OPTIONS[0] if opt.ratio == 1 else option_for("lanczos", opt.ratio)
-    plain = dataclasses.replace(layout, option=linear, processors=None)
+    plain = dataclasses.replace(layout, option=linear, processors=None, integer=False)
     acc = PsnrAccumulator(layout.source.bitdepth)
     for ref, rec in zip(
         source_frames(source, 0, frames), reconstruct(backend, stream, plain, frames), strict=True
@@ -428,7 +428,7 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         **common,
                         option=code,
                         qp=qp,
-                        model_hash=bank.cards[code].sha256 if neural else "",
+                        model_hash=bank.cards[code].key if neural else "",
                         models=str(bank.folder) if neural else None,
                         # linear points stay shared between runs with and without adaptation
                         adapt_steps=config.adapt_steps if neural else 0,

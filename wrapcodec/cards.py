@@ -7,6 +7,10 @@ validates it: the validation pictures are coded as one clip by the real codec at
 the model's option and with the Lanczos and bilinear options of the same ratio (direct coding
 for r = 1, and the post-only model for a wrapper when the bank has it), through the same
 pipeline ``encode`` uses.
+
+``wrapcodec models calibrate`` measures the activation exponents of each post-processor's
+integer arithmetic (:func:`wrapcodec.exact.calibrate`) on decoded-bottleneck stand-ins made
+from pictures (:func:`calibrate`) and writes them into the cards.
 """
 
 from __future__ import annotations
@@ -15,27 +19,40 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import (
     MAC_HEIGHT,
     MAC_WIDTH,
+    Arithmetic,
     Bank,
     ModelCard,
+    Processors,
     RatePoint,
     Validation,
     model_name,
     option_for,
 )
 from wrapcodec.bdrate import Curve, bd_rate
-from wrapcodec.dataset import load_pictures
+from wrapcodec.dataset import Picture, center_crops, load_pictures, to_tensors
 from wrapcodec.errors import InputError
-from wrapcodec.nets import PostProcessor, PreProcessor, count_macs, count_params
+from wrapcodec.exact import calibrate as calibrate_post
+from wrapcodec.nets import (
+    PostProcessor,
+    PreProcessor,
+    bilinear_bottleneck,
+    bottleneck_dims,
+    count_macs,
+    count_params,
+    from_unit,
+    unit,
+)
 from wrapcodec.options import OPTIONS, Option
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.pipeline import Layout, code_and_measure, postprocess, preprocess
@@ -205,3 +222,54 @@ def speed(
         return post_fps, None
     source = _noise_frame(rng, width, height, 255)
     return post_fps, _fps(lambda: preprocess(source, layout), frames)
+
+
+CALIBRATION_BITDEPTH = 10
+
+
+def _bottleneck_10bit(t: torch.Tensor) -> torch.Tensor:
+    """A normalised picture as a 10-bit bottleneck would hold it (rounded samples)."""
+    samples = from_unit(t, CALIBRATION_BITDEPTH).round()
+    return unit(samples, CALIBRATION_BITDEPTH)
+
+
+def _bottlenecks(
+    pictures: list[Picture], nets: Processors, ratio: Fraction, batch: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, int]]:
+    """Batches of ``pictures`` taken to the bottleneck as the option does and rounded to
+    10-bit samples, with the output size."""
+    height, width = pictures[0].height, pictures[0].width
+    bw, bh = bottleneck_dims(width, height, ratio)
+    for first in range(0, len(pictures), batch):
+        y, uv = to_tensors(pictures[first : first + batch])
+        with torch.no_grad():
+            if nets.pre is not None:
+                yb, uvb = nets.pre(y, uv, (bw, bh))
+            else:
+                yb, uvb = bilinear_bottleneck(y, uv, bw, bh)
+        yield _bottleneck_10bit(yb), _bottleneck_10bit(uvb), height, width
+
+
+def calibrate(
+    bank: Bank, data: Path, count: int = 64, crop: int = 256, batch: int = 8
+) -> list[ModelCard]:
+    """Measure and write every card's integer arithmetic (:class:`Arithmetic`).
+
+    The post-processors see what they see in use, short of the codec: the first ``count``
+    pictures of ``data`` (sorted by name) at least ``crop`` pixels on each side, cut to their
+    ``crop``×``crop`` centres, taken to the bottleneck by the option's pre-stage (the
+    wrapper's pre-processor, bilinear otherwise) and rounded to 10-bit samples. Returns the
+    cards written."""
+    pictures = center_crops(load_pictures(data, crop)[:count], crop)
+    about = (
+        f"{len(pictures)} centre crops {crop}x{crop} of {data.name}, bottleneck at "
+        f"{CALIBRATION_BITDEPTH} bits"
+    )
+    written = []
+    for code, card in sorted(bank.cards.items()):
+        nets = bank.processors(OPTIONS[code])
+        exponents = calibrate_post(nets.post, _bottlenecks(pictures, nets, card.fraction, batch))
+        card.arithmetic = Arithmetic(exponents=exponents, calibration=about)
+        write_card(bank.folder, card)
+        written.append(card)
+    return written

@@ -24,7 +24,7 @@ from wrapcodec import __version__, benchreport, ffmpeg
 from wrapcodec import bench as bench_lib
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, backends, get_backend
-from wrapcodec.bank import get_bank
+from wrapcodec.bank import Bank, get_bank
 from wrapcodec.decoder import decode_file, file_info
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
@@ -436,6 +436,27 @@ def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> Non
     Console().print(table)
 
 
+@models.command(name="calibrate")
+@click.option("--data", required=True, metavar="DIR", help="Pictures (the training set).")
+@click.option("--pictures", type=int, default=64, show_default=True, help="How many to use.")
+@click.option("--crop", type=int, default=256, show_default=True, help="Centre crop size.")
+@_models_opt
+def models_calibrate(data: str, pictures: int, crop: int, models: str | None) -> None:
+    """Measure each post-processor's integer arithmetic and write it into the cards."""
+    from wrapcodec import cards
+
+    if pictures < 1 or crop < 16 or crop % 8:
+        raise InputError("--pictures must be >= 1 and --crop a multiple of 8, at least 16")
+    bank = get_bank(models)
+    if not bank.cards:
+        raise InputError(f"{bank.folder}: no models to calibrate")
+    for card in cards.calibrate(bank, Path(data), pictures, crop):
+        assert card.arithmetic is not None
+        exps = card.arithmetic.exponents
+        click.echo(f"{card.name}: exponents {min(exps.values())}..{max(exps.values())}")
+    click.echo(f"bank {bank.folder}: integer id {Bank(bank.folder).id_for(True).hex()}")
+
+
 @models.command(name="install")
 @click.argument("weights", metavar="TRAINED.safetensors")
 @click.option("--dest", required=True, metavar="DIR", help="Bank folder to install into.")
@@ -448,7 +469,6 @@ def models_install(
 ) -> None:
     """Copy trained weights into a bank with their card, and validate them."""
     from wrapcodec import cards
-    from wrapcodec.bank import Bank
 
     check_input(weights)
     card = cards.install(Path(weights), Path(dest), about)

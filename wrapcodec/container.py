@@ -162,6 +162,10 @@ SEGMENT_OFFSETS_V2 = SEGMENT_OFFSETS_BY_VERSION[2]
 #: Version 2 header ``flags``, bits 1-0: the source's y4m ``XCOLORRANGE`` (0 = not said).
 COLOR_RANGE_CODES: dict[ColorRange | None, int] = {None: 0, "LIMITED": 1, "FULL": 2}
 FLAGS_COLOR_RANGE_MASK = 0x03
+#: Version 2 header ``flags``, bit 2: the post-processors run in wrapcodec's integer
+#: arithmetic (``wrapcodec.exact``, version 1), the bank id being the one of that arithmetic;
+#: 0: in float arithmetic (files written before it existed).
+FLAGS_INTEGER = 0x04
 
 OPTION_CODE_SHIFT = 4
 OPTION_RESERVED_MASK = 0x0F  # version 1: the whole low nibble
@@ -194,6 +198,7 @@ class WrpHeader:
     frame_count: int
     version: int = VERSION
     color_range: ColorRange | None = None  # y4m XCOLORRANGE of the source (version 2)
+    integer: bool = False  # post-processors in integer arithmetic (version 2)
 
 
 @dataclass(frozen=True)
@@ -252,6 +257,8 @@ def _check_header(h: WrpHeader, segment_count: int, base: int | None) -> None:
         raise ContainerError(f"colour range {h.color_range!r} is not FULL, LIMITED or None")
     if h.color_range is not None and h.version == 1:
         raise ContainerError("version 1 files carry no colour range (write version 2)")
+    if h.integer and h.version == 1:
+        raise ContainerError("version 1 files carry no arithmetic flag (write version 2)")
     codec = _int_in("codec_id", h.codec_id, 0, 255, at("codec_id"))
     if codec == 0:
         raise ContainerError(f"invalid codec id 0{at('codec_id')}")
@@ -420,7 +427,7 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
         HEADER.pack(
             MAGIC,
             version,
-            COLOR_RANGE_CODES[header.color_range],
+            COLOR_RANGE_CODES[header.color_range] | (FLAGS_INTEGER if header.integer else 0),
             HEADER.size,
             header.codec_id,
             header.bitdepth,
@@ -521,10 +528,14 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
             f"header_size {header_size} at offset {HEADER_OFFSETS['header_size']} does not match "
             f"the version {version} header size {HEADER.size}"
         )
-    allowed = FLAGS_COLOR_RANGE_MASK if version > 1 else 0
-    range_code = flags & allowed
+    allowed = FLAGS_COLOR_RANGE_MASK | FLAGS_INTEGER if version > 1 else 0
+    range_code = flags & FLAGS_COLOR_RANGE_MASK
     if flags & ~allowed or range_code not in COLOR_RANGE_CODES.values():
-        defined = "bits 1-0 = colour range 0-2, the rest 0" if version > 1 else "all 0"
+        defined = (
+            "bits 1-0 = colour range 0-2, bit 2 = integer arithmetic, the rest 0"
+            if version > 1
+            else "all 0"
+        )
         raise ContainerError(
             f"reserved flags 0x{flags:02x} at offset {HEADER_OFFSETS['flags']} "
             f"(version {version}: {defined})"
@@ -545,6 +556,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
         frame_count=frame_count,
         version=version,
         color_range=color_range,
+        integer=bool(flags & FLAGS_INTEGER),
     )
     _check_header(header, segment_count, 0)
 

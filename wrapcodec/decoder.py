@@ -21,6 +21,7 @@ from wrapcodec.backend import Backend, backend_for_codec_id, backends
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, read_wrp
 from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputError
+from wrapcodec.exact import ARITHMETIC_VERSION
 from wrapcodec.options import bottleneck_size, option
 from wrapcodec.pipeline import Layout, reconstruct
 from wrapcodec.rdo import kbps
@@ -61,6 +62,7 @@ class FileInfo(BaseModel):
     codec_id: int
     codec: str
     model_bank_id: str
+    arithmetic: str  # of the post-processors: "integer, version 1", "float" or "none"
     width: int
     height: int
     bitdepth: int
@@ -92,6 +94,7 @@ def file_info(path: str) -> FileInfo:
         codec_id=header.codec_id,
         codec=codec,
         model_bank_id=header.model_bank_id.hex(),
+        arithmetic=_arithmetic(header, segments),
         width=header.width,
         height=header.height,
         bitdepth=header.bitdepth,
@@ -119,6 +122,12 @@ def file_info(path: str) -> FileInfo:
     )
 
 
+def _arithmetic(header: WrpHeader, segments: list[Segment]) -> str:
+    if header.integer:
+        return f"integer, version {ARITHMETIC_VERSION}"
+    return "float" if any(option(s.option).neural for s in segments) else "none"
+
+
 def _check_segment(input_path: str, segment: Segment, info: VideoInfo, bank: Bank) -> None:
     """Refuse a segment whose option this bank lacks or whose bottleneck size is not the
     option's on this source size."""
@@ -144,10 +153,16 @@ def check_bank(input_path: str, header: WrpHeader, segments: list[Segment], bank
                 "uses a neural option; files with direct and linear options only store zeros"
             )
         return
-    if header.model_bank_id != bank.id:
+    if header.integer and not bank.integer:
+        raise InputError(
+            f"{input_path}: made with post-processors in integer arithmetic, but the models in "
+            f"{bank.folder} have none; pass --models with the bank it was made with"
+        )
+    ours = bank.id_for(header.integer)
+    if header.model_bank_id != ours:
         raise InputError(
             f"{input_path}: made with model bank {header.model_bank_id.hex()}, but the models "
-            f"in {bank.folder} are bank {bank.id.hex()}; pass --models with the bank it was "
+            f"in {bank.folder} are bank {ours.hex()}; pass --models with the bank it was "
             "made with"
         )
 
@@ -161,7 +176,8 @@ def _layout(
     backend: Backend,
     bank: Bank,
 ) -> Layout:
-    layout = Layout.make(info, option(segment.option), backend, header.bottleneck_bitdepth, bank)
+    opt = option(segment.option)
+    layout = Layout.make(info, opt, backend, header.bottleneck_bitdepth, bank, header.integer)
     try:
         return layout.with_update(segment.update)
     except ContainerError as exc:

@@ -24,6 +24,7 @@ from wrapcodec.adapt import AdaptConfig, Fitted, fit, training_frames
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank, Processors
 from wrapcodec.errors import ContainerError
+from wrapcodec.exact import ExactPost
 from wrapcodec.metrics import PsnrAccumulator
 from wrapcodec.nets import from_unit, unit
 from wrapcodec.options import Option, bottleneck_size
@@ -81,6 +82,7 @@ class Layout:
     coded: tuple[int, int]  # after padding for the codec
     bitdepth: int  # of the bottleneck
     processors: Processors | None = None  # the networks of a neural option
+    integer: bool = False  # post-process in integer arithmetic (processors.exact)
 
     @classmethod
     def make(
@@ -90,15 +92,22 @@ class Layout:
         backend: Backend,
         bitdepth: int,
         bank: Bank | None = None,
+        integer: bool | None = None,
     ) -> Layout:
-        """``bank`` is needed for neural options (its networks are loaded once)."""
+        """``bank`` is needed for neural options (its networks are loaded once); ``integer``:
+        post-process in integer arithmetic [when the bank has it]."""
         bw, bh = bottleneck_size(source.width, source.height, option.ratio)
         processors = None
+        exact = False
         if option.neural:
             if bank is None:
                 raise ValueError(f"{option.name} needs a model bank")
             processors = bank.processors(option)
-        return cls(source, option, (bw, bh), backend.coded_size(bw, bh), bitdepth, processors)
+            exact = bank.integer if integer is None else integer
+            if exact and processors.exact is None:
+                raise ContainerError(f"the model of {option.name} has no integer arithmetic")
+        coded = backend.coded_size(bw, bh)
+        return cls(source, option, (bw, bh), coded, bitdepth, processors, exact)
 
     def with_update(self, update: bytes) -> Layout:
         """This layout with a segment's post-processor update applied (no update: itself).
@@ -110,7 +119,7 @@ class Layout:
             raise ContainerError(f"option {self.option.name} takes no post-processor update")
         post = self.processors.post
         adapted = apply_update(post, decode_update(update, post))
-        return replace(self, processors=Processors(adapted, self.processors.pre))
+        return replace(self, processors=self.processors.with_post(adapted))
 
 
 def _convert(
@@ -171,6 +180,9 @@ def preprocess(frame: Frame, layout: Layout) -> Frame:
 def postprocess(frame: Frame, layout: Layout) -> Frame:
     """Decoded bottleneck frame (cropped) → frame at the source size and bit depth."""
     src = layout.source
+    if layout.integer:
+        assert layout.processors is not None and layout.processors.exact is not None
+        return _exact_post(frame, layout, layout.processors.exact)
     if layout.processors is not None:
         y, uv = to_tensors(frame, layout.bitdepth)
         with torch.inference_mode():
@@ -180,6 +192,17 @@ def postprocess(frame: Frame, layout: Layout) -> Frame:
     return _convert(
         frame, layout.option.kind, plane_sizes(src.width, src.height), scale, src.bitdepth
     )
+
+
+def _exact_post(frame: Frame, layout: Layout, exact: ExactPost) -> Frame:
+    """:func:`postprocess` in integer arithmetic: the odd luma row or column replicated as
+    :func:`to_tensors` does, the output cropped to the source size."""
+    h, w = frame.y.shape
+    y = np.pad(frame.y, ((0, h % 2), (0, w % 2)), mode="edge")
+    src = layout.source
+    planes = exact(y, frame.u, frame.v, layout.bitdepth, _even(src.height), _even(src.width),
+                   src.bitdepth)  # fmt: skip
+    return crop_frame(Frame(*planes), src.width, src.height)
 
 
 def decode_bottleneck(

@@ -409,13 +409,13 @@ def encode_file(
                 )
             )
 
+        neural = bank is not None and any(OPTIONS[s.option].neural for s in segments)
         header = WrpHeader(
             codec_id=backend.codec_id,
-            model_bank_id=(
-                bank.id
-                if bank is not None and any(OPTIONS[s.option].neural for s in segments)
-                else NO_MODEL_BANK
-            ),
+            model_bank_id=bank.id_for(bank.integer)
+            if bank is not None and neural
+            else NO_MODEL_BANK,
+            integer=bank is not None and neural and bank.integer,
             width=info.width,
             height=info.height,
             bitdepth=info.bitdepth,
