@@ -19,7 +19,7 @@ and each depthwise convolution's output its own, all fixed per model by :func:`c
 adaptation update (new float weights) quantises the same way on every machine.
 
 The operations mirror :class:`~wrapcodec.nets.PostProcessor` step for step: bilinear
-upsampling (weights of the same geometry in 1/128ths), luma space-to-depth, replicate padding
+upsampling (weights of the same geometry in 1/1024ths), luma space-to-depth, replicate padding
 to a multiple of 4, the depthwise-separable UNet (zero padding, nearest-neighbour upsampling,
 ReLU), the tail's residual and the chroma 3×3 convolution (replicate padding).
 """
@@ -45,7 +45,7 @@ P_MAX = 4096  # largest magnitude of a picture in P format
 ACT_MAX = 32767  # int16 activations
 WEIGHT_MAX = 32767
 ACC_HALF = 2**30  # weights and bias each get half of the int32 accumulator's range
-UP_BITS = 7  # bilinear weights in 1/128ths per axis
+UP_BITS = 10  # bilinear weights in 1/1024ths per axis
 HEADROOM = 2.0  # calibrated maxima are given this margin before choosing an exponent
 MAX_EXP = 15
 
@@ -315,7 +315,7 @@ def to_p(plane: NDArray[np.uint16], bitdepth: int) -> I16:
 
 
 def _taps(n_in: int, n_out: int) -> tuple[I32, I32, I32]:
-    """Per output index: the two source indices and the second one's weight in 1/128ths, of
+    """Per output index: the two source indices and the second one's weight in 1/1024ths, of
     centre-aligned bilinear interpolation (``align_corners=False``), computed exactly."""
     i0, i1, w1 = [], [], []
     for d in range(n_out):
