@@ -245,7 +245,7 @@ def test_accumulators_cannot_overflow() -> None:
 def test_to_p_is_the_float_normalisation() -> None:
     for bits in (8, 10):
         x = np.arange(1 << bits, dtype=np.uint16)
-        p = to_p(x, bits).astype(np.float64) / (1 << P_EXP)
+        p = to_p(x[None], bits)[0].astype(np.float64) / (1 << P_EXP)
         want = unit(torch.from_numpy(x.astype(np.float64)), bits).numpy()
         assert np.abs(p - want).max() <= 0.5 / (1 << P_EXP)
 

@@ -68,77 +68,130 @@ def _sat(v: int) -> int:
     return min(max(v, -32768), 32767)
 
 
+@njit(cache=True, inline="always")
+def _store(acc, shift, floor, out):  # type: ignore[no-untyped-def]
+    """``out[:] = clip(rq(acc, shift), floor, 32767)`` without a branch in the loop:
+    ``rq`` as ``(acc·2^l + r) >> s`` (l = max(−shift, 0), s = max(shift, 0), r = 2^s / 2)."""
+    s = max(shift, 0)
+    mul = 1 << max(-shift, 0)
+    rnd = (1 << s) >> 1
+    for i in range(acc.shape[0]):
+        out[i] = min(max((acc[i] * mul + rnd) >> s, floor), 32767)
+
+
+@njit(cache=True, inline="always")
+def _pointwise(rows, w, b, shift, floor, o, acc, out):  # type: ignore[no-untyped-def]
+    """Output channels o, o+1 (when there) of a 1×1 convolution of one row of every input
+    channel, ``rows`` (C, W): two accumulators per pass over the inputs."""
+    acc[0, :] = b[o]
+    two = o + 1 < w.shape[0]
+    acc[1, :] = b[o + 1] if two else 0
+    for c in range(rows.shape[0]):
+        k0 = w[o, c]
+        k1 = w[o + 1, c] if two else 0
+        row = rows[c]
+        a0 = acc[0]
+        a1 = acc[1]
+        for i in range(row.shape[0]):
+            v = row[i]
+            a0[i] += k0 * v
+            a1[i] += k1 * v
+    _store(acc[0], shift[o], floor, out[o])
+    if two:
+        _store(acc[1], shift[o + 1], floor, out[o + 1])
+
+
 @njit(parallel=True, cache=True)
 def _conv1x1(x, w, b, shift, relu, out):  # type: ignore[no-untyped-def]
     c_in, h, wd = x.shape
+    floor = 0 if relu else -32768
     for y in prange(h):
-        acc = np.empty(wd, np.int32)
+        acc = np.empty((2, wd), np.int32)
+        rows = np.empty((c_in, wd), np.int16)  # contiguous rows vectorise; x[:, y] does not
+        res = np.empty((w.shape[0], wd), np.int16)
+        for c in range(c_in):
+            rows[c, :] = x[c, y]
+        for o in range(0, w.shape[0], 2):
+            _pointwise(rows, w, b, shift, floor, o, acc, res)
         for o in range(w.shape[0]):
-            acc[:] = b[o]
-            for c in range(c_in):
-                k = w[o, c]
-                if k != 0:
-                    for i in range(wd):
-                        acc[i] += k * x[c, y, i]
-            s = shift[o]
-            for i in range(wd):
-                v = _rq(acc[i], s)
-                if relu and v < 0:
-                    v = 0
-                out[o, y, i] = _sat(v)
+            out[o, y, :] = res[o]
+
+
+@njit(cache=True, inline="always")
+def _taps3(acc, k0, k1, k2, row):  # type: ignore[no-untyped-def]
+    """acc[i] += k0·row[i−1] + k1·row[i] + k2·row[i+1], zero outside ``row``."""
+    n = acc.shape[0]
+    acc[0] += k1 * row[0] + k2 * row[1]
+    for i in range(1, n - 1):
+        acc[i] += k0 * row[i - 1] + k1 * row[i] + k2 * row[i + 1]
+    acc[n - 1] += k0 * row[n - 2] + k1 * row[n - 1]
+
+
+@njit(cache=True, inline="always")
+def _taps3_stride2(acc, k0, k1, k2, even, odd):  # type: ignore[no-untyped-def]
+    """acc[i] += k0·row[2i−1] + k1·row[2i] + k2·row[2i+1] from the row's even and odd
+    samples (``odd`` as long as ``even``, zero-extended), zero outside the row."""
+    acc[0] += k1 * even[0] + k2 * odd[0]
+    for i in range(1, acc.shape[0]):
+        acc[i] += k0 * odd[i - 1] + k1 * even[i] + k2 * odd[i]
 
 
 @njit(parallel=True, cache=True)
 def _separable(x, wd, bd, sd, wp, bp, sp, stride, residual, out):  # type: ignore[no-untyped-def]
-    """Depthwise 3×3 (zero padding, ``stride``) → int16 → 1×1 → ReLU (→ + x) → int16."""
+    """Depthwise 3×3 (zero padding, ``stride`` 1 or 2) → int16 → 1×1 → ReLU (→ + x) →
+    int16. Widths of at least 2; with stride 2, even input sizes."""
     c_in, h, w = x.shape
     h_out, w_out = out.shape[1], out.shape[2]
     for y_ in prange(h_out):
         y = np.int64(y_)  # prange indices are unsigned: keep the arithmetic signed
         t = np.empty((c_in, w_out), np.int16)
+        r = np.empty((out.shape[0], w_out), np.int16)  # the 1×1's output before + x
         acc = np.empty(w_out, np.int32)
+        acc2 = np.empty((2, w_out), np.int32)
+        even = np.empty(w_out, np.int16)
+        odd = np.empty(w_out, np.int16)
         for c in range(c_in):
             acc[:] = bd[c]
             for dy in range(3):
                 yy = stride * y + dy - 1
                 if yy < 0 or yy >= h:
                     continue
-                for dx in range(3):
-                    k = wd[c, dy, dx]
-                    if k == 0:
-                        continue
-                    # input column stride·i + dx − 1 must lie in [0, w)
-                    lo = max(0, (1 - dx + stride - 1) // stride)
-                    hi = min(w_out, (w - dx) // stride + 1)
-                    for i in range(lo, hi):
-                        acc[i] += k * x[c, yy, stride * i + dx - 1]
-            s = sd[c]
-            for i in range(w_out):
-                t[c, i] = _sat(_rq(acc[i], s))
-        for o in range(wp.shape[0]):
-            acc[:] = bp[o]
-            for c in range(c_in):
-                k = wp[o, c]
-                if k != 0:
+                row = x[c, yy]
+                if stride == 1:
+                    _taps3(acc, wd[c, dy, 0], wd[c, dy, 1], wd[c, dy, 2], row)
+                else:
                     for i in range(w_out):
-                        acc[i] += k * t[c, i]
-            s = sp[o]
-            for i in range(w_out):
-                v = max(_rq(acc[i], s), 0)
-                if residual:
-                    v += x[o, y, i]
-                out[o, y, i] = _sat(v)
+                        even[i] = row[2 * i]
+                        odd[i] = row[2 * i + 1]
+                    _taps3_stride2(acc, wd[c, dy, 0], wd[c, dy, 1], wd[c, dy, 2], even, odd)
+            _store(acc, sd[c], -32768, t[c])
+        for o in range(0, wp.shape[0], 2):
+            _pointwise(t, wp, bp, sp, 0, o, acc2, r)
+        for o in range(wp.shape[0]):
+            if residual:
+                row = x[o, y]
+                src = r[o]
+                dst = out[o, y]
+                for i in range(w_out):
+                    dst[i] = min(max(np.int32(src[i]) + row[i], -32768), 32767)
+            else:
+                out[o, y, :] = r[o]
 
 
 @njit(parallel=True, cache=True)
 def _up_add(skip, small, out):  # type: ignore[no-untyped-def]
-    """skip + nearest-neighbour ×2 upsampling of ``small``, saturated."""
+    """skip + nearest-neighbour ×2 upsampling of ``small``, saturated (even sizes)."""
     c_n, h, w = skip.shape
     for y_ in prange(h):
         y = np.int64(y_)
         for c in range(c_n):
-            for i in range(w):
-                out[c, y, i] = _sat(skip[c, y, i] + small[c, y // 2, i // 2])
+            src = small[c, y // 2]
+            a = skip[c, y]
+            dst = out[c, y]
+            for j in range(w // 2):
+                v = np.int32(src[j])
+                dst[2 * j] = min(max(a[2 * j] + v, -32768), 32767)
+                dst[2 * j + 1] = min(max(a[2 * j + 1] + v, -32768), 32767)
 
 
 @njit(parallel=True, cache=True)
@@ -186,22 +239,38 @@ def _finish(y_up, uv_up, res, wc, bc, sc, peak, y_out, uv_out):  # type: ignore[
     """y = y_up + depth-to-space(res[:4]); uv = chroma 3×3 (replicate) of uv_up + res[4:];
     both to samples."""
     h2, w2 = uv_up.shape[1], uv_up.shape[2]
+    for yy_ in prange(2 * h2):
+        yy = np.int64(yy_)
+        src = y_up[yy]
+        r0 = res[2 * (yy % 2), yy // 2]
+        r1 = res[2 * (yy % 2) + 1, yy // 2]
+        dst = y_out[yy]
+        for i in range(w2):
+            dst[2 * i] = _to_sample(np.int32(src[2 * i]) + r0[i], peak)
+            dst[2 * i + 1] = _to_sample(np.int32(src[2 * i + 1]) + r1[i], peak)
     for r_ in prange(h2):
         r = np.int64(r_)
-        for i in range(w2):
-            for k in range(4):
-                yy, xx = 2 * r + k // 2, 2 * i + k % 2
-                y_out[yy, xx] = _to_sample(y_up[yy, xx] + res[k, r, i], peak)
+        padded = np.empty((2, 3, w2 + 2), np.int32)  # rows r−1, r, r+1, replicated at edges
+        for c in range(2):
+            for dy in range(3):
+                row = uv_up[c, min(max(r + dy - 1, 0), h2 - 1)]
+                padded[c, dy, 1 : w2 + 1] = row
+                padded[c, dy, 0] = row[0]
+                padded[c, dy, w2 + 1] = row[w2 - 1]
+        acc = np.empty(w2, np.int32)
         for o in range(2):
+            acc[:] = bc[o]
+            for c in range(2):
+                for dy in range(3):
+                    p = padded[c, dy]
+                    k0, k1, k2 = wc[o, c, dy, 0], wc[o, c, dy, 1], wc[o, c, dy, 2]
+                    for i in range(w2):
+                        acc[i] += k0 * p[i] + k1 * p[i + 1] + k2 * p[i + 2]
+            s = sc[o]
+            extra = res[4 + o, r]
+            dst = uv_out[o, r]
             for i in range(w2):
-                acc = bc[o]
-                for c in range(2):
-                    for dy in range(3):
-                        rr = min(max(r + dy - 1, 0), h2 - 1)
-                        for dx in range(3):
-                            ii = min(max(i + dx - 1, 0), w2 - 1)
-                            acc += wc[o, c, dy, dx] * uv_up[c, rr, ii]
-                uv_out[o, r, i] = _to_sample(_rq(acc, sc[o]) + res[4 + o, r, i], peak)
+                dst[i] = _to_sample(_rq(acc[i], s) + extra[i], peak)
 
 
 # -- the integer model -----------------------------------------------------------------------
@@ -259,11 +328,11 @@ class ExactPost:
         uv_up = np.stack([upsample(to_p(p, bitdepth), height // 2, width // 2) for p in (u, v)])
         res = self.residual(y_up, uv_up)
         peak = (1 << out_bitdepth) - 1
-        y_out = np.empty((height, width), np.int32)
-        uv_out = np.empty((2, height // 2, width // 2), np.int32)
+        y_out = np.empty((height, width), np.uint16)
+        uv_out = np.empty((2, height // 2, width // 2), np.uint16)
         c = self.chroma
         _finish(y_up, uv_up, res, c.weight, c.bias, c.shift, peak, y_out, uv_out)
-        return y_out.astype(np.uint16), uv_out[0].astype(np.uint16), uv_out[1].astype(np.uint16)
+        return y_out, uv_out[0], uv_out[1]
 
     def residual(self, y_up: I16, uv_up: I16) -> I16:
         """The UNet's six-channel residual in P format, at the padded half resolution."""
@@ -309,9 +378,18 @@ def _up(skip: I16, small: I16) -> I16:
 def to_p(plane: NDArray[np.uint16], bitdepth: int) -> I16:
     """Samples → P format: round(x · 8192 / (2^d − 1)) − 4096, the normalisation
     :func:`wrapcodec.nets.unit` makes, in integers."""
-    peak = (1 << bitdepth) - 1
-    x = plane.astype(np.int64)
-    return ((x * 16384 + peak) // (2 * peak) - 4096).astype(np.int16)
+    out = np.empty(plane.shape, np.int16)
+    _to_p(plane, (1 << bitdepth) - 1, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _to_p(plane, peak, out):  # type: ignore[no-untyped-def]
+    for y in prange(plane.shape[0]):
+        src = plane[y]
+        dst = out[y]
+        for i in range(src.shape[0]):
+            dst[i] = (np.int32(src[i]) * 16384 + peak) // (2 * peak) - 4096
 
 
 def _taps(n_in: int, n_out: int) -> tuple[I32, I32, I32]:
