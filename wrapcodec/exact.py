@@ -140,7 +140,7 @@ def _taps3_stride2(acc, k0, k1, k2, even, odd):  # type: ignore[no-untyped-def]
 def _separable(x, wd, bd, sd, wp, bp, sp, stride, residual, out):  # type: ignore[no-untyped-def]
     """Depthwise 3×3 (zero padding, ``stride`` 1 or 2) → int16 → 1×1 → ReLU (→ + x) →
     int16. Widths of at least 2; with stride 2, even input sizes."""
-    c_in, h, w = x.shape
+    c_in, h = x.shape[0], x.shape[1]
     h_out, w_out = out.shape[1], out.shape[2]
     for y_ in prange(h_out):
         y = np.int64(y_)  # prange indices are unsigned: keep the arithmetic signed
