@@ -333,9 +333,15 @@ def test_decoded_bytes_are_the_same_everywhere(
         code = "\n".join(
             [
                 "import sys",
+                "from wrapcodec.bank import get_bank",
+                "from wrapcodec.cards import reference_digest",
                 "from wrapcodec.decoder import decode_file",
+                "from wrapcodec.options import OPTIONS",
                 "for wrp, out in zip(sys.argv[1::2], sys.argv[2::2]):",
                 "    decode_file(wrp, out)",
+                "bank = get_bank()",
+                "for code, card in bank.cards.items():",  # the bytes every card records
+                "    assert reference_digest(bank, OPTIONS[code]) == card.arithmetic.reference",
             ]
         )
         argv = [str(p) for pair in zip(files, outs, strict=True) for p in pair]
@@ -352,3 +358,15 @@ def test_decoded_bytes_are_the_same_everywhere(
     assert all(d == digests["as is"] for d in digests.values()), digests
     for out, psnr in zip((tmp_path / f"as is-{f.stem}.y4m" for f in files), psnrs, strict=True):
         assert measure_files(str(clip8), str(out)).psnr_yuv == pytest.approx(psnr, abs=1e-9)
+
+
+def test_models_speed_reports_speed_and_the_reference(runner: CliRunner) -> None:
+    args = ["models", "speed", "--size", "64x48", "--frames", "1", "--json"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["models"]
+    assert len(rows) == len(NEURAL)
+    for row in rows:
+        assert row["arithmetic"] == "integer v1" and row["matches_reference"] is True
+        assert row["post_fps_64x48"] > 0
+        assert (row["pre_fps_64x48"] is None) == row["model"].startswith("post")

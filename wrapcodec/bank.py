@@ -68,6 +68,7 @@ class Arithmetic(BaseModel):
     version: int = ARITHMETIC_VERSION
     exponents: dict[str, int]  # exact.calibrate: per residual level and depthwise output
     calibration: str = ""  # the pictures the exponents were measured on
+    reference: str = ""  # sha256 of cards.reference_digest's output, made where calibrated
 
 
 class ModelCard(BaseModel):
@@ -101,7 +102,8 @@ class ModelCard(BaseModel):
         """What determines the model's numbers: the weights' sha256, and the arithmetic."""
         if self.arithmetic is None:
             return self.sha256
-        exps = json.dumps(self.arithmetic.model_dump(exclude={"calibration"}), sort_keys=True)
+        fields = self.arithmetic.model_dump(exclude={"calibration", "reference"})
+        exps = json.dumps(fields, sort_keys=True)
         return f"{self.sha256}:{hashlib.sha256(exps.encode()).hexdigest()[:16]}"
 
 
@@ -132,12 +134,13 @@ def option_for(kind: str, ratio: Fraction) -> Option:
 class Bank:
     """The models in ``folder``, by option code."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, cards: dict[int, ModelCard] | None = None) -> None:
+        """The bank in ``folder``, with its cards read from there or given as ``cards``."""
         self.folder = folder
-        self.cards: dict[int, ModelCard] = {}
+        self.cards: dict[int, ModelCard] = {} if cards is None else dict(cards)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such model folder")
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(folder.glob("*.json")) if cards is None else []:
             try:
                 card = ModelCard.model_validate_json(path.read_text())
             except ValidationError as exc:

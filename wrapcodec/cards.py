@@ -15,6 +15,7 @@ from pictures (:func:`calibrate`) and writes them into the cards.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -209,10 +210,11 @@ def _fps(step: Callable[[], object], frames: int) -> float:
 def speed(
     bank: Bank, opt: Option, width: int, height: int, frames: int = 5
 ) -> tuple[float, float | None]:
-    """Frames per second of the decoder's post-processing (``pipeline.postprocess``: tensor
-    conversion, network, quantisation) of a 10-bit bottleneck into a ``width``×``height``
-    8-bit picture, and of the encoder's pre-processing (``pipeline.preprocess``) for a
-    wrapper (None otherwise). Timings do not depend on the content: noise pictures."""
+    """Frames per second of the decoder's post-processing (``pipeline.postprocess`` in the
+    bank's arithmetic, conversions included) of a 10-bit bottleneck into a
+    ``width``×``height`` 8-bit picture, and of the encoder's pre-processing
+    (``pipeline.preprocess``) for a wrapper (None otherwise). Timings do not depend on the
+    content: noise pictures."""
     info = VideoInfo(width, height, 8, 25, 1, chroma=ChromaTag.C420JPEG)
     layout = Layout.make(info, opt, get_backend("x265"), 10, bank)
     rng = np.random.default_rng(0)
@@ -222,6 +224,28 @@ def speed(
         return post_fps, None
     source = _noise_frame(rng, width, height, 255)
     return post_fps, _fps(lambda: preprocess(source, layout), frames)
+
+
+#: The picture whose post-processed bytes a card records (:func:`reference_digest`).
+REFERENCE_SIZE = (352, 288)
+
+
+def reference_digest(bank: Bank, opt: Option) -> str:
+    """sha256 of what the decoder makes of a fixed 10-bit bottleneck (seeded noise over a
+    gradient) for a ``REFERENCE_SIZE`` 8-bit picture in the bank's integer arithmetic: the
+    same on every machine, so a card can record it and any machine check itself against it."""
+    width, height = REFERENCE_SIZE
+    info = VideoInfo(width, height, 8, 25, 1, chroma=ChromaTag.C420JPEG)
+    layout = Layout.make(info, opt, get_backend("x265"), 10, bank, integer=True)
+    bw, bh = layout.bottleneck
+    noise = _noise_frame(np.random.default_rng(2026), bw, bh, 255)
+    ramp = [np.add.outer(np.arange(p.shape[0]), np.arange(p.shape[1])) * 3 for p in noise]
+    decoded = Frame(*((p + r) % 1024 for p, r in zip(noise, ramp, strict=True)))
+    out = postprocess(Frame(*(p.astype(np.uint16) for p in decoded)), layout)
+    digest = hashlib.sha256()
+    for plane in out:
+        digest.update(np.ascontiguousarray(plane, dtype="<u2").tobytes())
+    return digest.hexdigest()
 
 
 CALIBRATION_BITDEPTH = 10
@@ -270,6 +294,10 @@ def calibrate(
         nets = bank.processors(OPTIONS[code])
         exponents = calibrate_post(nets.post, _bottlenecks(pictures, nets, card.fraction, batch))
         card.arithmetic = Arithmetic(exponents=exponents, calibration=about)
-        write_card(bank.folder, card)
         written.append(card)
+    calibrated = Bank(bank.folder, {card.option: card for card in written})
+    for card in written:
+        assert card.arithmetic is not None
+        card.arithmetic.reference = reference_digest(calibrated, OPTIONS[card.option])
+        write_card(bank.folder, card)
     return written

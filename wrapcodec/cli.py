@@ -410,10 +410,12 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
 @models.command(name="speed")
 @click.option("--size", "sizes", multiple=True, default=["960x540", "1920x1080"], show_default=True)
 @click.option("--frames", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_opt
-def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> None:
-    """Post-processing (decoder) and pre-processing (encoder) speed in frames per second."""
-    from wrapcodec.cards import speed
+def models_speed(sizes: tuple[str, ...], frames: int, as_json: bool, models: str | None) -> None:
+    """Post-processing (decoder) and pre-processing (encoder) speed in frames per second, and
+    whether this machine's post-processors give the bytes their cards record."""
+    from wrapcodec.cards import reference_digest, speed
 
     bank = get_bank(models)
     parsed = []
@@ -422,18 +424,36 @@ def models_speed(sizes: tuple[str, ...], frames: int, models: str | None) -> Non
         if not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 16:
             raise InputError(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
         parsed.append((int(width), int(height)))
-    table = Table(title=f"frames per second, {torch.get_num_threads()} threads")
-    table.add_column("model")
+    threads = torch.get_num_threads()
+    rows: list[dict[str, object]] = []
+    table = Table(title=f"frames per second, {threads} threads")
+    for col in ("model", "arithmetic", "same bytes as its card"):
+        table.add_column(col)
     for pw, ph in parsed:
         table.add_column(f"post {pw}x{ph}", justify="right")
         table.add_column(f"pre {pw}x{ph}", justify="right")
     for code, card in sorted(bank.cards.items()):
-        cells = []
+        arith = card.arithmetic if bank.integer else None
+        same = None
+        if arith is not None and arith.reference:
+            same = reference_digest(bank, OPTIONS[code]) == arith.reference
+        row: dict[str, object] = {
+            "model": card.name,
+            "arithmetic": f"integer v{arith.version}" if arith else "float",
+            "matches_reference": same,
+        }
+        cells = [card.name, str(row["arithmetic"]), {True: "yes", False: "NO", None: "-"}[same]]
         for pw, ph in parsed:
             post, pre = speed(bank, OPTIONS[code], pw, ph, frames)
+            row[f"post_fps_{pw}x{ph}"] = round(post, 2)
+            row[f"pre_fps_{pw}x{ph}"] = None if pre is None else round(pre, 2)
             cells += [f"{post:.2f}", "-" if pre is None else f"{pre:.2f}"]
-        table.add_row(card.name, *cells)
-    Console().print(table)
+        rows.append(row)
+        table.add_row(*cells)
+    if as_json:
+        click.echo(json.dumps({"threads": threads, "frames": frames, "models": rows}, indent=2))
+    else:
+        Console().print(table)
 
 
 @models.command(name="calibrate")
