@@ -219,7 +219,8 @@ def load_processors(folder: Path, card: ModelCard) -> Processors:
         raise InputError(f"{path}: weights do not fit the card's architecture ({exc})") from None
     post.eval()
     if pre is not None:
-        pre.eval()
+        # its full 3×3 convolutions run about twice as fast on CPUs in channels-last layout
+        pre.eval().to(memory_format=torch.channels_last)
     if card.arithmetic is None:
         return Processors(post, pre)
     exps = card.arithmetic.exponents

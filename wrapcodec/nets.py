@@ -34,6 +34,7 @@ import contextlib
 from collections.abc import Iterator
 from fractions import Fraction
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
@@ -141,27 +142,42 @@ def bilinear_up(x: Tensor, height: int, width: int) -> Tensor:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
 
 
-_MATRICES: dict[tuple[int, int], Tensor] = {}
+_TAPS: dict[tuple[int, int], tuple[Tensor, Tensor, int]] = {}
 
 
-def _matrix(n_in: int, n_out: int) -> Tensor:
+def _taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor, int]:
+    """The antialiased bilinear weight matrix (:func:`wrapcodec.resample.weight_matrix`) as
+    taps: per output index the source indices and weights of its non-zero entries (padded
+    with zero weights to the longest row), and the count of non-zero entries."""
     key = (n_in, n_out)
-    if key not in _MATRICES:
-        _MATRICES[key] = torch.from_numpy(weight_matrix(n_in, n_out, "bilinear").astype("float32"))
-    return _MATRICES[key]
+    if key not in _TAPS:
+        m = weight_matrix(n_in, n_out, "bilinear")
+        rows = [np.flatnonzero(r) for r in m]
+        width = max(len(r) for r in rows)
+        index = np.zeros((n_out, width), np.int64)
+        weight = np.zeros((n_out, width), np.float32)
+        for i, cols in enumerate(rows):
+            index[i, : len(cols)] = cols
+            index[i, len(cols) :] = cols[-1]
+            weight[i, : len(cols)] = m[i, cols]
+        _TAPS[key] = (torch.from_numpy(index), torch.from_numpy(weight), int((m != 0).sum()))
+    return _TAPS[key]
 
 
 def bilinear_down(x: Tensor, height: int, width: int) -> Tensor:
-    """The pipeline's antialiased bilinear downsampling (:mod:`wrapcodec.resample`), as two
-    matrix products; tallied by its non-zero taps."""
+    """The pipeline's antialiased bilinear downsampling (:mod:`wrapcodec.resample`), rows
+    then columns, each output sample a weighted sum of its few non-zero taps; tallied by
+    those taps."""
     h, w = x.shape[-2:]
     if (h, w) == (height, width):
         return x
-    a = _matrix(h, height).to(x.device, x.dtype)
-    b = _matrix(w, width).to(x.device, x.dtype)
+    iy, wy, ny = _taps(h, height)
+    ix, wx, nx = _taps(w, width)
     channels = x[0].shape[0]
-    _tally(channels * (int((a != 0).sum()) * w + height * int((b != 0).sum())))
-    return a @ x @ b.T
+    _tally(channels * (ny * w + height * nx))
+    wy, wx = wy.to(x.device, x.dtype), wx.to(x.device, x.dtype)
+    rows = (x[..., iy.to(x.device), :] * wy[..., None]).sum(-2)  # (N, C, height, T, w) → sum T
+    return (rows[..., ix.to(x.device)] * wx).sum(-1)  # (N, C, height, width, T) → sum T
 
 
 def bilinear_bottleneck(y: Tensor, uv: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
