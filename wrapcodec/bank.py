@@ -220,7 +220,7 @@ def load_processors(folder: Path, card: ModelCard) -> Processors:
     post.eval()
     if pre is not None:
         # its full 3×3 convolutions run about twice as fast on CPUs in channels-last layout
-        pre.eval().to(memory_format=torch.channels_last)
+        pre.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if card.arithmetic is None:
         return Processors(post, pre)
     exps = card.arithmetic.exponents
