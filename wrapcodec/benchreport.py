@@ -175,7 +175,7 @@ def speed_table(points: Sequence[Point]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "option": code,
-                "name": group[0].option_name,
+                "name": group[0].kind if isinstance(code, str) else group[0].option_name,
                 "post_kmacs_per_pixel": sum(p.post_kmacs_per_pixel for p in group) / len(group),
                 "encode_fps": sum(p.encode_fps for p in group) / len(group),
                 "decode_fps": sum(p.decode_fps for p in group) / len(group),
