@@ -40,8 +40,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from wrapcodec.options import bottleneck_size
-from wrapcodec.resample import weight_matrix
+from wrapcodec.resample import bottleneck_size, weight_matrix
 
 # -- MAC counting ---------------------------------------------------------------------------
 

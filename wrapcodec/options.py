@@ -20,6 +20,7 @@ from typing import Literal
 
 from wrapcodec.container import OptionCode
 from wrapcodec.errors import OptionError
+from wrapcodec.resample import bottleneck_size
 
 Kind = Literal["direct", "post", "wrapper", "lanczos", "bilinear"]
 RATIOS = (Fraction(1), Fraction(1, 2), Fraction(2, 3), Fraction(1, 4))
@@ -129,18 +130,6 @@ def parse_options(
         require_available(opt, has_model, where)
         chosen.append(opt)
     return chosen
-
-
-def _even_round(x: Fraction) -> int:
-    # nearest even integer, halves up: 2·floor(x/2 + 1/2)
-    return 2 * int((x / 2 + Fraction(1, 2)) // 1)
-
-
-def bottleneck_size(width: int, height: int, ratio: Fraction) -> tuple[int, int]:
-    """Luma size of the bottleneck for a ``width``×``height`` source at ``ratio``."""
-    if ratio == 1:
-        return width, height
-    return _even_round(width * ratio), _even_round(height * ratio)
 
 
 def skip_reason(opt: Option, width: int, height: int) -> str | None:

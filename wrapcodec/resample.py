@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 from typing import Literal, get_args
 
 import numpy as np
@@ -131,3 +132,16 @@ def resample_plane(x: np.ndarray, out_height: int, out_width: int, kernel: Kerne
     if out_width != width:
         out = np.ascontiguousarray(_filter_rows(np.ascontiguousarray(out.T), out_width, kernel).T)
     return out
+
+
+def _even_round(x: Fraction) -> int:
+    # nearest even integer, halves up: 2·floor(x/2 + 1/2)
+    return 2 * int((x / 2 + Fraction(1, 2)) // 1)
+
+
+def bottleneck_size(width: int, height: int, ratio: Fraction) -> tuple[int, int]:
+    """Luma size of the bottleneck for a ``width``×``height`` source at ``ratio``: each side
+    times ``ratio``, rounded to the nearest even number (halves up); itself at ratio 1."""
+    if ratio == 1:
+        return width, height
+    return _even_round(width * ratio), _even_round(height * ratio)
