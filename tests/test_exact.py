@@ -203,7 +203,7 @@ def test_untrained_network_is_bilinear_and_identity_at_r1(
 def _exponent_names(post: PostProcessor) -> list[str]:
     from wrapcodec.exact import _names
 
-    return [f"{n}.dw" for n, _, _ in _names(post)] + ["level0", "level1", "level2"]
+    return [f"{n}.dw" for n, *_ in _names(post)] + ["level0", "level1", "level2"]
 
 
 @pytest.mark.parametrize("code", NEURAL)

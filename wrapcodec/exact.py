@@ -3,11 +3,11 @@
 A float network's output depends on the order in which its sums are taken, and that order
 depends on the instruction set, the thread count and the library's blocking, so a decoder on
 another machine would not reproduce the frames the encoder measured. Here every value is an
-integer and every operation exact: 16-bit activations, weights of at most 10 bits with a
-power-of-two scale per output channel (as many bits as the layer's worst case leaves in the
-accumulator: 12 to 15), 32-bit accumulators, and rescaling by rounding shifts
-(round half up). :func:`quantize_post` turns a trained :class:`~wrapcodec.nets.PostProcessor`
-into an :class:`ExactPost`; its arithmetic is defined by the kernels of this module, which
+integer and every operation exact: 16-bit activations, weights with a power-of-two scale
+per output channel and as many bits as the layer's worst case leaves in the accumulator (12
+to 15), 32-bit accumulators, and rescaling by rounding shifts (round half up).
+:func:`quantize_post` turns a trained :class:`~wrapcodec.nets.PostProcessor` into an
+:class:`ExactPost`; its arithmetic is defined by the kernels of this module, which
 numba compiles for the CPU at hand. Whatever the compiler vectorises or the threads split,
 integer sums do not depend on their order, and no accumulator can overflow: every layer's
 worst case is checked when the model is quantised.
@@ -129,8 +129,8 @@ def _taps3(acc, k0, k1, k2, row):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def _taps3_stride2(acc, k0, k1, k2, even, odd):  # type: ignore[no-untyped-def]
-    """acc[i] += k0·row[2i−1] + k1·row[2i] + k2·row[2i+1] from the row's even and odd
-    samples (``odd`` as long as ``even``, zero-extended), zero outside the row."""
+    """acc[i] += k0·row[2i−1] + k1·row[2i] + k2·row[2i+1] from the even and odd samples of
+    a row of even length, zero outside the row."""
     acc[0] += k1 * even[0] + k2 * odd[0]
     for i in range(1, acc.shape[0]):
         acc[i] += k0 * odd[i - 1] + k1 * even[i] + k2 * odd[i]
@@ -464,24 +464,25 @@ def _quantize_block(block: SeparableBlock, e_in: int, e_dw: int, e_out: int) -> 
     return IntBlock(dw, pw, block.dw.stride[0], block.residual)
 
 
-def _names(post: PostProcessor) -> Iterator[tuple[str, SeparableBlock, str]]:
-    """(name, block, level) of every separable block, in order."""
+def _names(post: PostProcessor) -> Iterator[tuple[str, SeparableBlock, str, str]]:
+    """(name, block, input level, output level) of every separable block, in order: a
+    strided block goes from one residual level to the next, the others stay on theirs."""
     groups = (
-        ("enc0", "level0"),
-        ("down1", "level1"),
-        ("enc1", "level1"),
-        ("down2", "level2"),
-        ("mid", "level2"),
-        ("dec1", "level1"),
-        ("dec0", "level0"),
+        ("enc0", "level0", "level0"),
+        ("down1", "level0", "level1"),
+        ("enc1", "level1", "level1"),
+        ("down2", "level1", "level2"),
+        ("mid", "level2", "level2"),
+        ("dec1", "level1", "level1"),
+        ("dec0", "level0", "level0"),
     )
-    for group, level in groups:
+    for group, level_in, level in groups:
         module = getattr(post, group)
         if isinstance(module, SeparableBlock):
-            yield group, module, level
+            yield group, module, level_in, level
         else:
             for i, block in enumerate(module):
-                yield f"{group}.{i}", block, level
+                yield f"{group}.{i}", block, level_in, level
 
 
 def quantize_post(post: PostProcessor, exponents: dict[str, int]) -> ExactPost:
@@ -489,10 +490,9 @@ def quantize_post(post: PostProcessor, exponents: dict[str, int]) -> ExactPost:
     :func:`calibrate` (``level0..2`` and ``<block>.dw``)."""
     e = exponents
     blocks: dict[str, list[IntBlock]] = {}
-    for name, block, level in _names(post):
-        e_in = e["level" + str(max(0, int(level[-1]) - 1))] if block.dw.stride[0] == 2 else e[level]
+    for name, block, level_in, level in _names(post):
         blocks.setdefault(name.split(".")[0], []).append(
-            _quantize_block(block, e_in, e[f"{name}.dw"], e[level])
+            _quantize_block(block, e[level_in], e[f"{name}.dw"], e[level])
         )
     return ExactPost(
         ratio=post.ratio,
@@ -531,12 +531,11 @@ def calibrate(
         peaks[name] = max(peaks.get(name, 0.0), float(t.abs().max()))
 
     hooks = []
-    for name, block, level in _names(post):
-        before = f"level{int(level[-1]) - 1}" if block.dw.stride[0] == 2 else level
+    for name, block, level_in, level in _names(post):
         hooks += [
             block.dw.register_forward_hook(lambda m, i, o, n=f"{name}.dw": seen(n, o)),
             block.register_forward_hook(lambda m, i, o, lv=level: seen(lv, o)),
-            block.register_forward_pre_hook(lambda m, i, lv=before: seen(lv, i[0])),
+            block.register_forward_pre_hook(lambda m, i, lv=level_in: seen(lv, i[0])),
         ]
     hooks.append(post.head.register_forward_hook(lambda m, i, o: seen("level0", o.clamp(min=0))))
     for conv, inside, out in ((post.up2, "level2", "level1"), (post.up1, "level1", "level0")):
