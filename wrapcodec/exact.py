@@ -377,19 +377,27 @@ def _up(skip: I16, small: I16) -> I16:
 
 def to_p(plane: NDArray[np.uint16], bitdepth: int) -> I16:
     """Samples → P format: round(x · 8192 / (2^d − 1)) − 4096, the normalisation
-    :func:`wrapcodec.nets.unit` makes, in integers."""
+    :func:`wrapcodec.nets.unit` makes, in integers (a table of the 2^d values)."""
+    if bitdepth not in _P_TABLES:
+        peak = (1 << bitdepth) - 1
+        x = np.arange(1 << bitdepth, dtype=np.int64)
+        _P_TABLES[bitdepth] = ((x * 16384 + peak) // (2 * peak) - 4096).astype(np.int16)
     out = np.empty(plane.shape, np.int16)
-    _to_p(plane, (1 << bitdepth) - 1, out)
+    _to_p(plane, _P_TABLES[bitdepth], out)
     return out
 
 
+_P_TABLES: dict[int, I16] = {}
+
+
 @njit(parallel=True, cache=True)
-def _to_p(plane, peak, out):  # type: ignore[no-untyped-def]
+def _to_p(plane, table, out):  # type: ignore[no-untyped-def]
+    top = table.shape[0] - 1
     for y in prange(plane.shape[0]):
         src = plane[y]
         dst = out[y]
         for i in range(src.shape[0]):
-            dst[i] = (np.int32(src[i]) * 16384 + peak) // (2 * peak) - 4096
+            dst[i] = table[min(src[i], top)]
 
 
 def _taps(n_in: int, n_out: int) -> tuple[I32, I32, I32]:
