@@ -52,6 +52,7 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
     results = json.loads((out / "results.json").read_text())
     assert results["computed_points"] == 2 * 4 * 4
     assert results["versions"]["encoder"] != "unknown"
+    assert results["versions"]["models"] == "none"  # linear options only
     assert "bench" in results["command"]
     # A frontier that contains the anchor never scores above 0 % with the envelope.
     for row in ("bilinear", "Lanczos", "all options"):

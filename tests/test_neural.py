@@ -179,6 +179,10 @@ def test_bench_neural_rows(
     assert all(p["psnr_yuv_lanczos_post"] is not None for p in neural)
     assert all(0.3 < p["post_kmacs_per_pixel"] < 0.6 for p in neural)
     assert "same bitstream" in (out / "report.md").read_text()
+    bank = get_bank()
+    assert results["versions"]["models"] == (
+        f"{bank.folder} (bank {bank.id_for(True).hex()}, integer arithmetic)"
+    )
 
 
 def test_models_speed(runner: CliRunner) -> None:

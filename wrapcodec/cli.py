@@ -643,7 +643,7 @@ def bench(
         "wrapcodec": __version__,
         "ffmpeg": ffmpeg.capabilities().version,
         "encoder": ffmpeg.encoder_version(backend),
-        "models": "none (linear options only)",
+        "models": _bank_version(bank) if any(OPTIONS[c].neural for c in codes) else "none",
     }
     # The command as resolved (defaults filled in), so a rerun reproduces these numbers.
     params = click.get_current_context().params
@@ -687,6 +687,12 @@ def bench(
         f"{len(points)} points ({computed} computed, {len(points) - computed} from cache); "
         f"wrote {', '.join(p.name for p in written[:3])} and {len(written) - 3} plots to {folder}"
     )
+
+
+def _bank_version(bank: Bank) -> str:
+    """The model bank as results.json names it: folder, id and arithmetic."""
+    arithmetic = "integer" if bank.integer else "float"
+    return f"{bank.folder} (bank {bank.id_for(bank.integer).hex()}, {arithmetic} arithmetic)"
 
 
 @cli.command()
