@@ -293,8 +293,8 @@ def calibrate(
     for code, card in sorted(bank.cards.items()):
         nets = bank.processors(OPTIONS[code])
         exponents = calibrate_post(nets.post, _bottlenecks(pictures, nets, card.fraction, batch))
-        card.arithmetic = Arithmetic(exponents=exponents, calibration=about)
-        written.append(card)
+        arithmetic = Arithmetic(exponents=exponents, calibration=about)
+        written.append(card.model_copy(update={"arithmetic": arithmetic}))  # bank's stay as read
     calibrated = Bank(bank.folder, {card.option: card for card in written})
     for card in written:
         assert card.arithmetic is not None
