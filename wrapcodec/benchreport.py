@@ -41,6 +41,7 @@ ROWS: dict[str, tuple[int, ...]] = {
     "all options": tuple(range(1, 15)),
 }
 CurveId = int | str  # an option's code, or a rival's name (bench.curve_of)
+Row = tuple[tuple[CurveId, ...], tuple[CurveId, ...]]  # (anchor curves, test curves)
 ALL_OPTIONS = ROWS["all options"]
 CODEC_RESAMPLING = "codec resampling"
 AGAINST_CODEC = "all options vs codec resampling"
@@ -63,21 +64,19 @@ def _by(points: Sequence[Point]) -> dict[str, dict[CurveId, list[Point]]]:
     return table
 
 
-def rival_rows(rivals: Sequence[str]) -> dict[str, tuple[tuple[CurveId, ...], tuple[CurveId, ...]]]:
+def rival_rows(rivals: Sequence[str]) -> dict[str, Row]:
     """The rows that compare with a codec's own resampling, as (anchors, tests): each rival
     alone against direct, direct plus every rival against direct, and the wrapper's
     frontier (direct and all options) against the codec's (direct and every rival)."""
     if not rivals:
         return {}
-    rows: dict[str, tuple[tuple[CurveId, ...], tuple[CurveId, ...]]] = {
-        f"{r} alone": ((0,), (r,)) for r in rivals
-    }
+    rows: dict[str, Row] = {f"{r} alone": ((0,), (r,)) for r in rivals}
     rows[CODEC_RESAMPLING] = ((0,), (0, *rivals))
     rows[AGAINST_CODEC] = ((0, *rivals), (0, *ALL_OPTIONS))
     return rows
 
 
-def all_rows(rivals: Sequence[str]) -> dict[str, tuple[tuple[CurveId, ...], tuple[CurveId, ...]]]:
+def all_rows(rivals: Sequence[str]) -> dict[str, Row]:
     """Every row of the tables as (anchors, tests): :data:`ROWS` (direct against direct plus
     the row's options), then :func:`rival_rows`."""
     rows = {row: ((0,), (0, *codes)) for row, codes in ROWS.items()}
