@@ -31,9 +31,10 @@ inside the loop (normative horizontal upscaling after CDEF, then loop restoratio
 size; AV1 §7.16): the codec's own answer to what the wrapper does. SVT-AV1 exposes it through
 ``superres-mode``; the rivals code every frame with ``superres-mode=1`` (fixed) at a
 denominator D of 9–16, i.e. a coded width of 8/D (``superres-denom`` and
-``superres-kf-denom``), at the same QPs. Its QThreshold (3) and Auto (4) modes leave CQP
-streams unchanged (measured: calendar at q 34 and 58, same frames as without, 21 bytes of
-header more), so they are not offered. libaom's super-resolution is a field of its encoder
+``superres-kf-denom``), at the same QPs. Its QThreshold (3) and Auto (4) modes code no
+frame with super-resolution at a fixed QP (measured: calendar at q 34 and 58, every frame
+header says ``use_superres = 0``; the streams differ from plain CQP by 12–21 bytes and at
+most 0.005 dB), so they are not offered. libaom's super-resolution is a field of its encoder
 configuration (``rc_superres_mode``), not a control ``-aom-params`` reaches ("Cannot find aom
 option superres-mode" from ffmpeg 9's libaom-av1), so the ``aom`` backend has no rival. With
 super-resolution on, SVT-AV1 4.2 codes (and dav1d returns) the height rounded up to a multiple
