@@ -374,6 +374,26 @@ def _intersect(
     return [(lo, hi) for lo, hi in out if hi > lo]
 
 
+def _mean_log_difference(
+    intervals: Sequence[tuple[float, float]],
+    curves: Sequence[_Interpolated],
+    reference: Callable[[_Array], _Array],
+) -> tuple[float, float, set[int]]:
+    """Mean of ``envelope(curves) − reference`` (log10 rate) over the union of
+    ``intervals`` (Simpson's rule, :data:`GRID_POINTS` points per interval, weighted by its
+    width), the union's total width, and the curves forming the envelope somewhere."""
+    total = 0.0
+    weighted = 0.0
+    used: set[int] = set()
+    for lo, hi in intervals:
+        grid = np.linspace(lo, hi, GRID_POINTS)
+        best, which = _envelope(curves, grid)
+        weighted += (hi - lo) * _simpson_mean(best - reference(grid))
+        total += hi - lo
+        used.update(int(i) for i in which if i >= 0)
+    return weighted / total, total, used
+
+
 def bd_rate_envelopes(
     anchors: Sequence[Curve], options: Sequence[Curve], interp: Interp = "pchip"
 ) -> BDResult:
@@ -409,56 +429,24 @@ def bd_rate_envelopes(
             int(np.sum(p.logr <= _envelope(curves, p.quality)[0] + 1e-12)) for _, p, _ in curves
         )
 
+    def none(reason: str, counted: bool = False) -> BDResult:
+        points = (count(a_curves), count(t_curves)) if counted else (0, 0)
+        return BDResult(None, "envelopes", interp, *points, 0.0, None, _join([reason, *notes]))
+
     if not a_curves or not t_curves:
         reason = "no anchor curve" if not a_curves else "no option curve"
-        return BDResult(
-            None,
-            "envelopes",
-            interp,
-            0,
-            0,
-            0.0,
-            None,
-            _join([f"{reason} with 2 usable points", *notes]),
-        )
+        return none(f"{reason} with 2 usable points")
     first = _prepare(anchors[0])
     if first.n < 2:
-        return BDResult(
-            None,
-            "envelopes",
-            interp,
-            0,
-            0,
-            0.0,
-            None,
-            _join([_too_few("first anchor", first.n), *notes]),
-        )
+        return none(_too_few("first anchor", first.n))
     span = (float(first.quality[0]), float(first.quality[-1]))
     shared = _intersect(_intersect([span], _spans(a_curves)), _spans(t_curves))
-    a_total = span[1] - span[0]
     if not shared:
-        return BDResult(
-            None,
-            "envelopes",
-            interp,
-            count(a_curves),
-            count(t_curves),
-            0.0,
-            None,
-            _join(["no quality overlap", *notes]),
-        )
-    total = 0.0
-    weighted = 0.0
-    used: set[int] = set()
-    for lo, hi in shared:
-        grid = np.linspace(lo, hi, GRID_POINTS)
-        best, which = _envelope(t_curves, grid)
-        weighted += (hi - lo) * _simpson_mean(best - _envelope(a_curves, grid)[0])
-        total += hi - lo
-        used.update(int(i) for i in which if i >= 0)
-    overlap = total / a_total
+        return none("no quality overlap", counted=True)
+    mean, total, used = _mean_log_difference(shared, t_curves, lambda q: _envelope(a_curves, q)[0])
+    overlap = total / (span[1] - span[0])
     return BDResult(
-        bd_rate=(10.0 ** (weighted / total) - 1.0) * 100.0,
+        bd_rate=(10.0**mean - 1.0) * 100.0,
         method="envelopes",
         interp=interp,
         anchor_points=count(a_curves),
@@ -509,36 +497,18 @@ def bd_rate_envelope(anchor: Curve, options: Sequence[Curve], interp: Interp = "
     f_anchor = _interpolator(a.quality, a.logr, interp)
     curves = [(i, p, _interpolator(p.quality, p.logr, interp)) for i, p in usable]
 
-    def envelope(q: _Array) -> tuple[_Array, NDArray[np.intp]]:
-        return _envelope(curves, q)
-
     a_lo, a_hi = float(a.quality[0]), float(a.quality[-1])
-    covered = _merge(
-        [
-            (max(a_lo, float(p.quality[0])), min(a_hi, float(p.quality[-1])))
-            for _, p, _ in curves
-            if min(a_hi, float(p.quality[-1])) > max(a_lo, float(p.quality[0]))
-        ]
-    )
+    covered = _intersect([(a_lo, a_hi)], _spans(curves))
     if not covered:
         return none(0.0, "no quality overlap")
 
-    total = 0.0
-    weighted = 0.0
-    used: set[int] = set()
-    for lo, hi in covered:
-        grid = np.linspace(lo, hi, GRID_POINTS)
-        best, which = envelope(grid)
-        weighted += (hi - lo) * _simpson_mean(best - f_anchor(grid))
-        total += hi - lo
-        used.update(int(i) for i in which if i >= 0)
-    mean = weighted / total
+    mean, total, used = _mean_log_difference(covered, curves, f_anchor)
     overlap = total / (a_hi - a_lo)
     span = (covered[0][0], covered[-1][1])
 
     on_envelope: set[tuple[float, float]] = set()
     for _, p, _ in curves:
-        best, _ = envelope(p.quality)
+        best, _ = _envelope(curves, p.quality)
         for q, lr, b in zip(p.quality, p.logr, best, strict=True):
             if lr <= b + 1e-12:
                 on_envelope.add((float(q), float(lr)))
