@@ -152,11 +152,17 @@ def _even(n: int) -> int:
     return n + n % 2
 
 
-def to_tensors(frame: Frame, bitdepth: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 4:2:0 frame as normalised (1,1,H,W) and (1,2,H/2,W/2) tensors, an odd luma size
-    padded by one replicated row or column (the chroma size is already ``ceil(n/2)``)."""
+def _even_luma(frame: Frame) -> np.ndarray:
+    """The luma plane with an odd size padded by one replicated row or column (the chroma
+    size is already ``ceil(n/2)``): what the networks take."""
     h, w = frame.y.shape
-    y = np.pad(frame.y, ((0, h % 2), (0, w % 2)), mode="edge").astype(np.float32)
+    return np.pad(frame.y, ((0, h % 2), (0, w % 2)), mode="edge") if h % 2 or w % 2 else frame.y
+
+
+def to_tensors(frame: Frame, bitdepth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 4:2:0 frame as normalised (1,1,H,W) and (1,2,H/2,W/2) tensors, the luma by
+    :func:`_even_luma`."""
+    y = _even_luma(frame).astype(np.float32)
     uv = np.stack([frame.u, frame.v]).astype(np.float32)
     return unit(torch.from_numpy(y)[None, None], bitdepth), unit(
         torch.from_numpy(uv)[None], bitdepth
@@ -204,13 +210,11 @@ def postprocess(frame: Frame, layout: Layout) -> Frame:
 
 
 def _exact_post(frame: Frame, layout: Layout, exact: ExactPost) -> Frame:
-    """:func:`postprocess` in integer arithmetic: the odd luma row or column replicated as
-    :func:`to_tensors` does, the output cropped to the source size."""
-    h, w = frame.y.shape
-    y = np.pad(frame.y, ((0, h % 2), (0, w % 2)), mode="edge")
+    """:func:`postprocess` in integer arithmetic, the luma by :func:`_even_luma`, the output
+    cropped to the source size."""
     src = layout.source
-    planes = exact(y, frame.u, frame.v, layout.bitdepth, _even(src.height), _even(src.width),
-                   src.bitdepth)  # fmt: skip
+    y, u, v = _even_luma(frame), frame.u, frame.v
+    planes = exact(y, u, v, layout.bitdepth, _even(src.height), _even(src.width), src.bitdepth)
     return crop_frame(Frame(*planes), src.width, src.height)
 
 
