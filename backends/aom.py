@@ -62,4 +62,5 @@ BACKEND = av1_backend(
     default_preset="6",
     version_pattern=r"\[libaom-av1 @ \S+\] (v\d+\.\d+\.\d+\S*)",
     min_size=16,
+    probe="8",
 )

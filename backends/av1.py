@@ -139,6 +139,7 @@ def av1_backend(
     version_pattern: str,
     min_size: int,
     rivals: tuple[Rival, ...] = (),
+    probe: str | None = None,
 ) -> Backend:
     """An AV1 backend: a raw low-overhead OBU stream (AV1 §5, ffmpeg's ``obu`` muxer and
     demuxer) decoded by libdav1d, or by libaom's decoder where ffmpeg has no dav1d, at the
@@ -163,4 +164,6 @@ def av1_backend(
         min_width=min_size,
         min_height=min_size,
         rivals=rivals,
+        probe=probe,
+        fastest_first=False,  # presets 0 (slowest) upwards
     )

@@ -103,4 +103,5 @@ BACKEND = av1_backend(
     version_pattern=r"SVT-AV1 Encoder Lib (v\S+)",
     min_size=64,
     rivals=SUPERRES,
+    probe="12",
 )

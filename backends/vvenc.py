@@ -35,6 +35,7 @@ BACKEND = Backend(
     codec_args=codec_args,
     presets=PRESETS,
     default_preset="medium",
+    probe="faster",
     qp_range=(0, 63),
     lambda_factor=0.57,
     lambda_source="VTM reference encoder, λ = 0.57·2^((QP−12)/3) (JVET-N1002)",

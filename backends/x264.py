@@ -36,6 +36,7 @@ BACKEND = Backend(
     codec_args=codec_args,
     presets=PRESETS,
     default_preset="medium",
+    probe="superfast",
     qp_range=(0, 69),
     lambda_factor=0.85,
     lambda_source="JM reference encoder, λ_mode = 0.85·2^((QP−12)/3) (Wiegand et al., 2003)",

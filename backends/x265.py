@@ -35,6 +35,7 @@ BACKEND = Backend(
     codec_args=codec_args,
     presets=PRESETS,
     default_preset="medium",
+    probe="ultrafast",
     qp_range=(0, 51),
     lambda_factor=0.57,
     lambda_source="HM reference encoder, λ = 0.57·2^((QP−12)/3) (JCTVC-L1002)",

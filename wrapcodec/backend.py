@@ -70,6 +70,8 @@ class Backend:
     ``decoder_fallbacks`` are other ffmpeg decoders of the same bitstream, used in this order
     when the ffmpeg at hand lacks ``decoder`` (:attr:`decoders`).
     ``rivals`` are the codec's own resolution tools, for ``bench`` (:meth:`with_rival`).
+    ``probe`` is the preset the encoder's effort levels below exhaustive code their probes at
+    (:meth:`probe_preset`).
     """
 
     name: str
@@ -96,6 +98,8 @@ class Backend:
     decoder_fallbacks: tuple[str, ...] = ()
     rivals: tuple[Rival, ...] = ()
     align: int = 2  # coded sizes are padded to a multiple of this (even for 4:2:0)
+    probe: str | None = None  # the preset the encoder's probes are coded at [the user's]
+    fastest_first: bool = True  # ``presets`` run from fastest to slowest (else the reverse)
 
     @property
     def decoders(self) -> tuple[str, ...]:
@@ -110,6 +114,12 @@ class Backend:
                 return replace(self, codec_args=rival.codec_args, rivals=(), align=align)
         known = ", ".join(r.name for r in self.rivals) or "none"
         raise BackendError(f"{self.name} has no rival {name!r} (known: {known})")
+
+    def probe_preset(self, preset: str) -> str:
+        """The preset an encode at ``preset`` codes its probes at: :attr:`probe`, or
+        ``preset`` itself when that is as fast."""
+        order = self.presets if self.fastest_first else self.presets[::-1]
+        return min(self.probe or preset, preset, key=order.index)
 
     def validate(self, settings: EncodeSettings) -> None:
         """Raise :class:`BackendError` when the settings are outside what this codec takes."""

@@ -20,16 +20,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wrapcodec import __version__, benchreport, ffmpeg
+from wrapcodec import __version__, benchreport, effortbench, ffmpeg
 from wrapcodec import bench as bench_lib
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.decoder import decode_file, file_info
+from wrapcodec.effort import DEFAULT_EFFORT, EFFORTS
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import OPTIONS, parse_options
-from wrapcodec.paths import STDIO, check_input, check_output, display_name
+from wrapcodec.paths import STDIO, atomic_write, check_input, check_output, display_name
 from wrapcodec.rdo import AdaptationReport, EncodeReport, encode_file
 
 err_console = Console(stderr=True)
@@ -103,8 +104,17 @@ def _candidate_table(report: EncodeReport) -> Table:
     for col in (*columns, "adapt dB", "update"):
         table.add_column(col, justify="right" if col not in ("option",) else "left")
     for c in report.candidates:
-        if c.skipped:
-            table.add_row(str(c.code), c.name, c.bottleneck, *[""] * 8, style="dim")
+        if c.qp is None:  # skipped, or ruled out without being coded in full
+            est = (
+                ""
+                if c.estimate is None
+                else f"≥{c.estimate.cost:.3f}"
+                if c.estimate.method == "bound"
+                else f"~{c.estimate.cost:.3f}"
+            )
+            table.add_row(
+                str(c.code), "  " + c.name, c.bottleneck, *[""] * 4, est, *[""] * 3, style="dim"
+            )
             continue
         table.add_row(
             str(c.code),
@@ -133,6 +143,12 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
     for c in report.candidates:
         if c.skipped:
             console.print(f"[dim]skipped {c.name}: {c.skipped}[/dim]")
+    if report.effort != "exhaustive":
+        pruned = sum(c.pruned is not None for s in report.segments for c in s.candidates)
+        console.print(
+            f"[dim]effort {report.effort}: {pruned} candidates ruled out by the bound or the "
+            f"probe (J ≥ bound, ~ estimate), {report.encodes} encodes; --json says how[/dim]"
+        )
     if len(report.segments) > 1:
         choices = ", ".join(f"{s.first_frame}:{s.option_name}" for s in report.segments)
         console.print(f"segments: {choices}")
@@ -157,7 +173,8 @@ def _encode(
     overwrite: bool,
     as_json: bool,
     models: str | None,
-    adapt_steps: int = AdaptConfig.steps,
+    adapt_steps: int | None = None,
+    effort: str = DEFAULT_EFFORT,
 ) -> EncodeReport:
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
@@ -182,7 +199,10 @@ def _encode(
             segment_frames=segment_frames,
             progress=_Bar(progress, "encoding"),
             bank=bank,
-            adapt=AdaptConfig(steps=adapt_steps),
+            adapt=AdaptConfig(
+                steps=EFFORTS[effort].adapt_steps if adapt_steps is None else adapt_steps
+            ),
+            effort=effort,
         )
 
 
@@ -213,6 +233,15 @@ _adapt_opt = click.option(
     help="Fit each neural candidate's post-processor to the segment in N steps and send the "
     "update when it pays (0: the bank's models as they are).",
 )
+_effort_opt = click.option(
+    "--effort",
+    type=click.Choice(list(EFFORTS)),
+    default=DEFAULT_EFFORT,
+    show_default=True,
+    help="How hard the option search works: "
+    + "; ".join(f"{e.name}: {e.description}" for e in EFFORTS.values())
+    + ".",
+)
 _models_opt = click.option(
     "--models",
     default=None,
@@ -238,7 +267,15 @@ _models_opt = click.option(
     default=None,
     help="Choose the option per segment of N frames (default: one choice per sequence).",
 )
-@_adapt_opt
+@_effort_opt
+@click.option(
+    "--adapt-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Fit each neural candidate coded in full to the segment in N steps and send the "
+    "update when it pays (0: the bank's models as they are) [fast: 0, else "
+    f"{AdaptConfig.steps}].",
+)
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @_models_opt
@@ -252,7 +289,8 @@ def encode(
     bitdepth: str,
     options: str,
     segment_frames: int | None,
-    adapt_steps: int,
+    effort: str,
+    adapt_steps: int | None,
     overwrite: bool,
     as_json: bool,
     models: str | None,
@@ -274,6 +312,7 @@ def encode(
         as_json,
         models,
         adapt_steps,
+        effort,
     )
     _print_report(report, as_json)
 
@@ -508,12 +547,21 @@ def models_install(
 @click.option("--preset", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.option(
+    "--effort",
+    type=click.Choice(list(EFFORTS)),
+    default="exhaustive",
+    show_default=True,
+    help="Search effort (exhaustive codes and shows every option).",
+)
+@click.option(
     "--keep",
     type=click.Path(file_okay=False),
     default=None,
     help="Keep demo.wrp and demo.y4m in this directory.",
 )
-def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | None) -> None:
+def demo(
+    codec: str, qp: int, preset: str | None, as_json: bool, effort: str, keep: str | None
+) -> None:
     """Encode the bundled Park Joy clip with RDO, decode it, and show every option."""
     clip = resources.files("wrapcodec.data") / DEMO_CLIP
     with resources.as_file(clip) as path, tempfile.TemporaryDirectory() as tmp:
@@ -521,7 +569,19 @@ def demo(codec: str, qp: int, preset: str | None, as_json: bool, keep: str | Non
         out_dir.mkdir(parents=True, exist_ok=True)
         wrp, y4m = str(out_dir / "demo.wrp"), str(out_dir / "demo.y4m")
         report = _encode(
-            str(path), wrp, codec, qp, None, preset, 10, "all", None, True, as_json, None
+            str(path),
+            wrp,
+            codec,
+            qp,
+            None,
+            preset,
+            10,
+            "all",
+            None,
+            True,
+            as_json,
+            None,
+            effort=effort,
         )
         decode_file(wrp, y4m)
         check = measure_files(str(path), y4m)
@@ -687,6 +747,91 @@ def bench(
         f"{len(points)} points ({computed} computed, {len(points) - computed} from cache); "
         f"wrote {', '.join(p.name for p in written[:3])} and {len(written) - 3} plots to {folder}"
     )
+
+
+@cli.command("bench-effort")
+@click.argument("dataset", metavar="DATASET")
+@_codec_opt
+@click.option("--qps", default="22,27,32,37,42,47", show_default=True, help="Comma-separated QPs.")
+@_preset_opt
+@_bitdepth_opt
+@click.option("--options", "options", default="all", show_default=True, help="Candidate options.")
+@click.option(
+    "--efforts",
+    default=",".join(EFFORTS),
+    show_default=True,
+    help="Effort levels to measure (exhaustive is the reference and always measured).",
+)
+@click.option(
+    "--adapt-steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Content adaptation of every level (the same for all, so they compare).",
+)
+@click.option("--out", "out", default=None, help="Output folder [bench-effort-<dataset>-<codec>].")
+@_models_opt
+def bench_effort(
+    dataset: str,
+    codec: str,
+    qps: str,
+    preset: str | None,
+    bitdepth: str,
+    options: str,
+    efforts: str,
+    adapt_steps: int,
+    out: str | None,
+    models: str | None,
+) -> None:
+    """Time and BD-rate loss of each --effort level against exhaustive on DATASET.
+
+    Runs one encode at a time (timings need the machine to themselves); cached and resumable."""
+    try:
+        qp_list = [int(q) for q in qps.split(",") if q.strip()]
+    except ValueError:
+        raise InputError(f"--qps: not a list of integers: {qps!r}") from None
+    levels = [e.strip() for e in efforts.split(",") if e.strip()]
+    unknown = [e for e in levels if e not in EFFORTS]
+    if unknown:
+        raise InputError(f"--efforts: unknown level {unknown[0]!r} (known: {', '.join(EFFORTS)})")
+    levels = [e for e in EFFORTS if e in levels or e == effortbench.REFERENCE]
+    backend = get_backend(codec)
+    ffmpeg.require(backend)
+    bank = get_bank(models)
+    chosen = parse_options(options, bank.has, bank.where)
+    folder = Path(out or f"bench-effort-{Path(dataset).stem}-{codec}")
+    with _progress(sys.stderr.isatty()) as progress:
+        bar = _Bar(progress, "encodes")
+        bar.start(len(bench_lib.sequences(Path(dataset))) * len(qp_list) * len(levels))
+        runs = effortbench.run(
+            Path(dataset),
+            backend,
+            preset or backend.default_preset,
+            int(bitdepth),
+            qp_list,
+            levels,
+            chosen,
+            bank,
+            adapt_steps,
+            folder / "cache",
+            on_run=lambda r, hit: bar.advance(f"{r.sequence[:12]} QP {r.qp} {r.effort}"),
+        )
+    summary = effortbench.summarise(runs, levels)
+    params = click.get_current_context().params
+    flags = [
+        f"--{name.replace('_', '-')}={value}"
+        for name, value in params.items()
+        if value is not None and name not in ("dataset", "out")
+    ]
+    command = shlex.join(["wrapcodec", "bench-effort", dataset, *flags])
+    summary["command"] = command
+    summary["runs"] = [r.model_dump() for r in runs]
+    report = effortbench.markdown(summary, command, effortbench.versions(backend, bank))
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(summary, indent=1)
+    atomic_write(folder / "results.json", lambda p: p.write_text(text))
+    atomic_write(folder / "report.md", lambda p: p.write_text(report))
+    click.echo(report)
 
 
 def _bank_version(bank: Bank) -> str:

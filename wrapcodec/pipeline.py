@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -256,6 +256,36 @@ class Coded:
     decode_s: float  # decoding and post-processing, without reading the source or measuring
 
 
+def stream_key(option: Option) -> str:
+    """Options with the same key pre-process alike and so share one bitstream: direct and
+    post-1/1 (bilinear resampling to the same size is the identity), post-r and bilinear-r
+    (both bilinear down)."""
+    if option.kind == "direct" or (option.kind == "post" and option.ratio == 1):
+        return "direct"
+    kind = "bilinear" if option.kind == "post" else option.kind
+    return f"{kind}-{option.ratio_text}"
+
+
+def encode_stream(
+    backend: Backend,
+    settings: EncodeSettings,
+    source: Path,
+    layout: Layout,
+    first: int,
+    count: int,
+    stream: Path,
+) -> float:
+    """Pre-process frames ``first``.. of ``source`` with ``layout`` and encode them to
+    ``stream``, frame by frame; returns the seconds it took."""
+    fps = f"{layout.source.fps_num}/{layout.source.fps_den}"
+    t0 = time.perf_counter()
+    bottleneck = (
+        pad_frame(preprocess(f, layout), layout.coded) for f in source_frames(source, first, count)
+    )
+    ffmpeg.encode(backend, settings, bottleneck, *layout.coded, fps, stream)
+    return time.perf_counter() - t0
+
+
 def code_and_measure(
     backend: Backend,
     settings: EncodeSettings,
@@ -268,14 +298,17 @@ def code_and_measure(
 ) -> Coded:
     """Encode frames ``first``.. of ``source`` with ``layout``, decode them as the decoder
     will, and measure PSNR against the source; ``sink`` receives each decoded frame."""
-    fps = f"{layout.source.fps_num}/{layout.source.fps_den}"
-    t0 = time.perf_counter()
-    bottleneck = (
-        pad_frame(preprocess(f, layout), layout.coded) for f in source_frames(source, first, count)
-    )
-    ffmpeg.encode(backend, settings, bottleneck, *layout.coded, fps, stream)
-    encode_s = time.perf_counter() - t0
+    encode_s = encode_stream(backend, settings, source, layout, first, count, stream)
     return measure(backend, stream, layout, source, first, count, encode_s, sink)
+
+
+def lossless_mse(layout: Layout, frames: Iterable[Frame]) -> float:
+    """6:1:1 MSE (8-bit units) of ``frames`` taken through ``layout`` with the bottleneck left
+    uncoded: the distortion of its resampling alone."""
+    acc = PsnrAccumulator(layout.source.bitdepth)
+    for frame in frames:
+        acc.add(frame, postprocess(preprocess(frame, layout), layout))
+    return acc.mse_8bit
 
 
 def measure(

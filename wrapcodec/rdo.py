@@ -1,8 +1,8 @@
 """Encoder-side rate-distortion optimisation over the wrapper options.
 
-Every candidate option is coded, decoded exactly as the decoder will, and measured; the one
-with the lowest Lagrangian cost wins (switchable neural wrappers, §3.3: options chosen per
-sequence and signalled in 4 bits):
+A candidate option coded in full is coded, decoded exactly as the decoder will, and measured;
+of those, the one with the lowest Lagrangian cost wins (switchable neural wrappers, §3.3:
+options chosen per sequence and signalled in 4 bits):
 
     J = D + λ(QP) · R
 
@@ -11,14 +11,20 @@ D is the 6:1:1-weighted YUV MSE in 8-bit units averaged over frames, R the bits 
 reference-encoder relation of the codec (c = 0.85 for H.264/JM, 0.57 for HEVC/HM and VVC/VTM),
 i.e. ``J · samples = SSE + λ · bits`` as in the reference encoders' mode decisions.
 
-With a bitrate budget instead of a QP, each option gets the lowest QP whose rate fits the
-budget (binary search; rate falls as QP grows) and the best PSNR-YUV among them wins.
+Which candidates are coded in full is the effort level's (:mod:`wrapcodec.effort`):
+``exhaustive`` codes all of them; lower levels rule some out by a bound and estimate the rest
+on a probe, and code only the best of that ranking. Options that pre-process alike share one
+bitstream (:func:`wrapcodec.pipeline.stream_key`).
 
-Content adaptation (:mod:`wrapcodec.adapt`): a neural candidate is measured with the bank's
-post-processor, with one fitted to the segment's decoded frames (the update's bytes count in
-R) and, when the previous segment used the same option with an update, with that update at no
-bytes (the segment inherits it); the lowest J wins (with a budget: the highest PSNR-YUV
-within it).
+With a bitrate budget instead of a QP, each option coded in full gets the lowest QP whose rate
+fits the budget (a rate model corrected by real encodes, :func:`wrapcodec.effort.next_qp`) and
+the best PSNR-YUV among them wins.
+
+Content adaptation (:mod:`wrapcodec.adapt`): a neural candidate coded in full is measured with
+the bank's post-processor, with one fitted to the segment's decoded frames (the update's bytes
+count in R) and, when the previous segment used the same option with an update, with that
+update at no bytes (the segment inherits it); the lowest J wins (with a budget: the highest
+PSNR-YUV within it).
 """
 
 from __future__ import annotations
@@ -28,22 +34,58 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-
-from pydantic import BaseModel
 
 from wrapcodec import ffmpeg, metrics
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
+from wrapcodec.effort import (
+    BOUND_FRAMES,
+    EFFORTS,
+    MODEL_ENCODES,
+    QP_PER_OCTAVE,
+    Effort,
+    estimated_cost,
+    next_qp,
+    probe_frames,
+    spread,
+)
 from wrapcodec.errors import InputError
 from wrapcodec.options import OPTIONS, Option, bottleneck_size, skip_reason
 from wrapcodec.paths import STDIO, display_name, spool_stdin
-from wrapcodec.pipeline import Coded, Layout, adapt_and_measure, code_and_measure, measure
-from wrapcodec.y4m import VideoInfo, count_frames, read_info
+from wrapcodec.pipeline import (
+    Coded,
+    Layout,
+    adapt_and_measure,
+    encode_stream,
+    lossless_mse,
+    measure,
+    source_frames,
+    stream_key,
+)
+from wrapcodec.rdoreport import (
+    AdaptationReport,
+    CandidateReport,
+    EncodeReport,
+    EstimateReport,
+    ProbeReport,
+    SegmentReport,
+)
+from wrapcodec.y4m import VideoInfo, Y4MWriter, count_frames, read_info
+
+__all__ = [
+    "AdaptationReport",
+    "CandidateReport",
+    "EncodeReport",
+    "ProgressSink",
+    "encode_file",
+    "kbps",
+    "rd_cost",
+]
 
 
 class ProgressSink(Protocol):
@@ -62,82 +104,6 @@ class _Silent:
         pass
 
 
-class AdaptationReport(BaseModel):
-    """A neural candidate's post-processor fitted to the segment, against the bank's."""
-
-    steps: int
-    params: int  # parameters the update carries
-    bytes: int  # of the update, as stored in the container
-    gain_db: float  # PSNR-YUV with the update minus without
-    seconds: float  # fitting the update
-    cost_without: float | None = None  # J of the bank's post-processor (QP mode)
-    cost_with: float | None = None
-    used: bool = False  # the update is sent with this candidate
-    # The update in force for the previous segment (same option), reused at no bytes:
-    inherited_gain_db: float | None = None  # None when there is none to inherit
-    cost_inherited: float | None = None
-    inherited: bool = False  # this candidate reuses it
-
-
-class CandidateReport(BaseModel):
-    """One option coded on one segment, with the figures the RDO compared (those of the
-    variant with the update when ``adaptation.used``)."""
-
-    code: int
-    name: str
-    ratio: str
-    bottleneck: str
-    qp: int | None = None
-    bits: int | None = None
-    kbps: float | None = None
-    psnr_y: float | None = None
-    psnr_u: float | None = None
-    psnr_v: float | None = None
-    psnr_yuv: float | None = None
-    mse: float | None = None
-    cost: float | None = None
-    encode_s: float | None = None
-    decode_s: float | None = None
-    skipped: str | None = None
-    adaptation: AdaptationReport | None = None
-    chosen: bool = False
-
-
-class SegmentReport(BaseModel):
-    first_frame: int
-    frame_count: int
-    option: int
-    option_name: str
-    candidates: list[CandidateReport]
-
-
-class EncodeReport(BaseModel):
-    """What ``wrapcodec encode`` did; printed by ``--json``."""
-
-    input: str
-    output: str
-    codec: str
-    preset: str
-    bitdepth: int
-    qp: int | None
-    bitrate_budget_kbps: float | None
-    rdo_lambda: float | None
-    width: int
-    height: int
-    frames: int
-    fps: str
-    option: int
-    option_name: str
-    ratio: str
-    bits: int
-    kbps: float
-    psnr_y: float
-    psnr_yuv: float
-    candidates: list[CandidateReport]
-    segments: list[SegmentReport]
-    timings: dict[str, float]
-
-
 def kbps(bits: int, frames: int, info: VideoInfo) -> float:
     """Bits over the duration of ``frames`` frames at the source frame rate, in kbit/s."""
     return metrics.kbps(bits, frames, info.fps_num, info.fps_den)
@@ -146,6 +112,15 @@ def kbps(bits: int, frames: int, info: VideoInfo) -> float:
 def rd_cost(mse_8bit: float, bits: int, frames: int, info: VideoInfo, lam: float) -> float:
     """``J = D + λ·R``: D the 6:1:1 MSE in 8-bit units, R bits per source luma sample."""
     return mse_8bit + lam * bits / (frames * info.width * info.height)
+
+
+@dataclass(frozen=True)
+class _Clip:
+    """Frames ``first`` .. ``first + count − 1`` of a y4m file: what candidates are coded on."""
+
+    path: Path
+    first: int
+    count: int
 
 
 @dataclass
@@ -159,6 +134,8 @@ class _Trial:
     update: bytes = b""  # sent with the segment
     inherit: bool = False  # the previous segment's update applies
     in_force: bytes = b""  # the update the decoder applies: its own or the inherited one
+    shares: str | None = None  # coded with the bitstream of this option
+    qps_tried: list[int] | None = None  # bitrate mode
 
 
 @dataclass
@@ -170,53 +147,89 @@ class _Job:
     workdir: Path
     n_segments: int
     bank: Bank | None
-
+    effort: Effort
     adapt: AdaptConfig | None = None
+    encodes: int = 0
+    # (clip, stream key, QP, preset) → (stream, encode seconds, the option that coded it)
+    streams: dict[tuple[_Clip, str, int, str], tuple[Path, float, str]] = field(
+        default_factory=dict
+    )
 
-    def trial(self, opt: Option, qp: int, first: int, count: int) -> _Trial:
-        settings = self.settings.model_copy(update={"qp": qp})
-        layout = Layout.make(self.info, opt, self.backend, settings.bitdepth, self.bank)
-        stream = self.workdir / f"f{first}-o{int(opt.code)}-q{qp}{self.backend.extension}"
-        coded = code_and_measure(self.backend, settings, self.source, layout, first, count, stream)
-        return self._trial(opt, layout, coded, qp, count)
+    @property
+    def probe_settings(self) -> EncodeSettings:
+        return self.settings.model_copy(
+            update={"preset": self.backend.probe_preset(self.settings.preset)}
+        )
+
+    def layout(self, opt: Option) -> Layout:
+        return Layout.make(self.info, opt, self.backend, self.settings.bitdepth, self.bank)
+
+    def trial(self, opt: Option, qp: int, clip: _Clip, *, probe: bool = False) -> _Trial:
+        """``opt`` coded at ``qp`` on ``clip`` (at the probe preset when ``probe``) and
+        measured; a bitstream already coded for an option that pre-processes alike is reused."""
+        settings = (self.probe_settings if probe else self.settings).model_copy(update={"qp": qp})
+        layout = self.layout(opt)
+        key = (clip, stream_key(opt), qp, settings.preset)
+        shares = None
+        if key in self.streams:
+            stream, encode_s, shares = self.streams[key]
+            encode_s = 0.0
+        else:
+            tag = "p" if probe else "f"
+            stream = self.workdir / (
+                f"{tag}{clip.first}-{key[1].replace('/', '_')}-q{qp}{self.backend.extension}"
+            )
+            encode_s = encode_stream(
+                self.backend, settings, clip.path, layout, clip.first, clip.count, stream
+            )
+            self.encodes += 1
+            self.streams[key] = (stream, encode_s, opt.name)
+        coded = measure(self.backend, stream, layout, clip.path, clip.first, clip.count, encode_s)
+        trial = self._trial(opt, layout, coded, qp, clip.count)
+        trial.shares = shares
+        return trial
 
     def _trial(
         self, opt: Option, layout: Layout, coded: Coded, qp: int, count: int, update: bytes = b""
     ) -> _Trial:
-        # Each segment carries its share of the container's fixed overhead.
-        overhead = math.ceil(overhead_bytes(self.n_segments) / self.n_segments)
-        bits = 8 * (coded.payload_bytes + len(update) + overhead)
+        bits = 8 * (coded.payload_bytes + len(update)) + self.overhead_bits
         cost = rd_cost(coded.mse_8bit, bits, count, self.info, self.backend.qp_to_lambda(qp))
         return _Trial(opt, layout, coded, qp, bits, cost, update, in_force=update)
 
-    def inherited(self, plain: _Trial, first: int, count: int, update: bytes) -> _Trial:
+    @property
+    def overhead_bits(self) -> int:
+        """Each segment carries its share of the container's fixed overhead."""
+        return 8 * math.ceil(overhead_bytes(self.n_segments) / self.n_segments)
+
+    def inherited(self, plain: _Trial, clip: _Clip, update: bytes) -> _Trial:
         """``plain`` post-processed with the previous segment's ``update`` (no bytes sent)."""
         coded = measure(
             self.backend,
             plain.coded.stream,
             plain.layout.with_update(update),
-            self.source,
-            first,
-            count,
+            clip.path,
+            clip.first,
+            clip.count,
             plain.coded.encode_s,
         )
-        trial = self._trial(plain.option, plain.layout, coded, plain.qp, count)
-        return dataclasses.replace(trial, inherit=True, in_force=update)
+        trial = self._trial(plain.option, plain.layout, coded, plain.qp, clip.count)
+        return dataclasses.replace(trial, inherit=True, in_force=update, shares=plain.shares)
 
-    def adapted(self, plain: _Trial, first: int, count: int) -> tuple[_Trial, AdaptationReport]:
+    def adapted(self, plain: _Trial, clip: _Clip) -> tuple[_Trial, AdaptationReport]:
         """``plain`` (a neural trial) with its post-processor fitted to the segment."""
         assert self.adapt is not None
         fitted, coded = adapt_and_measure(
             self.backend,
             plain.coded.stream,
             plain.layout,
-            self.source,
-            first,
-            count,
+            clip.path,
+            clip.first,
+            clip.count,
             self.adapt,
             plain.coded.encode_s,
         )
-        trial = self._trial(plain.option, plain.layout, coded, plain.qp, count, fitted.update)
+        trial = self._trial(plain.option, plain.layout, coded, plain.qp, clip.count, fitted.update)
+        trial.shares = plain.shares
         report = AdaptationReport(
             steps=self.adapt.steps,
             params=fitted.params,
@@ -225,6 +238,32 @@ class _Job:
             seconds=fitted.seconds,
         )
         return trial, report
+
+    def fit_budget(
+        self, opt: Option, clip: _Clip, budget: float, start: int, capped: bool
+    ) -> _Trial | None:
+        """The lowest-QP trial of ``opt`` whose rate is within ``budget`` kbps, or None.
+
+        QPs come from :func:`next_qp`, starting at ``start``; ``capped`` (levels below
+        exhaustive) stops after :data:`MODEL_ENCODES` encodes once one fits, keeping the lowest
+        fitting QP found rather than proving it the lowest."""
+        lo, hi = self.backend.qp_range
+        trials: dict[int, _Trial] = {}
+        rates: dict[int, float] = {}
+        qp: int | None = min(max(start, lo), hi)
+        while qp is not None:
+            trials[qp] = self.trial(opt, qp, clip)
+            rates[qp] = kbps(trials[qp].bits, clip.count, self.info)
+            fits = [q for q, r in rates.items() if r <= budget]
+            if capped and fits and len(rates) >= MODEL_ENCODES:
+                break
+            qp = next_qp(rates, budget, (lo, hi), model=len(rates) < MODEL_ENCODES)
+        fits = [q for q, r in rates.items() if r <= budget]
+        if not fits:
+            return None
+        best = trials[min(fits)]
+        best.qps_tried = list(rates)
+        return best
 
 
 def _report(trial: _Trial, count: int, info: VideoInfo) -> CandidateReport:
@@ -246,40 +285,209 @@ def _report(trial: _Trial, count: int, info: VideoInfo) -> CandidateReport:
         cost=trial.cost,
         encode_s=c.encode_s,
         decode_s=c.decode_s,
+        shares=trial.shares,
+        qps_tried=trial.qps_tried,
     )
 
 
-def _skipped(opt: Option, info: VideoInfo, reason: str) -> CandidateReport:
+def _bare(opt: Option, info: VideoInfo, **fields: object) -> CandidateReport:
+    """A candidate not coded in full: skipped, or ruled out."""
     bw, bh = bottleneck_size(info.width, info.height, opt.ratio)
     return CandidateReport(
         code=int(opt.code),
         name=opt.name,
         ratio=opt.ratio_text,
         bottleneck=f"{bw}x{bh}",
-        skipped=reason,
+        **fields,  # type: ignore[arg-type]
     )
-
-
-def _fit_budget(
-    job: _Job, opt: Option, first: int, count: int, budget: float, progress: ProgressSink
-) -> _Trial | None:
-    """Lowest-QP trial of ``opt`` whose rate is within ``budget`` kbps, or None."""
-    lo, hi = job.backend.qp_range
-    best: _Trial | None = None
-    while lo <= hi:
-        qp = (lo + hi) // 2
-        trial = job.trial(opt, qp, first, count)
-        progress.advance(f"{opt.name} QP {qp}")
-        if kbps(trial.bits, count, job.info) <= budget:
-            best, hi = trial, qp - 1
-        else:
-            lo = qp + 1
-    return best
 
 
 def _segments(frames: int, segment_frames: int | None) -> list[tuple[int, int]]:
     step = segment_frames or frames
     return [(first, min(step, frames - first)) for first in range(0, frames, step)]
+
+
+def _start_qp(anchor_qp: int, opt: Option) -> int:
+    """First QP tried for ``opt`` under a budget the anchor (direct) met at ``anchor_qp``: a
+    picture with r² of the samples needs about that much less rate, i.e. lower QP."""
+    return anchor_qp - round(0.75 * QP_PER_OCTAVE * math.log2(1 / float(opt.ratio) ** 2))
+
+
+@dataclass
+class _Decision:
+    """One segment's candidates coded in full, and the reports of all of them."""
+
+    trials: list[_Trial]
+    reports: dict[int, CandidateReport]
+    probe: ProbeReport | None = None
+    probe_s: float = 0.0
+
+
+def _full(
+    job: _Job, opt: Option, clip: _Clip, budget: float | None, start: int | None
+) -> _Trial | None:
+    if budget is None:
+        return job.trial(opt, job.settings.qp, clip)
+    lo, hi = job.backend.qp_range
+    first_qp = (lo + hi) // 2 if start is None else start
+    return job.fit_budget(opt, clip, budget, first_qp, capped=job.effort.verify is not None)
+
+
+def _exhaustive(
+    job: _Job,
+    candidates: Sequence[Option],
+    clip: _Clip,
+    budget: float | None,
+    progress: ProgressSink,
+) -> _Decision:
+    """Every candidate coded in full (the reference)."""
+    decision = _Decision([], {})
+    anchor_qp: int | None = None
+    for opt in candidates:
+        start = None if anchor_qp is None else _start_qp(anchor_qp, opt)
+        trial = _full(job, opt, clip, budget, start)
+        progress.advance(opt.name)
+        if trial is None:
+            over = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
+            decision.reports[int(opt.code)] = _bare(opt, job.info, skipped=over)
+            continue
+        if opt.code == 0:
+            anchor_qp = trial.qp
+        decision.trials.append(trial)
+    return decision
+
+
+def _write_probe(job: _Job, clip: _Clip, picks: Sequence[int]) -> _Clip:
+    """The segment's frames ``picks`` (relative to the clip) as a y4m file of their own."""
+    path = job.workdir / f"probe-{clip.first}.y4m"
+    wanted = set(picks)
+    with Y4MWriter(path, job.info) as writer:
+        for k, frame in enumerate(source_frames(clip.path, clip.first, clip.count)):
+            if k in wanted:
+                writer.write(frame)
+    return _Clip(path, 0, len(picks))
+
+
+def _probed(
+    job: _Job,
+    candidates: Sequence[Option],
+    clip: _Clip,
+    budget: float | None,
+    progress: ProgressSink,
+) -> _Decision:
+    """Anchor in full, bound, probe, then the best of the ranking in full."""
+    direct = OPTIONS[0]
+    anchor = _full(job, direct, clip, budget, None)
+    if anchor is None:  # nothing to scale the probe by: code everything
+        return _exhaustive(job, candidates, clip, budget, progress)
+    t0 = time.perf_counter()
+    decision = _Decision([anchor] if direct in candidates else [], {})
+    if direct in candidates:
+        progress.advance(direct.name)
+    qp, lam = anchor.qp, job.backend.qp_to_lambda(anchor.qp)
+    # In QP mode a candidate beats the anchor only with a lower J; under a budget (both
+    # within it) only with a lower D. Either way its D through an uncoded bottleneck bounds it.
+    limit = anchor.cost if budget is None else anchor.coded.mse_8bit
+    bound_picks = spread(clip.count, BOUND_FRAMES)
+    bound_frames = [
+        f
+        for k, f in enumerate(source_frames(clip.path, clip.first, clip.count))
+        if k in bound_picks
+    ]
+    survivors: list[Option] = []
+    for opt in candidates:
+        if opt.code == 0:
+            continue
+        floor = lossless_mse(job.layout(opt), bound_frames)
+        if floor >= limit:
+            what = "J" if budget is None else "MSE"
+            decision.reports[int(opt.code)] = _bare(
+                opt,
+                job.info,
+                pruned=f"uncoded-bottleneck MSE {floor:.3f} ≥ {what} {limit:.3f} of direct",
+                estimate=EstimateReport(method="bound", lossless_mse=floor, cost=floor),
+            )
+            progress.advance(opt.name)
+        else:
+            survivors.append(opt)
+            decision.reports[int(opt.code)] = _bare(
+                opt, job.info, estimate=EstimateReport(method="probe", lossless_mse=floor, cost=0)
+            )
+    picks = probe_frames(clip.count, job.effort.window)
+    estimates: list[tuple[float, float, Option]] = [(anchor.cost, 0.0, direct)]
+    probe_report = None
+    if survivors:
+        probe = _write_probe(job, clip, picks)
+        base = job.trial(direct, qp, probe, probe=True)
+        rate_scale = (anchor.coded.payload_bytes / clip.count) / (
+            base.coded.payload_bytes / probe.count
+        )
+        dist_scale = anchor.coded.mse_8bit / base.coded.mse_8bit if base.coded.mse_8bit else 1.0
+        samples = job.info.width * job.info.height
+        for opt in survivors:
+            t = job.trial(opt, qp, probe, probe=True)
+            cost, bits = estimated_cost(
+                t.coded.mse_8bit,
+                8 * t.coded.payload_bytes / probe.count,
+                dist_scale,
+                rate_scale,
+                job.overhead_bits,
+                clip.count,
+                samples,
+                lam,
+            )
+            est = decision.reports[int(opt.code)].estimate
+            assert est is not None
+            est.probe_bits, est.probe_mse, est.cost = (
+                8 * t.coded.payload_bytes,
+                t.coded.mse_8bit,
+                cost,
+            )
+            estimates.append((cost, bits, opt))
+        probe_report = ProbeReport(
+            frames=picks,
+            preset=job.probe_settings.preset,
+            anchor=direct.name,
+            anchor_qp=qp,
+            rate_scale=rate_scale,
+            distortion_scale=dist_scale,
+            bound_frames=bound_picks,
+            seconds=0.0,
+        )
+    estimates.sort(key=lambda e: (e[0], int(e[2].code)))
+    assert job.effort.verify is not None
+    finalists = [e for e in estimates[: job.effort.verify] if e[2].code != 0]
+    for rank, (_, _, opt) in enumerate(estimates, start=1):
+        if opt.code != 0:
+            est = decision.reports[int(opt.code)].estimate
+            assert est is not None
+            est.rank = rank
+    decision.probe_s = time.perf_counter() - t0
+    if probe_report is not None:
+        probe_report.seconds = decision.probe_s
+    decision.probe = probe_report
+    for _, bits, opt in finalists:
+        start = None
+        if budget is not None:
+            est_kbps = kbps(round(bits), clip.count, job.info)
+            start = qp + round(QP_PER_OCTAVE * math.log2(est_kbps / budget))
+        trial = _full(job, opt, clip, budget, start)
+        progress.advance(opt.name)
+        report = decision.reports[int(opt.code)]
+        assert report.estimate is not None
+        if trial is None:
+            report.skipped = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
+            continue
+        report.estimate.coded = True
+        decision.trials.append(trial)
+    chosen = {int(e[2].code) for e in finalists}
+    for cost, _, opt in estimates:
+        code = int(opt.code)
+        if code != 0 and code not in chosen:
+            report = decision.reports[code]
+            report.pruned = f"probe estimate J {cost:.3f}, not among the {job.effort.verify} best"
+            progress.advance(opt.name)
+    return decision
 
 
 def encode_file(
@@ -294,12 +502,14 @@ def encode_file(
     progress: ProgressSink | None = None,
     bank: Bank | None = None,
     adapt: AdaptConfig | None = None,
+    effort: str = "exhaustive",
 ) -> EncodeReport:
-    """Code ``input_path`` with every option, keep the RDO winner, write ``output_path``.
+    """Choose an option for each segment of ``input_path`` by RDO at the given ``effort``
+    (:data:`wrapcodec.effort.EFFORTS`) and write ``output_path``.
 
     Neural options take their networks from ``bank``; its id goes into the header when the
-    file uses one. With ``adapt`` (steps > 0) each neural candidate is also tried with its
-    post-processor fitted to the segment.
+    file uses one. With ``adapt`` (steps > 0) each neural candidate coded in full is also tried
+    with its post-processor fitted to the segment.
 
     The arguments are checked before anything is coded. ``input_path`` ``-`` is standard input,
     spooled to a temporary file and fully read and validated up front, so that messages about
@@ -310,6 +520,9 @@ def encode_file(
         raise InputError("--segment-frames must be at least 1")
     if adapt is not None and adapt.steps < 0:
         raise InputError("--adapt-steps must be 0 or more")
+    if effort not in EFFORTS:
+        raise InputError(f"--effort {effort!r}: one of {', '.join(EFFORTS)}")
+    level = EFFORTS[effort]
     progress = progress or _Silent()
     backend.validate(settings)
     ffmpeg.require(backend)
@@ -332,59 +545,54 @@ def encode_file(
             workdir,
             len(ranges),
             bank,
+            level,
             adapt if adapt is not None and adapt.steps > 0 else None,
         )
         usable = [o for o in options if skip_reason(o, info.width, info.height) is None]
         if not usable:
             raise InputError(f"{name}: no option is usable at {info.width}x{info.height}")
-        steps = len(usable) * (math.ceil(math.log2(backend.qp_range[1] + 2)) if bitrate_kbps else 1)
-        progress.start(steps * len(ranges))
+        progress.start(len(usable) * len(ranges))
 
         seg_reports: list[SegmentReport] = []
         segments: list[Segment] = []
-        adapt_s = 0.0
+        adapt_s = probe_s = 0.0
         in_force: tuple[int, bytes] | None = None  # the last segment's option and update
         for first, count in ranges:
+            clip = _Clip(source, first, count)
+            search = _exhaustive if level.verify is None or len(usable) == 1 else _probed
+            decision = search(job, usable, clip, bitrate_kbps, progress)
+            probe_s += decision.probe_s
             trials: list[_Trial] = []
-            reports: list[CandidateReport] = []
-            for opt in options:
-                reason = skip_reason(opt, info.width, info.height)
-                if reason is not None:
-                    reports.append(_skipped(opt, info, reason))
-                    continue
-                if bitrate_kbps is None:
-                    trial: _Trial | None = job.trial(opt, settings.qp, first, count)
-                    progress.advance(opt.name)
-                else:
-                    trial = _fit_budget(job, opt, first, count, bitrate_kbps, progress)
-                if trial is None:
-                    over = f"over {bitrate_kbps:g} kbps even at QP {backend.qp_range[1]}"
-                    reports.append(_skipped(opt, info, over))
-                    continue
+            for trial in decision.trials:
                 adaptation = None
-                if job.adapt is not None and opt.neural:
+                if job.adapt is not None and trial.option.neural:
                     t0 = time.perf_counter()
-                    inheritable = in_force if in_force and in_force[0] == opt.code else None
+                    inheritable = (
+                        in_force if in_force and in_force[0] == trial.option.code else None
+                    )
                     trial, adaptation = _with_adaptation(
-                        job,
-                        trial,
-                        first,
-                        count,
-                        bitrate_kbps,
-                        inheritable[1] if inheritable else None,
+                        job, trial, clip, bitrate_kbps, inheritable[1] if inheritable else None
                     )
                     adapt_s += time.perf_counter() - t0
                 trials.append(trial)
-                reports.append(_report(trial, count, info))
-                reports[-1].adaptation = adaptation
+                report = _report(trial, count, info)
+                report.adaptation = adaptation
+                before = decision.reports.get(int(trial.option.code))
+                report.estimate = before.estimate if before is not None else None
+                decision.reports[int(trial.option.code)] = report
             if not trials:
                 raise InputError(f"no option reaches {bitrate_kbps:g} kbps on frames {first}..")
             if bitrate_kbps is None:
                 best = min(trials, key=lambda t: t.cost)
             else:
                 best = max(trials, key=lambda t: t.coded.psnr_yuv)
+            reports = [
+                decision.reports.get(int(o.code))
+                or _bare(o, info, skipped=skip_reason(o, info.width, info.height))
+                for o in options
+            ]
             for report in reports:
-                report.chosen = report.code == int(best.option.code) and report.skipped is None
+                report.chosen = report.code == int(best.option.code) and report.qp is not None
             bw, bh = best.layout.bottleneck
             segments.append(
                 Segment(
@@ -405,6 +613,7 @@ def encode_file(
                     frame_count=count,
                     option=int(best.option.code),
                     option_name=best.option.name,
+                    probe=decision.probe,
                     candidates=reports,
                 )
             )
@@ -441,6 +650,7 @@ def encode_file(
         output=output_path,
         codec=backend.name,
         preset=settings.preset,
+        effort=level.name,
         bitdepth=settings.bitdepth,
         qp=None if bitrate_kbps else settings.qp,
         bitrate_budget_kbps=bitrate_kbps,
@@ -458,25 +668,29 @@ def encode_file(
         psnr_yuv=_frame_weighted([c.psnr_yuv for c in chosen], weights),
         candidates=first_choice.candidates,
         segments=seg_reports,
-        timings={"total_s": time.perf_counter() - t_start, "adapt_s": adapt_s},
+        timings={
+            "total_s": time.perf_counter() - t_start,
+            "adapt_s": adapt_s,
+            "probe_s": probe_s,
+        },
+        encodes=job.encodes,
     )
 
 
 def _with_adaptation(
     job: _Job,
     plain: _Trial,
-    first: int,
-    count: int,
+    clip: _Clip,
     budget: float | None,
     inheritable: bytes | None,
 ) -> tuple[_Trial, AdaptationReport]:
     """The best of ``plain``, ``plain`` with an update fitted to the segment and, when the
     previous segment used this option with an update (``inheritable``), ``plain`` reusing
     that update: lowest J at a QP, or highest PSNR-YUV within a bitrate budget."""
-    adapted, report = job.adapted(plain, first, count)
+    adapted, report = job.adapted(plain, clip)
     variants = [plain, adapted]
     if inheritable:
-        variants.append(job.inherited(plain, first, count, inheritable))
+        variants.append(job.inherited(plain, clip, inheritable))
         report.inherited_gain_db = variants[-1].coded.psnr_yuv - plain.coded.psnr_yuv
     if budget is None:
         report.cost_without, report.cost_with = plain.cost, adapted.cost
@@ -484,10 +698,11 @@ def _with_adaptation(
             report.cost_inherited = variants[-1].cost
         best = min(variants, key=lambda t: t.cost)
     else:
-        fitting = [t for t in variants if kbps(t.bits, count, job.info) <= budget] or [plain]
+        fitting = [t for t in variants if kbps(t.bits, clip.count, job.info) <= budget] or [plain]
         best = max(fitting, key=lambda t: t.coded.psnr_yuv)
     report.used = best is adapted
     report.inherited = best.inherit
+    best.qps_tried = plain.qps_tried
     return best, report
 
 

@@ -1,0 +1,138 @@
+"""Effort levels of the encoder's option search, and the pure rules they use.
+
+``exhaustive`` codes every usable option in full (the reference). The lower levels code an
+*anchor* (direct coding) in full, rule out options whose distortion through an uncoded
+bottleneck already exceeds the anchor's J (a lower bound on their J), code the rest on a short
+*probe* (a few frames at the codec's fastest preset), estimate each one's full J from the probe
+scaled by the anchor's full-to-probe ratios, and code only the best few of that ranking in full;
+the final choice is always made between candidates coded in full.
+
+With a bitrate budget each option coded in full gets its QP from a rate model: log-rate linear
+in QP (rate halves every :data:`QP_PER_OCTAVE` QPs until two encodes give the slope), a first
+guess corrected by real encodes until the lowest QP within the budget is known
+(:func:`next_qp`; bisection after :data:`MODEL_ENCODES` model guesses, so the search ends).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from wrapcodec.adapt import AdaptConfig
+
+
+@dataclass(frozen=True)
+class Effort:
+    """One level of the search."""
+
+    name: str
+    verify: int | None  # best of the probe's ranking coded in full (anchor counted); None: all
+    adapt_steps: int  # content adaptation of neural candidates coded in full, by default
+    description: str
+    window: int = 8  # consecutive frames per probe window
+
+
+EFFORTS: dict[str, Effort] = {
+    e.name: e
+    for e in (
+        Effort(
+            "fast",
+            1,
+            0,
+            "anchor in full, bound, 4-frame probe; its best coded in full; no adaptation",
+            window=4,
+        ),
+        Effort(
+            "medium",
+            3,
+            AdaptConfig.steps,
+            "anchor in full, bound, 8-frame probe; its best three coded in full and adapted",
+        ),
+        Effort("exhaustive", None, AdaptConfig.steps, "every option coded in full and adapted"),
+    )
+}
+DEFAULT_EFFORT = "medium"
+
+PROBE_SPACING = 120  # one more window per this many frames of the segment ...
+PROBE_WINDOWS = 4  # ... up to this many
+BOUND_FRAMES = 2  # frames the uncoded-bottleneck bound is measured on
+QP_PER_OCTAVE = 6.0  # QPs that halve the rate, before two encodes measure it
+MODEL_ENCODES = 3  # encodes of one option placed by the rate model; then bisection
+
+
+def effort(name: str) -> Effort:
+    """The effort level called ``name``; ``ValueError`` names the known ones."""
+    if name not in EFFORTS:
+        raise ValueError(f"unknown effort {name!r} (known: {', '.join(EFFORTS)})")
+    return EFFORTS[name]
+
+
+def probe_frames(count: int, window: int) -> list[int]:
+    """Frame indices of a segment's probe: windows of ``window`` consecutive frames
+    centred in equal parts of the segment, one per :data:`PROBE_SPACING` frames (at least one,
+    at most :data:`PROBE_WINDOWS`); the whole segment when it is that short."""
+    length = min(window, count)
+    windows = min(PROBE_WINDOWS, max(1, count // PROBE_SPACING))
+    picks: set[int] = set()
+    for i in range(windows):
+        centre = (2 * i + 1) * count / (2 * windows)
+        start = min(max(0, round(centre - length / 2)), count - length)
+        picks.update(range(start, start + length))
+    return sorted(picks)
+
+
+def spread(count: int, n: int) -> list[int]:
+    """``n`` frame indices spread evenly over ``count`` (all of them when ``count ≤ n``)."""
+    if count <= n:
+        return list(range(count))
+    return sorted({round((i + 0.5) * count / n - 0.5) for i in range(n)})
+
+
+def estimated_cost(
+    probe_mse: float,
+    probe_bits_per_frame: float,
+    distortion_scale: float,
+    rate_scale: float,
+    overhead_bits: int,
+    frames: int,
+    samples_per_frame: int,
+    lam: float,
+) -> tuple[float, float]:
+    """(J, bits) of a candidate coded in full, estimated from its probe: the probe's MSE and
+    bits per frame times the anchor's full-to-probe ratios, plus the container overhead."""
+    bits = rate_scale * probe_bits_per_frame * frames + overhead_bits
+    return distortion_scale * probe_mse + lam * bits / (frames * samples_per_frame), bits
+
+
+def next_qp(
+    rates: Mapping[int, float], budget: float, qp_range: tuple[int, int], model: bool = True
+) -> int | None:
+    """The next QP to code in the search for the lowest QP whose rate fits ``budget``, given
+    the ``rates`` coded so far (QP → rate, same unit as the budget); None when the answer is
+    known: the lowest fitting QP is one above a QP over budget (or the range's bottom), or
+    the top of the range is over budget (nothing fits).
+
+    The rate is modelled as ``log2 R`` linear in QP through the two coded QPs nearest the
+    budget (one coded QP: slope ``−1/QP_PER_OCTAVE``); the next QP is the model's lowest
+    fitting QP, kept strictly between the highest QP over budget and the lowest one within.
+    With ``model`` false, the middle of that interval (bisection, which always ends)."""
+    lo, hi = qp_range
+    over = [q for q, r in rates.items() if r > budget]
+    fits = [q for q, r in rates.items() if r <= budget]
+    floor = max(over) + 1 if over else lo  # lowest QP that may fit
+    ceiling = min(fits) if fits else hi + 1  # lowest QP known to fit (hi + 1: none yet)
+    if floor >= ceiling or (not fits and max(over) >= hi):
+        return None
+    if not model:
+        return (floor + ceiling - 1) // 2
+    known = sorted(rates, key=lambda q: abs(math.log2(rates[q] / budget)))[:2]
+    if len(known) == 2 and known[0] != known[1] and rates[known[0]] != rates[known[1]]:
+        a, b = known
+        slope = (math.log2(rates[b]) - math.log2(rates[a])) / (b - a)
+        slope = min(slope, -1.0 / (4 * QP_PER_OCTAVE))  # rates fall with QP
+    else:
+        slope = -1.0 / QP_PER_OCTAVE
+    q0 = known[0]
+    guess = math.ceil(q0 + (math.log2(budget) - math.log2(rates[q0])) / slope - 1e-9)
+    return min(max(guess, floor), ceiling - 1)

@@ -1,0 +1,123 @@
+"""What ``wrapcodec encode`` did and why, as printed by ``--json``: every candidate of every
+segment, how it was judged (coded in full, estimated on a probe, or ruled out by a bound) and
+the figures the choice compared."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class AdaptationReport(BaseModel):
+    """A neural candidate's post-processor fitted to the segment, against the bank's."""
+
+    steps: int
+    params: int  # parameters the update carries
+    bytes: int  # of the update, as stored in the container
+    gain_db: float  # PSNR-YUV with the update minus without
+    seconds: float  # fitting the update
+    cost_without: float | None = None  # J of the bank's post-processor (QP mode)
+    cost_with: float | None = None
+    used: bool = False  # the update is sent with this candidate
+    # The update in force for the previous segment (same option), reused at no bytes:
+    inherited_gain_db: float | None = None  # None when there is none to inherit
+    cost_inherited: float | None = None
+    inherited: bool = False  # this candidate reuses it
+
+
+class EstimateReport(BaseModel):
+    """How a candidate was judged before (or instead of) coding it in full.
+
+    ``bound``: its distortion with the bottleneck left uncoded (``lossless_mse``, on the bound
+    frames) already exceeds the anchor's J, so it cannot win (its J adds coding error and rate
+    to that). ``probe``: coded on the probe frames at the probe preset, its J estimated from the
+    probe's rate and distortion scaled by the anchor's full-to-probe ratios."""
+
+    method: Literal["bound", "probe"]
+    lossless_mse: float | None = None  # 6:1:1 MSE (8-bit units) through an uncoded bottleneck
+    probe_bits: int | None = None  # payload of the probe stream
+    probe_mse: float | None = None  # 6:1:1 MSE of the probe frames
+    cost: float  # the estimated J (probe) or the lower bound of J (bound)
+    rank: int | None = None  # place in the probe's ranking (1 = lowest estimated J)
+    coded: bool = False  # then coded in full (its figures are the candidate's)
+
+
+class CandidateReport(BaseModel):
+    """One option on one segment, with the figures the RDO compared (those of the variant
+    with the update when ``adaptation.used``). Figures are empty for a candidate that was
+    skipped (unusable) or ruled out (``pruned``, see ``estimate``)."""
+
+    code: int
+    name: str
+    ratio: str
+    bottleneck: str
+    qp: int | None = None
+    bits: int | None = None
+    kbps: float | None = None
+    psnr_y: float | None = None
+    psnr_u: float | None = None
+    psnr_v: float | None = None
+    psnr_yuv: float | None = None
+    mse: float | None = None
+    cost: float | None = None
+    encode_s: float | None = None
+    decode_s: float | None = None
+    shares: str | None = None  # coded in full with the bitstream of this option (same pre)
+    skipped: str | None = None
+    pruned: str | None = None
+    estimate: EstimateReport | None = None
+    qps_tried: list[int] | None = None  # bitrate mode: the QPs coded in full
+    adaptation: AdaptationReport | None = None
+    chosen: bool = False
+
+
+class ProbeReport(BaseModel):
+    """The probe of one segment (effort levels below ``exhaustive``)."""
+
+    frames: list[int]  # segment frame indices coded as the probe clip
+    preset: str
+    anchor: str  # the option coded both in full and on the probe
+    anchor_qp: int
+    rate_scale: float  # anchor's full bits per frame / probe bits per frame
+    distortion_scale: float  # anchor's full MSE / probe MSE
+    bound_frames: list[int]  # frames the uncoded-bottleneck bound was measured on
+    seconds: float  # probing, bound included
+
+
+class SegmentReport(BaseModel):
+    first_frame: int
+    frame_count: int
+    option: int
+    option_name: str
+    probe: ProbeReport | None = None
+    candidates: list[CandidateReport]
+
+
+class EncodeReport(BaseModel):
+    """What ``wrapcodec encode`` did; printed by ``--json``."""
+
+    input: str
+    output: str
+    codec: str
+    preset: str
+    effort: str
+    bitdepth: int
+    qp: int | None
+    bitrate_budget_kbps: float | None
+    rdo_lambda: float | None
+    width: int
+    height: int
+    frames: int
+    fps: str
+    option: int
+    option_name: str
+    ratio: str
+    bits: int
+    kbps: float
+    psnr_y: float
+    psnr_yuv: float
+    candidates: list[CandidateReport]
+    segments: list[SegmentReport]
+    timings: dict[str, float]
+    encodes: int  # encoder runs, probes included
