@@ -116,7 +116,9 @@ def next_qp(
     The rate is modelled as ``log2 R`` linear in QP through the two coded QPs nearest the
     budget (one coded QP: slope ``−1/QP_PER_OCTAVE``); the next QP is the model's lowest
     fitting QP, kept strictly between the highest QP over budget and the lowest one within.
-    With ``model`` false, the middle of that interval (bisection, which always ends)."""
+    With ``model`` false, two QPs below the lowest fitting one while none is over budget, one
+    above the highest over budget while none fits, else the middle of the interval between them
+    (bisection); every step narrows the interval, so the search ends."""
     lo, hi = qp_range
     over = [q for q, r in rates.items() if r > budget]
     fits = [q for q, r in rates.items() if r <= budget]
@@ -125,6 +127,10 @@ def next_qp(
     if floor >= ceiling or (not fits and max(over) >= hi):
         return None
     if not model:
+        if not over:  # only fits so far: step down past the boundary
+            return max(floor, ceiling - 2)
+        if not fits:  # only overs so far: step up past it
+            return min(hi, floor + 1)
         return (floor + ceiling - 1) // 2
     known = sorted(rates, key=lambda q: abs(math.log2(rates[q] / budget)))[:2]
     if len(known) == 2 and known[0] != known[1] and rates[known[0]] != rates[known[1]]:
