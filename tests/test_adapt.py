@@ -204,6 +204,7 @@ def test_fit_needs_matching_pictures(post: PostProcessor) -> None:
 
 def _encode(runner: CliRunner, src: Path, out: Path, *extra: str) -> dict:
     args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--json"]
+    args += ["--effort", "exhaustive"]
     if "--qp" not in extra and "--bitrate" not in extra:
         args += ["--qp", "37"]
     result = runner.invoke(cli, [*args, "--preset", "ultrafast", *extra])
@@ -392,6 +393,7 @@ def test_table_shows_the_adaptation(
     require_backend("x265")
     args = ["encode", str(parkjoy), "-o", str(tmp_path / "t.wrp"), "--codec", "x265"]
     extra = ["--qp", "32", "--preset", "ultrafast", "--options", "0,2", "--adapt-steps", "20"]
+    extra += ["--effort", "exhaustive"]
     result = CliRunner().invoke(cli, [*args, *extra], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "adapt dB" in result.output and "update" in result.output

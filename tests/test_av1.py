@@ -167,9 +167,13 @@ def test_decoder_falls_back_to_libaom(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- real encodes ------------------------------------------------------------------------------
 
 
+EXHAUSTIVE = ("--effort", "exhaustive")
+
+
 def encode(runner: CliRunner, src: Path, out: Path, *args: str) -> dict:
     result = runner.invoke(
-        cli, ["encode", str(src), "-o", str(out), "--json", "--adapt-steps", "0", *args]
+        cli,
+        ["encode", str(src), "-o", str(out), "--json", "--adapt-steps", "0", *EXHAUSTIVE, *args],
     )
     assert result.exit_code == 0, result.output + str(result.exception)
     return json.loads(result.stdout)

@@ -20,9 +20,12 @@ from wrapcodec.metrics import measure_files
 
 def encode(runner: CliRunner, src: Path, out: Path, *args: str) -> dict:
     """``wrapcodec encode --json``; the bank's models as they are unless ``args`` ask for
-    content adaptation (tests/test_adapt.py covers it)."""
+    content adaptation (tests/test_adapt.py covers it), every option coded unless ``args``
+    give an effort (tests/test_effort.py covers the others)."""
     if "--adapt-steps" not in args:
         args = (*args, "--adapt-steps", "0")
+    if "--effort" not in args:
+        args = (*args, "--effort", "exhaustive")
     result = runner.invoke(cli, ["encode", str(src), "-o", str(out), "--json", *args])
     assert result.exit_code == 0, result.output + str(result.exception)
     return json.loads(result.stdout)

@@ -417,7 +417,9 @@ def _probed(
     estimates: list[tuple[float, float, Option]] = [(anchor.cost, 0.0, direct)]
     probe_report = None
     if survivors:
-        probe = _write_probe(job, clip, picks)
+        # A segment no longer than the probe is its own probe (its streams are reused when
+        # the probe preset is the user's).
+        probe = clip if len(picks) == clip.count else _write_probe(job, clip, picks)
         base = job.trial(direct, qp, probe, probe=True)
         rate_scale = (anchor.coded.payload_bytes / clip.count) / (
             base.coded.payload_bytes / probe.count

@@ -1,0 +1,262 @@
+"""Effort levels of the option search: the rules (probe frames, rate search, presets), the
+shared bitstreams, and real encodes at every level checked against their own measurement,
+against an independent exhaustive reference, and for determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from wrapcodec.adapt import AdaptConfig
+from wrapcodec.backend import EncodeSettings, backends, get_backend
+from wrapcodec.bank import get_bank
+from wrapcodec.cli import cli
+from wrapcodec.container import overhead_bytes
+from wrapcodec.effort import EFFORTS, MODEL_ENCODES, next_qp, probe_frames, spread
+from wrapcodec.metrics import measure_files
+from wrapcodec.options import OPTIONS, skip_reason
+from wrapcodec.pipeline import Layout, code_and_measure, preprocess, stream_key
+from wrapcodec.rdo import EncodeReport, encode_file, rd_cost
+from wrapcodec.y4m import iter_frames, read_info
+
+ALL = list(OPTIONS.values())
+
+
+def _encode(src: Path, out: Path, effort: str, qp: int | None = 37, **kw: object) -> EncodeReport:
+    backend = get_backend("x264")
+    settings = EncodeSettings(qp=qp if qp is not None else 0, preset="fast", bitdepth=10)
+    return encode_file(
+        str(src),
+        str(out),
+        backend,
+        settings,
+        ALL,
+        bank=get_bank(None),
+        adapt=AdaptConfig(steps=0),
+        effort=effort,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+def test_probe_frames_are_centred_windows() -> None:
+    assert probe_frames(30, 8) == list(range(11, 19))
+    assert probe_frames(5, 8) == [0, 1, 2, 3, 4]  # a short segment is its own probe
+    long = probe_frames(600, 4)
+    assert len(long) == 4 * 4 and long[0] > 0 and long[-1] < 599  # 4 windows, one per part
+    assert all(0 <= f < 600 for f in long) and long == sorted(set(long))
+    assert spread(30, 2) == [7, 22] and spread(1, 2) == [0]
+
+
+@pytest.mark.parametrize("octave", [3.0, 5.3, 9.0])
+@pytest.mark.parametrize("budget", [0.5, 30.0, 200.0, 900.0, 5000.0, 1e6])
+def test_rate_search_finds_the_lowest_fitting_qp(octave: float, budget: float) -> None:
+    """Against every monotone rate curve of this family (with a constant overhead the log-linear
+    model does not know), the search ends at the lowest QP within budget, as a full scan says."""
+
+    def rate(q: int) -> float:
+        return 1000.0 * 2 ** (-(q - 20) / octave) + 20.0
+
+    rates: dict[int, float] = {}
+    qp: int | None = 32
+    while qp is not None:
+        assert qp not in rates and 0 <= qp <= 51
+        rates[qp] = rate(qp)
+        qp = next_qp(rates, budget, (0, 51), model=len(rates) < MODEL_ENCODES)
+    truth = min((q for q in range(52) if rate(q) <= budget), default=None)
+    fits = [q for q, r in rates.items() if r <= budget]
+    assert (min(fits) if fits else None) == truth
+    assert len(rates) <= 8  # a bisection of 0..51 alone needs 6
+
+
+def test_probe_preset_is_never_slower_than_the_users() -> None:
+    for backend in backends().values():
+        order = backend.presets if backend.fastest_first else backend.presets[::-1]
+        for preset in backend.presets:
+            probe = backend.probe_preset(preset)
+            assert order.index(probe) <= order.index(preset)
+    assert get_backend("x265").probe_preset("medium") == "ultrafast"
+    assert get_backend("svtav1").probe_preset("13") == "13"
+
+
+@pytest.mark.parametrize("bitdepth", [8, 10])
+def test_options_that_share_a_bitstream_preprocess_alike(parkjoy: Path, bitdepth: int) -> None:
+    info, bank, backend = read_info(parkjoy), get_bank(None), get_backend("x265")
+    frame = next(iter_frames(parkjoy))
+    groups: dict[str, list[np.ndarray]] = {}
+    for opt in ALL:
+        pre = preprocess(frame, Layout.make(info, opt, backend, bitdepth, bank))
+        planes = np.concatenate([p.ravel() for p in pre])
+        first = groups.setdefault(stream_key(opt), [planes])[0]
+        assert np.array_equal(first, planes), opt.name
+    assert len(groups) == 11  # 15 options, 11 bitstreams
+
+
+# --- real encodes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("effort", list(EFFORTS))
+@pytest.mark.parametrize("qp", [27, 47])
+def test_every_effort_writes_a_file_that_decodes_to_its_measurement(
+    parkjoy: Path, tmp_path: Path, runner: CliRunner, effort: str, qp: int
+) -> None:
+    wrp, y4m = tmp_path / "o.wrp", tmp_path / "o.y4m"
+    report = _encode(parkjoy, wrp, effort, qp)
+    result = runner.invoke(cli, ["decode", str(wrp), "-o", str(y4m)])
+    assert result.exit_code == 0, result.output
+    acc = measure_files(str(parkjoy), str(y4m))
+    assert acc.psnr_yuv == pytest.approx(report.psnr_yuv, abs=1e-9)
+    assert report.bits == 8 * wrp.stat().st_size
+    assert report.effort == effort
+    (segment,) = report.segments
+    coded = [c for c in segment.candidates if c.qp is not None]
+    chosen = next(c for c in coded if c.chosen)
+    assert chosen.cost == min(c.cost for c in coded if c.cost is not None)
+    if effort == "exhaustive":
+        assert len(coded) == 15 and segment.probe is None
+        assert report.encodes == 11  # 15 options, 11 distinct pre-processings
+    else:
+        verify = EFFORTS[effort].verify
+        assert verify is not None and len(coded) <= verify + 1  # the anchor and the best
+
+
+def test_exhaustive_matches_coding_every_option_on_its_own(parkjoy: Path, tmp_path: Path) -> None:
+    """The reference: each option coded and measured by itself (no shared streams, no
+    search), J computed here; exhaustive must choose the same option with the same bits."""
+    report = _encode(parkjoy, tmp_path / "e.wrp", "exhaustive", 42)
+    backend, bank, info = get_backend("x264"), get_bank(None), read_info(parkjoy)
+    settings = EncodeSettings(qp=42, preset="fast", bitdepth=10)
+    costs: dict[int, tuple[float, int]] = {}
+    for opt in ALL:
+        if skip_reason(opt, info.width, info.height) is not None:
+            continue
+        layout = Layout.make(info, opt, backend, 10, bank)
+        stream = tmp_path / f"{int(opt.code)}{backend.extension}"
+        coded = code_and_measure(backend, settings, parkjoy, layout, 0, 10, stream)
+        bits = 8 * (coded.payload_bytes + overhead_bytes(1))
+        costs[int(opt.code)] = (rd_cost(coded.mse_8bit, bits, 10, info, 0.85 * 2**10), bits)
+    best = min(costs, key=lambda c: costs[c][0])
+    assert report.option == best
+    assert report.bits == costs[best][1]
+    for c in report.candidates:
+        assert c.cost == pytest.approx(costs[c.code][0], rel=1e-12)
+
+
+def test_fast_decision_is_deterministic(parkjoy: Path, tmp_path: Path) -> None:
+    a = _encode(parkjoy, tmp_path / "a.wrp", "fast", 42)
+    b = _encode(parkjoy, tmp_path / "b.wrp", "fast", 42)
+    assert (tmp_path / "a.wrp").read_bytes() == (tmp_path / "b.wrp").read_bytes()
+
+    def figures(r: EncodeReport) -> object:
+        d = r.model_dump(exclude={"output", "timings"})
+        for s in d["segments"]:
+            if s["probe"]:
+                s["probe"].pop("seconds")
+            for c in s["candidates"]:
+                c.pop("encode_s"), c.pop("decode_s")
+        d.pop("candidates")
+        return d
+
+    assert figures(a) == figures(b)
+
+
+def test_json_says_how_every_candidate_was_judged(parkjoy: Path, tmp_path: Path) -> None:
+    report = _encode(parkjoy, tmp_path / "f.wrp", "medium", 27)
+    (segment,) = report.segments
+    direct = next(c for c in segment.candidates if c.code == 0)
+    assert direct.qp is not None and direct.estimate is None  # the anchor, coded in full
+    probe = segment.probe
+    assert probe is not None and probe.anchor == "direct" and probe.preset == "superfast"
+    assert probe.frames == list(range(1, 9)) and probe.rate_scale > 0
+    ranks = []
+    for c in segment.candidates:
+        if c.code == 0:
+            continue
+        assert c.estimate is not None
+        assert c.estimate.lossless_mse is not None
+        if c.estimate.method == "bound":  # cannot beat direct: its D alone is above J
+            assert c.pruned and c.estimate.lossless_mse >= direct.cost
+            assert c.qp is None
+        else:
+            assert c.estimate.probe_bits and c.estimate.probe_mse and c.estimate.rank
+            ranks.append(c.estimate.rank)
+            assert (c.qp is not None) == c.estimate.coded
+            assert (c.pruned is None) == c.estimate.coded
+    assert len(set(ranks)) == len(ranks) and max(ranks, default=0) <= len(ranks) + 1
+    assert any(c.estimate and c.estimate.method == "bound" for c in segment.candidates)
+
+
+def test_bound_never_rules_out_a_winner(parkjoy: Path, tmp_path: Path) -> None:
+    """What the bound prunes at a low QP, coded in full, has a higher J than direct."""
+    fast = _encode(parkjoy, tmp_path / "f.wrp", "fast", 22)
+    full = {c.code: c for c in _encode(parkjoy, tmp_path / "x.wrp", "exhaustive", 22).candidates}
+    pruned = [c for c in fast.candidates if c.estimate and c.estimate.method == "bound"]
+    assert pruned
+    for c in pruned:
+        assert full[c.code].cost is not None and full[0].cost is not None
+        assert full[c.code].cost > full[0].cost
+        assert full[c.code].mse is not None and c.estimate is not None
+        assert full[c.code].mse >= 0.9 * c.estimate.lossless_mse  # coding adds error
+
+
+@pytest.mark.parametrize("effort", ["fast", "exhaustive"])
+def test_bitrate_budget_by_rate_model(parkjoy: Path, tmp_path: Path, effort: str) -> None:
+    report = _encode(parkjoy, tmp_path / "b.wrp", effort, None, bitrate_kbps=900.0)
+    assert report.kbps <= 900.0 and report.qp is None
+    coded = [c for c in report.candidates if c.qp is not None]
+    for c in coded:
+        assert c.kbps is not None and c.kbps <= 900.0
+        assert c.qps_tried and c.qp in c.qps_tried
+        if effort == "exhaustive":  # proven the lowest: one QP lower is over budget
+            assert c.qp - 1 in c.qps_tried or c.qp == 0
+    best = max(c.psnr_yuv for c in coded if c.psnr_yuv is not None)
+    assert report.psnr_yuv == pytest.approx(best, abs=1e-12)
+    if effort == "fast":
+        direct = next(c for c in coded if c.code == 0)
+        assert direct.qps_tried is not None and len(direct.qps_tried) <= MODEL_ENCODES + 2
+
+
+def test_cli_effort_choices_and_table(runner: CliRunner, tmp_path: Path, clip8: Path) -> None:
+    bad = runner.invoke(
+        cli,
+        ["encode", str(clip8), "-o", str(tmp_path / "x.wrp"), "--qp", "30", "--effort", "quick"],
+    )
+    assert bad.exit_code == 2 and "--effort" in bad.output
+    assert not (tmp_path / "x.wrp").exists()
+    args = ["encode", str(clip8), "-o", str(tmp_path / "y.wrp"), "--qp", "22", "--codec", "x264"]
+    ok = CliRunner().invoke(cli, [*args, "--effort", "fast"], env={"COLUMNS": "200"})
+    assert ok.exit_code == 0, ok.output
+    assert "effort fast" in ok.output and "≥" in ok.output
+
+
+def test_bench_effort(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x264")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pj.y4m").write_bytes(clip8.read_bytes())
+    out = tmp_path / "out"
+    args = ["bench-effort", str(data), "--codec", "x264", "--qps", "27,37,47", "--preset"]
+    args += ["ultrafast", "--efforts", "fast", "--out", str(out)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["efforts"]) == {"fast", "exhaustive"}
+    ex = results["efforts"]["exhaustive"]
+    assert ex["bd_rate_vs_exhaustive_mean"] == 0.0 and ex["same_choice"] == "3/3"
+    fast = results["efforts"]["fast"]
+    assert fast["runs"] == 3 and math.isfinite(fast["time_ratio_median"])
+    assert fast["bd_rate_vs_exhaustive_mean"] is not None
+    assert "| fast |" in (out / "report.md").read_text()
+    again = runner.invoke(cli, args)  # from the cache
+    assert again.exit_code == 0
+    assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
