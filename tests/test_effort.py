@@ -168,30 +168,45 @@ def test_fast_decision_is_deterministic(parkjoy: Path, tmp_path: Path) -> None:
     assert figures(a) == figures(b)
 
 
-def test_json_says_how_every_candidate_was_judged(parkjoy: Path, tmp_path: Path) -> None:
-    report = _encode(parkjoy, tmp_path / "f.wrp", "medium", 27)
+@pytest.mark.parametrize(("effort", "qp"), [("medium", 27), ("fast", 47)])
+def test_json_says_how_every_candidate_was_judged(
+    parkjoy: Path, tmp_path: Path, effort: str, qp: int
+) -> None:
+    report = _encode(parkjoy, tmp_path / "f.wrp", effort, qp)
     (segment,) = report.segments
     direct = next(c for c in segment.candidates if c.code == 0)
     assert direct.qp is not None and direct.estimate is None  # the anchor, coded in full
+    assert direct.cost is not None
     probe = segment.probe
     assert probe is not None and probe.anchor == "direct" and probe.preset == "superfast"
-    assert probe.frames == list(range(1, 9)) and probe.rate_scale > 0
-    ranks = []
+    window = EFFORTS[effort].window
+    assert probe.frames == probe_frames(10, window) and probe.rate_scale > 0
+    probed = {
+        c.code: c.estimate.cost
+        for c in segment.candidates
+        if c.estimate and c.estimate.method == "probe"
+    }
+    best = min([direct.cost, *probed.values()])
+    methods = set()
     for c in segment.candidates:
         if c.code == 0:
             continue
         assert c.estimate is not None
-        assert c.estimate.lossless_mse is not None
+        methods.add(c.estimate.method)
         if c.estimate.method == "bound":  # cannot beat direct: its D alone is above J
-            assert c.pruned and c.estimate.lossless_mse >= direct.cost
-            assert c.qp is None
+            assert c.pruned and c.estimate.lossless_mse is not None
+            assert c.estimate.lossless_mse >= direct.cost and c.qp is None
+        elif c.estimate.method == "family":  # its ratio's linear options were far behind
+            margin = EFFORTS[effort].family_margin
+            assert margin is not None and OPTIONS[c.code].neural
+            assert c.pruned and c.qp is None and c.estimate.cost > (1 + margin) * best
         else:
             assert c.estimate.probe_bits and c.estimate.probe_mse and c.estimate.rank
-            ranks.append(c.estimate.rank)
             assert (c.qp is not None) == c.estimate.coded
             assert (c.pruned is None) == c.estimate.coded
-    assert len(set(ranks)) == len(ranks) and max(ranks, default=0) <= len(ranks) + 1
-    assert any(c.estimate and c.estimate.method == "bound" for c in segment.candidates)
+    ranks = sorted(c.estimate.rank for c in segment.candidates if c.estimate and c.estimate.rank)
+    assert len(set(ranks)) == len(ranks) == len(probed)
+    assert methods & {"bound", "family"}  # something was ruled out without a probe
 
 
 def test_bound_never_rules_out_a_winner(parkjoy: Path, tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ class Effort:
     adapt_steps: int  # content adaptation of neural candidates coded in full, by default
     description: str
     window: int = 8  # consecutive frames per probe window
+    # Neural options are probed only for ratios whose linear options' estimate is within
+    # this fraction of the best estimate (None: always)
+    family_margin: float | None = None
 
 
 EFFORTS: dict[str, Effort] = {
@@ -42,12 +45,14 @@ EFFORTS: dict[str, Effort] = {
             0,
             "anchor in full, bound, 4-frame probe; its best coded in full; no adaptation",
             window=4,
+            family_margin=0.10,
         ),
         Effort(
             "medium",
             3,
             AdaptConfig.steps,
             "anchor in full, bound, 8-frame probe; its best three coded in full and adapted",
+            family_margin=0.25,
         ),
         Effort("exhaustive", None, AdaptConfig.steps, "every option coded in full and adapted"),
     )

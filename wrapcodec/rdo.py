@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
@@ -375,7 +376,8 @@ def _probed(
     budget: float | None,
     progress: ProgressSink,
 ) -> _Decision:
-    """Anchor in full, bound, probe, then the best of the ranking in full."""
+    """Anchor in full; bound and probe the linear options; bound and probe the neural ones
+    of the ratios the linear estimates leave in play; the best of the ranking in full."""
     direct = OPTIONS[0]
     anchor = _full(job, direct, clip, budget, None)
     if anchor is None:  # nothing to scale the probe by: code everything
@@ -384,112 +386,175 @@ def _probed(
     decision = _Decision([anchor] if direct in candidates else [], {})
     if direct in candidates:
         progress.advance(direct.name)
-    qp, lam = anchor.qp, job.backend.qp_to_lambda(anchor.qp)
     # In QP mode a candidate beats the anchor only with a lower J; under a budget (both
     # within it) only with a lower D. Either way its D through an uncoded bottleneck bounds it.
     limit = anchor.cost if budget is None else anchor.coded.mse_8bit
-    bound_picks = spread(clip.count, BOUND_FRAMES)
-    bound_frames = [
-        f
-        for k, f in enumerate(source_frames(clip.path, clip.first, clip.count))
-        if k in bound_picks
-    ]
-    survivors: list[Option] = []
-    for opt in candidates:
-        if opt.code == 0:
-            continue
-        floor = lossless_mse(job.layout(opt), bound_frames)
-        if floor >= limit:
-            what = "J" if budget is None else "MSE"
-            decision.reports[int(opt.code)] = _bare(
-                opt,
-                job.info,
-                pruned=f"uncoded-bottleneck MSE {floor:.3f} ≥ {what} {limit:.3f} of direct",
-                estimate=EstimateReport(method="bound", lossless_mse=floor, cost=floor),
-            )
-            progress.advance(opt.name)
-        else:
-            survivors.append(opt)
-            decision.reports[int(opt.code)] = _bare(
-                opt, job.info, estimate=EstimateReport(method="probe", lossless_mse=floor, cost=0)
-            )
-    picks = probe_frames(clip.count, job.effort.window)
-    estimates: list[tuple[float, float, Option]] = [(anchor.cost, 0.0, direct)]
-    probe_report = None
-    if survivors:
-        # A segment no longer than the probe is its own probe (its streams are reused when
-        # the probe preset is the user's).
-        probe = clip if len(picks) == clip.count else _write_probe(job, clip, picks)
-        base = job.trial(direct, qp, probe, probe=True)
-        rate_scale = (anchor.coded.payload_bytes / clip.count) / (
-            base.coded.payload_bytes / probe.count
-        )
-        dist_scale = anchor.coded.mse_8bit / base.coded.mse_8bit if base.coded.mse_8bit else 1.0
-        samples = job.info.width * job.info.height
-        for opt in survivors:
-            t = job.trial(opt, qp, probe, probe=True)
-            cost, bits = estimated_cost(
-                t.coded.mse_8bit,
-                8 * t.coded.payload_bytes / probe.count,
-                dist_scale,
-                rate_scale,
-                job.overhead_bits,
-                clip.count,
-                samples,
-                lam,
-            )
-            est = decision.reports[int(opt.code)].estimate
-            assert est is not None
-            est.probe_bits, est.probe_mse, est.cost = (
-                8 * t.coded.payload_bytes,
-                t.coded.mse_8bit,
-                cost,
-            )
-            estimates.append((cost, bits, opt))
-        probe_report = ProbeReport(
-            frames=picks,
-            preset=job.probe_settings.preset,
-            anchor=direct.name,
-            anchor_qp=qp,
-            rate_scale=rate_scale,
-            distortion_scale=dist_scale,
-            bound_frames=bound_picks,
-            seconds=0.0,
-        )
-    estimates.sort(key=lambda e: (e[0], int(e[2].code)))
+    bound = _Bound(job, clip, limit, "J" if budget is None else "MSE", decision)
+    prober = _Prober(job, clip, anchor, decision)
+    for opt in bound.survivors([o for o in candidates if o.code != 0 and not o.neural]):
+        prober.estimate(opt)
+    neural = [o for o in candidates if o.neural]
+    for opt in bound.survivors(prober.in_play(neural)):
+        prober.estimate(opt)
+    if prober.report is not None:
+        prober.report.bound_frames = bound.picks
+    decision.probe = prober.report
+
+    estimates = sorted(prober.estimates, key=lambda e: (e.cost, int(e.option.code)))
+    for rank, e in enumerate(estimates, start=1):
+        if e.option.code != 0:
+            _estimate_of(decision, e.option).rank = rank
     assert job.effort.verify is not None
-    finalists = [e for e in estimates[: job.effort.verify] if e[2].code != 0]
-    for rank, (_, _, opt) in enumerate(estimates, start=1):
-        if opt.code != 0:
-            est = decision.reports[int(opt.code)].estimate
-            assert est is not None
-            est.rank = rank
+    finalists = [e for e in estimates[: job.effort.verify] if e.option.code != 0]
+    for e in estimates[job.effort.verify :]:
+        if e.option.code != 0:
+            decision.reports[
+                int(e.option.code)
+            ].pruned = f"probe estimate J {e.cost:.3f}, not among the {job.effort.verify} best"
+    for report in decision.reports.values():
+        if report.pruned is not None:
+            progress.advance(report.name)
     decision.probe_s = time.perf_counter() - t0
-    if probe_report is not None:
-        probe_report.seconds = decision.probe_s
-    decision.probe = probe_report
-    for _, bits, opt in finalists:
+    if decision.probe is not None:
+        decision.probe.seconds = decision.probe_s
+    for e in finalists:
         start = None
         if budget is not None:
-            est_kbps = kbps(round(bits), clip.count, job.info)
-            start = qp + round(QP_PER_OCTAVE * math.log2(est_kbps / budget))
-        trial = _full(job, opt, clip, budget, start)
-        progress.advance(opt.name)
-        report = decision.reports[int(opt.code)]
-        assert report.estimate is not None
+            est_kbps = kbps(round(e.bits), clip.count, job.info)
+            start = anchor.qp + round(QP_PER_OCTAVE * math.log2(est_kbps / budget))
+        trial = _full(job, e.option, clip, budget, start)
+        progress.advance(e.option.name)
         if trial is None:
-            report.skipped = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
+            over = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
+            decision.reports[int(e.option.code)].skipped = over
             continue
-        report.estimate.coded = True
+        _estimate_of(decision, e.option).coded = True
         decision.trials.append(trial)
-    chosen = {int(e[2].code) for e in finalists}
-    for cost, _, opt in estimates:
-        code = int(opt.code)
-        if code != 0 and code not in chosen:
-            report = decision.reports[code]
-            report.pruned = f"probe estimate J {cost:.3f}, not among the {job.effort.verify} best"
-            progress.advance(opt.name)
     return decision
+
+
+@dataclass
+class _Estimate:
+    cost: float  # J, estimated (the anchor's: measured)
+    bits: float
+    option: Option
+
+
+def _estimate_of(decision: _Decision, opt: Option) -> EstimateReport:
+    estimate = decision.reports[int(opt.code)].estimate
+    assert estimate is not None
+    return estimate
+
+
+class _Bound:
+    """Rules out candidates whose D through an uncoded bottleneck (on :data:`BOUND_FRAMES`
+    frames) is ``limit`` or more."""
+
+    def __init__(
+        self, job: _Job, clip: _Clip, limit: float, what: str, decision: _Decision
+    ) -> None:
+        self.job, self.limit, self.what, self.decision = job, limit, what, decision
+        self.picks = spread(clip.count, BOUND_FRAMES)
+        self.frames = [
+            f
+            for k, f in enumerate(source_frames(clip.path, clip.first, clip.count))
+            if k in self.picks
+        ]
+
+    def survivors(self, candidates: Sequence[Option]) -> list[Option]:
+        kept: list[Option] = []
+        for opt in candidates:
+            floor = lossless_mse(self.job.layout(opt), self.frames)
+            estimate = EstimateReport(method="bound", lossless_mse=floor, cost=floor)
+            report = _bare(opt, self.job.info, estimate=estimate)
+            if floor >= self.limit:
+                report.pruned = (
+                    f"uncoded-bottleneck MSE {floor:.3f} ≥ {self.what} {self.limit:.3f} of direct"
+                )
+            else:
+                estimate.method, estimate.cost = "probe", math.inf
+                kept.append(opt)
+            self.decision.reports[int(opt.code)] = report
+        return kept
+
+
+class _Prober:
+    """Codes candidates on the probe frames at the probe preset and estimates their J from
+    the probe scaled by the anchor's full-to-probe ratios (the probe is made on first use)."""
+
+    def __init__(self, job: _Job, clip: _Clip, anchor: _Trial, decision: _Decision) -> None:
+        self.job, self.clip, self.anchor, self.decision = job, clip, anchor, decision
+        self.picks = probe_frames(clip.count, job.effort.window)
+        self.estimates = [_Estimate(anchor.cost, 0.0, OPTIONS[0])]
+        self.report: ProbeReport | None = None
+        self._probe: _Clip | None = None
+
+    def _start(self) -> _Clip:
+        clip, anchor = self.clip, self.anchor
+        # A segment no longer than the probe is its own probe (its streams are reused when
+        # the probe preset is the user's).
+        whole = len(self.picks) == clip.count
+        probe = clip if whole else _write_probe(self.job, clip, self.picks)
+        base = self.job.trial(OPTIONS[0], anchor.qp, probe, probe=True)
+        full_rate = anchor.coded.payload_bytes / clip.count
+        mse = base.coded.mse_8bit
+        self.report = ProbeReport(
+            frames=self.picks,
+            preset=self.job.probe_settings.preset,
+            anchor=OPTIONS[0].name,
+            anchor_qp=anchor.qp,
+            rate_scale=full_rate / (base.coded.payload_bytes / probe.count),
+            distortion_scale=anchor.coded.mse_8bit / mse if mse else 1.0,
+            bound_frames=[],
+            seconds=0.0,
+        )
+        return probe
+
+    def estimate(self, opt: Option) -> None:
+        if self._probe is None:
+            self._probe = self._start()
+        assert self.report is not None
+        probe, job = self._probe, self.job
+        t = job.trial(opt, self.anchor.qp, probe, probe=True)
+        cost, bits = estimated_cost(
+            t.coded.mse_8bit,
+            8 * t.coded.payload_bytes / probe.count,
+            self.report.distortion_scale,
+            self.report.rate_scale,
+            job.overhead_bits,
+            self.clip.count,
+            job.info.width * job.info.height,
+            job.backend.qp_to_lambda(self.anchor.qp),
+        )
+        est = _estimate_of(self.decision, opt)
+        est.probe_bits, est.probe_mse, est.cost = 8 * t.coded.payload_bytes, t.coded.mse_8bit, cost
+        self.estimates.append(_Estimate(cost, bits, opt))
+
+    def in_play(self, neural: Sequence[Option]) -> list[Option]:
+        """The neural options whose ratio's linear options (direct for r = 1) are estimated
+        within the effort's margin of the best estimate so far; the others are ruled out."""
+        margin = self.job.effort.family_margin
+        if margin is None:
+            return list(neural)
+        family = {Fraction(1): self.anchor.cost}
+        for e in self.estimates:
+            if e.option.code != 0:
+                family[e.option.ratio] = min(e.cost, family.get(e.option.ratio, math.inf))
+        best = min(e.cost for e in self.estimates)
+        kept = []
+        for opt in neural:
+            linear = family.get(opt.ratio)
+            if linear is None or linear <= (1 + margin) * best:
+                kept.append(opt)
+                continue
+            self.decision.reports[int(opt.code)] = _bare(
+                opt,
+                self.job.info,
+                estimate=EstimateReport(method="family", cost=linear),
+                pruned=f"its ratio's best linear estimate J {linear:.3f} > {1 + margin:g} × "
+                f"the best {best:.3f}",
+            )
+        return kept
 
 
 def encode_file(
