@@ -175,6 +175,7 @@ def _encode(
     models: str | None,
     adapt_steps: int | None = None,
     effort: str = DEFAULT_EFFORT,
+    jobs: int | None = None,
 ) -> EncodeReport:
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
@@ -203,6 +204,7 @@ def _encode(
                 steps=EFFORTS[effort].adapt_steps if adapt_steps is None else adapt_steps
             ),
             effort=effort,
+            jobs=jobs,
         )
 
 
@@ -269,6 +271,12 @@ _models_opt = click.option(
 )
 @_effort_opt
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Candidates coded at once [one per core, at most 4]; the result does not change.",
+)
+@click.option(
     "--adapt-steps",
     type=click.IntRange(min=0),
     default=None,
@@ -290,6 +298,7 @@ def encode(
     options: str,
     segment_frames: int | None,
     effort: str,
+    jobs: int | None,
     adapt_steps: int | None,
     overwrite: bool,
     as_json: bool,
@@ -313,6 +322,7 @@ def encode(
         models,
         adapt_steps,
         effort,
+        jobs,
     )
     _print_report(report, as_json)
 

@@ -29,8 +29,10 @@ PSNR-YUV within it).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -105,6 +107,12 @@ class _Silent:
         pass
 
 
+def default_jobs() -> int:
+    """Candidates coded at once by default: one per core, at most 4 (each encode is itself
+    multi-threaded)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def kbps(bits: int, frames: int, info: VideoInfo) -> float:
     """Bits over the duration of ``frames`` frames at the source frame rate, in kbit/s."""
     return metrics.kbps(bits, frames, info.fps_num, info.fps_den)
@@ -150,6 +158,7 @@ class _Job:
     bank: Bank | None
     effort: Effort
     adapt: AdaptConfig | None = None
+    jobs: int = 1  # candidates coded at once
     encodes: int = 0
     # (clip, stream key, QP, preset) → (stream, encode seconds, the option that coded it)
     streams: dict[tuple[_Clip, str, int, str], tuple[Path, float, str]] = field(
@@ -341,21 +350,56 @@ def _exhaustive(
     budget: float | None,
     progress: ProgressSink,
 ) -> _Decision:
-    """Every candidate coded in full (the reference)."""
+    """Every candidate coded in full (the reference). Under a budget direct goes first, so
+    that the others start their QP search from its QP."""
     decision = _Decision([], {})
-    anchor_qp: int | None = None
+    rest = [o for o in candidates if budget is None or o.code != 0]
+    done: dict[int, _Trial | None] = {}
+    if len(rest) < len(candidates):
+        done = _code_all(job, [(OPTIONS[0], None)], clip, budget, progress)
+    anchor = done.get(0)
+    work = [(o, None if anchor is None else _start_qp(anchor.qp, o)) for o in rest]
+    done |= _code_all(job, work, clip, budget, progress)
     for opt in candidates:
-        start = None if anchor_qp is None else _start_qp(anchor_qp, opt)
-        trial = _full(job, opt, clip, budget, start)
-        progress.advance(opt.name)
+        trial = done[int(opt.code)]
         if trial is None:
             over = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
             decision.reports[int(opt.code)] = _bare(opt, job.info, skipped=over)
-            continue
-        if opt.code == 0:
-            anchor_qp = trial.qp
-        decision.trials.append(trial)
+        else:
+            decision.trials.append(trial)
     return decision
+
+
+def _code_all(
+    job: _Job,
+    work: Sequence[tuple[Option, int | None]],
+    clip: _Clip,
+    budget: float | None,
+    progress: ProgressSink,
+) -> dict[int, _Trial | None]:
+    """Code each option of ``work`` in full (with its first QP under a budget), on up to
+    ``job.jobs`` threads: options that share a bitstream one after the other in one thread,
+    so that it is coded once. Every figure is independent of the order and the threads."""
+    groups: dict[str, list[tuple[Option, int | None]]] = {}
+    for opt, start in work:
+        groups.setdefault(stream_key(opt), []).append((opt, start))
+
+    def run(group: list[tuple[Option, int | None]]) -> list[tuple[int, _Trial | None]]:
+        out = []
+        for opt, start in group:
+            out.append((int(opt.code), _full(job, opt, clip, budget, start)))
+            progress.advance(opt.name)
+        return out
+
+    results: dict[int, _Trial | None] = {}
+    if job.jobs <= 1 or len(groups) <= 1:
+        for group in groups.values():
+            results.update(run(group))
+        return results
+    with concurrent.futures.ThreadPoolExecutor(max_workers=job.jobs) as pool:
+        for done in pool.map(run, groups.values()):
+            results.update(done)
+    return results
 
 
 def _write_probe(job: _Job, clip: _Clip, picks: Sequence[int]) -> _Clip:
@@ -417,13 +461,16 @@ def _probed(
     decision.probe_s = time.perf_counter() - t0
     if decision.probe is not None:
         decision.probe.seconds = decision.probe_s
+    work = []
     for e in finalists:
         start = None
         if budget is not None:
             est_kbps = kbps(round(e.bits), clip.count, job.info)
             start = anchor.qp + round(QP_PER_OCTAVE * math.log2(est_kbps / budget))
-        trial = _full(job, e.option, clip, budget, start)
-        progress.advance(e.option.name)
+        work.append((e.option, start))
+    done = _code_all(job, work, clip, budget, progress)
+    for e in finalists:
+        trial = done[int(e.option.code)]
         if trial is None:
             over = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
             decision.reports[int(e.option.code)].skipped = over
@@ -570,13 +617,15 @@ def encode_file(
     bank: Bank | None = None,
     adapt: AdaptConfig | None = None,
     effort: str = "exhaustive",
+    jobs: int | None = None,
 ) -> EncodeReport:
     """Choose an option for each segment of ``input_path`` by RDO at the given ``effort``
     (:data:`wrapcodec.effort.EFFORTS`) and write ``output_path``.
 
     Neural options take their networks from ``bank``; its id goes into the header when the
     file uses one. With ``adapt`` (steps > 0) each neural candidate coded in full is also tried
-    with its post-processor fitted to the segment.
+    with its post-processor fitted to the segment. ``jobs`` candidates are coded at once
+    [:func:`default_jobs`]; the result does not depend on it.
 
     The arguments are checked before anything is coded. ``input_path`` ``-`` is standard input,
     spooled to a temporary file and fully read and validated up front, so that messages about
@@ -614,6 +663,7 @@ def encode_file(
             bank,
             level,
             adapt if adapt is not None and adapt.steps > 0 else None,
+            jobs=jobs or default_jobs(),
         )
         usable = [o for o in options if skip_reason(o, info.width, info.height) is None]
         if not usable:
