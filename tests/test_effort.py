@@ -198,7 +198,7 @@ def test_json_says_how_every_candidate_was_judged(
             assert c.estimate.lossless_mse >= direct.cost and c.qp is None
         elif c.estimate.method == "family":  # its ratio's linear options were far behind
             margin = EFFORTS[effort].family_margin
-            assert margin is not None and OPTIONS[c.code].neural
+            assert margin is not None and OPTIONS[c.code].kind in ("bilinear", "post", "wrapper")
             assert c.pruned and c.qp is None and c.estimate.cost > (1 + margin) * best
         else:
             assert c.estimate.probe_bits and c.estimate.probe_mse and c.estimate.rank
@@ -206,7 +206,8 @@ def test_json_says_how_every_candidate_was_judged(
             assert (c.pruned is None) == c.estimate.coded
     ranks = sorted(c.estimate.rank for c in segment.candidates if c.estimate and c.estimate.rank)
     assert len(set(ranks)) == len(ranks) == len(probed)
-    assert methods & {"bound", "family"}  # something was ruled out without a probe
+    if qp == 27:  # at a low QP the bound rules out the coarse ratios without a probe
+        assert "bound" in methods
 
 
 def test_bound_never_rules_out_a_winner(parkjoy: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import OPTIONS, parse_options
 from wrapcodec.paths import STDIO, atomic_write, check_input, check_output, display_name
-from wrapcodec.rdo import AdaptationReport, EncodeReport, encode_file
+from wrapcodec.rdo import AdaptationReport, EncodeReport, default_jobs, encode_file
 
 err_console = Console(stderr=True)
 DEMO_CLIP = "parkjoy_480x270_10f.y4m"
@@ -779,6 +779,12 @@ def bench(
     show_default=True,
     help="Content adaptation of every level (the same for all, so they compare).",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Candidates each encode codes at once [as encode: one per core, at most 4].",
+)
 @click.option("--out", "out", default=None, help="Output folder [bench-effort-<dataset>-<codec>].")
 @_models_opt
 def bench_effort(
@@ -790,6 +796,7 @@ def bench_effort(
     options: str,
     efforts: str,
     adapt_steps: int,
+    jobs: int | None,
     out: str | None,
     models: str | None,
 ) -> None:
@@ -824,6 +831,7 @@ def bench_effort(
             bank,
             adapt_steps,
             folder / "cache",
+            jobs or default_jobs(),
             on_run=lambda r, hit: bar.advance(f"{r.sequence[:12]} QP {r.qp} {r.effort}"),
         )
     summary = effortbench.summarise(runs, levels)

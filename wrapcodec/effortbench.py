@@ -52,6 +52,7 @@ class EffortRun(BaseModel):
     seconds: float  # encode_file's wall time
     direct_s: float  # one direct encode of the same clip, measured just before
     encodes: int  # encoder runs, probes included
+    jobs: int = 1  # candidates coded at once
 
 
 def _key(fields: dict[str, Any]) -> str:
@@ -79,6 +80,7 @@ def run(
     bank: Bank,
     adapt_steps: int,
     cache: Path,
+    jobs: int,
     on_run: Callable[[EffortRun, bool], None] | None = None,
 ) -> list[EffortRun]:
     """Every (sequence, QP, effort) of the dataset, from the cache or measured now."""
@@ -102,6 +104,7 @@ def run(
                     "bank": bank.id_for(bank.integer).hex(),
                     "adapt_steps": adapt_steps,
                     "revision": REVISION,
+                    "jobs": jobs,
                 }
                 todo = [
                     e
@@ -112,7 +115,15 @@ def run(
                 if todo:
                     if not warm:  # load networks and kernels outside any timing
                         _encode(
-                            path, workdir, backend, settings, options, bank, adapt_steps, "fast"
+                            path,
+                            workdir,
+                            backend,
+                            settings,
+                            options,
+                            bank,
+                            adapt_steps,
+                            "fast",
+                            jobs,
                         )
                         warm = True
                     direct_s = direct_encode_seconds(backend, settings, path, frames, workdir)
@@ -123,7 +134,15 @@ def run(
                         result = EffortRun.model_validate_json(entry.read_text())
                     else:
                         report = _encode(
-                            path, workdir, backend, settings, options, bank, adapt_steps, effort
+                            path,
+                            workdir,
+                            backend,
+                            settings,
+                            options,
+                            bank,
+                            adapt_steps,
+                            effort,
+                            jobs,
                         )
                         result = EffortRun(
                             sequence=path.stem,
@@ -135,6 +154,7 @@ def run(
                             seconds=report.timings["total_s"],
                             direct_s=direct_s,
                             encodes=report.encodes,
+                            jobs=jobs,
                         )
                         text = result.model_dump_json(indent=1)
                         atomic_write(entry, lambda p, text=text: p.write_text(text))  # type: ignore[misc]
@@ -153,6 +173,7 @@ def _encode(
     bank: Bank,
     adapt_steps: int,
     effort: str,
+    jobs: int,
 ) -> Any:
     return encode_file(
         str(path),
@@ -163,6 +184,7 @@ def _encode(
         bank=bank,
         adapt=AdaptConfig(steps=adapt_steps),
         effort=effort,
+        jobs=jobs,
     )
 
 

@@ -420,8 +420,9 @@ def _probed(
     budget: float | None,
     progress: ProgressSink,
 ) -> _Decision:
-    """Anchor in full; bound and probe the linear options; bound and probe the neural ones
-    of the ratios the linear estimates leave in play; the best of the ranking in full."""
+    """Anchor in full; bound and probe the Lanczos options; bound and probe the bilinear and
+    neural ones of the ratios the Lanczos estimates leave in play; the best of the ranking in
+    full."""
     direct = OPTIONS[0]
     anchor = _full(job, direct, clip, budget, None)
     if anchor is None:  # nothing to scale the probe by: code everything
@@ -435,10 +436,10 @@ def _probed(
     limit = anchor.cost if budget is None else anchor.coded.mse_8bit
     bound = _Bound(job, clip, limit, "J" if budget is None else "MSE", decision)
     prober = _Prober(job, clip, anchor, decision)
-    for opt in bound.survivors([o for o in candidates if o.code != 0 and not o.neural]):
+    for opt in bound.survivors([o for o in candidates if o.kind == "lanczos"]):
         prober.estimate(opt)
-    neural = [o for o in candidates if o.neural]
-    for opt in bound.survivors(prober.in_play(neural)):
+    others = [o for o in candidates if o.kind in ("bilinear", "post", "wrapper")]
+    for opt in bound.survivors(prober.in_play(others, bound.floors)):
         prober.estimate(opt)
     if prober.report is not None:
         prober.report.bound_frames = bound.picks
@@ -502,6 +503,7 @@ class _Bound:
     ) -> None:
         self.job, self.limit, self.what, self.decision = job, limit, what, decision
         self.picks = spread(clip.count, BOUND_FRAMES)
+        self.floors: dict[Option, float] = {}
         self.frames = [
             f
             for k, f in enumerate(source_frames(clip.path, clip.first, clip.count))
@@ -512,6 +514,7 @@ class _Bound:
         kept: list[Option] = []
         for opt in candidates:
             floor = lossless_mse(self.job.layout(opt), self.frames)
+            self.floors[opt] = floor
             estimate = EstimateReport(method="bound", lossless_mse=floor, cost=floor)
             report = _bare(opt, self.job.info, estimate=estimate)
             if floor >= self.limit:
@@ -577,19 +580,22 @@ class _Prober:
         est.probe_bits, est.probe_mse, est.cost = 8 * t.coded.payload_bytes, t.coded.mse_8bit, cost
         self.estimates.append(_Estimate(cost, bits, opt))
 
-    def in_play(self, neural: Sequence[Option]) -> list[Option]:
-        """The neural options whose ratio's linear options (direct for r = 1) are estimated
-        within the effort's margin of the best estimate so far; the others are ruled out."""
+    def in_play(self, options: Sequence[Option], floors: dict[Option, float]) -> list[Option]:
+        """Those of ``options`` whose ratio's Lanczos option (direct for r = 1) is estimated
+        — or, ruled out by the bound, bounded — within the effort's margin of the best
+        estimate so far; the others are ruled out."""
         margin = self.job.effort.family_margin
         if margin is None:
-            return list(neural)
+            return list(options)
         family = {Fraction(1): self.anchor.cost}
+        for opt, floor in floors.items():  # a lower bound of the J of one ruled out
+            family[opt.ratio] = min(floor, family.get(opt.ratio, math.inf))
         for e in self.estimates:
             if e.option.code != 0:
                 family[e.option.ratio] = min(e.cost, family.get(e.option.ratio, math.inf))
         best = min(e.cost for e in self.estimates)
         kept = []
-        for opt in neural:
+        for opt in options:
             linear = family.get(opt.ratio)
             if linear is None or linear <= (1 + margin) * best:
                 kept.append(opt)
@@ -598,7 +604,7 @@ class _Prober:
                 opt,
                 self.job.info,
                 estimate=EstimateReport(method="family", cost=linear),
-                pruned=f"its ratio's best linear estimate J {linear:.3f} > {1 + margin:g} × "
+                pruned=f"its ratio's Lanczos estimate J {linear:.3f} > {1 + margin:g} × "
                 f"the best {best:.3f}",
             )
         return kept
