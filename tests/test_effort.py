@@ -278,15 +278,18 @@ def test_bench_effort(
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
 
 
-@pytest.mark.parametrize("budget", [None, 900.0])
+@pytest.mark.parametrize(
+    ("effort", "budget"), [("exhaustive", None), ("exhaustive", 900.0), ("fast", None)]
+)
 def test_candidates_in_parallel_change_nothing(
-    parkjoy: Path, tmp_path: Path, budget: float | None
+    parkjoy: Path, tmp_path: Path, effort: str, budget: float | None
 ) -> None:
     qp = None if budget else 42
-    one = _encode(parkjoy, tmp_path / "1.wrp", "exhaustive", qp, bitrate_kbps=budget, jobs=1)
-    two = _encode(parkjoy, tmp_path / "2.wrp", "exhaustive", qp, bitrate_kbps=budget, jobs=3)
+    one = _encode(parkjoy, tmp_path / "1.wrp", effort, qp, bitrate_kbps=budget, jobs=1)
+    two = _encode(parkjoy, tmp_path / "2.wrp", effort, qp, bitrate_kbps=budget, jobs=3)
     assert (tmp_path / "1.wrp").read_bytes() == (tmp_path / "2.wrp").read_bytes()
-    keep = ("code", "qp", "bits", "mse", "cost", "qps_tried", "shares", "chosen")
-    assert [c.model_dump(include=set(keep)) for c in one.candidates] == [
-        c.model_dump(include=set(keep)) for c in two.candidates
+    keep = {"code", "qp", "bits", "mse", "cost", "qps_tried", "shares", "chosen", "estimate"}
+    assert [c.model_dump(include=keep) for c in one.candidates] == [
+        c.model_dump(include=keep) for c in two.candidates
     ]
+    assert one.encodes == two.encodes

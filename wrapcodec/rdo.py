@@ -34,6 +34,7 @@ import dataclasses
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,8 @@ class _Job:
     streams: dict[tuple[_Clip, str, int, str], tuple[Path, float, str]] = field(
         default_factory=dict
     )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _coding: dict[tuple[_Clip, str, int, str], threading.Lock] = field(default_factory=dict)
 
     @property
     def probe_settings(self) -> EncodeSettings:
@@ -181,19 +184,22 @@ class _Job:
         layout = self.layout(opt)
         key = (clip, stream_key(opt), qp, settings.preset)
         shares = None
-        if key in self.streams:
-            stream, encode_s, shares = self.streams[key]
-            encode_s = 0.0
-        else:
-            tag = "p" if probe else "f"
-            stream = self.workdir / (
-                f"{tag}{clip.first}-{key[1].replace('/', '_')}-q{qp}{self.backend.extension}"
-            )
-            encode_s = encode_stream(
-                self.backend, settings, clip.path, layout, clip.first, clip.count, stream
-            )
-            self.encodes += 1
-            self.streams[key] = (stream, encode_s, opt.name)
+        with self._lock:
+            coding = self._coding.setdefault(key, threading.Lock())
+        with coding:  # one thread codes a bitstream; the others wait and reuse it
+            if key in self.streams:
+                stream, encode_s, shares = self.streams[key]
+                encode_s = 0.0
+            else:
+                tag = "p" if probe else "f"
+                name = f"{tag}{clip.first}-{key[1].replace('/', '_')}-q{qp}"
+                stream = self.workdir / f"{name}{self.backend.extension}"
+                encode_s = encode_stream(
+                    self.backend, settings, clip.path, layout, clip.first, clip.count, stream
+                )
+                with self._lock:
+                    self.encodes += 1
+                self.streams[key] = (stream, encode_s, opt.name)
         coded = measure(self.backend, stream, layout, clip.path, clip.first, clip.count, encode_s)
         trial = self._trial(opt, layout, coded, qp, clip.count)
         trial.shares = shares
@@ -422,21 +428,34 @@ def _probed(
 ) -> _Decision:
     """Anchor in full; bound and probe the Lanczos options; bound and probe the bilinear and
     neural ones of the ratios the Lanczos estimates leave in play; the best of the ranking in
-    full."""
+    full. At a QP with ``jobs`` > 1 the Lanczos options are bounded and probed while the
+    anchor is coded."""
+    t0 = time.perf_counter()
     direct = OPTIONS[0]
-    anchor = _full(job, direct, clip, budget, None)
+    decision = _Decision([], {})
+    bound = _Bound(job, clip, decision)
+    prober = _Prober(job, clip, decision)
+    lanczos = [o for o in candidates if o.kind == "lanczos"]
+    if budget is None and job.jobs > 1:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            coding = pool.submit(_full, job, direct, clip, budget, None)
+            bound.measure(lanczos)
+            for opt in [direct, *lanczos]:
+                prober.code(opt, job.settings.qp)
+            anchor = coding.result()
+    else:
+        anchor = _full(job, direct, clip, budget, None)
     if anchor is None:  # nothing to scale the probe by: code everything
         return _exhaustive(job, candidates, clip, budget, progress)
-    t0 = time.perf_counter()
-    decision = _Decision([anchor] if direct in candidates else [], {})
     if direct in candidates:
+        decision.trials.append(anchor)
         progress.advance(direct.name)
     # In QP mode a candidate beats the anchor only with a lower J; under a budget (both
     # within it) only with a lower D. Either way its D through an uncoded bottleneck bounds it.
-    limit = anchor.cost if budget is None else anchor.coded.mse_8bit
-    bound = _Bound(job, clip, limit, "J" if budget is None else "MSE", decision)
-    prober = _Prober(job, clip, anchor, decision)
-    for opt in bound.survivors([o for o in candidates if o.kind == "lanczos"]):
+    bound.limit = anchor.cost if budget is None else anchor.coded.mse_8bit
+    bound.what = "J" if budget is None else "MSE"
+    prober.attach(anchor)
+    for opt in bound.survivors(lanczos):
         prober.estimate(opt)
     others = [o for o in candidates if o.kind in ("bilinear", "post", "wrapper")]
     for opt in bound.survivors(prober.in_play(others, bound.floors)):
@@ -496,25 +515,29 @@ def _estimate_of(decision: _Decision, opt: Option) -> EstimateReport:
 
 class _Bound:
     """Rules out candidates whose D through an uncoded bottleneck (on :data:`BOUND_FRAMES`
-    frames) is ``limit`` or more."""
+    frames) is :attr:`limit` or more."""
 
-    def __init__(
-        self, job: _Job, clip: _Clip, limit: float, what: str, decision: _Decision
-    ) -> None:
-        self.job, self.limit, self.what, self.decision = job, limit, what, decision
+    def __init__(self, job: _Job, clip: _Clip, decision: _Decision) -> None:
+        self.job, self.decision = job, decision
+        self.limit, self.what = math.inf, "J"
         self.picks = spread(clip.count, BOUND_FRAMES)
-        self.floors: dict[Option, float] = {}
         self.frames = [
             f
             for k, f in enumerate(source_frames(clip.path, clip.first, clip.count))
             if k in self.picks
         ]
+        self.floors: dict[Option, float] = {}
+
+    def measure(self, candidates: Sequence[Option]) -> None:
+        for opt in candidates:
+            if opt not in self.floors:
+                self.floors[opt] = lossless_mse(self.job.layout(opt), self.frames)
 
     def survivors(self, candidates: Sequence[Option]) -> list[Option]:
+        self.measure(candidates)
         kept: list[Option] = []
         for opt in candidates:
-            floor = lossless_mse(self.job.layout(opt), self.frames)
-            self.floors[opt] = floor
+            floor = self.floors[opt]
             estimate = EstimateReport(method="bound", lossless_mse=floor, cost=floor)
             report = _bare(opt, self.job.info, estimate=estimate)
             if floor >= self.limit:
@@ -532,49 +555,64 @@ class _Prober:
     """Codes candidates on the probe frames at the probe preset and estimates their J from
     the probe scaled by the anchor's full-to-probe ratios (the probe is made on first use)."""
 
-    def __init__(self, job: _Job, clip: _Clip, anchor: _Trial, decision: _Decision) -> None:
-        self.job, self.clip, self.anchor, self.decision = job, clip, anchor, decision
+    def __init__(self, job: _Job, clip: _Clip, decision: _Decision) -> None:
+        self.job, self.clip, self.decision = job, clip, decision
         self.picks = probe_frames(clip.count, job.effort.window)
-        self.estimates = [_Estimate(anchor.cost, 0.0, OPTIONS[0])]
+        self.estimates: list[_Estimate] = []
         self.report: ProbeReport | None = None
+        self._anchor: _Trial | None = None
         self._probe: _Clip | None = None
+        self._trials: dict[tuple[Option, int], _Trial] = {}
 
-    def _start(self) -> _Clip:
-        clip, anchor = self.clip, self.anchor
-        # A segment no longer than the probe is its own probe (its streams are reused when
-        # the probe preset is the user's).
-        whole = len(self.picks) == clip.count
-        probe = clip if whole else _write_probe(self.job, clip, self.picks)
-        base = self.job.trial(OPTIONS[0], anchor.qp, probe, probe=True)
-        full_rate = anchor.coded.payload_bytes / clip.count
-        mse = base.coded.mse_8bit
-        self.report = ProbeReport(
-            frames=self.picks,
-            preset=self.job.probe_settings.preset,
-            anchor=OPTIONS[0].name,
-            anchor_qp=anchor.qp,
-            rate_scale=full_rate / (base.coded.payload_bytes / probe.count),
-            distortion_scale=anchor.coded.mse_8bit / mse if mse else 1.0,
-            bound_frames=[],
-            seconds=0.0,
-        )
-        return probe
+    def code(self, opt: Option, qp: int) -> _Trial:
+        """``opt`` coded on the probe at ``qp`` (once)."""
+        if self._probe is None:
+            # A segment no longer than the probe is its own probe (its streams are reused
+            # when the probe preset is the user's).
+            whole = len(self.picks) == self.clip.count
+            self._probe = self.clip if whole else _write_probe(self.job, self.clip, self.picks)
+        if (opt, qp) not in self._trials:
+            self._trials[opt, qp] = self.job.trial(opt, qp, self._probe, probe=True)
+        return self._trials[opt, qp]
+
+    def attach(self, anchor: _Trial) -> None:
+        """The anchor coded in full: the QP of the estimates and the first of them."""
+        self._anchor = anchor
+        self.estimates = [_Estimate(anchor.cost, 0.0, OPTIONS[0])]
+
+    def _scales(self) -> ProbeReport:
+        anchor = self._anchor
+        assert anchor is not None
+        if self.report is None:
+            base = self.code(OPTIONS[0], anchor.qp)
+            assert self._probe is not None
+            full_rate = anchor.coded.payload_bytes / self.clip.count
+            mse = base.coded.mse_8bit
+            self.report = ProbeReport(
+                frames=self.picks,
+                preset=self.job.probe_settings.preset,
+                anchor=OPTIONS[0].name,
+                anchor_qp=anchor.qp,
+                rate_scale=full_rate / (base.coded.payload_bytes / self._probe.count),
+                distortion_scale=anchor.coded.mse_8bit / mse if mse else 1.0,
+                bound_frames=[],
+                seconds=0.0,
+            )
+        return self.report
 
     def estimate(self, opt: Option) -> None:
-        if self._probe is None:
-            self._probe = self._start()
-        assert self.report is not None
-        probe, job = self._probe, self.job
-        t = job.trial(opt, self.anchor.qp, probe, probe=True)
+        scales, anchor, job = self._scales(), self._anchor, self.job
+        assert anchor is not None and self._probe is not None
+        t = self.code(opt, anchor.qp)
         cost, bits = estimated_cost(
             t.coded.mse_8bit,
-            8 * t.coded.payload_bytes / probe.count,
-            self.report.distortion_scale,
-            self.report.rate_scale,
+            8 * t.coded.payload_bytes / self._probe.count,
+            scales.distortion_scale,
+            scales.rate_scale,
             job.overhead_bits,
             self.clip.count,
             job.info.width * job.info.height,
-            job.backend.qp_to_lambda(self.anchor.qp),
+            job.backend.qp_to_lambda(anchor.qp),
         )
         est = _estimate_of(self.decision, opt)
         est.probe_bits, est.probe_mse, est.cost = 8 * t.coded.payload_bytes, t.coded.mse_8bit, cost
@@ -587,7 +625,8 @@ class _Prober:
         margin = self.job.effort.family_margin
         if margin is None:
             return list(options)
-        family = {Fraction(1): self.anchor.cost}
+        assert self._anchor is not None
+        family = {Fraction(1): self._anchor.cost}
         for opt, floor in floors.items():  # a lower bound of the J of one ruled out
             family[opt.ratio] = min(floor, family.get(opt.ratio, math.inf))
         for e in self.estimates:
