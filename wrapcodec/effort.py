@@ -31,8 +31,8 @@ class Effort:
     adapt_steps: int  # content adaptation of neural candidates coded in full, by default
     description: str
     window: int = 8  # consecutive frames per probe window
-    # Bilinear and neural options are probed only for ratios whose Lanczos option's estimate
-    # is within this fraction of the best estimate (None: always)
+    # Bilinear, post and then wrapper options are probed only for ratios whose best estimate
+    # so far is within this fraction of the best estimate (None: always)
     family_margin: float | None = None
 
 

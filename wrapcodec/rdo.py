@@ -426,10 +426,10 @@ def _probed(
     budget: float | None,
     progress: ProgressSink,
 ) -> _Decision:
-    """Anchor in full; bound and probe the Lanczos options; bound and probe the bilinear and
-    neural ones of the ratios the Lanczos estimates leave in play; the best of the ranking in
-    full. At a QP with ``jobs`` > 1 the Lanczos options are bounded and probed while the
-    anchor is coded."""
+    """Anchor in full; bound and probe the Lanczos options, then the bilinear and post
+    options, then the wrappers (the dearest to probe: a network before the codec), each of
+    the ratios the estimates so far leave in play; the best of the ranking in full. At a QP
+    with ``jobs`` > 1 the Lanczos options are bounded and probed while the anchor is coded."""
     t0 = time.perf_counter()
     direct = OPTIONS[0]
     decision = _Decision([], {})
@@ -457,9 +457,10 @@ def _probed(
     prober.attach(anchor)
     for opt in bound.survivors(lanczos):
         prober.estimate(opt)
-    others = [o for o in candidates if o.kind in ("bilinear", "post", "wrapper")]
-    for opt in bound.survivors(prober.in_play(others, bound.floors)):
-        prober.estimate(opt)
+    for kinds in (("bilinear", "post"), ("wrapper",)):
+        stage = [o for o in candidates if o.kind in kinds]
+        for opt in bound.survivors(prober.in_play(stage, bound.floors)):
+            prober.estimate(opt)
     if prober.report is not None:
         prober.report.bound_frames = bound.picks
     decision.probe = prober.report
@@ -619,9 +620,9 @@ class _Prober:
         self.estimates.append(_Estimate(cost, bits, opt))
 
     def in_play(self, options: Sequence[Option], floors: dict[Option, float]) -> list[Option]:
-        """Those of ``options`` whose ratio's Lanczos option (direct for r = 1) is estimated
-        — or, ruled out by the bound, bounded — within the effort's margin of the best
-        estimate so far; the others are ruled out."""
+        """Those of ``options`` whose ratio's best estimate so far (direct's J counting for
+        r = 1, and the bound of an option the bound ruled out as its estimate) is within the
+        effort's margin of the best estimate so far; the others are ruled out."""
         margin = self.job.effort.family_margin
         if margin is None:
             return list(options)
@@ -643,7 +644,7 @@ class _Prober:
                 opt,
                 self.job.info,
                 estimate=EstimateReport(method="family", cost=linear),
-                pruned=f"its ratio's Lanczos estimate J {linear:.3f} > {1 + margin:g} × "
+                pruned=f"its ratio's best estimate J {linear:.3f} > {1 + margin:g} × "
                 f"the best {best:.3f}",
             )
         return kept

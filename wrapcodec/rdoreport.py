@@ -33,9 +33,9 @@ class EstimateReport(BaseModel):
     frames) already exceeds the anchor's J, so it cannot win (its J adds coding error and rate
     to that). ``probe``: coded on the probe frames at the probe preset, its J estimated from the
     probe's rate and distortion scaled by the anchor's full-to-probe ratios. ``family``: a
-    bilinear or neural option not probed because the Lanczos option of its ratio (direct for
-    r = 1) was estimated (or bounded) more than the effort's margin above the best estimate
-    (``cost``: that estimate)."""
+    bilinear, post or wrapper option not probed because the best estimate of its ratio so far
+    (Lanczos, then bilinear and post; direct for r = 1) was more than the effort's margin
+    above the best estimate (``cost``: that estimate)."""
 
     method: Literal["bound", "family", "probe"]
     lossless_mse: float | None = None  # 6:1:1 MSE (8-bit units) through an uncoded bottleneck
