@@ -34,7 +34,7 @@ from wrapcodec.bench import sequences
 from wrapcodec.options import OPTIONS, Option
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.pipeline import REVISION, Layout, encode_stream
-from wrapcodec.rdo import encode_file
+from wrapcodec.rdo import EncodeReport, encode_file
 from wrapcodec.y4m import count_frames, read_info
 
 REFERENCE = "exhaustive"
@@ -174,7 +174,7 @@ def _encode(
     adapt_steps: int,
     effort: str,
     jobs: int,
-) -> Any:
+) -> EncodeReport:
     return encode_file(
         str(path),
         str(workdir / "out.wrp"),
