@@ -4,13 +4,16 @@
 *anchor* (direct coding) in full, rule out options whose distortion through an uncoded
 bottleneck already exceeds the anchor's J (a lower bound on their J), code the rest on a short
 *probe* (a few frames at the codec's fastest preset), estimate each one's full J from the probe
-scaled by the anchor's full-to-probe ratios, and code only the best few of that ranking in full;
-the final choice is always made between candidates coded in full.
+scaled by the anchor's full-to-probe ratios — Lanczos options first, then bilinear and post,
+then wrappers, each only for ratios whose estimates so far are within :attr:`Effort.family_margin`
+of the best — and code only the best few of that ranking in full; the final choice is always
+made between candidates coded in full.
 
 With a bitrate budget each option coded in full gets its QP from a rate model: log-rate linear
 in QP (rate halves every :data:`QP_PER_OCTAVE` QPs until two encodes give the slope), a first
 guess corrected by real encodes until the lowest QP within the budget is known
-(:func:`next_qp`; bisection after :data:`MODEL_ENCODES` model guesses, so the search ends).
+(:func:`next_qp`; bisection after :data:`MODEL_ENCODES` model guesses, so the search ends);
+below exhaustive the search stops after :data:`MODEL_ENCODES` encodes once one fits.
 """
 
 from __future__ import annotations
