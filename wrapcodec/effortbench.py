@@ -15,6 +15,7 @@ them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import statistics
@@ -91,6 +92,16 @@ def run(
         workdir = Path(tmp)
         for path in sequences(dataset):
             digest = sha256_file(path)
+            encode = functools.partial(
+                _encode,
+                path,
+                workdir,
+                backend,
+                options=options,
+                bank=bank,
+                adapt_steps=adapt_steps,
+                jobs=jobs,
+            )
             frames = count_frames(path)
             for qp in qps:
                 settings = EncodeSettings(qp=qp, preset=preset, bitdepth=bitdepth)
@@ -114,17 +125,7 @@ def run(
                 direct_s = 0.0
                 if todo:
                     if not warm:  # load networks and kernels outside any timing
-                        _encode(
-                            path,
-                            workdir,
-                            backend,
-                            settings,
-                            options,
-                            bank,
-                            adapt_steps,
-                            "fast",
-                            jobs,
-                        )
+                        encode(settings, "fast")
                         warm = True
                     direct_s = direct_encode_seconds(backend, settings, path, frames, workdir)
                 for effort in efforts:
@@ -133,17 +134,7 @@ def run(
                     if hit:
                         result = EffortRun.model_validate_json(entry.read_text())
                     else:
-                        report = _encode(
-                            path,
-                            workdir,
-                            backend,
-                            settings,
-                            options,
-                            bank,
-                            adapt_steps,
-                            effort,
-                            jobs,
-                        )
+                        report = encode(settings, effort)
                         result = EffortRun(
                             sequence=path.stem,
                             qp=qp,
@@ -169,10 +160,11 @@ def _encode(
     workdir: Path,
     backend: Backend,
     settings: EncodeSettings,
+    effort: str,
+    *,
     options: Sequence[Option],
     bank: Bank,
     adapt_steps: int,
-    effort: str,
     jobs: int,
 ) -> EncodeReport:
     return encode_file(

@@ -349,6 +349,11 @@ def _full(
     return job.fit_budget(opt, clip, budget, first_qp, capped=job.effort.verify is not None)
 
 
+def _over(job: _Job, budget: float | None) -> str:
+    """Why an option has no trial under ``budget``."""
+    return f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
+
+
 def _exhaustive(
     job: _Job,
     candidates: Sequence[Option],
@@ -369,8 +374,7 @@ def _exhaustive(
     for opt in candidates:
         trial = done[int(opt.code)]
         if trial is None:
-            over = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
-            decision.reports[int(opt.code)] = _bare(opt, job.info, skipped=over)
+            decision.reports[int(opt.code)] = _bare(opt, job.info, skipped=_over(job, budget))
         else:
             decision.trials.append(trial)
     return decision
@@ -493,8 +497,7 @@ def _probed(
     for e in finalists:
         trial = done[int(e.option.code)]
         if trial is None:
-            over = f"over {budget:g} kbps even at QP {job.backend.qp_range[1]}"
-            decision.reports[int(e.option.code)].skipped = over
+            decision.reports[int(e.option.code)].skipped = _over(job, budget)
             continue
         _estimate_of(decision, e.option).coded = True
         decision.trials.append(trial)
