@@ -80,11 +80,13 @@ class PointSpec(BaseModel):
     revision: int = REVISION  # of the pipeline's numerics
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of a neural option; 0: none
     rival: str = ""  # a codec's own resolution tool (Backend.rivals), coded as option 0
+    pre_arithmetic: str = "float32"  # of a wrapper's pre-processor (nets.PRE_ARITHMETICS)
 
     def key(self) -> str:
-        """The cache key. ``adapt_steps == 0`` and ``rival == ""`` are left out of it: such a
-        point hashes as if the field did not exist."""
+        """The cache key. ``adapt_steps == 0``, ``rival == ""`` and ``pre_arithmetic ==
+        "float32"`` are left out of it: such a point hashes as if the field did not exist."""
         exclude = {"path", "sequence", "models"}
+        exclude |= {"pre_arithmetic"} if self.pre_arithmetic == "float32" else set()
         exclude |= set() if self.adapt_steps else {"adapt_steps"}
         exclude |= {"rival"} if not self.rival else set()
         fields = self.model_dump(exclude=exclude)
@@ -144,6 +146,7 @@ class BenchConfig(BaseModel):
     models: str | None = None  # model bank folder [the shipped bank]
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of neural options; 0: none
     rivals: list[str] = Field(default_factory=list)  # the codec's own resolution tools
+    pre_arithmetic: str = "float32"  # of the wrappers' pre-processors (nets.PRE_ARITHMETICS)
 
 
 def curve_of(point: Point) -> int | str:
@@ -256,7 +259,9 @@ def run_point(spec: PointSpec) -> Point:
     bank = get_bank(spec.models) if opt.neural else None
     if bank is not None and bank.cards[spec.option].key != spec.model_hash:
         raise InputError(f"{spec.models}: the model of option {spec.option} has changed")
-    layout = Layout.make(info, opt, backend, spec.bitdepth, bank)
+    layout = Layout.make(
+        info, opt, backend, spec.bitdepth, bank, pre_arithmetic=spec.pre_arithmetic
+    )
     extra = [m for m in spec.metrics if m != "psnr"]
     with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-") as tmp:
         workdir = Path(tmp)
@@ -432,6 +437,9 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         models=str(bank.folder) if neural else None,
                         # linear points stay shared between runs with and without adaptation
                         adapt_steps=config.adapt_steps if neural else 0,
+                        pre_arithmetic=config.pre_arithmetic
+                        if OPTIONS[code].kind == "wrapper"
+                        else "float32",
                     )
                 )
         for rival in config.rivals:

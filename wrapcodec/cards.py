@@ -208,15 +208,20 @@ def _fps(step: Callable[[], object], frames: int) -> float:
 
 
 def speed(
-    bank: Bank, opt: Option, width: int, height: int, frames: int = 5
+    bank: Bank,
+    opt: Option,
+    width: int,
+    height: int,
+    frames: int = 5,
+    pre_arithmetic: str = "float32",
 ) -> tuple[float, float | None]:
     """Frames per second of the decoder's post-processing (``pipeline.postprocess`` in the
     bank's arithmetic, conversions included) of a 10-bit bottleneck into a
     ``width``×``height`` 8-bit picture, and of the encoder's pre-processing
-    (``pipeline.preprocess``) for a wrapper (None otherwise). Timings do not depend on the
-    content: noise pictures."""
+    (``pipeline.preprocess``, in ``pre_arithmetic``) for a wrapper (None otherwise).
+    Timings do not depend on the content: noise pictures."""
     info = VideoInfo(width, height, 8, 25, 1, chroma=ChromaTag.C420JPEG)
-    layout = Layout.make(info, opt, get_backend("x265"), 10, bank)
+    layout = Layout.make(info, opt, get_backend("x265"), 10, bank, pre_arithmetic=pre_arithmetic)
     rng = np.random.default_rng(0)
     decoded = _noise_frame(rng, *layout.bottleneck, 1023)
     post_fps = _fps(lambda: postprocess(decoded, layout), frames)

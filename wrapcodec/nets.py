@@ -286,6 +286,33 @@ class PreConfig(BaseModel):
     mlp: int = 16  # hidden width of the parallel 1×1 MLP
 
 
+#: Arithmetics the pre-processor runs in. It runs on the encoder only: the decoder never
+#: reproduces its output (the encoder codes and measures whatever it gives), so unlike the
+#: post-processor it need not be exact, and may trade a few least significant bits for speed.
+#: ``bfloat16``: its convolutions in bfloat16 (autocast), everything else in float32 — the
+#: bilinear base and the sums it enters, so only the small learned corrections lose precision.
+PRE_ARITHMETICS = ("float32", "bfloat16")
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 dot products in hardware (AVX512-BF16 or AMX);
+    elsewhere bfloat16 is emulated and slower than float32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def default_pre_arithmetic() -> str:
+    """The faster arithmetic on this CPU: ``bfloat16`` where it is native, else ``float32``."""
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+def pre_arithmetic(name: str) -> contextlib.AbstractContextManager[object]:
+    """Context in which a :class:`PreProcessor` called on CPU tensors runs in ``name``
+    (one of :data:`PRE_ARITHMETICS`)."""
+    if name not in PRE_ARITHMETICS:
+        raise ValueError(f"pre-processor arithmetic {name!r}: one of {', '.join(PRE_ARITHMETICS)}")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bfloat16")
+
+
 def ratio_strides(ratio: Fraction) -> tuple[int, int]:
     """(d, u) for r = u/d: the stride of the down layer and of the up layer (r = 1 goes
     down and back up by 2, as a plain UNet does)."""

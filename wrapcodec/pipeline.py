@@ -27,7 +27,7 @@ from wrapcodec.bank import Bank, Processors
 from wrapcodec.errors import ContainerError
 from wrapcodec.exact import ExactPost
 from wrapcodec.metrics import PsnrAccumulator
-from wrapcodec.nets import from_unit, unit
+from wrapcodec.nets import PRE_ARITHMETICS, from_unit, pre_arithmetic, unit
 from wrapcodec.options import Option, bottleneck_size
 from wrapcodec.resample import resample_plane
 from wrapcodec.update import apply_update, decode_update
@@ -84,6 +84,7 @@ class Layout:
     bitdepth: int  # of the bottleneck
     processors: Processors | None = None  # the networks of a neural option
     integer: bool = False  # post-process in integer arithmetic (processors.exact)
+    pre_arithmetic: str = "float32"  # of the pre-processor (nets.PRE_ARITHMETICS)
 
     @classmethod
     def make(
@@ -94,9 +95,13 @@ class Layout:
         bitdepth: int,
         bank: Bank | None = None,
         integer: bool | None = None,
+        pre_arithmetic: str = "float32",
     ) -> Layout:
         """``bank`` is needed for neural options (its networks are loaded once); ``integer``:
-        post-process in integer arithmetic [when the bank has it]."""
+        post-process in integer arithmetic [when the bank has it]; ``pre_arithmetic``: that of
+        a wrapper's pre-processor (:data:`~wrapcodec.nets.PRE_ARITHMETICS`)."""
+        if pre_arithmetic not in PRE_ARITHMETICS:
+            raise ValueError(f"pre-processor arithmetic {pre_arithmetic!r}")
         bw, bh = bottleneck_size(source.width, source.height, option.ratio)
         processors = None
         exact = False
@@ -108,7 +113,7 @@ class Layout:
             if exact and processors.exact is None:
                 raise ContainerError(f"the model of {option.name} has no integer arithmetic")
         coded = backend.coded_size(bw, bh)
-        return cls(source, option, (bw, bh), coded, bitdepth, processors, exact)
+        return cls(source, option, (bw, bh), coded, bitdepth, processors, exact, pre_arithmetic)
 
     def with_update(self, update: bytes) -> Layout:
         """This layout with a segment's post-processor update applied (no update: itself).
@@ -173,8 +178,8 @@ def from_tensors(
     y: torch.Tensor, uv: torch.Tensor, width: int, height: int, bitdepth: int
 ) -> Frame:
     """Normalised tensors → a quantised frame of luma size ``width``×``height`` (cropped)."""
-    y_s = quantize(from_unit(y[0, 0], bitdepth).numpy().astype(np.float64), bitdepth)
-    uv_s = quantize(from_unit(uv[0], bitdepth).numpy().astype(np.float64), bitdepth)
+    y_s = quantize(from_unit(y[0, 0].float(), bitdepth).numpy().astype(np.float64), bitdepth)
+    uv_s = quantize(from_unit(uv[0].float(), bitdepth).numpy().astype(np.float64), bitdepth)
     return crop_frame(Frame(y_s, uv_s[0], uv_s[1]), width, height)
 
 
@@ -184,7 +189,7 @@ def preprocess(frame: Frame, layout: Layout) -> Frame:
     if layout.option.kind == "wrapper":
         assert layout.processors is not None and layout.processors.pre is not None
         y, uv = to_tensors(frame, layout.source.bitdepth)
-        with torch.inference_mode():
+        with torch.inference_mode(), pre_arithmetic(layout.pre_arithmetic):
             yb, uvb = layout.processors.pre(y, uv, (_even(bw), _even(bh)))
         return from_tensors(yb, uvb, bw, bh, layout.bitdepth)
     scale = 2.0 ** (layout.bitdepth - layout.source.bitdepth)

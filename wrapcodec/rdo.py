@@ -59,6 +59,7 @@ from wrapcodec.effort import (
     spread,
 )
 from wrapcodec.errors import InputError
+from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
 from wrapcodec.options import OPTIONS, Option, bottleneck_size, skip_reason
 from wrapcodec.paths import STDIO, display_name, spool_stdin
 from wrapcodec.pipeline import (
@@ -160,6 +161,7 @@ class _Job:
     effort: Effort
     adapt: AdaptConfig | None = None
     jobs: int = 1  # candidates coded at once
+    pre_arithmetic: str = "float32"
     encodes: int = 0
     # (clip, stream key, QP, preset) → (stream, encode seconds, the option that coded it)
     streams: dict[tuple[_Clip, str, int, str], tuple[Path, float, str]] = field(
@@ -175,7 +177,14 @@ class _Job:
         )
 
     def layout(self, opt: Option) -> Layout:
-        return Layout.make(self.info, opt, self.backend, self.settings.bitdepth, self.bank)
+        return Layout.make(
+            self.info,
+            opt,
+            self.backend,
+            self.settings.bitdepth,
+            self.bank,
+            pre_arithmetic=self.pre_arithmetic,
+        )
 
     def trial(self, opt: Option, qp: int, clip: _Clip, *, probe: bool = False) -> _Trial:
         """``opt`` coded at ``qp`` on ``clip`` (at the probe preset when ``probe``) and
@@ -667,6 +676,7 @@ def encode_file(
     adapt: AdaptConfig | None = None,
     effort: str = "exhaustive",
     jobs: int | None = None,
+    pre_arithmetic: str | None = None,
 ) -> EncodeReport:
     """Choose an option for each segment of ``input_path`` by RDO at the given ``effort``
     (:data:`wrapcodec.effort.EFFORTS`) and write ``output_path``.
@@ -674,7 +684,8 @@ def encode_file(
     Neural options take their networks from ``bank``; its id goes into the header when the
     file uses one. With ``adapt`` (steps > 0) each neural candidate coded in full is also tried
     with its post-processor fitted to the segment. ``jobs`` candidates are coded at once
-    [:func:`default_jobs`]; the result does not depend on it.
+    [:func:`default_jobs`]; the result does not depend on it. Wrappers pre-process in
+    ``pre_arithmetic`` [:func:`~wrapcodec.nets.default_pre_arithmetic`].
 
     The arguments are checked before anything is coded. ``input_path`` ``-`` is standard input,
     spooled to a temporary file and fully read and validated up front, so that messages about
@@ -687,6 +698,11 @@ def encode_file(
         raise InputError("--adapt-steps must be 0 or more")
     if effort not in EFFORTS:
         raise InputError(f"--effort {effort!r}: one of {', '.join(EFFORTS)}")
+    pre_arithmetic = pre_arithmetic or default_pre_arithmetic()
+    if pre_arithmetic not in PRE_ARITHMETICS:
+        raise InputError(
+            f"--pre-arithmetic {pre_arithmetic!r}: one of {', '.join(PRE_ARITHMETICS)}"
+        )
     level = EFFORTS[effort]
     progress = progress or _Silent()
     backend.validate(settings)
@@ -713,6 +729,7 @@ def encode_file(
             level,
             adapt if adapt is not None and adapt.steps > 0 else None,
             jobs=jobs or default_jobs(),
+            pre_arithmetic=pre_arithmetic,
         )
         usable = [o for o in options if skip_reason(o, info.width, info.height) is None]
         if not usable:
@@ -817,6 +834,7 @@ def encode_file(
         codec=backend.name,
         preset=settings.preset,
         effort=level.name,
+        pre_arithmetic=pre_arithmetic,
         bitdepth=settings.bitdepth,
         qp=None if bitrate_kbps else settings.qp,
         bitrate_budget_kbps=bitrate_kbps,

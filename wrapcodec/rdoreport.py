@@ -105,6 +105,7 @@ class EncodeReport(BaseModel):
     codec: str
     preset: str
     effort: str
+    pre_arithmetic: str  # of the wrappers' pre-processors (nets.PRE_ARITHMETICS)
     bitdepth: int
     qp: int | None
     bitrate_budget_kbps: float | None
