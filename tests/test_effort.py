@@ -138,7 +138,7 @@ def test_exhaustive_matches_coding_every_option_on_its_own(parkjoy: Path, tmp_pa
     for opt in ALL:
         if skip_reason(opt, info.width, info.height) is not None:
             continue
-        layout = Layout.make(info, opt, backend, 10, bank)
+        layout = Layout.make(info, opt, backend, 10, bank, pre_arithmetic=report.pre_arithmetic)
         stream = tmp_path / f"{int(opt.code)}{backend.extension}"
         coded = code_and_measure(backend, settings, parkjoy, layout, 0, 10, stream)
         bits = 8 * (coded.payload_bytes + overhead_bytes(1))

@@ -1,10 +1,20 @@
+import threading
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
+import pytest
 
 from wrapcodec.backend import get_backend
 from wrapcodec.options import OPTIONS
-from wrapcodec.pipeline import Layout, crop_frame, pad_frame, postprocess, preprocess
+from wrapcodec.pipeline import (
+    Layout,
+    crop_frame,
+    pad_frame,
+    postprocess,
+    prefetched,
+    preprocess,
+)
 from wrapcodec.y4m import ChromaTag, Frame, VideoInfo
 
 
@@ -59,3 +69,47 @@ def test_linear_option_sizes_and_constant_preserved() -> None:
     up = postprocess(b, layout)
     assert up.y.shape == (97, 161) and up.u.shape == (49, 81)
     assert all(np.array_equal(a, c) for a, c in zip(up, flat, strict=True))
+
+
+class _Source:
+    """A generator of 0 … n−1 that fails at ``fail_at`` and records whether it was closed and on
+    which thread it ran."""
+
+    def __init__(self, n: int, fail_at: int | None = None) -> None:
+        self.n, self.fail_at = n, fail_at
+        self.closed = False
+        self.threads: set[int] = set()
+
+    def __iter__(self) -> Iterator[int]:
+        try:
+            for i in range(self.n):
+                self.threads.add(threading.get_ident())
+                if i == self.fail_at:
+                    raise ValueError(f"broken at {i}")
+                yield i
+        finally:
+            self.closed = True
+
+
+def test_prefetched_yields_everything_in_order_from_another_thread() -> None:
+    source = _Source(50)
+    assert list(prefetched(iter(source), 2)) == list(range(50))
+    assert source.closed and threading.get_ident() not in source.threads
+
+
+def test_prefetched_raises_the_producers_error_after_the_items_before_it() -> None:
+    source = _Source(10, fail_at=4)
+    got = []
+    with pytest.raises(ValueError, match="broken at 4"):
+        for item in prefetched(iter(source), 2):
+            got.append(item)
+    assert got == [0, 1, 2, 3] and source.closed
+
+
+def test_prefetched_stops_and_closes_the_source_when_the_consumer_stops() -> None:
+    source = _Source(1000)
+    items = prefetched(iter(source), 2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()  # the consumer stops early: the producer is joined, the source closed
+    assert source.closed
+    assert not any(t.name == "wrapcodec-prefetch" for t in threading.enumerate())

@@ -81,37 +81,35 @@ def _store(acc, shift, floor, out):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def _pointwise(rows, w, b, shift, floor, o, acc, out):  # type: ignore[no-untyped-def]
-    """Output channels o, o+1 (when there) of a 1×1 convolution of one row of every input
-    channel, ``rows`` (C, W): two accumulators per pass over the inputs."""
-    acc[0, :] = b[o]
-    two = o + 1 < w.shape[0]
-    acc[1, :] = b[o + 1] if two else 0
-    for c in range(rows.shape[0]):
-        k0 = w[o, c]
-        k1 = w[o + 1, c] if two else 0
+    """Output channel o of a 1×1 convolution of one row of every input channel, ``rows``
+    (C, W): four input channels per pass over the accumulator."""
+    acc[:] = b[o]
+    c_in = rows.shape[0]
+    quads = c_in - c_in % 4
+    for c in range(0, quads, 4):
+        k0, k1, k2, k3 = w[o, c], w[o, c + 1], w[o, c + 2], w[o, c + 3]
+        r0, r1, r2, r3 = rows[c], rows[c + 1], rows[c + 2], rows[c + 3]
+        for i in range(acc.shape[0]):
+            acc[i] += k0 * r0[i] + k1 * r1[i] + k2 * r2[i] + k3 * r3[i]
+    for c in range(quads, c_in):
+        k = w[o, c]
         row = rows[c]
-        a0 = acc[0]
-        a1 = acc[1]
-        for i in range(row.shape[0]):
-            v = row[i]
-            a0[i] += k0 * v
-            a1[i] += k1 * v
-    _store(acc[0], shift[o], floor, out[o])
-    if two:
-        _store(acc[1], shift[o + 1], floor, out[o + 1])
+        for i in range(acc.shape[0]):
+            acc[i] += k * row[i]
+    _store(acc, shift[o], floor, out[o])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _conv1x1(x, w, b, shift, relu, out):  # type: ignore[no-untyped-def]
     c_in, h, wd = x.shape
     floor = 0 if relu else -32768
     for y in prange(h):
-        acc = np.empty((2, wd), np.int32)
+        acc = np.empty(wd, np.int32)
         rows = np.empty((c_in, wd), np.int16)  # contiguous rows vectorise; x[:, y] does not
         res = np.empty((w.shape[0], wd), np.int16)
         for c in range(c_in):
             rows[c, :] = x[c, y]
-        for o in range(0, w.shape[0], 2):
+        for o in range(w.shape[0]):
             _pointwise(rows, w, b, shift, floor, o, acc, res)
         for o in range(w.shape[0]):
             out[o, y, :] = res[o]
@@ -136,7 +134,7 @@ def _taps3_stride2(acc, k0, k1, k2, even, odd):  # type: ignore[no-untyped-def]
         acc[i] += k0 * odd[i - 1] + k1 * even[i] + k2 * odd[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _separable(x, wd, bd, sd, wp, bp, sp, stride, residual, out):  # type: ignore[no-untyped-def]
     """Depthwise 3×3 (zero padding, ``stride`` 1 or 2) → int16 → 1×1 → ReLU (→ + x) →
     int16. Widths of at least 2; with stride 2, even input sizes."""
@@ -147,7 +145,6 @@ def _separable(x, wd, bd, sd, wp, bp, sp, stride, residual, out):  # type: ignor
         t = np.empty((c_in, w_out), np.int16)
         r = np.empty((out.shape[0], w_out), np.int16)  # the 1×1's output before + x
         acc = np.empty(w_out, np.int32)
-        acc2 = np.empty((2, w_out), np.int32)
         even = np.empty(w_out, np.int16)
         odd = np.empty(w_out, np.int16)
         for c in range(c_in):
@@ -165,8 +162,8 @@ def _separable(x, wd, bd, sd, wp, bp, sp, stride, residual, out):  # type: ignor
                         odd[i] = row[2 * i + 1]
                     _taps3_stride2(acc, wd[c, dy, 0], wd[c, dy, 1], wd[c, dy, 2], even, odd)
             _store(acc, sd[c], -32768, t[c])
-        for o in range(0, wp.shape[0], 2):
-            _pointwise(t, wp, bp, sp, 0, o, acc2, r)
+        for o in range(wp.shape[0]):
+            _pointwise(t, wp, bp, sp, 0, o, acc, r)
         for o in range(wp.shape[0]):
             if residual:
                 row = x[o, y]
@@ -178,7 +175,7 @@ def _separable(x, wd, bd, sd, wp, bp, sp, stride, residual, out):  # type: ignor
                 out[o, y, :] = r[o]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _up_add(skip, small, out):  # type: ignore[no-untyped-def]
     """skip + nearest-neighbour ×2 upsampling of ``small``, saturated (even sizes)."""
     c_n, h, w = skip.shape
@@ -194,7 +191,7 @@ def _up_add(skip, small, out):  # type: ignore[no-untyped-def]
                 dst[2 * j + 1] = min(max(a[2 * j + 1] + v, -32768), 32767)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _upsample(p, iy0, iy1, wy1, ix0, ix1, wx1, bits, out):  # type: ignore[no-untyped-def]
     """Separable two-tap upsampling of a plane: weights (2^bits − w1, w1) per axis."""
     one = 1 << bits
@@ -211,7 +208,7 @@ def _upsample(p, iy0, iy1, wy1, ix0, ix1, wx1, bits, out):  # type: ignore[no-un
             out[y, i] = _rq(v, total)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _pack(y_up, uv_up, out):  # type: ignore[no-untyped-def]
     """(luma space-to-depth, U, V), replicate-padded to ``out``'s size: the UNet's input."""
     h2, w2 = uv_up.shape[1], uv_up.shape[2]
@@ -234,7 +231,7 @@ def _to_sample(p: int, peak: int) -> int:
     return min(max(v, 0), peak)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _finish(y_up, uv_up, res, wc, bc, sc, peak, y_out, uv_out):  # type: ignore[no-untyped-def]
     """y = y_up + depth-to-space(res[:4]); uv = chroma 3×3 (replicate) of uv_up + res[4:];
     both to samples."""
@@ -390,7 +387,7 @@ def to_p(plane: NDArray[np.uint16], bitdepth: int) -> I16:
 _P_TABLES: dict[int, I16] = {}
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _to_p(plane, table, out):  # type: ignore[no-untyped-def]
     top = table.shape[0] - 1
     for y in prange(plane.shape[0]):

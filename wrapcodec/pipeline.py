@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +35,8 @@ from wrapcodec.options import Option, bottleneck_size
 from wrapcodec.resample import resample_plane
 from wrapcodec.update import apply_update, decode_update
 from wrapcodec.y4m import Frame, VideoInfo, iter_frames
+
+T = TypeVar("T")
 
 REVISION = 3
 """Bumped whenever the numbers this pipeline produces change (cached bench points expire)."""
@@ -236,9 +241,61 @@ def decode_bottleneck(
 def reconstruct(
     backend: Backend, stream: Path, layout: Layout, frame_count: int
 ) -> Iterator[Frame]:
-    """Decode ``stream`` and post-process it: the decoder's output, frame by frame."""
-    for decoded in decode_bottleneck(backend, stream, layout, frame_count):
-        yield postprocess(decoded, layout)
+    """Decode ``stream`` and post-process it: the decoder's output, frame by frame. The
+    decoded frames are read on a thread of their own, ahead of the post-processor."""
+    decoded = decode_bottleneck(backend, stream, layout, frame_count)
+    if layout.processors is not None:
+        decoded = prefetched(decoded, PREFETCH_FRAMES)
+    for frame in decoded:
+        yield postprocess(frame, layout)
+
+
+PREFETCH_FRAMES = 2
+_END = object()
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced on a thread of its own at most ``depth`` items ahead of the
+    consumer. Its exceptions are raised here, in order; when the consumer stops early (or
+    raises), the producer stops at its next item and ``items`` is closed on its own thread."""
+    ready: queue.Queue[tuple[object, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[object, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_END, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer((_END, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    producer = threading.Thread(target=produce, name="wrapcodec-prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, exc = ready.get()
+            if exc is not None:
+                raise exc
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        producer.join()
 
 
 def source_frames(path: Path, first: int, count: int) -> Iterator[Frame]:
