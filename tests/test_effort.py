@@ -20,6 +20,7 @@ from wrapcodec.cli import cli
 from wrapcodec.container import overhead_bytes
 from wrapcodec.effort import EFFORTS, MODEL_ENCODES, next_qp, probe_frames, spread
 from wrapcodec.metrics import measure_files
+from wrapcodec.nets import default_pre_arithmetic
 from wrapcodec.options import OPTIONS, skip_reason
 from wrapcodec.pipeline import Layout, code_and_measure, preprocess, stream_key
 from wrapcodec.rdo import EncodeReport, encode_file, rd_cost
@@ -276,6 +277,13 @@ def test_bench_effort(
     again = runner.invoke(cli, args)  # from the cache
     assert again.exit_code == 0
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
+    # the command as resolved names the pre-processors' arithmetic; another one is a new run
+    assert f"--pre-arithmetic={default_pre_arithmetic()}" in results["command"]
+    entries = len(list((out / "cache").iterdir()))
+    other = "float32" if default_pre_arithmetic() == "bfloat16" else "bfloat16"
+    third = runner.invoke(cli, [*args, "--pre-arithmetic", other])
+    assert third.exit_code == 0, third.output
+    assert len(list((out / "cache").iterdir())) == 2 * entries
 
 
 @pytest.mark.parametrize(

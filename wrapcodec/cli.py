@@ -818,6 +818,7 @@ def bench(
     default=None,
     help="Candidates each encode codes at once [as encode: one per core, at most 4].",
 )
+@_pre_arithmetic_opt
 @click.option("--out", "out", default=None, help="Output folder [bench-effort-<dataset>-<codec>].")
 @_models_opt
 def bench_effort(
@@ -830,6 +831,7 @@ def bench_effort(
     efforts: str,
     adapt_steps: int,
     jobs: int | None,
+    pre_arithmetic: str,
     out: str | None,
     models: str | None,
 ) -> None:
@@ -850,6 +852,8 @@ def bench_effort(
     bank = get_bank(models)
     chosen = parse_options(options, bank.has, bank.where)
     folder = Path(out or f"bench-effort-{Path(dataset).stem}-{codec}")
+    if pre_arithmetic == "auto":
+        pre_arithmetic = default_pre_arithmetic()
     with _progress(sys.stderr.isatty()) as progress:
         bar = _Bar(progress, "encodes")
         bar.start(len(bench_lib.sequences(Path(dataset))) * len(qp_list) * len(levels))
@@ -865,10 +869,11 @@ def bench_effort(
             adapt_steps,
             folder / "cache",
             jobs or default_jobs(),
+            pre_arithmetic,
             on_run=lambda r, hit: bar.advance(f"{r.sequence[:12]} QP {r.qp} {r.effort}"),
         )
     summary = effortbench.summarise(runs, levels)
-    params = click.get_current_context().params
+    params = {**click.get_current_context().params, "pre_arithmetic": pre_arithmetic}
     flags = [
         f"--{name.replace('_', '-')}={value}"
         for name, value in params.items()

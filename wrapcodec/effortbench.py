@@ -82,6 +82,7 @@ def run(
     adapt_steps: int,
     cache: Path,
     jobs: int,
+    pre_arithmetic: str = "float32",
     on_run: Callable[[EffortRun, bool], None] | None = None,
 ) -> list[EffortRun]:
     """Every (sequence, QP, effort) of the dataset, from the cache or measured now."""
@@ -101,6 +102,7 @@ def run(
                 bank=bank,
                 adapt_steps=adapt_steps,
                 jobs=jobs,
+                pre_arithmetic=pre_arithmetic,
             )
             frames = count_frames(path)
             for qp in qps:
@@ -117,6 +119,8 @@ def run(
                     "revision": REVISION,
                     "jobs": jobs,
                 }
+                if pre_arithmetic != "float32":  # float32 runs keep their earlier keys
+                    base["pre_arithmetic"] = pre_arithmetic
                 todo = [
                     e
                     for e in efforts
@@ -166,6 +170,7 @@ def _encode(
     bank: Bank,
     adapt_steps: int,
     jobs: int,
+    pre_arithmetic: str,
 ) -> EncodeReport:
     return encode_file(
         str(path),
@@ -177,6 +182,7 @@ def _encode(
         adapt=AdaptConfig(steps=adapt_steps),
         effort=effort,
         jobs=jobs,
+        pre_arithmetic=pre_arithmetic,
     )
 
 

@@ -472,7 +472,9 @@ def _probed(
         prober.estimate(opt)
     for kinds in (("bilinear", "post"), ("wrapper",)):
         stage = [o for o in candidates if o.kind in kinds]
-        for opt in bound.survivors(prober.in_play(stage, bound.floors)):
+        survivors = bound.survivors(prober.in_play(stage, bound.floors))
+        prober.code_all(survivors)
+        for opt in survivors:
             prober.estimate(opt)
     if prober.report is not None:
         prober.report.bound_frames = bound.picks
@@ -587,6 +589,19 @@ class _Prober:
         if (opt, qp) not in self._trials:
             self._trials[opt, qp] = self.job.trial(opt, qp, self._probe, probe=True)
         return self._trials[opt, qp]
+
+    def code_all(self, options: Sequence[Option]) -> None:
+        """``options`` coded on the probe at the anchor's QP, ``jobs`` at once."""
+        assert self._anchor is not None
+        self._scales()  # the probe and the anchor's own probe first, on this thread
+        qp = self._anchor.qp
+        if self.job.jobs == 1 or len(options) < 2:
+            for opt in options:
+                self.code(opt, qp)
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.job.jobs) as pool:
+            for done in [pool.submit(self.code, opt, qp) for opt in options]:
+                done.result()
 
     def attach(self, anchor: _Trial) -> None:
         """The anchor coded in full: the QP of the estimates and the first of them."""
