@@ -1,0 +1,331 @@
+"""How an effort level decides which candidates to code in full (:mod:`wrapcodec.effort`).
+
+:func:`exhaustive` codes every candidate in full (the reference). :func:`probed`, the lower
+levels: the anchor (direct) in full; options whose distortion through an uncoded bottleneck
+already reaches the anchor's J ruled out by that bound (:class:`_Bound`); the others coded on
+a probe at the codec's fastest preset, their J estimated from it (:class:`_Prober`), family by
+family (Lanczos, then bilinear and post, then wrappers) while their ratio stays within the
+level's margin; the best of the ranking coded in full. Both return a :class:`Decision`: the
+trials coded in full and a report for every candidate.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from wrapcodec.effort import BOUND_FRAMES, QP_PER_OCTAVE, estimated_cost, probe_frames, spread
+from wrapcodec.options import OPTIONS, Option
+from wrapcodec.pipeline import lossless_mse, source_frames
+from wrapcodec.rdoreport import CandidateReport, EstimateReport, ProbeReport
+from wrapcodec.trials import (
+    Clip,
+    Job,
+    ProgressSink,
+    Trial,
+    bare_report,
+    code_all,
+    code_full,
+    kbps,
+    over_budget,
+    start_qp,
+)
+from wrapcodec.y4m import Y4MWriter
+
+
+@dataclass
+class Decision:
+    """One segment's candidates coded in full, and the reports of all of them."""
+
+    trials: list[Trial]
+    reports: dict[int, CandidateReport]
+    probe: ProbeReport | None = None
+    probe_s: float = 0.0
+
+
+def exhaustive(
+    job: Job,
+    candidates: Sequence[Option],
+    clip: Clip,
+    budget: float | None,
+    progress: ProgressSink,
+) -> Decision:
+    """Every candidate coded in full (the reference). Under a budget direct goes first, so
+    that the others start their QP search from its QP."""
+    decision = Decision([], {})
+    rest = [o for o in candidates if budget is None or o.code != 0]
+    done: dict[int, Trial | None] = {}
+    if len(rest) < len(candidates):
+        done = code_all(job, [(OPTIONS[0], None)], clip, budget, progress)
+    anchor = done.get(0)
+    work = [(o, None if anchor is None else start_qp(anchor.qp, o)) for o in rest]
+    done |= code_all(job, work, clip, budget, progress)
+    for opt in candidates:
+        trial = done[int(opt.code)]
+        if trial is None:
+            decision.reports[int(opt.code)] = bare_report(
+                opt, job.info, skipped=over_budget(job, budget)
+            )
+        else:
+            decision.trials.append(trial)
+    return decision
+
+
+def write_probe(job: Job, clip: Clip, picks: Sequence[int]) -> Clip:
+    """The segment's frames ``picks`` (relative to the clip) as a y4m file of their own."""
+    path = job.workdir / f"probe-{clip.first}.y4m"
+    wanted = set(picks)
+    with Y4MWriter(path, job.info) as writer:
+        for k, frame in enumerate(source_frames(clip.path, clip.first, clip.count)):
+            if k in wanted:
+                writer.write(frame)
+    return Clip(path, 0, len(picks))
+
+
+def probed(
+    job: Job,
+    candidates: Sequence[Option],
+    clip: Clip,
+    budget: float | None,
+    progress: ProgressSink,
+) -> Decision:
+    """Anchor in full; bound and probe the Lanczos options, then the bilinear and post
+    options, then the wrappers (the dearest to probe: a network before the codec), each of
+    the ratios the estimates so far leave in play; the best of the ranking in full. At a QP
+    with ``jobs`` > 1 the Lanczos options are bounded and probed while the anchor is coded."""
+    t0 = time.perf_counter()
+    direct = OPTIONS[0]
+    decision = Decision([], {})
+    bound = _Bound(job, clip, decision)
+    prober = _Prober(job, clip, decision)
+    lanczos = [o for o in candidates if o.kind == "lanczos"]
+    if budget is None and job.jobs > 1:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            coding = pool.submit(code_full, job, direct, clip, budget, None)
+            bound.measure(lanczos)
+            for opt in [direct, *lanczos]:
+                prober.code(opt, job.settings.qp)
+            anchor = coding.result()
+    else:
+        anchor = code_full(job, direct, clip, budget, None)
+    if anchor is None:  # nothing to scale the probe by: code everything
+        return exhaustive(job, candidates, clip, budget, progress)
+    if direct in candidates:
+        decision.trials.append(anchor)
+        progress.advance(direct.name)
+    # In QP mode a candidate beats the anchor only with a lower J; under a budget (both
+    # within it) only with a lower D. Either way its D through an uncoded bottleneck bounds it.
+    bound.limit = anchor.cost if budget is None else anchor.coded.mse_8bit
+    bound.what = "J" if budget is None else "MSE"
+    prober.attach(anchor)
+    for opt in bound.survivors(lanczos):
+        prober.estimate(opt)
+    for kinds in (("bilinear", "post"), ("wrapper",)):
+        stage = [o for o in candidates if o.kind in kinds]
+        survivors = bound.survivors(prober.in_play(stage, bound.floors))
+        prober.code_all(survivors)
+        for opt in survivors:
+            prober.estimate(opt)
+    if prober.report is not None:
+        prober.report.bound_frames = bound.picks
+    decision.probe = prober.report
+
+    estimates = sorted(prober.estimates, key=lambda e: (e.cost, int(e.option.code)))
+    for rank, e in enumerate(estimates, start=1):
+        if e.option.code != 0:
+            _estimate_of(decision, e.option).rank = rank
+    assert job.effort.verify is not None
+    finalists = [e for e in estimates[: job.effort.verify] if e.option.code != 0]
+    for e in estimates[job.effort.verify :]:
+        if e.option.code != 0:
+            decision.reports[
+                int(e.option.code)
+            ].pruned = f"probe estimate J {e.cost:.3f}, not among the {job.effort.verify} best"
+    for report in decision.reports.values():
+        if report.pruned is not None:
+            progress.advance(report.name)
+    decision.probe_s = time.perf_counter() - t0
+    if decision.probe is not None:
+        decision.probe.seconds = decision.probe_s
+    work = []
+    for e in finalists:
+        start = None
+        if budget is not None:
+            est_kbps = kbps(round(e.bits), clip.count, job.info)
+            start = anchor.qp + round(QP_PER_OCTAVE * math.log2(est_kbps / budget))
+        work.append((e.option, start))
+    done = code_all(job, work, clip, budget, progress)
+    for e in finalists:
+        trial = done[int(e.option.code)]
+        if trial is None:
+            decision.reports[int(e.option.code)].skipped = over_budget(job, budget)
+            continue
+        _estimate_of(decision, e.option).coded = True
+        decision.trials.append(trial)
+    return decision
+
+
+@dataclass
+class _Estimate:
+    cost: float  # J, estimated (the anchor's: measured)
+    bits: float
+    option: Option
+
+
+def _estimate_of(decision: Decision, opt: Option) -> EstimateReport:
+    estimate = decision.reports[int(opt.code)].estimate
+    assert estimate is not None
+    return estimate
+
+
+class _Bound:
+    """Rules out candidates whose D through an uncoded bottleneck (on :data:`BOUND_FRAMES`
+    frames) is :attr:`limit` or more."""
+
+    def __init__(self, job: Job, clip: Clip, decision: Decision) -> None:
+        self.job, self.decision = job, decision
+        self.limit, self.what = math.inf, "J"
+        self.picks = spread(clip.count, BOUND_FRAMES)
+        self.frames = [
+            f
+            for k, f in enumerate(source_frames(clip.path, clip.first, clip.count))
+            if k in self.picks
+        ]
+        self.floors: dict[Option, float] = {}
+
+    def measure(self, candidates: Sequence[Option]) -> None:
+        for opt in candidates:
+            if opt not in self.floors:
+                self.floors[opt] = lossless_mse(self.job.layout(opt), self.frames)
+
+    def survivors(self, candidates: Sequence[Option]) -> list[Option]:
+        self.measure(candidates)
+        kept: list[Option] = []
+        for opt in candidates:
+            floor = self.floors[opt]
+            estimate = EstimateReport(method="bound", lossless_mse=floor, cost=floor)
+            report = bare_report(opt, self.job.info, estimate=estimate)
+            if floor >= self.limit:
+                report.pruned = (
+                    f"uncoded-bottleneck MSE {floor:.3f} ≥ {self.what} {self.limit:.3f} of direct"
+                )
+            else:
+                estimate.method, estimate.cost = "probe", math.inf
+                kept.append(opt)
+            self.decision.reports[int(opt.code)] = report
+        return kept
+
+
+class _Prober:
+    """Codes candidates on the probe frames at the probe preset and estimates their J from
+    the probe scaled by the anchor's full-to-probe ratios (the probe is made on first use)."""
+
+    def __init__(self, job: Job, clip: Clip, decision: Decision) -> None:
+        self.job, self.clip, self.decision = job, clip, decision
+        self.picks = probe_frames(clip.count, job.effort.window)
+        self.estimates: list[_Estimate] = []
+        self.report: ProbeReport | None = None
+        self._anchor: Trial | None = None
+        self._probe: Clip | None = None
+        self._trials: dict[tuple[Option, int], Trial] = {}
+
+    def code(self, opt: Option, qp: int) -> Trial:
+        """``opt`` coded on the probe at ``qp`` (once)."""
+        if self._probe is None:
+            # A segment no longer than the probe is its own probe (its streams are reused
+            # when the probe preset is the user's).
+            whole = len(self.picks) == self.clip.count
+            self._probe = self.clip if whole else write_probe(self.job, self.clip, self.picks)
+        if (opt, qp) not in self._trials:
+            self._trials[opt, qp] = self.job.trial(opt, qp, self._probe, probe=True)
+        return self._trials[opt, qp]
+
+    def code_all(self, options: Sequence[Option]) -> None:
+        """``options`` coded on the probe at the anchor's QP, ``jobs`` at once."""
+        assert self._anchor is not None
+        self._scales()  # the probe and the anchor's own probe first, on this thread
+        qp = self._anchor.qp
+        if self.job.jobs == 1 or len(options) < 2:
+            for opt in options:
+                self.code(opt, qp)
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.job.jobs) as pool:
+            for done in [pool.submit(self.code, opt, qp) for opt in options]:
+                done.result()
+
+    def attach(self, anchor: Trial) -> None:
+        """The anchor coded in full: the QP of the estimates and the first of them."""
+        self._anchor = anchor
+        self.estimates = [_Estimate(anchor.cost, 0.0, OPTIONS[0])]
+
+    def _scales(self) -> ProbeReport:
+        anchor = self._anchor
+        assert anchor is not None
+        if self.report is None:
+            base = self.code(OPTIONS[0], anchor.qp)
+            assert self._probe is not None
+            full_rate = anchor.coded.payload_bytes / self.clip.count
+            mse = base.coded.mse_8bit
+            self.report = ProbeReport(
+                frames=self.picks,
+                preset=self.job.probe_settings.preset,
+                anchor=OPTIONS[0].name,
+                anchor_qp=anchor.qp,
+                rate_scale=full_rate / (base.coded.payload_bytes / self._probe.count),
+                distortion_scale=anchor.coded.mse_8bit / mse if mse else 1.0,
+                bound_frames=[],
+                seconds=0.0,
+            )
+        return self.report
+
+    def estimate(self, opt: Option) -> None:
+        scales, anchor, job = self._scales(), self._anchor, self.job
+        assert anchor is not None and self._probe is not None
+        t = self.code(opt, anchor.qp)
+        cost, bits = estimated_cost(
+            t.coded.mse_8bit,
+            8 * t.coded.payload_bytes / self._probe.count,
+            scales.distortion_scale,
+            scales.rate_scale,
+            job.overhead_bits,
+            self.clip.count,
+            job.info.width * job.info.height,
+            job.backend.qp_to_lambda(anchor.qp),
+        )
+        est = _estimate_of(self.decision, opt)
+        est.probe_bits, est.probe_mse, est.cost = 8 * t.coded.payload_bytes, t.coded.mse_8bit, cost
+        self.estimates.append(_Estimate(cost, bits, opt))
+
+    def in_play(self, options: Sequence[Option], floors: dict[Option, float]) -> list[Option]:
+        """Those of ``options`` whose ratio's best estimate so far (direct's J counting for
+        r = 1, and the bound of an option the bound ruled out as its estimate) is within the
+        effort's margin of the best estimate so far; the others are ruled out."""
+        margin = self.job.effort.family_margin
+        if margin is None:
+            return list(options)
+        assert self._anchor is not None
+        family = {Fraction(1): self._anchor.cost}
+        for opt, floor in floors.items():  # a lower bound of the J of one ruled out
+            family[opt.ratio] = min(floor, family.get(opt.ratio, math.inf))
+        for e in self.estimates:
+            if e.option.code != 0:
+                family[e.option.ratio] = min(e.cost, family.get(e.option.ratio, math.inf))
+        best = min(e.cost for e in self.estimates)
+        kept = []
+        for opt in options:
+            linear = family.get(opt.ratio)
+            if linear is None or linear <= (1 + margin) * best:
+                kept.append(opt)
+                continue
+            self.decision.reports[int(opt.code)] = bare_report(
+                opt,
+                self.job.info,
+                estimate=EstimateReport(method="family", cost=linear),
+                pruned=f"its ratio's best estimate J {linear:.3f} > {1 + margin:g} × "
+                f"the best {best:.3f}",
+            )
+        return kept
