@@ -1,12 +1,9 @@
-"""Making model cards: install trained weights into a bank validate them with the codec, time them.
+"""Making model cards: install trained weights into a bank, time them, calibrate them.
 
 ``wrapcodec models install`` copies ``TRAINED.safetensors`` into a bank folder under its option
-name, writes its card (architecture, MACs per pixel, parameters, the training stages read from
-the ``.train.json`` files of the run and of the runs it started from, the weights' sha256) and
-validates it: the validation pictures are coded as one clip by the real codec at each QP, with
-the model's option and with the Lanczos and bilinear options of the same ratio (direct coding
-for r = 1, and the post-only model for a wrapper when the bank has it), through the same
-pipeline ``encode`` uses.
+name and writes its card (architecture, MACs per pixel, parameters, the training stages read
+from the ``.train.json`` files of the run and of the runs it started from, the weights'
+sha256); its validation with the codec is :mod:`wrapcodec.validation`'s.
 
 ``wrapcodec models calibrate`` measures the activation exponents of each post-processor's
 integer arithmetic (:func:`wrapcodec.exact.calibrate`) on decoded-bottleneck stand-ins made
@@ -18,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -27,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.backend import get_backend
 from wrapcodec.bank import (
     MAC_HEIGHT,
     MAC_WIDTH,
@@ -35,12 +31,9 @@ from wrapcodec.bank import (
     Bank,
     ModelCard,
     Processors,
-    RatePoint,
-    Validation,
     model_name,
     option_for,
 )
-from wrapcodec.bdrate import Curve, bd_rate
 from wrapcodec.dataset import Picture, center_crops, load_pictures, to_tensors
 from wrapcodec.errors import InputError
 from wrapcodec.exact import calibrate as calibrate_post
@@ -56,10 +49,8 @@ from wrapcodec.nets import (
 )
 from wrapcodec.options import OPTIONS, Option
 from wrapcodec.paths import atomic_write, sha256_file
-from wrapcodec.pipeline import Layout, code_and_measure, postprocess, preprocess
-from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, Y4MWriter
-
-VAL_QPS = (22, 27, 32, 37, 42, 47)
+from wrapcodec.pipeline import Layout, postprocess, preprocess
+from wrapcodec.y4m import ChromaTag, Frame, VideoInfo
 
 
 def training_stages(weights: Path) -> list[dict[str, object]]:
@@ -118,76 +109,6 @@ def install(weights: Path, dest: Path, training_data: str = "") -> ModelCard:
 def write_card(dest: Path, card: ModelCard) -> None:
     text = card.model_dump_json(indent=1) + "\n"
     atomic_write(dest / f"{card.name}.json", lambda p: p.write_text(text))
-
-
-def _clip(pictures_dir: Path, path: Path) -> tuple[VideoInfo, int]:
-    pictures = load_pictures(pictures_dir)
-    size = {(p.width, p.height) for p in pictures}
-    if len(size) != 1:
-        raise InputError(f"{pictures_dir}: validation pictures must share one size")
-    ((w, h),) = size
-    info = VideoInfo(w, h, 8, 25, 1, chroma=ChromaTag.C420JPEG)
-    with Y4MWriter(str(path), info) as writer:
-        for p in pictures:
-            writer.write(
-                Frame(p.y.astype("uint16"), p.uv[0].astype("uint16"), p.uv[1].astype("uint16"))
-            )
-    return info, len(pictures)
-
-
-def validate(
-    bank: Bank,
-    card: ModelCard,
-    pictures: Path,
-    codec: str = "x265",
-    preset: str = "medium",
-    about: str = "",
-) -> Validation:
-    """Code the pictures with the model's option and its linear rivals at every VAL_QP."""
-    backend = get_backend(codec)
-    opt = OPTIONS[card.option]
-    rivals: list[Option] = (
-        [OPTIONS[0]]
-        if opt.ratio == 1
-        else [option_for("lanczos", opt.ratio), option_for("bilinear", opt.ratio)]
-    )
-    if opt.kind == "wrapper" and bank.has(option_for("post", opt.ratio)):
-        rivals.append(option_for("post", opt.ratio))
-    curves: dict[str, list[RatePoint]] = {}
-    with tempfile.TemporaryDirectory(prefix="wrapcodec-val-") as tmp:
-        source = Path(tmp) / "val.y4m"
-        info, count = _clip(pictures, source)
-        for o in [opt, *rivals]:
-            layout = Layout.make(info, o, backend, 10, bank)
-            points = []
-            for qp in VAL_QPS:
-                settings = EncodeSettings(qp=qp, preset=preset, bitdepth=10)
-                stream = Path(tmp) / f"o{int(o.code)}-q{qp}{backend.extension}"
-                coded = code_and_measure(backend, settings, source, layout, 0, count, stream)
-                bpp = 8 * coded.payload_bytes / (count * info.width * info.height)
-                points.append(RatePoint(qp=qp, bpp=bpp, psnr_yuv=coded.psnr_yuv))
-            curves[o.name] = points
-    mine = curves[opt.name]
-    bd: dict[str, float | None] = {}
-    gain: dict[str, float] = {}
-    for o in rivals:
-        theirs = curves[o.name]
-        bd[o.name] = bd_rate(
-            Curve.of([p.bpp for p in theirs], [p.psnr_yuv for p in theirs]),
-            Curve.of([p.bpp for p in mine], [p.psnr_yuv for p in mine]),
-        ).bd_rate
-        gain[o.name] = sum(
-            a.psnr_yuv - b.psnr_yuv for a, b in zip(mine, theirs, strict=True)
-        ) / len(mine)
-    return Validation(
-        data=about or pictures.name,
-        pictures=count,
-        codec=codec,
-        preset=preset,
-        curves=curves,
-        bd_rate=bd,
-        psnr_gain_same_qp=gain,
-    )
 
 
 def _noise_frame(rng: np.random.Generator, width: int, height: int, peak: int) -> Frame:

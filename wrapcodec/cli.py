@@ -564,13 +564,13 @@ def models_install(
     weights: str, dest: str, val: str | None, codec: str, about: str, val_about: str
 ) -> None:
     """Copy trained weights into a bank with their card, and validate them."""
-    from wrapcodec import cards
+    from wrapcodec import cards, validation
 
     check_input(weights)
     card = cards.install(Path(weights), Path(dest), about)
     if val:
         bank = Bank(Path(dest))
-        card.validation = cards.validate(bank, card, Path(val), codec, about=val_about)
+        card.validation = validation.validate(bank, card, Path(val), codec, about=val_about)
         cards.write_card(Path(dest), card)
         for name, bd in card.validation.bd_rate.items():
             gain = card.validation.psnr_gain_same_qp[name]
