@@ -957,8 +957,8 @@ def train(**kw: Any) -> None:
     trainer = Trainer(cfg, out)
     if kw["resume"]:
         trainer.resume()
-    elif trainer.checkpoint.exists():
-        raise InputError(f"{trainer.checkpoint} exists: pass --resume to continue it")
+    elif trainer.files.path.exists():
+        raise InputError(f"{trainer.files.path} exists: pass --resume to continue it")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

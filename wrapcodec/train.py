@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from wrapcodec.backend import get_backend
+from wrapcodec.backend import Backend, get_backend
 from wrapcodec.bank import split_weights
 from wrapcodec.dataset import Picture, center_crops, load_pictures, sample_batch, to_tensors
 from wrapcodec.errors import InputError
@@ -161,12 +161,105 @@ def bottleneck(nets: Nets, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
     return bilinear_bottleneck(y, uv, *bottleneck_dims(w, h, nets.post.ratio))
 
 
+def rd_step(
+    cfg: TrainConfig,
+    nets: Nets,
+    backend: Backend | None,
+    y: Tensor,
+    uv: Tensor,
+    rng: np.random.Generator,
+    qp: int | None = None,
+    block: int | None = None,
+    q_scale: float | None = None,
+) -> tuple[Tensor, StepResult]:
+    """The training objective on a batch: bottleneck → the codec (the proxy, or the real
+    codec's round trip when ``backend`` is given) → post-processor → ``D + λ·R``. A random
+    block size, quantiser spread and QP unless given."""
+    yb, uvb = bottleneck(nets, y, uv)
+    block = block or int(rng.choice(BLOCK_SIZES))
+    if q_scale is None:
+        q_scale = 2.0 ** float(rng.uniform(-cfg.q_spread / 2, cfg.q_spread / 2))
+    lam = cfg.lam
+    if backend is not None:
+        qp = qp if qp is not None else int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
+        yd, uvd, bits = codec_roundtrip(backend, yb, uvb, qp, cfg.clip_len, cfg.preset)
+        # the proxy's smooth coefficient count at the codec's own step, scaled to the
+        # bits the codec spent, weighed by the encoder's RDO λ at that QP
+        q_scale = codec_step(qp) / float(nets.proxy.q)
+        coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale, scale_to=bits)
+        lam = backend.qp_to_lambda(qp)
+        extra: dict[str, float] = {"qp": float(qp), "codec_bpp": bits / y[:, 0].numel()}
+    else:
+        coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale)
+        yd, uvd = coded.y_hat, coded.uv_hat
+        extra = {"jpeg_bits": float(coded.real_bits)}
+    h, w = y.shape[-2:]
+    y_hat, uv_hat = nets.post(yd, uvd, h, w)
+    mse = mse_8bit(y_hat, uv_hat, y, uv)
+    bpp = coded.rate / y[:, 0].numel()
+    loss = mse + lam * bpp
+    result = StepResult(loss.item(), mse.item(), bpp.item(), nets.proxy.q.item(), extra)
+    return loss, result
+
+
+class Checkpoint:
+    """A run's files: ``OUT`` (the weights, safetensors), ``OUT.ckpt`` (networks, optimiser,
+    step and history, to resume; loaded with ``weights_only``) and ``OUT.train.json`` (the
+    configuration and history, which model cards read)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out.with_suffix(".ckpt")
+
+    def save(
+        self,
+        cfg: TrainConfig,
+        nets: Nets,
+        opt: torch.optim.Optimizer,
+        step: int,
+        history: list[dict[str, float]],
+    ) -> None:
+        state = {
+            "step": step,
+            "config": cfg.model_dump_json(),
+            "history": json.dumps(history),
+            "optimizer": opt.state_dict(),
+        } | {name: m.state_dict() for name, m in nets.modules().items()}
+        atomic_write(self.path, lambda p: torch.save(state, p))
+        atomic_write(self.out, lambda p: save_file(nets.weights(), str(p)))
+        meta = {"config": cfg.model_dump(), "step": step, "history": history}
+        atomic_write(
+            self.out.with_suffix(".train.json"),
+            lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"),
+        )
+
+    def load(
+        self, cfg: TrainConfig, nets: Nets, opt: torch.optim.Optimizer, device: torch.device
+    ) -> tuple[int, list[dict[str, float]]]:
+        """Restore ``nets`` and ``opt``; the step and history. Refuses a checkpoint made with
+        another configuration (only ``steps`` may change)."""
+        if not self.path.exists():
+            raise InputError(f"{self.path}: no checkpoint to resume from")
+        state = torch.load(self.path, map_location=device, weights_only=True)
+        saved = TrainConfig.model_validate_json(state["config"])
+        if saved.model_dump(exclude={"steps"}) != cfg.model_dump(exclude={"steps"}):
+            raise InputError(
+                f"{self.path}: was made with a different configuration; "
+                "pass the same options (only --steps may change)"
+            )
+        for name, m in nets.modules().items():
+            m.load_state_dict(state[name])
+        opt.load_state_dict(state["optimizer"])
+        return int(state["step"]), json.loads(state["history"])
+
+
 class Trainer:
     """One training run; :meth:`run` trains from the checkpoint's step to ``cfg.steps``."""
 
     def __init__(self, cfg: TrainConfig, out: Path) -> None:
         self.cfg = cfg
-        self.out = out
+        self.out = out  # the weights
+        self.files = Checkpoint(out)
         self.device = torch.device(cfg.device)
         self.nets = build_nets(cfg)
         if cfg.init:
@@ -190,128 +283,48 @@ class Trainer:
             self.val = center_crops(load_pictures(Path(cfg.val), cfg.crop), cfg.crop)
             self.val = self.val[: cfg.val_count]
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.out.with_suffix(".ckpt")
-
-    # -- one step -----------------------------------------------------------------------
-
-    def forward(
-        self,
-        y: Tensor,
-        uv: Tensor,
-        rng: np.random.Generator,
-        qp: int | None = None,
-        block: int | None = None,
-        q_scale: float | None = None,
-    ) -> tuple[Tensor, StepResult]:
-        cfg, nets = self.cfg, self.nets
-        yb, uvb = bottleneck(nets, y, uv)
-        block = block or int(rng.choice(BLOCK_SIZES))
-        if q_scale is None:
-            q_scale = 2.0 ** float(rng.uniform(-cfg.q_spread / 2, cfg.q_spread / 2))
-        lam = cfg.lam
-        if cfg.proxy == "codec":
-            assert self.backend is not None
-            qp = qp if qp is not None else int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
-            yd, uvd, bits = codec_roundtrip(self.backend, yb, uvb, qp, cfg.clip_len, cfg.preset)
-            # the proxy's smooth coefficient count at the codec's own step, scaled to the
-            # bits the codec spent, weighed by the encoder's RDO λ at that QP
-            q_scale = codec_step(qp) / float(nets.proxy.q)
-            coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale, scale_to=bits)
-            lam = self.backend.qp_to_lambda(qp)
-            extra: dict[str, float] = {"qp": float(qp), "codec_bpp": bits / y[:, 0].numel()}
-        else:
-            coded = nets.proxy(yb, uvb, block=block, q_scale=q_scale)
-            yd, uvd = coded.y_hat, coded.uv_hat
-            extra = {"jpeg_bits": float(coded.real_bits)}
-        h, w = y.shape[-2:]
-        y_hat, uv_hat = nets.post(yd, uvd, h, w)
-        mse = mse_8bit(y_hat, uv_hat, y, uv)
-        bpp = coded.rate / y[:, 0].numel()
-        loss = mse + lam * bpp
-        result = StepResult(loss.item(), mse.item(), bpp.item(), nets.proxy.q.item(), extra)
-        return loss, result
-
     def train_step(self) -> StepResult:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, self.step])
         y, uv = sample_batch(rng, self.pictures, cfg.batch, cfg.crop, cfg.clip_len)
         for m in self.nets.modules().values():
             m.train()
-        loss, result = self.forward(y.to(self.device), uv.to(self.device), rng)
+        y, uv = y.to(self.device), uv.to(self.device)
+        loss, result = rd_step(cfg, self.nets, self.backend, y, uv, rng)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
         return result
 
-    # -- validation -----------------------------------------------------------------------
-
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean PSNR-YUV (8-bit MSE 6:1:1) and rate on the validation crops, for the model and
-        for the plain bilinear path through the same codec stand-in."""
+        for the plain bilinear path (bilinear down, the same codec stand-in, bilinear up)."""
         if not self.val:
             return {}
         for m in self.nets.modules().values():
             m.eval()
         y, uv = to_tensors(self.val)
         y, uv = y.to(self.device), uv.to(self.device)
-        rng = np.random.default_rng(0)
+        bilinear = Nets(PostProcessor(self.nets.post.ratio).to(self.device), None, self.nets.proxy)
         out: dict[str, float] = {}
         points = [27, 37] if self.cfg.proxy == "codec" else [None]
         for qp in points:
             tag = f"qp{qp}" if qp is not None else "jpeg"
-            _, model = self.forward(y, uv, rng, qp=qp, block=8, q_scale=1.0)
-            out[f"{tag}_psnr"] = model.psnr
-            out[f"{tag}_bpp"] = model.extra.get("codec_bpp", model.bpp)
-            baseline = self._baseline(y, uv, qp)
-            out[f"{tag}_bilinear_psnr"] = baseline
+            for nets, name in ((self.nets, ""), (bilinear, "_bilinear")):
+                rng = np.random.default_rng(0)
+                _, r = rd_step(self.cfg, nets, self.backend, y, uv, rng, qp, 8, 1.0)
+                out[f"{tag}{name}_psnr"] = r.psnr
+                if not name:
+                    out[f"{tag}_bpp"] = r.extra.get("codec_bpp", r.bpp)
         return out
 
-    def _baseline(self, y: Tensor, uv: Tensor, qp: int | None) -> float:
-        """PSNR of bilinear down, the same codec stand-in, bilinear up."""
-        fresh = Nets(PostProcessor(self.nets.post.ratio).to(self.device), None, self.nets.proxy)
-        saved, self.nets = self.nets, fresh
-        try:
-            _, r = self.forward(y, uv, np.random.default_rng(0), qp=qp, block=8, q_scale=1.0)
-        finally:
-            self.nets = saved
-        return r.psnr
-
-    # -- persistence ----------------------------------------------------------------------
-
     def save(self) -> None:
-        state = {
-            "step": self.step,
-            "config": self.cfg.model_dump_json(),
-            "history": json.dumps(self.history),
-            "optimizer": self.opt.state_dict(),
-        } | {name: m.state_dict() for name, m in self.nets.modules().items()}
-        atomic_write(self.checkpoint, lambda p: torch.save(state, p))
-        atomic_write(self.out, lambda p: save_file(self.nets.weights(), str(p)))
-        meta = {"config": self.cfg.model_dump(), "step": self.step, "history": self.history}
-        atomic_write(
-            self.out.with_suffix(".train.json"),
-            lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"),
-        )
+        self.files.save(self.cfg, self.nets, self.opt, self.step, self.history)
 
     def resume(self) -> None:
-        if not self.checkpoint.exists():
-            raise InputError(f"{self.checkpoint}: no checkpoint to resume from")
-        state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
-        saved = TrainConfig.model_validate_json(state["config"])
-        if saved.model_dump(exclude={"steps"}) != self.cfg.model_dump(exclude={"steps"}):
-            raise InputError(
-                f"{self.checkpoint}: was made with a different configuration; "
-                "pass the same options (only --steps may change)"
-            )
-        for name, m in self.nets.modules().items():
-            m.load_state_dict(state[name])
-        self.opt.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.history = json.loads(state["history"])
+        self.step, self.history = self.files.load(self.cfg, self.nets, self.opt, self.device)
 
     def run(self, report: Callable[[int, StepResult, dict[str, float] | None], None]) -> None:
         cfg = self.cfg
