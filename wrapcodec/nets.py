@@ -296,8 +296,10 @@ PRE_ARITHMETICS = ("float32", "bfloat16")
 
 def native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 dot products in hardware (AVX512-BF16 or AMX);
-    elsewhere bfloat16 is emulated and slower than float32."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    elsewhere bfloat16 is emulated and slower than float32. (torch's own CPU probes; a torch
+    without them counts as no.)"""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def default_pre_arithmetic() -> str:
