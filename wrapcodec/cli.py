@@ -177,7 +177,7 @@ def _encode(
     adapt_steps: int | None = None,
     effort: str = DEFAULT_EFFORT,
     jobs: int | None = None,
-    pre_arithmetic: str = "auto",
+    pre_arithmetic: str | None = None,
 ) -> EncodeReport:
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
@@ -207,7 +207,7 @@ def _encode(
             ),
             effort=effort,
             jobs=jobs,
-            pre_arithmetic=None if pre_arithmetic == "auto" else pre_arithmetic,
+            pre_arithmetic=pre_arithmetic,
         )
 
 
@@ -252,6 +252,8 @@ _pre_arithmetic_opt = click.option(
     type=click.Choice(["auto", *PRE_ARITHMETICS]),
     default="auto",
     show_default=True,
+    # resolved here, so commands, reports and cache keys see the arithmetic actually used
+    callback=lambda _ctx, _param, value: default_pre_arithmetic() if value == "auto" else value,
     help="Arithmetic of the wrappers' pre-processors (encoder side only; the decoder's output "
     "does not depend on it): bfloat16 convolutions, 1.6-2.5x faster at 1080p where the CPU "
     "has them (AVX512-BF16, AMX), or float32, the reference [auto: bfloat16 where native].",
@@ -483,9 +485,6 @@ def models_speed(
     """Post-processing (decoder) and pre-processing (encoder) speed in frames per second, and
     whether this machine's post-processors give the bytes their cards record."""
     from wrapcodec.cards import reference_digest, speed
-
-    if pre_arithmetic == "auto":
-        pre_arithmetic = default_pre_arithmetic()
 
     bank = get_bank(models)
     parsed = []
@@ -723,7 +722,7 @@ def bench(
         models=str(bank.folder),
         adapt_steps=adapt_steps,
         rivals=rival_names,
-        pre_arithmetic=default_pre_arithmetic() if pre_arithmetic == "auto" else pre_arithmetic,
+        pre_arithmetic=pre_arithmetic,
     )
     ffmpeg.require(backend)
     specs, notes = bench_lib.plan(config)
@@ -746,10 +745,7 @@ def bench(
         "models": _bank_version(bank) if any(OPTIONS[c].neural for c in codes) else "none",
     }
     # The command as resolved (defaults filled in), so a rerun reproduces these numbers.
-    params = {
-        **click.get_current_context().params,
-        "pre_arithmetic": config.pre_arithmetic,
-    }
+    params = click.get_current_context().params
     flags = [
         f"--{name.replace('_', '-')}={value}"
         for name, value in params.items()
@@ -852,8 +848,6 @@ def bench_effort(
     bank = get_bank(models)
     chosen = parse_options(options, bank.has, bank.where)
     folder = Path(out or f"bench-effort-{Path(dataset).stem}-{codec}")
-    if pre_arithmetic == "auto":
-        pre_arithmetic = default_pre_arithmetic()
     with _progress(sys.stderr.isatty()) as progress:
         bar = _Bar(progress, "encodes")
         bar.start(len(bench_lib.sequences(Path(dataset))) * len(qp_list) * len(levels))
@@ -873,7 +867,7 @@ def bench_effort(
             on_run=lambda r, hit: bar.advance(f"{r.sequence[:12]} QP {r.qp} {r.effort}"),
         )
     summary = effortbench.summarise(runs, levels)
-    params = {**click.get_current_context().params, "pre_arithmetic": pre_arithmetic}
+    params = click.get_current_context().params
     flags = [
         f"--{name.replace('_', '-')}={value}"
         for name, value in params.items()
