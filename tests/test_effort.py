@@ -185,9 +185,10 @@ def test_json_says_how_every_candidate_was_judged(
     probed = {
         c.code: c.estimate.cost
         for c in segment.candidates
-        if c.estimate and c.estimate.method == "probe"
+        if c.estimate and c.estimate.method in ("probe", "shared")
     }
     best = min([direct.cost, *probed.values()])
+    by_name = {c.name: c for c in segment.candidates}
     methods = set()
     for c in segment.candidates:
         if c.code == 0:
@@ -197,10 +198,30 @@ def test_json_says_how_every_candidate_was_judged(
         if c.estimate.method == "bound":  # cannot beat direct: its D alone is above J
             assert c.pruned and c.estimate.lossless_mse is not None
             assert c.estimate.lossless_mse >= direct.cost and c.qp is None
+        elif c.estimate.method == "family" and "pair" in (c.pruned or ""):
+            # a wrapper whose ratio's post-processor did not beat linear upsampling
+            assert EFFORTS[effort].pairs_need_post and OPTIONS[c.code].kind == "wrapper"
+            text = OPTIONS[c.code].ratio_text
+            post = by_name[f"post-{text}"]
+            linear = by_name["direct" if text == "1/1" else f"bilinear-{text}"]
+            assert post.estimate is not None and c.estimate.cost == post.estimate.cost
+            lin = linear.cost if linear.code == 0 else linear.estimate.cost  # type: ignore[union-attr]
+            assert lin is not None and c.estimate.cost >= lin and c.qp is None
         elif c.estimate.method == "family":  # its ratio's linear options were far behind
             margin = EFFORTS[effort].family_margin
             assert margin is not None and OPTIONS[c.code].kind in ("bilinear", "post", "wrapper")
             assert c.pruned and c.qp is None and c.estimate.cost > (1 + margin) * best
+        elif c.estimate.method == "shared":  # post-1/1 on the anchor's own decoded frames
+            e = c.estimate
+            assert OPTIONS[c.code].kind == "post" and OPTIONS[c.code].ratio == 1
+            assert e.frames == spread(10, window) and e.rank
+            assert e.sample_mse and e.anchor_sample_mse and direct.mse
+            rate_term = direct.cost - direct.mse  # the same bitstream: the anchor's rate
+            scaled = direct.mse * e.sample_mse / e.anchor_sample_mse
+            assert e.cost == pytest.approx(scaled + rate_term, rel=1e-12)
+            assert (c.qp is not None) == e.coded
+            if c.cost is not None:  # coded in full: the estimate was close
+                assert c.cost == pytest.approx(e.cost, rel=0.02)
         else:
             assert c.estimate.probe_bits and c.estimate.probe_mse and c.estimate.rank
             assert (c.qp is not None) == c.estimate.coded
@@ -301,3 +322,16 @@ def test_candidates_in_parallel_change_nothing(
         c.model_dump(include=keep) for c in two.candidates
     ]
     assert one.encodes == two.encodes
+
+
+def test_bench_effort_cache_names_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exhaustive runs keep their cache names; a lower level's name changes with its
+    parameters and with the search's revision, so that a changed level is measured again."""
+    from wrapcodec import effortbench
+
+    assert effortbench._effort_fields("exhaustive") == {"effort": "exhaustive"}
+    fast = effortbench._effort_fields("fast")
+    assert fast["search"]["window"] == EFFORTS["fast"].window
+    assert fast != effortbench._effort_fields("medium")
+    monkeypatch.setattr(effortbench, "SEARCH_REVISION", effortbench.SEARCH_REVISION + 1)
+    assert effortbench._effort_fields("fast") != fast

@@ -1,13 +1,16 @@
 """Effort levels of the encoder's option search, and the pure rules they use.
 
 ``exhaustive`` codes every usable option in full (the reference). The lower levels code an
-*anchor* (direct coding) in full, rule out options whose distortion through an uncoded
-bottleneck already exceeds the anchor's J (a lower bound on their J), code the rest on a short
+*anchor* (direct coding) in full, estimate post-1/1 (which shares its bitstream) from a few of
+the anchor's own decoded frames, rule out options whose distortion through an uncoded
+bottleneck — for linear options plus :data:`CODING_SHARE` of the anchor's, what coding at the
+same QP adds — already exceeds the anchor's J (a lower bound on their J), code the rest on a short
 *probe* (a few frames at the codec's fastest preset), estimate each one's full J from the probe
 scaled by the anchor's full-to-probe ratios — Lanczos options first, then bilinear and post,
 then wrappers, each only for ratios whose estimates so far are within :attr:`Effort.family_margin`
-of the best — and code only the best few of that ranking in full; the final choice is always
-made between candidates coded in full.
+of the best (and at ``fast`` a ratio's wrapper only where its post-processor beat linear) — and
+code only the best few of that ranking in full; the final choice is always made between
+candidates coded in full.
 
 With a bitrate budget each option coded in full gets its QP from a rate model: log-rate linear
 in QP (rate halves every :data:`QP_PER_OCTAVE` QPs until two encodes give the slope), a first
@@ -37,6 +40,12 @@ class Effort:
     # Bilinear, post and then wrapper options are probed only for ratios whose best estimate
     # so far is within this fraction of the best estimate (None: always)
     family_margin: float | None = None
+    # A ratio's wrapper (pre + post pair) is probed only when the ratio's post-processor beat
+    # linear upsampling of the same bitstream (direct at r = 1, bilinear below)
+    pairs_need_post: bool = False
+    # At a QP a finalist is coded in full only when its estimate is below the anchor's J by
+    # more than this fraction (the anchor is coded already; a hair's gain is not worth a pass)
+    verify_margin: float = 0.0
 
 
 EFFORTS: dict[str, Effort] = {
@@ -46,9 +55,12 @@ EFFORTS: dict[str, Effort] = {
             "fast",
             1,
             0,
-            "anchor in full, bound, 4-frame probe; its best coded in full; no adaptation",
+            "anchor in full, bound, 4-frame probe, a ratio's wrapper only where its post "
+            "beats linear; the best coded in full if 0.2 % below direct's J; no adaptation",
             window=4,
             family_margin=0.10,
+            pairs_need_post=True,
+            verify_margin=0.002,
         ),
         Effort(
             "medium",
@@ -65,6 +77,11 @@ DEFAULT_EFFORT = "medium"
 PROBE_SPACING = 120  # one more window per this many frames of the segment ...
 PROBE_WINDOWS = 4  # ... up to this many
 BOUND_FRAMES = 2  # frames the uncoded-bottleneck bound is measured on
+# A linear option coded at the anchor's QP has at least its uncoded-bottleneck MSE plus this
+# share of the anchor's MSE: the bottleneck is quantised with the same step, and upsampling
+# leaves most of that error. Measured on the eight test sequences with x265 (Lanczos ratios,
+# QPs 22–47): its coding added 0.81–2.8 times the anchor's MSE.
+CODING_SHARE = 0.5
 QP_PER_OCTAVE = 6.0  # QPs that halve the rate, before two encodes measure it
 MODEL_ENCODES = 3  # encodes of one option placed by the rate model; then bisection
 

@@ -15,6 +15,7 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -32,10 +33,12 @@ from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank
 from wrapcodec.bdrate import BDRateError, Curve, bd_rate
 from wrapcodec.bench import sequences
+from wrapcodec.effort import EFFORTS
 from wrapcodec.options import OPTIONS, Option
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.pipeline import REVISION, Layout, encode_stream
 from wrapcodec.rdo import EncodeReport, encode_file
+from wrapcodec.search import REVISION as SEARCH_REVISION
 from wrapcodec.y4m import count_frames, read_info
 
 REFERENCE = "exhaustive"
@@ -58,6 +61,17 @@ class EffortRun(BaseModel):
 
 def _key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _effort_fields(name: str) -> dict[str, Any]:
+    """What names an effort level's run in the cache: below exhaustive, its parameters and
+    the search's revision too (a run of a level that has since changed is measured again)."""
+    level = EFFORTS[name]
+    if level.verify is None:  # exhaustive: every option coded in full, as ever
+        return {"effort": name}
+    params = dataclasses.asdict(level)
+    params.pop("description")
+    return {"effort": name, "search": {**params, "revision": SEARCH_REVISION}}
 
 
 def direct_encode_seconds(
@@ -124,7 +138,7 @@ def run(
                 todo = [
                     e
                     for e in efforts
-                    if not (cache / f"{_key({**base, 'effort': e})}.json").exists()
+                    if not (cache / f"{_key({**base, **_effort_fields(e)})}.json").exists()
                 ]
                 direct_s = 0.0
                 if todo:
@@ -133,7 +147,7 @@ def run(
                         warm = True
                     direct_s = direct_encode_seconds(backend, settings, path, frames, workdir)
                 for effort in efforts:
-                    entry = cache / f"{_key({**base, 'effort': effort})}.json"
+                    entry = cache / f"{_key({**base, **_effort_fields(effort)})}.json"
                     hit = entry.exists()
                     if hit:
                         result = EffortRun.model_validate_json(entry.read_text())

@@ -28,10 +28,24 @@ def kbps(bits: int, frames: int, fps_num: int, fps_den: int) -> float:
     return bits / (frames * fps_den / fps_num) / 1000.0
 
 
+_EXACT_FLOAT = 2**53  # integers below this add up exactly in float64
+
+
 def mse(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean squared error of two planes of the same shape."""
-    diff = a.astype(np.int64) - b.astype(np.int64)
-    return float(np.mean(diff * diff))
+    """Mean squared error of two planes of integer samples of the same shape, exact: the sum
+    of squared differences is accumulated in float64 over row blocks small enough for it to be
+    an exact integer, and the blocks' sums added as integers."""
+    if a.size == 0:
+        return float("nan")
+    peak = max(int(np.iinfo(a.dtype).max), int(np.iinfo(b.dtype).max))
+    width = a.shape[-1] if a.ndim else 1
+    rows = max(1, (_EXACT_FLOAT - 1) // (width * peak * peak))
+    flat_a, flat_b = a.reshape(-1, width), b.reshape(-1, width)
+    total = 0
+    for r in range(0, flat_a.shape[0], rows):
+        diff = np.subtract(flat_a[r : r + rows], flat_b[r : r + rows], dtype=np.float64).ravel()
+        total += int(np.dot(diff, diff))
+    return total / a.size
 
 
 def psnr(mse_value: float, bitdepth: int) -> float:

@@ -15,7 +15,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -140,7 +140,7 @@ def _convert(
     and quantise to ``bitdepth``."""
     if kind == "direct":
         table = _rescale_table(scale, bitdepth)
-        return Frame(*(table[p] for p in frame))
+        return Frame(*(np.take(table, p) for p in frame))  # faster than table[p]
     if kind not in ("lanczos", "bilinear"):
         raise NotImplementedError(f"{kind} options have no processor here")
     return Frame(
@@ -243,11 +243,16 @@ def reconstruct(
 ) -> Iterator[Frame]:
     """Decode ``stream`` and post-process it: the decoder's output, frame by frame. The
     decoded frames are read on a thread of their own, ahead of the post-processor."""
+    for picture in _pictures(backend, stream, layout, frame_count, layout.processors is not None):
+        yield postprocess(picture, layout)
+
+
+def _pictures(
+    backend: Backend, stream: Path, layout: Layout, frame_count: int, ahead: bool
+) -> Iterator[Frame]:
+    """The decoded bottleneck frames, read on a thread of their own when ``ahead``."""
     decoded = decode_bottleneck(backend, stream, layout, frame_count)
-    if layout.processors is not None:
-        decoded = prefetched(decoded, PREFETCH_FRAMES)
-    for frame in decoded:
-        yield postprocess(frame, layout)
+    return prefetched(decoded, PREFETCH_FRAMES) if ahead else decoded
 
 
 PREFETCH_FRAMES = 2
@@ -316,6 +321,8 @@ class Coded:
     mse_8bit: float
     encode_s: float
     decode_s: float  # decoding and post-processing, without reading the source or measuring
+    # Per sample of :func:`measure`: (its layout's MSE, this layout's MSE) on its frames
+    sampled: tuple[tuple[float, float], ...] = ()
 
 
 def stream_key(option: Option) -> str:
@@ -382,21 +389,39 @@ def measure(
     count: int,
     encode_s: float = 0.0,
     sink: Callable[[Frame], None] | None = None,
+    samples: Sequence[tuple[Layout, Collection[int]]] = (),
 ) -> Coded:
     """Decode ``stream`` as the decoder will with ``layout`` and measure PSNR against frames
-    ``first``.. of ``source``; ``sink`` receives each decoded frame."""
+    ``first``.. of ``source``; ``sink`` receives each decoded frame.
+
+    Each of ``samples`` — another layout of the same bitstream (:func:`stream_key`) and some
+    of the segment's frame indices — is measured on those frames from the same decoded
+    pictures, beside ``layout`` on the same frames (:attr:`Coded.sampled`)."""
+    for other, _ in samples:
+        if (other.coded, other.bottleneck, other.bitdepth) != (
+            layout.coded,
+            layout.bottleneck,
+            layout.bitdepth,
+        ):
+            raise ValueError(f"{other.option.name} does not share {layout.option.name}'s stream")
     t1 = time.perf_counter()
-    acc = PsnrAccumulator(layout.source.bitdepth)
-    measuring = 0.0  # reading the source and PSNR are not decoding
-    for ref, rec in zip(
-        source_frames(source, first, count),
-        reconstruct(backend, stream, layout, count),
-        strict=True,
-    ):
+    bitdepth = layout.source.bitdepth
+    acc = PsnrAccumulator(bitdepth)
+    pairs = [(PsnrAccumulator(bitdepth), PsnrAccumulator(bitdepth)) for _ in samples]
+    measuring = 0.0  # reading the source, PSNR and the samples are not decoding
+    ahead = layout.processors is not None or bool(samples)
+    decoded = _pictures(backend, stream, layout, count, ahead)
+    frames = zip(source_frames(source, first, count), decoded, strict=True)
+    for k, (ref, picture) in enumerate(frames):
+        rec = postprocess(picture, layout)
         t = time.perf_counter()
         acc.add(ref, rec)
         if sink is not None:
             sink(rec)
+        for (other, picks), (own, base) in zip(samples, pairs, strict=True):
+            if k in picks:
+                own.add(ref, postprocess(picture, other))
+                base.add(ref, rec)
         measuring += time.perf_counter() - t
     t2 = time.perf_counter() - measuring
     y, u, v = acc.psnr_planes
@@ -410,6 +435,7 @@ def measure(
         mse_8bit=acc.mse_8bit,
         encode_s=encode_s,
         decode_s=t2 - t1,
+        sampled=tuple((own.mse_8bit, base.mse_8bit) for own, base in pairs),
     )
 
 

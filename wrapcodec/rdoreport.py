@@ -31,14 +31,22 @@ class EstimateReport(BaseModel):
 
     ``bound``: its distortion with the bottleneck left uncoded (``lossless_mse``, on the bound
     frames) already exceeds the anchor's J, so it cannot win (its J adds coding error and rate
-    to that). ``probe``: coded on the probe frames at the probe preset, its J estimated from the
-    probe's rate and distortion scaled by the anchor's full-to-probe ratios. ``family``: a
-    bilinear, post or wrapper option not probed because the best estimate of its ratio so far
-    (Lanczos, then bilinear and post; direct for r = 1) was more than the effort's margin
-    above the best estimate (``cost``: that estimate)."""
+    to that). ``shared``: an option that shares the anchor's bitstream (post-1/1), its
+    post-processor run on ``frames`` of the anchor's decoded frames; its J estimated as the
+    anchor's rate and the anchor's MSE times ``sample_mse / anchor_sample_mse`` (its MSE over
+    the anchor's on those frames). ``probe``: coded on the probe frames at the probe preset, its
+    J estimated from the probe's rate and distortion scaled by the anchor's full-to-probe
+    ratios. ``family``: a bilinear, post or wrapper option not probed because the best
+    estimate of its ratio so far (Lanczos, then bilinear and post; direct for r = 1) was more
+    than the effort's margin above the best estimate (``cost``: that estimate), or (levels
+    with ``pairs_need_post``) a wrapper whose ratio's post-processor did not beat linear
+    upsampling of the same bitstream (``cost``: the post-processor's estimate)."""
 
-    method: Literal["bound", "family", "probe"]
+    method: Literal["bound", "family", "shared", "probe"]
+    frames: list[int] | None = None  # segment frames a bound or shared estimate was made on
     lossless_mse: float | None = None  # 6:1:1 MSE (8-bit units) through an uncoded bottleneck
+    sample_mse: float | None = None  # shared: its MSE on the frames
+    anchor_sample_mse: float | None = None  # shared: the anchor's MSE on the same frames
     probe_bits: int | None = None  # payload of the probe stream
     probe_mse: float | None = None  # 6:1:1 MSE of the probe frames
     cost: float  # the estimated J (probe) or the lower bound of J (bound)

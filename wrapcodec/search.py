@@ -1,7 +1,8 @@
 """How an effort level decides which candidates to code in full (:mod:`wrapcodec.effort`).
 
 :func:`exhaustive` codes every candidate in full (the reference). :func:`probed`, the lower
-levels: the anchor (direct) in full; options whose distortion through an uncoded bottleneck
+levels: the anchor (direct) in full, and post-1/1, which shares its bitstream, estimated from
+a few of the anchor's decoded frames; options whose distortion through an uncoded bottleneck
 already reaches the anchor's J ruled out by that bound (:class:`_Bound`); the others coded on
 a probe at the codec's fastest preset, their J estimated from it (:class:`_Prober`), family by
 family (Lanczos, then bilinear and post, then wrappers) while their ratio stays within the
@@ -18,9 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from wrapcodec.effort import BOUND_FRAMES, QP_PER_OCTAVE, estimated_cost, probe_frames, spread
+from wrapcodec.effort import (
+    BOUND_FRAMES,
+    CODING_SHARE,
+    QP_PER_OCTAVE,
+    estimated_cost,
+    probe_frames,
+    spread,
+)
 from wrapcodec.options import OPTIONS, Option
-from wrapcodec.pipeline import lossless_mse, source_frames
+from wrapcodec.pipeline import lossless_mse, source_frames, stream_key
 from wrapcodec.rdoreport import CandidateReport, EstimateReport, ProbeReport
 from wrapcodec.trials import (
     Clip,
@@ -35,6 +43,9 @@ from wrapcodec.trials import (
     start_qp,
 )
 from wrapcodec.y4m import Y4MWriter
+
+REVISION = 2
+"""Bumped whenever the levels below exhaustive decide differently (benchmarks measure again)."""
 
 
 @dataclass
@@ -93,25 +104,26 @@ def probed(
     budget: float | None,
     progress: ProgressSink,
 ) -> Decision:
-    """Anchor in full; bound and probe the Lanczos options, then the bilinear and post
-    options, then the wrappers (the dearest to probe: a network before the codec), each of
-    the ratios the estimates so far leave in play; the best of the ranking in full. At a QP
-    with ``jobs`` > 1 the Lanczos options are bounded and probed while the anchor is coded."""
+    """Anchor in full (with ``jobs`` > 1, the Lanczos options' bound measured meanwhile), the
+    options sharing its bitstream estimated on some of its decoded frames; bound and probe the
+    Lanczos options, then the bilinear and post options, then the wrappers (the dearest to
+    probe: a network before the codec), each of the ratios the estimates so far leave in play;
+    the best of the ranking in full."""
     t0 = time.perf_counter()
     direct = OPTIONS[0]
     decision = Decision([], {})
     bound = _Bound(job, clip, decision)
     prober = _Prober(job, clip, decision)
     lanczos = [o for o in candidates if o.kind == "lanczos"]
-    if budget is None and job.jobs > 1:
+    shared = [o for o in candidates if o.code != 0 and stream_key(o) == stream_key(direct)]
+    picks = spread(clip.count, job.effort.window)
+    if job.jobs > 1:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            coding = pool.submit(code_full, job, direct, clip, budget, None)
+            coding = pool.submit(_anchor, job, clip, budget, shared, picks)
             bound.measure(lanczos)
-            for opt in [direct, *lanczos]:
-                prober.code(opt, job.settings.qp)
             anchor = coding.result()
     else:
-        anchor = code_full(job, direct, clip, budget, None)
+        anchor = _anchor(job, clip, budget, shared, picks)
     if anchor is None:  # nothing to scale the probe by: code everything
         return exhaustive(job, candidates, clip, budget, progress)
     if direct in candidates:
@@ -121,12 +133,22 @@ def probed(
     # within it) only with a lower D. Either way its D through an uncoded bottleneck bounds it.
     bound.limit = anchor.cost if budget is None else anchor.coded.mse_8bit
     bound.what = "J" if budget is None else "MSE"
+    if budget is None:  # at the anchor's QP a linear option's coding adds to its floor
+        bound.coding = CODING_SHARE * anchor.coded.mse_8bit
     prober.attach(anchor)
-    for opt in bound.survivors(lanczos):
+    if shared:
+        sampled = anchor.sampled or job.sample(anchor, clip, shared, picks)
+        for opt in shared:
+            prober.shared(opt, *sampled[opt], picks)
+    survivors = bound.survivors(lanczos)
+    prober.code_all(survivors)
+    for opt in survivors:
         prober.estimate(opt)
     for kinds in (("bilinear", "post"), ("wrapper",)):
-        stage = [o for o in candidates if o.kind in kinds]
-        survivors = bound.survivors(prober.in_play(stage, bound.floors))
+        stage = [o for o in candidates if o.kind in kinds and o not in shared]
+        if "wrapper" in kinds and job.effort.pairs_need_post:
+            stage = prober.paired(stage)
+        survivors = bound.survivors(prober.in_play(stage, bound.ruled_out))
         prober.code_all(survivors)
         for opt in survivors:
             prober.estimate(opt)
@@ -144,7 +166,15 @@ def probed(
         if e.option.code != 0:
             decision.reports[
                 int(e.option.code)
-            ].pruned = f"probe estimate J {e.cost:.3f}, not among the {job.effort.verify} best"
+            ].pruned = f"estimate J {e.cost:.3f}, not among the {job.effort.verify} best"
+    if budget is None and job.effort.verify_margin:
+        worth = (1 - job.effort.verify_margin) * anchor.cost
+        for e in [e for e in finalists if e.cost >= worth]:
+            finalists.remove(e)
+            decision.reports[int(e.option.code)].pruned = (
+                f"estimate J {e.cost:.3f} within {100 * job.effort.verify_margin:g} % of "
+                f"direct's {anchor.cost:.3f}: not coded in full"
+            )
     for report in decision.reports.values():
         if report.pruned is not None:
             progress.advance(report.name)
@@ -169,6 +199,15 @@ def probed(
     return decision
 
 
+def _anchor(
+    job: Job, clip: Clip, budget: float | None, shared: Sequence[Option], picks: Sequence[int]
+) -> Trial | None:
+    """Direct coded in full; at a QP with ``shared`` measured beside it on ``picks``."""
+    if budget is None:
+        return job.trial(OPTIONS[0], job.settings.qp, clip, sampled=shared, picks=picks)
+    return code_full(job, OPTIONS[0], clip, budget, None)
+
+
 @dataclass
 class _Estimate:
     cost: float  # J, estimated (the anchor's: measured)
@@ -184,11 +223,12 @@ def _estimate_of(decision: Decision, opt: Option) -> EstimateReport:
 
 class _Bound:
     """Rules out candidates whose D through an uncoded bottleneck (on :data:`BOUND_FRAMES`
-    frames) is :attr:`limit` or more."""
+    frames), plus for linear options :attr:`coding` (what coding the bottleneck at the same QP
+    adds at least), is :attr:`limit` or more."""
 
     def __init__(self, job: Job, clip: Clip, decision: Decision) -> None:
         self.job, self.decision = job, decision
-        self.limit, self.what = math.inf, "J"
+        self.limit, self.what, self.coding = math.inf, "J", 0.0
         self.picks = spread(clip.count, BOUND_FRAMES)
         self.frames = [
             f
@@ -196,6 +236,7 @@ class _Bound:
             if k in self.picks
         ]
         self.floors: dict[Option, float] = {}
+        self.ruled_out: dict[Option, float] = {}  # by the bound: their least J
 
     def measure(self, candidates: Sequence[Option]) -> None:
         for opt in candidates:
@@ -207,11 +248,18 @@ class _Bound:
         kept: list[Option] = []
         for opt in candidates:
             floor = self.floors[opt]
-            estimate = EstimateReport(method="bound", lossless_mse=floor, cost=floor)
+            coding = self.coding if opt.kind in ("lanczos", "bilinear") else 0.0
+            least = floor + coding
+            estimate = EstimateReport(
+                method="bound", frames=self.picks, lossless_mse=floor, cost=least
+            )
             report = bare_report(opt, self.job.info, estimate=estimate)
-            if floor >= self.limit:
+            if least >= self.limit:
+                self.ruled_out[opt] = least
+                plus = f" + coding {coding:.3f}" if coding else ""
                 report.pruned = (
-                    f"uncoded-bottleneck MSE {floor:.3f} ≥ {self.what} {self.limit:.3f} of direct"
+                    f"uncoded-bottleneck MSE {floor:.3f}{plus} ≥ {self.what} {self.limit:.3f} "
+                    "of direct"
                 )
             else:
                 estimate.method, estimate.cost = "probe", math.inf
@@ -247,6 +295,8 @@ class _Prober:
     def code_all(self, options: Sequence[Option]) -> None:
         """``options`` coded on the probe at the anchor's QP, ``jobs`` at once."""
         assert self._anchor is not None
+        if not options:
+            return
         self._scales()  # the probe and the anchor's own probe first, on this thread
         qp = self._anchor.qp
         if self.job.jobs == 1 or len(options) < 2:
@@ -300,7 +350,55 @@ class _Prober:
         est.probe_bits, est.probe_mse, est.cost = 8 * t.coded.payload_bytes, t.coded.mse_8bit, cost
         self.estimates.append(_Estimate(cost, bits, opt))
 
-    def in_play(self, options: Sequence[Option], floors: dict[Option, float]) -> list[Option]:
+    def shared(self, opt: Option, mse: float, anchor_mse: float, picks: Sequence[int]) -> None:
+        """``opt``, sharing the anchor's bitstream, estimated from its MSE and the anchor's on
+        the anchor's decoded frames ``picks``: the anchor's rate, the anchor's MSE scaled by
+        their ratio."""
+        anchor, job = self._anchor, self.job
+        assert anchor is not None
+        if anchor_mse > 0:
+            distortion = anchor.coded.mse_8bit * mse / anchor_mse
+        else:
+            distortion = anchor.coded.mse_8bit + mse
+        pixels = self.clip.count * job.info.width * job.info.height
+        cost = distortion + job.backend.qp_to_lambda(anchor.qp) * anchor.bits / pixels
+        self.decision.reports[int(opt.code)] = bare_report(
+            opt,
+            job.info,
+            estimate=EstimateReport(
+                method="shared",
+                frames=list(picks),
+                sample_mse=mse,
+                anchor_sample_mse=anchor_mse,
+                cost=cost,
+            ),
+        )
+        self.estimates.append(_Estimate(cost, float(anchor.bits), opt))
+
+    def paired(self, wrappers: Sequence[Option]) -> list[Option]:
+        """Those of ``wrappers`` whose ratio's post-processor, where it was estimated, beat
+        linear upsampling of the same bitstream (direct at r = 1, bilinear below) where that
+        was estimated too; the others are ruled out."""
+        cost: dict[tuple[str, Fraction], float] = {
+            (e.option.kind, e.option.ratio): e.cost for e in self.estimates
+        }
+        kept = []
+        for opt in wrappers:
+            linear = "direct" if opt.ratio == 1 else "bilinear"
+            post, lin = cost.get(("post", opt.ratio)), cost.get((linear, opt.ratio))
+            if post is None or lin is None or post < lin:
+                kept.append(opt)
+                continue
+            self.decision.reports[int(opt.code)] = bare_report(
+                opt,
+                self.job.info,
+                estimate=EstimateReport(method="family", cost=post),
+                pruned=f"post-{opt.ratio_text}'s estimate J {post:.3f} does not beat "
+                f"{linear}'s {lin:.3f}: the pair is not probed",
+            )
+        return kept
+
+    def in_play(self, options: Sequence[Option], ruled_out: dict[Option, float]) -> list[Option]:
         """Those of ``options`` whose ratio's best estimate so far (direct's J counting for
         r = 1, and the bound of an option the bound ruled out as its estimate) is within the
         effort's margin of the best estimate so far; the others are ruled out."""
@@ -309,7 +407,7 @@ class _Prober:
             return list(options)
         assert self._anchor is not None
         family = {Fraction(1): self._anchor.cost}
-        for opt, floor in floors.items():  # a lower bound of the J of one ruled out
+        for opt, floor in ruled_out.items():  # a lower bound of the J of one ruled out
             family[opt.ratio] = min(floor, family.get(opt.ratio, math.inf))
         for e in self.estimates:
             if e.option.code != 0:

@@ -94,6 +94,8 @@ class Trial:
     in_force: bytes = b""  # the update the decoder applies: its own or the inherited one
     shares: str | None = None  # coded with the bitstream of this option
     qps_tried: list[int] | None = None  # bitrate mode
+    # Options sharing this bitstream, measured on some of its frames: (their MSE, this MSE)
+    sampled: dict[Option, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,9 +133,20 @@ class Job:
             pre_arithmetic=self.pre_arithmetic,
         )
 
-    def trial(self, opt: Option, qp: int, clip: Clip, *, probe: bool = False) -> Trial:
+    def trial(
+        self,
+        opt: Option,
+        qp: int,
+        clip: Clip,
+        *,
+        probe: bool = False,
+        sampled: Sequence[Option] = (),
+        picks: Sequence[int] = (),
+    ) -> Trial:
         """``opt`` coded at ``qp`` on ``clip`` (at the probe preset when ``probe``) and
-        measured; a bitstream already coded for an option that pre-processes alike is reused."""
+        measured; a bitstream already coded for an option that pre-processes alike is reused.
+        The ``sampled`` options (sharing its bitstream) are measured beside it on the frames
+        ``picks`` of the clip (:attr:`Trial.sampled`)."""
         settings = (self.probe_settings if probe else self.settings).model_copy(update={"qp": qp})
         layout = self.layout(opt)
         key = (clip, stream_key(opt), qp, settings.preset)
@@ -154,10 +167,37 @@ class Job:
                 with self._lock:
                     self.encodes += 1
                 self.streams[key] = (stream, encode_s, opt.name)
-        coded = measure(self.backend, stream, layout, clip.path, clip.first, clip.count, encode_s)
+        samples = [(self.layout(o), frozenset(picks)) for o in sampled]
+        coded = measure(
+            self.backend,
+            stream,
+            layout,
+            clip.path,
+            clip.first,
+            clip.count,
+            encode_s,
+            samples=samples,
+        )
         trial = self._trial(opt, layout, coded, qp, clip.count)
         trial.shares = shares
+        trial.sampled = dict(zip(sampled, coded.sampled, strict=True))
         return trial
+
+    def sample(
+        self, trial: Trial, clip: Clip, options: Sequence[Option], picks: Sequence[int]
+    ) -> dict[Option, tuple[float, float]]:
+        """``options`` (sharing ``trial``'s bitstream) measured beside it on the frames
+        ``picks`` of ``clip``: (their MSE, the trial's MSE) on those frames."""
+        coded = measure(
+            self.backend,
+            trial.coded.stream,
+            trial.layout,
+            clip.path,
+            clip.first,
+            clip.count,
+            samples=[(self.layout(o), frozenset(picks)) for o in options],
+        )
+        return dict(zip(options, coded.sampled, strict=True))
 
     def _trial(
         self, opt: Option, layout: Layout, coded: Coded, qp: int, count: int, update: bytes = b""
