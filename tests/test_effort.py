@@ -18,7 +18,14 @@ from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
 from wrapcodec.container import overhead_bytes
-from wrapcodec.effort import EFFORTS, MODEL_ENCODES, next_qp, probe_frames, spread
+from wrapcodec.effort import (
+    CODING_SHARE,
+    EFFORTS,
+    MODEL_ENCODES,
+    next_qp,
+    probe_frames,
+    spread,
+)
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import default_pre_arithmetic
 from wrapcodec.options import OPTIONS, skip_reason
@@ -226,6 +233,9 @@ def test_json_says_how_every_candidate_was_judged(
             assert c.estimate.probe_bits and c.estimate.probe_mse and c.estimate.rank
             assert (c.qp is not None) == c.estimate.coded
             assert (c.pruned is None) == c.estimate.coded
+        if c.estimate.rank == 1 and not c.estimate.coded:  # the best, within the margin
+            worth = (1 - EFFORTS[effort].verify_margin) * direct.cost
+            assert c.estimate.cost >= worth and "not coded in full" in (c.pruned or "")
     ranks = sorted(c.estimate.rank for c in segment.candidates if c.estimate and c.estimate.rank)
     assert len(set(ranks)) == len(ranks) == len(probed)
     if qp == 27:  # at a low QP the bound rules out the coarse ratios without a probe
@@ -243,6 +253,25 @@ def test_bound_never_rules_out_a_winner(parkjoy: Path, tmp_path: Path) -> None:
         assert full[c.code].cost > full[0].cost
         assert full[c.code].mse is not None and c.estimate is not None
         assert full[c.code].mse >= 0.9 * c.estimate.lossless_mse  # coding adds error
+        if OPTIONS[c.code].kind in ("lanczos", "bilinear"):  # at least the coding share
+            assert full[0].mse is not None and c.estimate.lossless_mse is not None
+            coding = CODING_SHARE * full[0].mse
+            assert c.estimate.cost == pytest.approx(c.estimate.lossless_mse + coding)
+            assert full[c.code].mse >= 0.9 * c.estimate.lossless_mse + coding
+
+
+def test_fast_probes_a_pair_only_where_its_post_beats_linear(parkjoy: Path, tmp_path: Path) -> None:
+    """At a low QP post-1/1 loses to direct, so fast does not probe wrapper-1/1; exhaustive
+    confirms that the pair loses too."""
+    fast = {c.name: c for c in _encode(parkjoy, tmp_path / "f.wrp", "fast", 22).candidates}
+    post, pair = fast["post-1/1"], fast["wrapper-1/1"]
+    assert post.estimate is not None and post.estimate.method == "shared"
+    assert fast["direct"].cost is not None and post.estimate.cost >= fast["direct"].cost
+    assert pair.estimate is not None and pair.estimate.method == "family"
+    assert pair.pruned is not None and "pair is not probed" in pair.pruned and pair.qp is None
+    full = {c.name: c for c in _encode(parkjoy, tmp_path / "x.wrp", "exhaustive", 22).candidates}
+    assert full["wrapper-1/1"].cost is not None and full["direct"].cost is not None
+    assert full["wrapper-1/1"].cost > full["direct"].cost
 
 
 @pytest.mark.parametrize("effort", ["fast", "exhaustive"])

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wrapcodec.metrics import MAX_PSNR, PsnrAccumulator, psnr
+from wrapcodec.metrics import MAX_PSNR, PsnrAccumulator, mse, psnr
 from wrapcodec.y4m import Frame
 
 
@@ -51,3 +51,19 @@ def test_measure_files_refuses_frame_count_mismatch(tmp_path: Path, parkjoy: Pat
     assert measure_files(str(parkjoy), str(parkjoy)).psnr_yuv == MAX_PSNR
     with pytest.raises(InputError, match="frame count differs"):
         measure_files(str(parkjoy), str(short))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "top", "shape"),
+    [(np.uint8, 255, (7, 5)), (np.uint16, 1023, (270, 480)), (np.uint16, 65535, (2160, 3840))],
+)
+def test_mse_is_exact(dtype: type, top: int, shape: tuple[int, int]) -> None:
+    """The sum of squared differences is the exact integer, also where float64 alone could
+    not hold it (16-bit 4K planes with the largest differences)."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, top + 1, shape).astype(dtype)
+    b = np.where(rng.random(shape) < 0.5, 0, top).astype(dtype)
+    diff = a.astype(object) - b.astype(object)
+    exact = int((diff * diff).sum())
+    assert mse(a, b) == exact / a.size
+    assert mse(a, a) == 0.0

@@ -1,21 +1,28 @@
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from wrapcodec.backend import get_backend
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.bank import get_bank
+from wrapcodec.metrics import PsnrAccumulator
 from wrapcodec.options import OPTIONS
 from wrapcodec.pipeline import (
     Layout,
     crop_frame,
+    encode_stream,
+    measure,
     pad_frame,
     postprocess,
     prefetched,
     preprocess,
+    reconstruct,
+    source_frames,
 )
-from wrapcodec.y4m import ChromaTag, Frame, VideoInfo
+from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, count_frames, read_info
 
 
 def info(w: int, h: int, bitdepth: int = 8) -> VideoInfo:
@@ -113,3 +120,41 @@ def test_prefetched_stops_and_closes_the_source_when_the_consumer_stops() -> Non
     items.close()  # the consumer stops early: the producer is joined, the source closed
     assert source.closed
     assert not any(t.name == "wrapcodec-prefetch" for t in threading.enumerate())
+
+
+def test_measure_samples_other_layouts_of_the_same_stream(
+    clip8: Path, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    """Options sharing a bitstream are measured on chosen frames from the one decode, with the
+    figures a separate decode of each gives on those frames."""
+    require_backend("x264")
+    backend, bank = get_backend("x264"), get_bank()
+    source = read_info(clip8)
+    n = count_frames(clip8)
+    direct, post = (Layout.make(source, OPTIONS[c], backend, 10, bank) for c in (0, 1))
+    stream = tmp_path / "s.264"
+    settings = EncodeSettings(qp=37, preset="ultrafast", bitdepth=10)
+    encode_stream(backend, settings, clip8, direct, 0, n, stream)
+    picks = {0, n - 1}
+    coded = measure(backend, stream, direct, clip8, 0, n, samples=[(post, picks)])
+    alone = measure(backend, stream, direct, clip8, 0, n)
+    assert (coded.mse_8bit, coded.psnr_yuv) == (alone.mse_8bit, alone.psnr_yuv)
+    own, base = PsnrAccumulator(source.bitdepth), PsnrAccumulator(source.bitdepth)
+    outputs = zip(
+        source_frames(clip8, 0, n),
+        reconstruct(backend, stream, direct, n),
+        reconstruct(backend, stream, post, n),
+        strict=True,
+    )
+    for k, (ref, d, p) in enumerate(outputs):
+        if k in picks:
+            own.add(ref, p)
+            base.add(ref, d)
+    assert coded.sampled == ((own.mse_8bit, base.mse_8bit),)
+    whole = measure(backend, stream, direct, clip8, 0, n, samples=[(post, range(n))])
+    assert whole.sampled == (
+        (measure(backend, stream, post, clip8, 0, n).mse_8bit, alone.mse_8bit),
+    )
+    half = Layout.make(source, OPTIONS[9], backend, 10, bank)  # lanczos-1/2: another stream
+    with pytest.raises(ValueError, match="does not share"):
+        measure(backend, stream, direct, clip8, 0, n, samples=[(half, picks)])

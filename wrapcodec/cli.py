@@ -147,8 +147,8 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
     if report.effort != "exhaustive":
         pruned = sum(c.pruned is not None for s in report.segments for c in s.candidates)
         console.print(
-            f"[dim]effort {report.effort}: {pruned} candidates ruled out by the bound or the "
-            f"probe (J ≥ bound, ~ estimate), {report.encodes} encodes; --json says how[/dim]"
+            f"[dim]effort {report.effort}: {pruned} candidates ruled out by a bound or an "
+            f"estimate (J ≥ bound, ~ estimate), {report.encodes} encodes; --json says how[/dim]"
         )
     if len(report.segments) > 1:
         choices = ", ".join(f"{s.first_frame}:{s.option_name}" for s in report.segments)

@@ -42,9 +42,9 @@ from wrapcodec.trials import (
     over_budget,
     start_qp,
 )
-from wrapcodec.y4m import Y4MWriter
+from wrapcodec.y4m import Frame, Y4MWriter
 
-REVISION = 2
+REVISION = 3
 """Bumped whenever the levels below exhaustive decide differently (benchmarks measure again)."""
 
 
@@ -229,24 +229,35 @@ class _Bound:
     def __init__(self, job: Job, clip: Clip, decision: Decision) -> None:
         self.job, self.decision = job, decision
         self.limit, self.what, self.coding = math.inf, "J", 0.0
+        self.clip = clip
         self.picks = spread(clip.count, BOUND_FRAMES)
-        self.frames = [
-            f
-            for k, f in enumerate(source_frames(clip.path, clip.first, clip.count))
-            if k in self.picks
-        ]
+        self._frames: list[Frame] | None = None  # read on first use (beside the anchor)
         self.floors: dict[Option, float] = {}
         self.ruled_out: dict[Option, float] = {}  # by the bound: their least J
 
     def measure(self, candidates: Sequence[Option]) -> None:
+        if self._frames is None:
+            clip = self.clip
+            frames = source_frames(clip.path, clip.first, clip.count)
+            self._frames = [f for k, f in enumerate(frames) if k in self.picks]
         for opt in candidates:
             if opt not in self.floors:
-                self.floors[opt] = lossless_mse(self.job.layout(opt), self.frames)
+                self.floors[opt] = lossless_mse(self.job.layout(opt), self._frames)
 
     def survivors(self, candidates: Sequence[Option]) -> list[Option]:
-        self.measure(candidates)
+        """``candidates`` not ruled out. Those at r = 1 pass unmeasured: at full size an
+        uncoded bottleneck loses next to nothing, so their bound would not rule them out, and
+        a wrapper's would cost two network passes."""
+        self.measure([o for o in candidates if o.ratio != 1])
         kept: list[Option] = []
         for opt in candidates:
+            if opt.ratio == 1:
+                estimate = EstimateReport(method="probe", cost=math.inf)
+                self.decision.reports[int(opt.code)] = bare_report(
+                    opt, self.job.info, estimate=estimate
+                )
+                kept.append(opt)
+                continue
             floor = self.floors[opt]
             coding = self.coding if opt.kind in ("lanczos", "bilinear") else 0.0
             least = floor + coding
