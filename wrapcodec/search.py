@@ -294,29 +294,36 @@ class _Prober:
 
     def code(self, opt: Option, qp: int) -> Trial:
         """``opt`` coded on the probe at ``qp`` (once)."""
+        probe = self._probe_clip()
+        if (opt, qp) not in self._trials:
+            self._trials[opt, qp] = self.job.trial(opt, qp, probe, probe=True)
+        return self._trials[opt, qp]
+
+    def _probe_clip(self) -> Clip:
         if self._probe is None:
             # A segment no longer than the probe is its own probe (its streams are reused
             # when the probe preset is the user's).
             whole = len(self.picks) == self.clip.count
             self._probe = self.clip if whole else write_probe(self.job, self.clip, self.picks)
-        if (opt, qp) not in self._trials:
-            self._trials[opt, qp] = self.job.trial(opt, qp, self._probe, probe=True)
-        return self._trials[opt, qp]
+        return self._probe
 
     def code_all(self, options: Sequence[Option]) -> None:
-        """``options`` coded on the probe at the anchor's QP, ``jobs`` at once."""
+        """``options`` coded on the probe at the anchor's QP, ``jobs`` at once (with the
+        anchor's own probe, the first time)."""
         assert self._anchor is not None
         if not options:
             return
-        self._scales()  # the probe and the anchor's own probe first, on this thread
         qp = self._anchor.qp
-        if self.job.jobs == 1 or len(options) < 2:
-            for opt in options:
+        self._probe_clip()  # written once, on this thread
+        work = [*([OPTIONS[0]] if self.report is None else []), *options]
+        if self.job.jobs == 1:
+            for opt in work:
                 self.code(opt, qp)
-            return
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.job.jobs) as pool:
-            for done in [pool.submit(self.code, opt, qp) for opt in options]:
-                done.result()
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=self.job.jobs) as pool:
+                for done in [pool.submit(self.code, opt, qp) for opt in work]:
+                    done.result()
+        self._scales()
 
     def attach(self, anchor: Trial) -> None:
         """The anchor coded in full: the QP of the estimates and the first of them."""
