@@ -425,8 +425,8 @@ class _Prober:
             return list(options)
         assert self._anchor is not None
         family = {Fraction(1): self._anchor.cost}
-        for opt, floor in ruled_out.items():  # a lower bound of the J of one ruled out
-            family[opt.ratio] = min(floor, family.get(opt.ratio, math.inf))
+        for opt, least in ruled_out.items():  # a lower bound of the J of one ruled out
+            family[opt.ratio] = min(least, family.get(opt.ratio, math.inf))
         for e in self.estimates:
             if e.option.code != 0:
                 family[e.option.ratio] = min(e.cost, family.get(e.option.ratio, math.inf))
