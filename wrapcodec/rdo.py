@@ -14,9 +14,9 @@ i.e. ``J · samples = SSE + λ · bits`` as in the reference encoders' mode deci
 Which candidates are coded in full is the effort level's (:mod:`wrapcodec.effort`, the search
 in :mod:`wrapcodec.search`): ``exhaustive`` codes all of them; lower levels rule some out by a
 bound, estimate post-1/1 on the direct anchor's own decoded frames and the rest on a probe, and
-code only the best of that ranking. Candidates are
-coded and measured by :mod:`wrapcodec.trials`; options that pre-process alike share one
-bitstream (:func:`wrapcodec.pipeline.stream_key`).
+code only the best of that ranking. Candidates are coded and measured by
+:mod:`wrapcodec.trials`; options that pre-process alike share one bitstream
+(:func:`wrapcodec.pipeline.stream_key`).
 
 With a bitrate budget instead of a QP, each option coded in full gets the lowest QP whose rate
 fits the budget (a rate model corrected by real encodes, :func:`wrapcodec.effort.next_qp`) and

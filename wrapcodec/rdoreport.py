@@ -30,17 +30,18 @@ class EstimateReport(BaseModel):
     """How a candidate was judged before (or instead of) coding it in full.
 
     ``bound``: its distortion with the bottleneck left uncoded (``lossless_mse``, on the bound
-    frames) already exceeds the anchor's J, so it cannot win (its J adds coding error and rate
-    to that). ``shared``: an option that shares the anchor's bitstream (post-1/1), its
-    post-processor run on ``frames`` of the anchor's decoded frames; its J estimated as the
-    anchor's rate and the anchor's MSE times ``sample_mse / anchor_sample_mse`` (its MSE over
-    the anchor's on those frames). ``probe``: coded on the probe frames at the probe preset, its
-    J estimated from the probe's rate and distortion scaled by the anchor's full-to-probe
-    ratios. ``family``: a bilinear, post or wrapper option not probed because the best
-    estimate of its ratio so far (Lanczos, then bilinear and post; direct for r = 1) was more
-    than the effort's margin above the best estimate (``cost``: that estimate), or (levels
-    with ``pairs_need_post``) a wrapper whose ratio's post-processor did not beat linear
-    upsampling of the same bitstream (``cost``: the post-processor's estimate)."""
+    frames; for a linear option at a QP plus half the anchor's MSE, the least that coding its
+    bottleneck with the same quantiser adds: ``cost``) already reaches the anchor's J, so it
+    cannot win (its J adds coding error and rate to that). ``shared``: an option that shares the
+    anchor's bitstream (post-1/1), its post-processor run on ``frames`` of the anchor's decoded
+    frames; its J estimated as the anchor's rate and the anchor's MSE times ``sample_mse /
+    anchor_sample_mse`` (its MSE over the anchor's on those frames). ``probe``: coded on the
+    probe frames at the probe preset, its J estimated from the probe's rate and distortion
+    scaled by the anchor's full-to-probe ratios. ``family``: a bilinear, post or wrapper option
+    not probed because the best estimate of its ratio so far (Lanczos, then bilinear and post;
+    direct for r = 1) was more than the effort's margin above the best estimate (``cost``: that
+    estimate), or (levels with ``pairs_need_post``) a wrapper whose ratio's post-processor did
+    not beat linear upsampling of the same bitstream (``cost``: the post-processor's estimate)."""
 
     method: Literal["bound", "family", "shared", "probe"]
     frames: list[int] | None = None  # segment frames a bound or shared estimate was made on
