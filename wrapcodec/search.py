@@ -407,11 +407,10 @@ class _Prober:
             if post is None or lin is None or post < lin:
                 kept.append(opt)
                 continue
-            self.decision.reports[int(opt.code)] = bare_report(
+            self._rule_out(
                 opt,
-                self.job.info,
-                estimate=EstimateReport(method="family", cost=post),
-                pruned=f"post-{opt.ratio_text}'s estimate J {post:.3f} does not beat "
+                post,
+                f"post-{opt.ratio_text}'s estimate J {post:.3f} does not beat "
                 f"{linear}'s {lin:.3f}: the pair is not probed",
             )
         return kept
@@ -437,11 +436,15 @@ class _Prober:
             if linear is None or linear <= (1 + margin) * best:
                 kept.append(opt)
                 continue
-            self.decision.reports[int(opt.code)] = bare_report(
+            self._rule_out(
                 opt,
-                self.job.info,
-                estimate=EstimateReport(method="family", cost=linear),
-                pruned=f"its ratio's best estimate J {linear:.3f} > {1 + margin:g} × "
-                f"the best {best:.3f}",
+                linear,
+                f"its ratio's best estimate J {linear:.3f} > {1 + margin:g} × the best {best:.3f}",
             )
         return kept
+
+    def _rule_out(self, opt: Option, cost: float, why: str) -> None:
+        """``opt`` not probed by a family rule: its report, with the estimate that decided."""
+        self.decision.reports[int(opt.code)] = bare_report(
+            opt, self.job.info, estimate=EstimateReport(method="family", cost=cost), pruned=why
+        )

@@ -167,7 +167,6 @@ class Job:
                 with self._lock:
                     self.encodes += 1
                 self.streams[key] = (stream, encode_s, opt.name)
-        samples = [(self.layout(o), frozenset(picks)) for o in sampled]
         coded = measure(
             self.backend,
             stream,
@@ -176,7 +175,7 @@ class Job:
             clip.first,
             clip.count,
             encode_s,
-            samples=samples,
+            samples=self._samples(sampled, picks),
         )
         trial = self._trial(opt, layout, coded, qp, clip.count)
         trial.shares = shares
@@ -195,9 +194,14 @@ class Job:
             clip.path,
             clip.first,
             clip.count,
-            samples=[(self.layout(o), frozenset(picks)) for o in options],
+            samples=self._samples(options, picks),
         )
         return dict(zip(options, coded.sampled, strict=True))
+
+    def _samples(
+        self, options: Sequence[Option], picks: Sequence[int]
+    ) -> list[tuple[Layout, frozenset[int]]]:
+        return [(self.layout(o), frozenset(picks)) for o in options]
 
     def _trial(
         self, opt: Option, layout: Layout, coded: Coded, qp: int, count: int, update: bytes = b""
