@@ -214,6 +214,20 @@ def test_json_says_how_every_candidate_was_judged(
             assert post.estimate is not None and c.estimate.cost == post.estimate.cost
             lin = linear.cost if linear.code == 0 else linear.estimate.cost  # type: ignore[union-attr]
             assert lin is not None and c.estimate.cost >= lin and c.qp is None
+        elif c.estimate.method == "family" and "stronger downscale" in (c.pruned or ""):
+            # a Lanczos ratio below a milder one that was far behind (its estimate or bound)
+            margin = EFFORTS[effort].family_margin
+            assert EFFORTS[effort].ratio_ladder and margin is not None
+            assert OPTIONS[c.code].kind == "lanczos" and c.qp is None
+            milder = [
+                m
+                for m in segment.candidates
+                if OPTIONS[m.code].kind == "lanczos"
+                and OPTIONS[m.code].ratio > OPTIONS[c.code].ratio
+                and m.estimate is not None
+                and m.estimate.cost == c.estimate.cost
+            ]
+            assert milder and c.estimate.cost > (1 + margin) * best
         elif c.estimate.method == "family":  # its ratio's linear options were far behind
             margin = EFFORTS[effort].family_margin
             assert margin is not None and OPTIONS[c.code].kind in ("bilinear", "post", "wrapper")

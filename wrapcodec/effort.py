@@ -6,9 +6,11 @@ the anchor's own decoded frames, rule out options whose distortion through an un
 bottleneck — for linear options plus :data:`CODING_SHARE` of the anchor's, what coding at the
 same QP adds — already exceeds the anchor's J (a lower bound on their J), code the rest on a short
 *probe* (a few frames at the codec's fastest preset), estimate each one's full J from the probe
-scaled by the anchor's full-to-probe ratios — Lanczos options first, then bilinear and post,
-then wrappers, each only for ratios whose estimates so far are within :attr:`Effort.family_margin`
-of the best (and at ``fast`` a ratio's wrapper only where its post-processor beat linear) — and
+scaled by the anchor's full-to-probe ratios — Lanczos options first (at ``fast`` from the mildest
+downscale to the strongest, a stronger one only while the milder one is within the margin), then
+bilinear and post, then wrappers, each only for ratios whose estimates so far are within
+:attr:`Effort.family_margin` of the best (and at ``fast`` a ratio's wrapper only where its
+post-processor beat linear) — and
 code only the best few of that ranking in full; the final choice is always made between
 candidates coded in full.
 
@@ -46,6 +48,9 @@ class Effort:
     # At a QP a finalist is coded in full only when its estimate is below the anchor's J by
     # more than this fraction (the anchor is coded already; a hair's gain is not worth a pass)
     verify_margin: float = 0.0
+    # Lanczos ratios probed from the mildest downscale to the strongest, a stronger one only
+    # while the milder one's estimate (or bound) is within family_margin of the best so far
+    ratio_ladder: bool = False
 
 
 EFFORTS: dict[str, Effort] = {
@@ -55,12 +60,14 @@ EFFORTS: dict[str, Effort] = {
             "fast",
             1,
             0,
-            "anchor in full, bound, 4-frame probe, a ratio's wrapper only where its post "
-            "beats linear; the best coded in full if 0.2 % below direct's J; no adaptation",
+            "anchor in full, bound, 4-frame probe, Lanczos ratios mildest first, a ratio's "
+            "wrapper only where its post beats linear; the best coded in full if 0.2 % below "
+            "direct's J; no adaptation",
             window=4,
             family_margin=0.10,
             pairs_need_post=True,
             verify_margin=0.002,
+            ratio_ladder=True,
         ),
         Effort(
             "medium",

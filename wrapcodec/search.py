@@ -5,9 +5,10 @@ levels: the anchor (direct) in full, and post-1/1, which shares its bitstream, e
 a few of the anchor's decoded frames; options whose distortion through an uncoded bottleneck
 already reaches the anchor's J ruled out by that bound (:class:`_Bound`); the others coded on
 a probe at the codec's fastest preset, their J estimated from it (:class:`_Prober`), family by
-family (Lanczos, then bilinear and post, then wrappers) while their ratio stays within the
-level's margin; the best of the ranking coded in full. Both return a :class:`Decision`: the
-trials coded in full and a report for every candidate.
+family (Lanczos — at ``fast`` the mildest downscale first, a stronger one only while the milder
+one stays within the margin —, then bilinear and post, then wrappers) while their ratio stays
+within the level's margin; the best of the ranking coded in full. Both return a
+:class:`Decision`: the trials coded in full and a report for every candidate.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -44,7 +45,7 @@ from wrapcodec.trials import (
 )
 from wrapcodec.y4m import Frame, Y4MWriter
 
-REVISION = 3
+REVISION = 4
 """Bumped whenever the levels below exhaustive decide differently (benchmarks measure again)."""
 
 
@@ -141,9 +142,12 @@ def probed(
         for opt in shared:
             prober.shared(opt, *sampled[opt], picks)
     survivors = bound.survivors(lanczos)
-    prober.code_all(survivors)
-    for opt in survivors:
-        prober.estimate(opt)
+    if job.effort.ratio_ladder:
+        prober.ladder(lanczos, survivors, bound.ruled_out)
+    else:
+        prober.code_all(survivors)
+        for opt in survivors:
+            prober.estimate(opt)
     for kinds in (("bilinear", "post"), ("wrapper",)):
         stage = [o for o in candidates if o.kind in kinds and o not in shared]
         if "wrapper" in kinds and job.effort.pairs_need_post:
@@ -291,6 +295,7 @@ class _Prober:
         self._anchor: Trial | None = None
         self._probe: Clip | None = None
         self._trials: dict[tuple[Option, int], Trial] = {}
+        self.skipped: dict[Option, float] = {}  # by the ladder: the milder ratio's value
 
     def code(self, opt: Option, qp: int) -> Trial:
         """``opt`` coded on the probe at ``qp`` (once)."""
@@ -393,6 +398,39 @@ class _Prober:
         )
         self.estimates.append(_Estimate(cost, float(anchor.bits), opt))
 
+    def ladder(
+        self,
+        options: Sequence[Option],
+        survivors: Sequence[Option],
+        ruled_out: Mapping[Option, float],
+    ) -> None:
+        """``options`` (of one kind) from the mildest downscale to the strongest: each of
+        ``survivors`` probed while the milder ratio's value — its estimate, or its bound where
+        the bound ruled it out — is within the effort's margin of the best estimate so far;
+        once it is not, the stronger ratios are ruled out (a stronger downscale of the same
+        content loses more), the milder ratio's value (or their own bound, if higher) standing
+        as theirs in the family rule (:meth:`in_play`)."""
+        margin = self.job.effort.family_margin
+        assert margin is not None
+        milder: tuple[str, float] | None = None  # what the milder ratio's value is, and it
+        for opt in sorted(options, key=lambda o: o.ratio, reverse=True):
+            best = min(e.cost for e in self.estimates)
+            if milder is not None and milder[1] > (1 + margin) * best:
+                self.skipped[opt] = max(milder[1], ruled_out.get(opt, -math.inf))
+                if opt in survivors:
+                    self._rule_out(
+                        opt,
+                        milder[1],
+                        f"{milder[0]} J {milder[1]:.3f} > {1 + margin:g} × the best "
+                        f"{best:.3f}: a stronger downscale is not probed",
+                    )
+            elif opt in ruled_out:
+                milder = (f"{opt.name}'s bound", ruled_out[opt])
+            elif opt in survivors:
+                self.code_all([opt])
+                self.estimate(opt)
+                milder = (f"{opt.name}'s estimate", self.estimates[-1].cost)
+
     def paired(self, wrappers: Sequence[Option]) -> list[Option]:
         """Those of ``wrappers`` whose ratio's post-processor, where it was estimated, beat
         linear upsampling of the same bitstream (direct at r = 1, bilinear below) where that
@@ -417,14 +455,16 @@ class _Prober:
 
     def in_play(self, options: Sequence[Option], ruled_out: dict[Option, float]) -> list[Option]:
         """Those of ``options`` whose ratio's best estimate so far (direct's J counting for
-        r = 1, and the bound of an option the bound ruled out as its estimate) is within the
-        effort's margin of the best estimate so far; the others are ruled out."""
+        r = 1, the bound of an option the bound ruled out and the milder ratio's value of one
+        the ladder skipped as their estimates) is within the effort's margin of the best
+        estimate so far; the others are ruled out."""
         margin = self.job.effort.family_margin
         if margin is None:
             return list(options)
         assert self._anchor is not None
         family = {Fraction(1): self._anchor.cost}
-        for opt, least in ruled_out.items():  # a lower bound of the J of one ruled out
+        # a lower bound of the J of one ruled out; the ladder's value of one it skipped
+        for opt, least in ({**ruled_out, **self.skipped}).items():
             family[opt.ratio] = min(least, family.get(opt.ratio, math.inf))
         for e in self.estimates:
             if e.option.code != 0:
