@@ -64,6 +64,15 @@ def test_probe_frames_are_centred_windows() -> None:
     assert spread(30, 2) == [7, 22] and spread(1, 2) == [0]
 
 
+def test_a_probe_window_of_small_pictures_holds_more_frames() -> None:
+    fast = EFFORTS["fast"]
+    assert fast.probe_window(1280, 720) == fast.window  # enough samples in 4 frames
+    assert fast.probe_window(960, 540) == fast.window
+    assert fast.probe_window(480, 270) == 4 * fast.window  # a quarter of the samples
+    assert fast.probe_window(416, 240) * 416 * 240 >= fast.probe_samples
+    assert EFFORTS["medium"].probe_window(416, 240) == EFFORTS["medium"].window  # no minimum
+
+
 @pytest.mark.parametrize("octave", [3.0, 5.3, 9.0])
 @pytest.mark.parametrize("budget", [0.5, 30.0, 200.0, 900.0, 5000.0, 1e6])
 def test_rate_search_finds_the_lowest_fitting_qp(octave: float, budget: float) -> None:
@@ -188,7 +197,8 @@ def test_json_says_how_every_candidate_was_judged(
     probe = segment.probe
     assert probe is not None and probe.anchor == "direct" and probe.preset == "superfast"
     window = EFFORTS[effort].window
-    assert probe.frames == probe_frames(10, window) and probe.rate_scale > 0
+    assert probe.frames == probe_frames(10, EFFORTS[effort].probe_window(480, 270))
+    assert probe.rate_scale > 0
     probed = {
         c.code: c.estimate.cost
         for c in segment.candidates

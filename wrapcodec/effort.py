@@ -38,7 +38,9 @@ class Effort:
     verify: int | None  # best of the probe's ranking coded in full (anchor counted); None: all
     adapt_steps: int  # content adaptation of neural candidates coded in full, by default
     description: str
-    window: int = 8  # consecutive frames per probe window
+    window: int = 8  # consecutive frames per probe window ...
+    # ... and at least this many luma samples (small pictures: more frames; 0: no minimum)
+    probe_samples: int = 0
     # Bilinear, post and then wrapper options are probed only for ratios whose best estimate
     # so far is within this fraction of the best estimate (None: always)
     family_margin: float | None = None
@@ -52,6 +54,10 @@ class Effort:
     # while the milder one's estimate (or bound) is within family_margin of the best so far
     ratio_ladder: bool = False
 
+    def probe_window(self, width: int, height: int) -> int:
+        """Consecutive frames per probe window for ``width``×``height`` pictures."""
+        return max(self.window, math.ceil(self.probe_samples / (width * height)))
+
 
 EFFORTS: dict[str, Effort] = {
     e.name: e
@@ -60,10 +66,11 @@ EFFORTS: dict[str, Effort] = {
             "fast",
             1,
             0,
-            "anchor in full, bound, 4-frame probe, Lanczos ratios mildest first, a ratio's "
-            "wrapper only where its post beats linear; the best coded in full if 0.2 % below "
-            "direct's J; no adaptation",
+            "anchor in full, bound, 4-frame probe (more below 540p), Lanczos ratios mildest "
+            "first, a ratio's wrapper only where its post beats linear; the best coded in full "
+            "if 0.2 % below direct's J; no adaptation",
             window=4,
+            probe_samples=4 * 960 * 540,
             family_margin=0.10,
             pairs_need_post=True,
             verify_margin=0.002,

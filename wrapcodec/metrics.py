@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from wrapcodec.errors import InputError
 from wrapcodec.y4m import Frame, Y4MReader
@@ -28,26 +29,26 @@ def kbps(bits: int, frames: int, fps_num: int, fps_den: int) -> float:
     return bits / (frames * fps_den / fps_num) / 1000.0
 
 
-_EXACT_FLOAT = 2**53  # integers below this add up exactly in float64
-
-
 def mse(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean squared error of two planes of integer samples of the same shape, exact: the sum
-    of squared differences is accumulated in float64 over row blocks small enough for it to be
-    an exact integer, and the blocks' sums added as integers. (``np.einsum`` rather than a BLAS
-    dot product: BLAS threads left spinning after each call slowed the post-processors'
-    threads beside them by half.)"""
+    """Mean squared error of two planes of integer samples (up to 16 bits) of the same shape,
+    exact: the squared differences are summed as 64-bit integers."""
     if a.size == 0:
         return float("nan")
-    peak = max(int(np.iinfo(a.dtype).max), int(np.iinfo(b.dtype).max))
     width = a.shape[-1] if a.ndim else 1
-    rows = max(1, (_EXACT_FLOAT - 1) // (width * peak * peak))
-    flat_a, flat_b = a.reshape(-1, width), b.reshape(-1, width)
-    total = 0
-    for r in range(0, flat_a.shape[0], rows):
-        diff = np.subtract(flat_a[r : r + rows], flat_b[r : r + rows], dtype=np.float64).ravel()
-        total += int(np.einsum("i,i->", diff, diff))  # not np.dot: BLAS threads spin
-    return total / a.size
+    return int(_sse(a.reshape(-1, width), b.reshape(-1, width))) / a.size
+
+
+@njit(cache=True, nogil=True)
+def _sse(a: np.ndarray, b: np.ndarray) -> np.int64:
+    """Sum of squared differences of two 2-D integer arrays, in int64 (exact for samples of
+    up to 16 bits in planes of up to 2^31 samples)."""
+    total = np.int64(0)
+    for i in range(a.shape[0]):
+        row_a, row_b = a[i], b[i]
+        for j in range(row_a.shape[0]):
+            d = np.int64(row_a[j]) - np.int64(row_b[j])
+            total += d * d
+    return total
 
 
 def psnr(mse_value: float, bitdepth: int) -> float:

@@ -289,7 +289,8 @@ class _Prober:
 
     def __init__(self, job: Job, clip: Clip, decision: Decision) -> None:
         self.job, self.clip, self.decision = job, clip, decision
-        self.picks = probe_frames(clip.count, job.effort.window)
+        window = job.effort.probe_window(job.info.width, job.info.height)
+        self.picks = probe_frames(clip.count, window)
         self.estimates: list[_Estimate] = []
         self.report: ProbeReport | None = None
         self._anchor: Trial | None = None
