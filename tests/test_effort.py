@@ -185,7 +185,7 @@ def test_fast_decision_is_deterministic(parkjoy: Path, tmp_path: Path) -> None:
     assert figures(a) == figures(b)
 
 
-@pytest.mark.parametrize(("effort", "qp"), [("medium", 27), ("fast", 47)])
+@pytest.mark.parametrize(("effort", "qp"), [("medium", 27), ("fast", 38), ("fast", 47)])
 def test_json_says_how_every_candidate_was_judged(
     parkjoy: Path, tmp_path: Path, effort: str, qp: int
 ) -> None:
@@ -264,6 +264,25 @@ def test_json_says_how_every_candidate_was_judged(
     assert len(set(ranks)) == len(ranks) == len(probed)
     if qp == 27:  # at a low QP the bound rules out the coarse ratios without a probe
         assert "bound" in methods
+
+
+def test_fast_probes_a_stronger_downscale_only_while_the_milder_one_is_close(
+    parkjoy: Path, tmp_path: Path
+) -> None:
+    """At QP 38 lanczos-2/3's estimate is more than 10 % above direct's J, so lanczos-1/2 (which
+    the bound leaves in play) is not probed; coded in full, it is indeed behind lanczos-2/3."""
+    fast = {c.name: c for c in _encode(parkjoy, tmp_path / "f.wrp", "fast", 38).candidates}
+    milder, stronger = fast["lanczos-2/3"].estimate, fast["lanczos-1/2"].estimate
+    assert milder is not None and milder.method == "probe"
+    assert stronger is not None and stronger.method == "family"
+    assert "stronger downscale" in (fast["lanczos-1/2"].pruned or "")
+    assert stronger.cost == milder.cost > 1.1 * fast["direct"].cost  # type: ignore[operator]
+    for name in ("bilinear-1/2", "post-1/2", "wrapper-1/2"):  # its ratio is out of play
+        estimate = fast[name].estimate
+        assert fast[name].qp is None and estimate is not None
+        assert estimate.method in ("family", "bound")
+    full = {c.name: c for c in _encode(parkjoy, tmp_path / "x.wrp", "exhaustive", 38).candidates}
+    assert full["lanczos-1/2"].cost > full["lanczos-2/3"].cost > full["direct"].cost  # type: ignore[operator]
 
 
 def test_bound_never_rules_out_a_winner(parkjoy: Path, tmp_path: Path) -> None:
