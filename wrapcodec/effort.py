@@ -10,9 +10,8 @@ scaled by the anchor's full-to-probe ratios — Lanczos options first (at ``fast
 downscale to the strongest, a stronger one only while the milder one is within the margin), then
 bilinear and post, then wrappers, each only for ratios whose estimates so far are within
 :attr:`Effort.family_margin` of the best (and at ``fast`` a ratio's wrapper only where its
-post-processor beat linear) — and
-code only the best few of that ranking in full; the final choice is always made between
-candidates coded in full.
+post-processor beat linear) — and code only the best few of that ranking in full; the final
+choice is always made between candidates coded in full.
 
 With a bitrate budget each option coded in full gets its QP from a rate model: log-rate linear
 in QP (rate halves every :data:`QP_PER_OCTAVE` QPs until two encodes give the slope), a first
@@ -93,8 +92,8 @@ PROBE_WINDOWS = 4  # ... up to this many
 BOUND_FRAMES = 2  # frames the uncoded-bottleneck bound is measured on
 # A linear option coded at the anchor's QP has at least its uncoded-bottleneck MSE plus this
 # share of the anchor's MSE: the bottleneck is quantised with the same step, and upsampling
-# leaves most of that error. Measured on the eight test sequences with x265 (Lanczos ratios,
-# QPs 22–47): its coding added 0.81–2.8 times the anchor's MSE.
+# leaves most of that error. Measured on the eight test sequences (Lanczos ratios, QPs 22–47):
+# its coding added 0.81–2.8 times the anchor's MSE with x265, 0.74–2.7 with x264.
 CODING_SHARE = 0.5
 QP_PER_OCTAVE = 6.0  # QPs that halve the rate, before two encodes measure it
 MODEL_ENCODES = 3  # encodes of one option placed by the rate model; then bisection

@@ -413,7 +413,7 @@ class _Prober:
         as theirs in the family rule (:meth:`in_play`)."""
         margin = self.job.effort.family_margin
         assert margin is not None
-        milder: tuple[str, float] | None = None  # what the milder ratio's value is, and it
+        milder: tuple[str, float] | None = None  # the milder ratio's value: what, and how much
         for opt in sorted(options, key=lambda o: o.ratio, reverse=True):
             best = min(e.cost for e in self.estimates)
             if milder is not None and milder[1] > (1 + margin) * best:
