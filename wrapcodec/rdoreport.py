@@ -41,7 +41,9 @@ class EstimateReport(BaseModel):
     not probed because the best estimate of its ratio so far (Lanczos, then bilinear and post;
     direct for r = 1) was more than the effort's margin above the best estimate (``cost``: that
     estimate), or (levels with ``pairs_need_post``) a wrapper whose ratio's post-processor did
-    not beat linear upsampling of the same bitstream (``cost``: the post-processor's estimate)."""
+    not beat linear upsampling of the same bitstream (``cost``: the post-processor's estimate),
+    or (levels with ``ratio_ladder``) a Lanczos option below a milder Lanczos ratio that was
+    more than the margin above the best (``cost``: the milder ratio's estimate or bound)."""
 
     method: Literal["bound", "family", "shared", "probe"]
     frames: list[int] | None = None  # segment frames a bound or shared estimate was made on

@@ -41,6 +41,7 @@ from wrapcodec.trials import (
     code_full,
     kbps,
     over_budget,
+    rd_cost,
     start_qp,
 )
 from wrapcodec.y4m import Frame, Y4MWriter
@@ -384,8 +385,8 @@ class _Prober:
             distortion = anchor.coded.mse_8bit * mse / anchor_mse
         else:
             distortion = anchor.coded.mse_8bit + mse
-        pixels = self.clip.count * job.info.width * job.info.height
-        cost = distortion + job.backend.qp_to_lambda(anchor.qp) * anchor.bits / pixels
+        lam = job.backend.qp_to_lambda(anchor.qp)
+        cost = rd_cost(distortion, anchor.bits, self.clip.count, job.info, lam)
         self.decision.reports[int(opt.code)] = bare_report(
             opt,
             job.info,
@@ -415,7 +416,7 @@ class _Prober:
         assert margin is not None
         milder: tuple[str, float] | None = None  # the milder ratio's value: what, and how much
         for opt in sorted(options, key=lambda o: o.ratio, reverse=True):
-            best = min(e.cost for e in self.estimates)
+            best = self._best()
             if milder is not None and milder[1] > (1 + margin) * best:
                 self.skipped[opt] = max(milder[1], ruled_out.get(opt, -math.inf))
                 if opt in survivors:
@@ -470,7 +471,7 @@ class _Prober:
         for e in self.estimates:
             if e.option.code != 0:
                 family[e.option.ratio] = min(e.cost, family.get(e.option.ratio, math.inf))
-        best = min(e.cost for e in self.estimates)
+        best = self._best()
         kept = []
         for opt in options:
             linear = family.get(opt.ratio)
@@ -483,6 +484,10 @@ class _Prober:
                 f"its ratio's best estimate J {linear:.3f} > {1 + margin:g} × the best {best:.3f}",
             )
         return kept
+
+    def _best(self) -> float:
+        """The lowest J estimated so far (the anchor's counting)."""
+        return min(e.cost for e in self.estimates)
 
     def _rule_out(self, opt: Option, cost: float, why: str) -> None:
         """``opt`` not probed by a family rule: its report, with the estimate that decided."""

@@ -167,16 +167,7 @@ class Job:
                 with self._lock:
                     self.encodes += 1
                 self.streams[key] = (stream, encode_s, opt.name)
-        coded = measure(
-            self.backend,
-            stream,
-            layout,
-            clip.path,
-            clip.first,
-            clip.count,
-            encode_s,
-            samples=self._samples(sampled, picks),
-        )
+        coded = self._measure(stream, layout, clip, sampled, picks, encode_s)
         trial = self._trial(opt, layout, coded, qp, clip.count)
         trial.shares = shares
         trial.sampled = dict(zip(sampled, coded.sampled, strict=True))
@@ -187,21 +178,31 @@ class Job:
     ) -> dict[Option, tuple[float, float]]:
         """``options`` (sharing ``trial``'s bitstream) measured beside it on the frames
         ``picks`` of ``clip``: (their MSE, the trial's MSE) on those frames."""
-        coded = measure(
+        coded = self._measure(trial.coded.stream, trial.layout, clip, options, picks)
+        return dict(zip(options, coded.sampled, strict=True))
+
+    def _measure(
+        self,
+        stream: Path,
+        layout: Layout,
+        clip: Clip,
+        sampled: Sequence[Option],
+        picks: Sequence[int],
+        encode_s: float = 0.0,
+    ) -> Coded:
+        """``stream`` measured with ``layout`` on ``clip``, the ``sampled`` options beside it on
+        the frames ``picks``."""
+        samples = [(self.layout(o), frozenset(picks)) for o in sampled]
+        return measure(
             self.backend,
-            trial.coded.stream,
-            trial.layout,
+            stream,
+            layout,
             clip.path,
             clip.first,
             clip.count,
-            samples=self._samples(options, picks),
+            encode_s,
+            samples=samples,
         )
-        return dict(zip(options, coded.sampled, strict=True))
-
-    def _samples(
-        self, options: Sequence[Option], picks: Sequence[int]
-    ) -> list[tuple[Layout, frozenset[int]]]:
-        return [(self.layout(o), frozenset(picks)) for o in options]
 
     def _trial(
         self, opt: Option, layout: Layout, coded: Coded, qp: int, count: int, update: bytes = b""
