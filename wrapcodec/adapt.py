@@ -11,12 +11,21 @@ The bilinear resampling in front of the network has no parameters, so each train
 resampled once and the learned stage (:meth:`PostProcessor.restore`) runs on crops of it. The
 fit is seeded and runs on one thread, so the same segment gives the same update, whatever
 thread count the rest of the encoder uses.
+
+Learning that grows with the video: the capacity ladder (:func:`wrapcodec.update.ladder`)
+gives the rungs the encoder may choose among; with ``AdaptConfig.grow`` the step count grows
+with the segment's samples (:func:`planned_steps`) and the frames held span the whole segment
+under a memory cap (:func:`held_frames`); ``budget_s`` bounds the steps by a fixed cost model
+(:func:`step_seconds`), never by a clock, so the same inputs give the same bytes; ``fit`` may
+start from the update in force (warm start) and send only the change (``relative``, with
+:attr:`Quant.RD`, whose steps are chosen by rate-distortion from the fit's sensitivities).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,8 +33,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from wrapcodec.nets import PostProcessor, mse_8bit
-from wrapcodec.update import Quant, Subset, encode_update, subset_names
+from wrapcodec.nets import PEAK_8BIT, PostProcessor, mse_8bit
+from wrapcodec.update import (
+    Quant,
+    Subset,
+    Update,
+    apply_update,
+    encode_update,
+    encode_update_rd,
+    ladder,
+    rd_mu,
+    subset_names,
+)
 
 Picture = tuple[Tensor, Tensor]
 """A normalised 4:2:0 picture: (1,1,H,W) luma and (1,2,H/2,W/2) chroma, H and W even."""
@@ -43,8 +62,14 @@ class AdaptConfig:
     lr: float = 1e-3
     crop: int = 128  # luma side of a training crop at the output resolution (even)
     batch: int = 4  # crops per step
-    max_frames: int = 30  # training frames per segment, evenly spaced
+    max_frames: int = 30  # training frames per segment, evenly spaced (unless ``grow``)
     seed: int = 0
+    grow: bool = False  # steps by planned_steps, frames held over the whole segment
+    budget_s: float | None = None  # at most this many seconds of steps by step_seconds
+    hold_mib: float = 1024.0  # with ``grow``: memory for the frames held
+    relative: bool = False  # send the change to the update in force (needs Quant.RD)
+    rd_lambda: float | None = None  # the RDO's λ (8-bit SSE per bit), needed by Quant.RD
+    probes: int = 8  # batches of the sensitivity estimate (Quant.RD)
 
 
 @dataclass(frozen=True)
@@ -56,13 +81,84 @@ class Fitted:
     seconds: float
     loss_first: float  # training loss (MSE, 8-bit units) of the first and last steps
     loss_last: float
+    steps: int = 0  # steps run
+    subset: Subset = Subset.BIAS_TAIL  # what the update carries
+    relative: bool = False  # the update is a change to the update in force
 
 
 def training_frames(count: int, max_frames: int) -> list[int]:
     """Indices of at most ``max_frames`` frames spread evenly over ``count``."""
     if count <= max_frames:
         return list(range(count))
+    if max_frames <= 1:
+        return [(count - 1) // 2]
     return sorted({round(i * (count - 1) / (max_frames - 1)) for i in range(max_frames)})
+
+
+HELD_BYTES_PER_SAMPLE = 3 * 1.5 * 4
+"""Bytes a held frame takes per luma sample: decoded (at most), resampled and source
+pictures, 4:2:0 float32."""
+
+
+def held_frames(count: int, height: int, width: int, cfg: AdaptConfig) -> list[int]:
+    """The frames of a ``count``-frame segment (``height``×``width``) the fit trains on.
+
+    Without ``cfg.grow``: ``cfg.max_frames`` of them (today's 30). With it: as many as
+    ``cfg.hold_mib`` holds, spread evenly over the whole segment (every frame when they fit),
+    so a long segment trains on all of it while memory stays bounded."""
+    if not cfg.grow:
+        return training_frames(count, cfg.max_frames)
+    per_frame = HELD_BYTES_PER_SAMPLE * height * width
+    return training_frames(count, max(1, int(cfg.hold_mib * 2**20 // per_frame)))
+
+
+REFERENCE_SAMPLES = 120 * 1280 * 720
+"""Luma samples of the segment the rungs' reference step counts were measured on."""
+REFERENCE_STEPS = {Subset.BIAS: 300, Subset.BIAS_TAIL: 300, Subset.DECODER: 1000, Subset.ALL: 2000}
+MIN_STEPS = 20
+STEP_CAP = 4  # at most this many times a rung's reference steps
+
+STEP_SECONDS_PER_SAMPLE = {
+    Subset.BIAS: 0.0,
+    Subset.BIAS_TAIL: 0.0,
+    Subset.DECODER: 0.0,
+    Subset.ALL: 0.0,
+}
+"""Seconds of one step per luma sample of the batch (``batch · crop²``) on one thread, by
+rung, measured once on the reference machine: the fixed cost model of ``budget_s``."""
+
+
+def planned_steps(subset: Subset, samples: int) -> int:
+    """Steps for a segment of ``samples`` luma samples (frames × W × H) on rung ``subset``.
+
+    The rung's reference count (measured at :data:`REFERENCE_SAMPLES`: 300 for the bias
+    rungs, 2,000 for every parameter) times the square root of the segment's share of it:
+    more data carries more steps before the fit overfits, but frames of one segment are
+    alike, so less than in proportion. At least :data:`MIN_STEPS`, at most
+    :data:`STEP_CAP` times the reference."""
+    base = REFERENCE_STEPS[subset]
+    steps = round(base * math.sqrt(samples / REFERENCE_SAMPLES))
+    return max(MIN_STEPS, min(STEP_CAP * base, steps))
+
+
+def step_seconds(subset: Subset, batch: int, crop: tuple[int, int]) -> float:
+    """Modelled seconds of one training step (one thread) on rung ``subset``."""
+    return STEP_SECONDS_PER_SAMPLE[subset] * batch * crop[0] * crop[1]
+
+
+def step_count(cfg: AdaptConfig, samples: int, crop: tuple[int, int]) -> int:
+    """Steps the fit runs: ``cfg.steps`` (or :func:`planned_steps` with ``cfg.grow``; 0
+    always turns adaptation off), then at most what ``cfg.budget_s`` pays for.
+
+    The budget converts to steps *before* fitting, through the fixed :func:`step_seconds`
+    model rather than a clock, so the same inputs always give the same update's bytes; the
+    wall time is the model's estimate, not a guarantee."""
+    if cfg.steps <= 0:
+        return 0
+    steps = planned_steps(cfg.subset, samples) if cfg.grow else cfg.steps
+    if cfg.budget_s is not None:
+        steps = min(steps, int(cfg.budget_s // step_seconds(cfg.subset, cfg.batch, crop)))
+    return max(steps, 0)
 
 
 @contextlib.contextmanager
@@ -107,42 +203,151 @@ def _batch(
     )
 
 
-def fit(
-    post: PostProcessor, decoded: Sequence[Picture], sources: Sequence[Picture], cfg: AdaptConfig
-) -> Fitted:
-    """Fine-tune ``cfg.subset`` of a copy of ``post`` on ``decoded`` bottleneck frames against
-    their ``sources`` (same order, normalised); return the quantised, compressed update."""
+def _check(
+    decoded: Sequence[Picture], sources: Sequence[Picture], cfg: AdaptConfig, start: Update | None
+) -> None:
     if not decoded or len(decoded) != len(sources):
         raise ValueError("fit needs one source picture per decoded picture")
+    if cfg.relative and (cfg.quant != Quant.RD or start is None):
+        raise ValueError("a relative update needs Quant.RD and the update in force (start)")
+    if cfg.quant == Quant.RD and cfg.rd_lambda is None:
+        raise ValueError("Quant.RD needs the RDO's λ (rd_lambda)")
+    if start is not None and start.relative:
+        raise ValueError("start must be the resolved update in force (wrapcodec.update.resolve)")
+
+
+def _train(
+    model: PostProcessor,
+    names: list[str],
+    data: tuple[Sequence[Picture], Sequence[Picture]],
+    size: tuple[int, int],
+    steps: int,
+    cfg: AdaptConfig,
+) -> list[float]:
+    """``steps`` Adam steps on ``names`` of ``model`` (in place); the losses."""
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        p.requires_grad_(name in names)
+    opt = torch.optim.Adam([params[n] for n in names], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses: list[float] = []
+    for _ in range(steps):
+        (y, uv), (ty, tuv) = _batch(*data, size, cfg, gen)
+        y_hat, uv_hat = model.restore(y, uv)
+        loss = mse_8bit(y_hat, uv_hat, ty, tuv)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def sensitivity(
+    model: PostProcessor,
+    names: list[str],
+    upsampled: Sequence[Picture],
+    size: tuple[int, int],
+    cfg: AdaptConfig,
+) -> dict[str, Tensor]:
+    """Per parameter of ``names``, ``w`` with ``ΔD ≈ Σ w·e²`` for small changes ``e`` of the
+    fitted weights: the Gauss–Newton diagonal of the 6:1:1 MSE D (8-bit units, per pixel).
+
+    With D = Σ_p a_p (f_p − t_p)², its Gauss–Newton Hessian is 2·Σ_p a_p ∇f_p ∇f_pᵀ; for a
+    Rademacher vector r over the output samples, g = ∇(Σ_p r_p √a_p f_p) has E[g_i²] =
+    Σ_p a_p (∂f_p/∂θ_i)², half that diagonal: ``cfg.probes`` random batches of crops, one
+    backward pass each, seeded, no targets needed."""
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        p.requires_grad_(name in names)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    total = {n: torch.zeros_like(params[n]) for n in names}
+    scale = (PEAK_8BIT / 2) ** 2 / 8
+    for _ in range(cfg.probes):
+        (y, uv), _ = _batch(upsampled, upsampled, size, cfg, gen)
+        y_hat, uv_hat = model.restore(y, uv)
+        a_y, a_c = 6 * scale / y_hat.numel(), 2 * scale / uv_hat.numel()
+        ry = 2 * torch.randint(0, 2, y_hat.shape, generator=gen).to(y_hat.dtype) - 1
+        ruv = 2 * torch.randint(0, 2, uv_hat.shape, generator=gen).to(uv_hat.dtype) - 1
+        probe = math.sqrt(a_y) * (ry * y_hat).sum() + math.sqrt(a_c) * (ruv * uv_hat).sum()
+        grads = torch.autograd.grad(probe, [params[n] for n in names])
+        for name, g in zip(names, grads, strict=True):
+            total[name] += g.detach() ** 2
+    return {n: t / max(cfg.probes, 1) for n, t in total.items()}
+
+
+def _larger(a: Subset, b: Subset) -> Subset:
+    rungs = ladder()
+    return a if rungs.index(a) >= rungs.index(b) else b
+
+
+def _encode(
+    post: PostProcessor,
+    model: PostProcessor,
+    start: Update | None,
+    in_force: dict[str, Tensor],
+    upsampled: Sequence[Picture],
+    size: tuple[int, int],
+    samples: int,
+    cfg: AdaptConfig,
+) -> tuple[bytes, Subset, int]:
+    """The update's bytes, its subset and parameter count: relative to ``in_force`` (the
+    weights the fit started from) or, absolute, to the bank's weights over ``cfg.subset``
+    and the update in force's subset, whichever is larger (so nothing in force is lost)."""
+    params = dict(model.named_parameters())
+    if cfg.relative:
+        subset, base = cfg.subset, in_force
+    else:
+        subset = cfg.subset if start is None else _larger(cfg.subset, start.subset)
+        bank = dict(post.named_parameters())
+        base = {n: bank[n].detach() for n in subset_names(post, subset)}
+    deltas = {n: params[n].detach() - b for n, b in base.items()}
+    count = sum(d.numel() for d in deltas.values())
+    if cfg.quant != Quant.RD:
+        return encode_update(deltas, subset, cfg.quant, cfg.levels), subset, count
+    assert cfg.rd_lambda is not None
+    weights = sensitivity(model, list(deltas), upsampled, size, cfg)
+    mu = rd_mu(cfg.rd_lambda, samples)
+    return encode_update_rd(deltas, subset, weights, mu, cfg.relative), subset, count
+
+
+def fit(
+    post: PostProcessor,
+    decoded: Sequence[Picture],
+    sources: Sequence[Picture],
+    cfg: AdaptConfig,
+    *,
+    start: Update | None = None,
+    segment_frames: int | None = None,
+) -> Fitted:
+    """Fine-tune ``cfg.subset`` of a copy of ``post`` on ``decoded`` bottleneck frames against
+    their ``sources`` (same order, normalised); return the quantised, compressed update.
+
+    ``start``: the resolved update in force (the previous segment's), to continue from
+    instead of the bank's weights (warm start); with ``cfg.relative`` the update carries the
+    change to it. ``segment_frames``: frames in the segment the pictures were held from
+    (default: as many as given), for the step rule and the price of a bit."""
+    _check(decoded, sources, cfg, start)
     t0 = time.perf_counter()
     with _one_thread():
-        model = copy.deepcopy(post)
+        model = copy.deepcopy(post) if start is None else apply_update(post, start)
         height, width = sources[0][0].shape[-2:]
         with torch.no_grad():
             upsampled = [model.upsample(y, uv, height, width) for y, uv in decoded]
+        size = (min(cfg.crop, height), min(cfg.crop, width))  # all even
+        samples = (segment_frames or len(decoded)) * height * width
+        steps = step_count(cfg, samples, size)
         names = subset_names(model, cfg.subset)
         params = dict(model.named_parameters())
-        start = {n: params[n].detach().clone() for n in names}
-        for name, p in params.items():
-            p.requires_grad_(name in start)
-        opt = torch.optim.Adam([params[n] for n in names], lr=cfg.lr)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        size = (min(cfg.crop, height), min(cfg.crop, width))  # all even
-        losses: list[float] = []
-        for _ in range(cfg.steps):
-            (y, uv), (ty, tuv) = _batch(upsampled, sources, size, cfg, gen)
-            y_hat, uv_hat = model.restore(y, uv)
-            loss = mse_8bit(y_hat, uv_hat, ty, tuv)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        deltas = {n: params[n].detach() - start[n] for n in names}
-        update = encode_update(deltas, cfg.subset, cfg.quant, cfg.levels)
+        in_force = {n: params[n].detach().clone() for n in names}
+        losses = _train(model, names, (upsampled, sources), size, steps, cfg)
+        update, subset, count = _encode(post, model, start, in_force, upsampled, size, samples, cfg)
     return Fitted(
         update=update,
-        params=sum(d.numel() for d in deltas.values()),
+        params=count,
         seconds=time.perf_counter() - t0,
         loss_first=losses[0] if losses else float("nan"),
         loss_last=losses[-1] if losses else float("nan"),
+        steps=steps,
+        subset=subset,
+        relative=cfg.relative,
     )

@@ -14,9 +14,17 @@ Body, for each tensor of the subset in the post-processor's parameter order, row
 * quantisation 2, int8: a little-endian float32 ``scale``, then ``numel`` int8 ``q``; the
   delta is ``scale · q`` computed in float32.
 
-The decoder adds the deltas to the bank's float32 weights (:func:`apply_update`). The encoder
-measures its candidate with the very same function on the parsed bytes, so what it measured
-is what the decoder reproduces.
+Quantisation 3, rate-distortion (:func:`encode_update_rd`), has no zlib stream: a flags byte
+(bit 0: *relative*, the deltas add to the update in force instead of the bank) follows the
+preamble, then a range-coded stream (:mod:`wrapcodec.entropy`) of, per tensor, a step index
+(or "unchanged") and the integers ``q``; the delta is ``step · q`` in float32. The encoder
+chooses each tensor's step by minimising ``Σ w·(δ − step·q)² + μ·bits``, ``w`` the fit's
+sensitivity of the segment's distortion to each parameter, ``μ`` the RDO's λ per sample.
+
+The decoder adds the deltas to the bank's float32 weights (:func:`apply_update`), after
+:func:`resolve` has added a relative update to the update in force. The encoder measures its
+candidate with the very same functions on the parsed bytes, so what it measured is what the
+decoder reproduces.
 """
 
 from __future__ import annotations
@@ -32,6 +40,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wrapcodec.entropy import (
+    CONTEXT_SET,
+    RangeDecoder,
+    RangeEncoder,
+    contexts,
+    estimate_bits,
+    put_int,
+)
 from wrapcodec.errors import ContainerError
 from wrapcodec.nets import PostProcessor
 
@@ -41,10 +57,14 @@ INT8_MAX = 127
 
 
 class Subset(IntEnum):
-    """Which parameters an update carries (byte 0)."""
+    """Which parameters an update carries (byte 0). The ids are stream values; the rungs of
+    the capacity ladder, smallest first, are :func:`ladder`'s order, each containing the
+    one below it."""
 
     BIAS_TAIL = 1  # every bias, the last 1×1 conv (tail) and the chroma 3×3 conv
     ALL = 2  # every parameter
+    BIAS = 3  # every bias
+    DECODER = 4  # BIAS_TAIL and the weights of the UNet's decoder half (up2, dec1, up1, dec0)
 
 
 class Quant(IntEnum):
@@ -52,12 +72,25 @@ class Quant(IntEnum):
 
     FLOAT16 = 1
     INT8 = 2  # one float32 scale per tensor
+    RD = 3  # a rate-distortion step per tensor, range-coded integers, maybe relative
 
 
+_DECODER_HALF = ("up2.", "dec1.", "up1.", "dec0.")
 _SELECT: dict[Subset, Callable[[str], bool]] = {
+    Subset.BIAS: lambda name: name.endswith(".bias"),
     Subset.BIAS_TAIL: lambda name: name.endswith(".bias") or name.startswith(("tail.", "chroma.")),
+    Subset.DECODER: lambda name: (
+        name.endswith(".bias") or name.startswith(("tail.", "chroma.", *_DECODER_HALF))
+    ),
     Subset.ALL: lambda name: True,
 }
+_LADDER = (Subset.BIAS, Subset.BIAS_TAIL, Subset.DECODER, Subset.ALL)
+
+
+def ladder() -> tuple[Subset, ...]:
+    """The capacity ladder, fewest parameters first; every rung contains the ones below it
+    (so an update in force and a relative update on another rung still combine)."""
+    return _LADDER
 
 
 def subset_names(post: PostProcessor, subset: Subset) -> list[str]:
@@ -79,6 +112,7 @@ class Update:
     subset: Subset
     quant: Quant
     deltas: dict[str, Tensor]
+    relative: bool = False  # the deltas add to the update in force (:func:`resolve`)
 
 
 def _quantise_int8(delta: np.ndarray, levels: int) -> tuple[np.float32, np.ndarray]:
@@ -99,6 +133,8 @@ def encode_update(
     after compression, coarser deltas; the decoder reads any ``q`` the same way."""
     if not 1 <= levels <= INT8_MAX:
         raise ValueError(f"levels must be 1..{INT8_MAX}, got {levels}")
+    if quant == Quant.RD:
+        raise ValueError("rate-distortion updates are made by encode_update_rd")
     body = bytearray()
     for name, delta in deltas.items():
         d = delta.detach().to(torch.float32).cpu().numpy().ravel()
@@ -150,6 +186,8 @@ def decode_update(data: bytes, post: PostProcessor) -> Update:
     except ValueError:
         raise ContainerError(f"unknown update quantisation {quant_id}") from None
     shapes = list(_shapes(post, subset))
+    if quant == Quant.RD:
+        return _decode_rd(data, subset, shapes)
     per_tensor = 0 if quant == Quant.FLOAT16 else SCALE.size
     width = 2 if quant == Quant.FLOAT16 else 1
     expected = sum(per_tensor + width * s.numel() for _, s in shapes)
@@ -186,3 +224,187 @@ def apply_update(post: PostProcessor, update: Update) -> PostProcessor:
             params[name].add_(delta)
     adapted.eval()
     return adapted
+
+
+def resolve(update: Update, in_force: Update | None) -> Update:
+    """The update to apply to the bank: ``update`` itself, or, when it is relative, the
+    update in force (resolved, i.e. absolute) plus its deltas.
+
+    Per tensor of the larger of the two subsets, in its parameter order, in float32:
+    ``accumulated = in_force + delta`` (a tensor only one of them carries is that one's).
+    A relative update with no update in force, or whose tensors do not match the update in
+    force, is a :class:`ContainerError`."""
+    if not update.relative:
+        return update
+    if in_force is None:
+        raise ContainerError("a relative update needs an update in force, and there is none")
+    if in_force.relative:
+        raise ValueError("resolve needs the update in force resolved (absolute)")
+    rank = _LADDER.index
+    big = update if rank(update.subset) >= rank(in_force.subset) else in_force
+    if not set(update.deltas) | set(in_force.deltas) <= set(big.deltas):
+        raise ContainerError("a relative update does not fit the update in force's model")
+    deltas: dict[str, Tensor] = {}
+    for name in big.deltas:
+        prev, delta = in_force.deltas.get(name), update.deltas.get(name)
+        if prev is not None and delta is not None:
+            if prev.shape != delta.shape:
+                raise ContainerError(f"a relative update of {name} does not fit the one in force")
+            acc = torch.add(prev, delta)
+            if not bool(torch.isfinite(acc).all()):
+                raise ContainerError(f"relative update of {name} accumulates to a non-finite value")
+            deltas[name] = acc
+        else:
+            deltas[name] = prev if prev is not None else delta  # type: ignore[assignment]
+    return Update(big.subset, update.quant, deltas, relative=False)
+
+
+# -- quantisation 3: rate-distortion steps, range-coded ----------------------------------------
+
+FLAGS = struct.Struct("<B")
+FLAG_RELATIVE = 0x01
+STEP_COUNT = 255  # step indices 1..255; 0 means the tensor is unchanged
+FIRST_STEP_PREDICTION = 40  # the step index the first tensor's is coded relative to
+_VALUE_SETS = 6  # context sets of q: (bias, weight) × previous |q| in the tensor (0, 1, ≥ 2)
+_STEP_SET = 6  # context set of the step index differences
+_SKIP = 7  # context set whose first context codes "tensor unchanged"
+_SETS = 8
+FINEST_RATIO = 2.0**-13  # the finest step tried: a tensor's peak delta times this
+
+
+def step_size(index: int) -> np.float32:
+    """Quantisation step of ``index`` (1..255): ``(8 − r) · 2^(−3 − e)`` with
+    ``index − 1 = 4e + r``, exact in float32: 1, 7/8, 6/8, 5/8, 1/2, 7/16, … (about 4 per
+    octave, decreasing)."""
+    e, r = divmod(index - 1, 4)
+    return np.float32(np.ldexp(np.float32(8 - r), -3 - e))
+
+
+_STEPS = np.array([0.0] + [step_size(i) for i in range(1, STEP_COUNT + 1)], np.float32)
+
+
+@dataclass(frozen=True)
+class Quantised:
+    """One tensor as quantisation 3 stores it: step index (0: unchanged) and the integers."""
+
+    step: int
+    q: np.ndarray  # int64, the tensor's shape; all zero when step is 0
+
+
+def _value_set(is_bias: bool, previous: int) -> int:
+    return (0 if is_bias else 3) + min(abs(previous), 2)
+
+
+def encode_quantised(subset: Subset, tensors: list[Quantised], relative: bool = False) -> bytes:
+    """Quantisation 3's bytes for ``tensors`` (every tensor of ``subset``, in parameter
+    order): the preamble, the flags and the range-coded steps and integers."""
+    enc, probs, previous_step = RangeEncoder(), contexts(_SETS), FIRST_STEP_PREDICTION
+    for t in tensors:
+        if not 0 <= t.step <= STEP_COUNT:
+            raise ValueError(f"step index {t.step} is not 0..{STEP_COUNT}")
+        enc.bit(probs, _SKIP * CONTEXT_SET, int(t.step == 0))
+        if t.step == 0:
+            continue
+        put_int(enc, probs, _STEP_SET, t.step - previous_step)
+        previous_step = t.step
+        is_bias, previous = t.q.ndim == 1, 0
+        for v in t.q.ravel().tolist():
+            put_int(enc, probs, _value_set(is_bias, previous), v)
+            previous = v
+    flags = FLAG_RELATIVE if relative else 0
+    return PREAMBLE.pack(subset, Quant.RD) + FLAGS.pack(flags) + enc.finish()
+
+
+def _decode_tensor(
+    dec: RangeDecoder, probs: list[int], name: str, shape: torch.Size, previous_step: int
+) -> tuple[Tensor, int]:
+    """One tensor of quantisation 3 and the step index the next one is predicted from."""
+    if dec.bit(probs, _SKIP * CONTEXT_SET):
+        return torch.zeros(shape), previous_step
+    index = previous_step + dec.get_int(probs, _STEP_SET)
+    if not 1 <= index <= STEP_COUNT:
+        raise ContainerError(f"update step index {index} of {name} is out of range: corrupt")
+    q, is_bias, previous = [], len(shape) == 1, 0
+    for _ in range(shape.numel()):
+        previous = dec.get_int(probs, _value_set(is_bias, previous))
+        q.append(previous)
+    values = _STEPS[index] * np.array(q, np.float32)  # float32 product, q exact in float32
+    return torch.from_numpy(values).reshape(shape), index
+
+
+def _decode_rd(data: bytes, subset: Subset, shapes: list[tuple[str, torch.Size]]) -> Update:
+    """Quantisation 3's flags and body; every way they can be wrong is a ContainerError."""
+    if len(data) < PREAMBLE.size + FLAGS.size:
+        raise ContainerError("update is shorter than its preamble and flags")
+    (flags,) = FLAGS.unpack_from(data, PREAMBLE.size)
+    if flags & ~FLAG_RELATIVE:
+        raise ContainerError(f"update flags {flags:#04x} set reserved bits")
+    dec = RangeDecoder(data[PREAMBLE.size + FLAGS.size :])
+    probs, previous_step = contexts(_SETS), FIRST_STEP_PREDICTION
+    deltas: dict[str, Tensor] = {}
+    for name, shape in shapes:
+        deltas[name], previous_step = _decode_tensor(dec, probs, name, shape, previous_step)
+    dec.finish()
+    return Update(subset, Quant.RD, deltas, relative=bool(flags & FLAG_RELATIVE))
+
+
+def _candidates(peak: float) -> range:
+    """Step indices from about twice the peak down to ``FINEST_RATIO`` of it."""
+    coarse = int(np.searchsorted(-_STEPS[1:], -2.0 * peak)) + 1
+    fine = int(np.searchsorted(-_STEPS[1:], -FINEST_RATIO * peak, side="right")) + 1
+    return range(max(coarse, 1), min(fine, STEP_COUNT) + 1)
+
+
+def quantise_rd(delta: np.ndarray, weight: np.ndarray, mu: float) -> Quantised:
+    """The step (or "unchanged") and integers minimising ``Σ w·(δ − step·q)² + μ·bits``
+    over :func:`_candidates` steps, with ``q = round(δ / step)`` and bits estimated by
+    :func:`wrapcodec.entropy.estimate_bits` plus the step's side information."""
+    d = delta.astype(np.float32)
+    w = weight.astype(np.float64)
+    unchanged = Quantised(0, np.zeros(d.shape, np.int64))
+    best_cost = float(np.sum(w * d.astype(np.float64) ** 2)) + mu  # about a bit to say so
+    best = unchanged
+    peak = float(np.abs(d).max()) if d.size else 0.0
+    if peak == 0.0:
+        return unchanged
+    for index in _candidates(peak):
+        q = np.rint(d / _STEPS[index]).astype(np.int64)
+        if not q.any():
+            continue
+        error = d.astype(np.float64) - (_STEPS[index] * q.astype(np.float32)).astype(np.float64)
+        cost = float(np.sum(w * error**2)) + mu * (estimate_bits(q) + 6.0)
+        if cost < best_cost:
+            best_cost, best = cost, Quantised(index, q)
+    return best
+
+
+def encode_update_rd(
+    deltas: dict[str, Tensor],
+    subset: Subset,
+    sensitivity: dict[str, Tensor],
+    mu: float,
+    relative: bool = False,
+) -> bytes:
+    """Quantisation 3 of ``deltas`` (every tensor of ``subset``, in parameter order).
+
+    ``sensitivity[name]`` (same shape, ≥ 0) weighs each parameter's squared quantisation
+    error in the distortion D; ``mu`` is the price of a bit in those units (for the RDO's
+    ``J = D + λ·R`` with R per luma sample: λ / samples, :func:`rd_mu`). ``relative``: the
+    deltas are changes to the update in force (:func:`resolve`)."""
+    if not (np.isfinite(mu) and mu >= 0):
+        raise ValueError(f"mu must be finite and ≥ 0, got {mu}")
+    tensors = []
+    for name, delta in deltas.items():
+        d = delta.detach().to(torch.float32).cpu().numpy()
+        w = sensitivity[name].detach().to(torch.float64).cpu().numpy()
+        if not (np.isfinite(d).all() and np.isfinite(w).all()):
+            raise ValueError(f"update or sensitivity of {name} is not finite")
+        tensors.append(quantise_rd(d, w, mu))
+    return encode_quantised(subset, tensors, relative)
+
+
+def rd_mu(lam: float, samples: int) -> float:
+    """The price of one update bit in distortion units, for a segment of ``samples`` source
+    luma samples (frames × W × H): the RDO's ``J = D + λ·R`` counts R in bits per source
+    luma sample, so one bit of the segment's update adds λ / samples to J."""
+    return lam / samples
