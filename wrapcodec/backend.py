@@ -16,6 +16,7 @@ exposes a :class:`Backend` instance, e.g. in its ``pyproject.toml``::
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
@@ -174,6 +175,7 @@ class Backend:
 
 _registry: dict[str, Backend] = {}
 _loaded = False
+_loading = threading.RLock()
 
 
 def register(backend: Backend) -> None:
@@ -188,9 +190,13 @@ def register(backend: Backend) -> None:
 
 def _load_entry_points() -> None:
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
+    with _loading:  # another thread that asks meanwhile waits for the whole registry
+        if not _loaded:
+            _loaded = True
+            _register_entry_points()
+
+
+def _register_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()

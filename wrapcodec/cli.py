@@ -17,7 +17,13 @@ import click
 import torch
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from wrapcodec import __version__, benchreport, effortbench, ffmpeg
@@ -31,6 +37,7 @@ from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
 from wrapcodec.options import OPTIONS, parse_options
+from wrapcodec.pairs import QPS
 from wrapcodec.paths import STDIO, atomic_write, check_input, check_output, display_name
 from wrapcodec.rdo import AdaptationReport, EncodeReport, default_jobs, encode_file
 
@@ -893,12 +900,31 @@ def _bank_version(bank: Bank) -> str:
 @cli.command()
 @click.option("--kind", type=click.Choice(["post", "wrapper"]), required=True)
 @click.option("--ratio", type=click.Choice(["1", "1/2", "2/3", "1/4"]), required=True)
-@click.option("--data", required=True, metavar="DIR", help="Training images.")
+@click.option(
+    "--data",
+    required=True,
+    metavar="DIR",
+    help="Training images; with --proxy pairs, a pair cache (`wrapcodec pairs`).",
+)
 @click.option("--val", default=None, metavar="DIR", help="Validation images.")
 @click.option("--steps", type=int, required=True, help="Train until this step.")
-@click.option("--proxy", type=click.Choice(["jpeg", "codec"]), default="jpeg", show_default=True)
-@click.option("--codec", default="x265", show_default=True, help="Backend for --proxy codec.")
-@click.option("--qp-range", default="22-47", show_default=True, help="QPs drawn (--proxy codec).")
+@click.option(
+    "--proxy",
+    type=click.Choice(["jpeg", "codec", "pairs"]),
+    default="jpeg",
+    show_default=True,
+    help="What stands between the networks: the JPEG proxy, the real codec in the loop, or "
+    "(post-processors) the pairs the real codecs coded once.",
+)
+@click.option(
+    "--codec",
+    default="x265",
+    show_default=True,
+    help="Backend for --proxy codec (and validation); with pairs, a comma-separated list.",
+)
+@click.option(
+    "--qp-range", default="22-47", show_default=True, help="QPs drawn (--proxy codec, pairs)."
+)
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -974,6 +1000,58 @@ def train(**kw: Any) -> None:
 
         trainer.run(report)
     click.echo(f"wrote {out} (step {trainer.step})")
+
+
+@cli.command("pairs")
+@click.option("--data", required=True, metavar="DIR", help="Training photos.")
+@click.option("--out", required=True, metavar="CACHE", help="Pair cache (made or resumed).")
+@click.option("--codecs", default="x265", show_default=True, help="Comma-separated backends.")
+@click.option("--ratios", default="1,1/2,2/3,1/4", show_default=True)
+@click.option(
+    "--qps", default=",".join(map(str, QPS)), show_default=True, help="Comma-separated QPs."
+)
+@click.option("--frames", type=click.IntRange(2, 64), default=8, show_default=True)
+@click.option("--size", type=click.IntRange(64, 1024), default=256, show_default=True)
+@click.option("--preset", default=None, help="Encoder preset [backend default].")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True)
+def pairs_command(
+    data: str,
+    out: str,
+    codecs: str,
+    ratios: str,
+    qps: str,
+    frames: int,
+    size: int,
+    preset: str | None,
+    jobs: int,
+) -> None:
+    """Code pseudo-videos of training photos with real codecs, for `train --proxy pairs`.
+
+    Each photo becomes a clip of FRAMES crops of SIZE×SIZE that pan (and on every second
+    clip zoom); each clip is coded at each codec, ratio and QP by the encoder's own pipeline
+    and decoded as the decoder does. What is in CACHE already is kept: run it again to
+    resume. Never give it evaluation sequences."""
+    from wrapcodec import pairs
+
+    if size % 4:
+        raise InputError(f"--size {size}: must be a multiple of 4")
+    points = list(pairs.iter_points_text(codecs, ratios, qps))
+    cache = Path(out)
+    clips = pairs.make_clips(Path(data), cache, pairs.ClipSpec(frames=frames, size=size))
+    with Progress(
+        TextColumn("pairs"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=err_console,
+    ) as progress:
+        task = progress.add_task("pairs", total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        coded = pairs.build(clips, cache, points, jobs, preset, report)
+    click.echo(f"{cache}: {len(clips)} clips, {coded} pairs coded now")
 
 
 def _settle_stdout() -> None:

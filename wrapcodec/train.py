@@ -31,10 +31,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from wrapcodec import pairs as coded_pairs
 from wrapcodec.backend import Backend, get_backend
 from wrapcodec.bank import split_weights
 from wrapcodec.dataset import Picture, center_crops, load_pictures, sample_batch, to_tensors
@@ -72,8 +73,10 @@ class TrainConfig(BaseModel):
         ge=0,
         description="λ of L = MSE + λ·rate with the JPEG proxy (the real codec uses its RDO λ)",
     )
-    proxy: Literal["jpeg", "codec"] = "jpeg"
-    codec: str = "x265"
+    proxy: Literal["jpeg", "codec", "pairs"] = "jpeg"
+    codec: str = Field(
+        default="x265", description="the codec in the loop; with pairs, a comma-separated list"
+    )
     preset: str = "medium"
     qp_min: int = 22
     qp_max: int = 47
@@ -93,6 +96,18 @@ class TrainConfig(BaseModel):
     @property
     def fraction(self) -> Fraction:
         return Fraction(self.ratio)
+
+    @property
+    def codecs(self) -> list[str]:
+        return self.codec.split(",")
+
+    @model_validator(mode="after")
+    def _pairs_train_posts(self) -> TrainConfig:
+        if self.proxy == "pairs" and self.kind != "post":
+            raise ValueError("coded pairs train post-processors only (--kind post)")
+        if self.proxy != "pairs" and len(self.codecs) > 1:
+            raise ValueError("several codecs are for --proxy pairs only")
+        return self
 
 
 @dataclass
@@ -276,8 +291,18 @@ class Trainer:
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.step = 0
         self.history: list[dict[str, float]] = []
-        self.backend = get_backend(cfg.codec) if cfg.proxy == "codec" else None
-        self.pictures = load_pictures(Path(cfg.data), min_size=cfg.crop)
+        # with pairs, the real codec is only needed to validate
+        self.backend = get_backend(cfg.codecs[0]) if cfg.proxy != "jpeg" else None
+        self.pairs: list[coded_pairs.Pair] = []
+        self.pictures: list[Picture] = []
+        if cfg.proxy == "pairs":
+            cache = Path(cfg.data)
+            qps = coded_pairs.cached_qps(cache, cfg.codecs, cfg.fraction, cfg.qp_min, cfg.qp_max)
+            self.pairs = coded_pairs.load_pairs(cache, cfg.codecs, cfg.fraction, qps)
+            self.val_qps = qps[:: max(1, len(qps) - 1)]  # the band's ends
+        else:
+            self.pictures = load_pictures(Path(cfg.data), min_size=cfg.crop)
+            self.val_qps = [27, 37]
         self.val: list[Picture] = []
         if cfg.val:
             self.val = center_crops(load_pictures(Path(cfg.val), cfg.crop), cfg.crop)
@@ -286,16 +311,30 @@ class Trainer:
     def train_step(self) -> StepResult:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, self.step])
-        y, uv = sample_batch(rng, self.pictures, cfg.batch, cfg.crop, cfg.clip_len)
         for m in self.nets.modules().values():
             m.train()
-        y, uv = y.to(self.device), uv.to(self.device)
-        loss, result = rd_step(cfg, self.nets, self.backend, y, uv, rng)
+        if self.pairs:
+            loss, result = self._pairs_step(rng)
+        else:
+            y, uv = sample_batch(rng, self.pictures, cfg.batch, cfg.crop, cfg.clip_len)
+            y, uv = y.to(self.device), uv.to(self.device)
+            loss, result = rd_step(cfg, self.nets, self.backend, y, uv, rng)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
         return result
+
+    def _pairs_step(self, rng: np.random.Generator) -> tuple[Tensor, StepResult]:
+        """Supervised: the post-processor on crops of what the codec really decoded, against
+        their sources, with the RDO's 6:1:1 YUV MSE (the rate is the codec's, fixed)."""
+        (y, uv), (ty, tuv) = coded_pairs.sample_batch(
+            rng, self.pairs, self.cfg.batch, self.cfg.crop
+        )
+        dev = self.device
+        y_hat, uv_hat = self.nets.post.restore(y.to(dev), uv.to(dev))
+        loss = mse_8bit(y_hat, uv_hat, ty.to(dev), tuv.to(dev))
+        return loss, StepResult(loss.item(), loss.item(), 0.0, self.nets.proxy.q.item())
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -309,7 +348,7 @@ class Trainer:
         y, uv = y.to(self.device), uv.to(self.device)
         bilinear = Nets(PostProcessor(self.nets.post.ratio).to(self.device), None, self.nets.proxy)
         out: dict[str, float] = {}
-        points = [27, 37] if self.cfg.proxy == "codec" else [None]
+        points: list[int | None] = list(self.val_qps) if self.backend is not None else [None]
         for qp in points:
             tag = f"qp{qp}" if qp is not None else "jpeg"
             for nets, name in ((self.nets, ""), (bilinear, "_bilinear")):

@@ -1,0 +1,195 @@
+"""Training pairs from the real codecs (wrapcodec.pairs) and supervised training on them."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wrapcodec import ffmpeg, pairs
+from wrapcodec.backend import get_backend
+from wrapcodec.cli import cli
+from wrapcodec.dataset import Picture
+from wrapcodec.errors import InputError
+from wrapcodec.metrics import mse, psnr
+from wrapcodec.nets import mse_8bit
+from wrapcodec.resample import bottleneck_size
+from wrapcodec.train import TrainConfig, Trainer
+from wrapcodec.y4m import iter_frames
+
+IMAGES = Path(__file__).parent / "data" / "images"
+SPEC = pairs.ClipSpec(frames=4, size=128)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three Kodak crops as 4-frame clips, coded with x264 at r = 1 and 1/2, QPs 22 and 42."""
+    _require_backend("x264")
+    folder = tmp_path_factory.mktemp("pairs")
+    clips = pairs.make_clips(IMAGES, folder, SPEC)
+    pts = pairs.points(["x264"], [Fraction(1), Fraction(1, 2)], [22, 42])
+    assert pairs.build(clips, folder, pts, jobs=2) == 12
+    return folder
+
+
+def _require_backend(name: str) -> None:
+    lacks = ffmpeg.missing(get_backend(name))
+    if lacks:
+        pytest.skip(f"ffmpeg lacks {', '.join(lacks)} for {name}")
+
+
+def _picture(height: int, width: int, seed: int) -> Picture:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    uv = rng.integers(0, 256, (2, height // 2, width // 2), dtype=np.uint8)
+    return Picture(y, uv)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pseudo_video_frames_are_crops_of_the_photo(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    height, width = 2 * int(rng.integers(64, 200)), 2 * int(rng.integers(64, 200))
+    picture = _picture(height, width, seed)
+    frames = pairs.pseudo_video(picture, SPEC, np.random.default_rng(seed))
+    assert len(frames) == SPEC.frames
+    for f in frames:
+        assert f.y.shape == (128, 128) and f.u.shape == f.v.shape == (64, 64)
+        assert f.y.dtype == np.uint8
+
+
+def test_a_pan_moves_the_window_by_whole_chroma_samples() -> None:
+    """Without zoom, each frame is a crop of the photo itself, at an even offset."""
+    picture = _picture(300, 400, 7)
+    spec = pairs.ClipSpec(frames=4, size=128, zoom_every=10**9)  # zoom almost never
+    for seed in range(10):
+        frames = pairs.pseudo_video(picture, spec, np.random.default_rng(seed))
+        for f in frames:
+            hits = np.argwhere(picture.y[:, :-127] == f.y[0, 0])
+            found = [
+                (t, le)
+                for t, le in hits
+                if t + 128 <= 300 and np.array_equal(picture.y[t : t + 128, le : le + 128], f.y)
+            ]
+            assert found and all(t % 2 == 0 and le % 2 == 0 for t, le in found)
+
+
+def test_clips_depend_only_on_the_photo_and_seed(tmp_path: Path) -> None:
+    a = pairs.make_clips(IMAGES, tmp_path / "a", SPEC)
+    b = pairs.make_clips(IMAGES, tmp_path / "b", SPEC)
+    assert (
+        [p.name for p in a]
+        == [p.name for p in b]
+        == [f"{p.stem}.y4m" for p in sorted(IMAGES.iterdir())]
+    )
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True))
+    c = pairs.make_clips(IMAGES, tmp_path / "c", SPEC, seed=1)
+    assert any(x.read_bytes() != y.read_bytes() for x, y in zip(a, c, strict=True))
+
+
+def test_pairs_are_what_the_codec_decoded(cache: Path) -> None:
+    """Decoded bottlenecks have the bottleneck size and 10-bit samples; the higher QP spends
+    fewer bits and loses more; at r = 1 and QP 22 the decoded frames are close to the source."""
+    clip = cache / "clips" / "kodak-kodim03-160.y4m"
+    source = list(iter_frames(clip))
+    for ratio in (Fraction(1), Fraction(1, 2)):
+        w, h = bottleneck_size(128, 128, ratio)
+        low = np.load(pairs.Point("x264", ratio, 22).folder(cache) / "kodak-kodim03-160.npz")
+        high = np.load(pairs.Point("x264", ratio, 42).folder(cache) / "kodak-kodim03-160.npz")
+        for data in (low, high):
+            assert data["y"].shape == (4, h, w) and data["u"].shape == (4, h // 2, w // 2)
+            assert data["y"].dtype == np.uint16 and int(data["y"].max()) < 1024
+        assert 0 < int(high["bits"]) < int(low["bits"])
+    low = np.load(pairs.Point("x264", Fraction(1), 22).folder(cache) / "kodak-kodim03-160.npz")
+    for t, frame in enumerate(source):
+        decoded_8bit = low["y"][t].astype(np.float64) / 4
+        assert psnr(mse(frame.y.astype(np.float64), decoded_8bit), 8) > 35
+
+
+def test_build_resumes_where_it_stopped(cache: Path) -> None:
+    clips = sorted((cache / "clips").glob("*.y4m"))
+    pts = pairs.points(["x264"], [Fraction(1), Fraction(1, 2)], [22, 42])
+    assert pairs.build(clips, cache, pts) == 0
+    victim = pts[0].folder(cache) / f"{clips[0].stem}.npz"
+    before = victim.read_bytes()
+    victim.unlink()
+    assert pairs.build(clips, cache, pts) == 1
+    assert victim.read_bytes() == before  # the codec is deterministic at one thread
+
+
+def test_cached_qps_and_loading(cache: Path) -> None:
+    assert pairs.cached_qps(cache, ["x264"], Fraction(1), 22, 47) == [22, 42]
+    assert pairs.cached_qps(cache, ["x264"], Fraction(1), 23, 47) == [42]
+    with pytest.raises(InputError, match="no coded pairs"):
+        pairs.cached_qps(cache, ["x264"], Fraction(1, 4), 22, 47)
+    loaded = pairs.load_pairs(cache, ["x264"], Fraction(1, 2), [42])
+    assert len(loaded) == 3 and {p.qp for p in loaded} == {42}
+    (y, uv), (ty, tuv) = pairs.sample_batch(np.random.default_rng(0), loaded, 5, 64)
+    assert y.shape == ty.shape == (5, 1, 64, 64) and uv.shape == tuv.shape == (5, 2, 32, 32)
+    # the upsampled decoded picture is close to its source (QP 42 at half size: blurred)
+    assert float((y - ty).abs().mean()) < 0.15
+
+
+def test_training_on_pairs_learns(cache: Path, tmp_path: Path) -> None:
+    """Supervised training on the coded pairs lowers the MSE on a fixed set of crops of them
+    (from the bilinear start) within a hundred small steps."""
+    torch.set_num_threads(1)
+    cfg = TrainConfig(
+        kind="post",
+        ratio="1/2",
+        data=str(cache),
+        steps=100,
+        batch=8,
+        crop=64,
+        proxy="pairs",
+        codec="x264",
+        lr=3e-3,
+        val_every=1000,
+    )
+    trainer = Trainer(cfg, tmp_path / "post.safetensors")
+    (y, uv), (ty, tuv) = pairs.sample_batch(np.random.default_rng(99), trainer.pairs, 32, 64)
+
+    def held_out_mse() -> float:
+        with torch.no_grad():
+            return float(mse_8bit(*trainer.nets.post.restore(y, uv), ty, tuv))
+
+    before = held_out_mse()
+    trainer.run(lambda step, r, val: None)
+    assert held_out_mse() < 0.95 * before
+    assert trainer.step == 100 and (tmp_path / "post.safetensors").exists()
+
+
+def test_pairs_train_post_processors_only(cache: Path) -> None:
+    with pytest.raises(ValueError, match="post-processors only"):
+        TrainConfig(kind="wrapper", ratio="1", data=str(cache), steps=1, proxy="pairs")
+    with pytest.raises(ValueError, match="pairs only"):
+        TrainConfig(kind="post", ratio="1", data=str(cache), steps=1, codec="x264,x265")
+
+
+def test_cli_pairs_refuses_bad_lists_in_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    for args, message in (
+        (["--qps", "22,x"], "QP 'x' is not a whole number"),
+        (["--ratios", "1,3/4"], "ratio '3/4' is not one of"),
+        (["--codecs", "nosuch"], "unknown codec backend 'nosuch'"),
+    ):
+        result = runner.invoke(cli, ["pairs", "--data", str(IMAGES), "--out", str(tmp_path), *args])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert not (tmp_path / "clips").exists()
+
+
+def test_cli_pairs_then_train(runner: CliRunner, tmp_path: Path) -> None:
+    _require_backend("x264")
+    cache = tmp_path / "cache"
+    args = ["--size", "64", "--frames", "2", "--qps", "32", "--ratios", "1", "--codecs", "x264"]
+    result = runner.invoke(cli, ["pairs", "--data", str(IMAGES), "--out", str(cache), *args])
+    assert result.exit_code == 0, result.output
+    assert "3 clips, 3 pairs coded now" in result.output
+    out = tmp_path / "post.safetensors"
+    train = ["train", "--kind", "post", "--ratio", "1", "--data", str(cache), "--proxy", "pairs"]
+    train += ["--codec", "x264", "--steps", "3", "--crop", "64", "--batch", "2", "--out", str(out)]
+    result = runner.invoke(cli, train)
+    assert result.exit_code == 0, result.output
+    assert out.exists()

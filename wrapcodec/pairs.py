@@ -1,0 +1,363 @@
+"""Training pairs from the real codecs: what a post-processor sees at the decoder, on disk.
+
+A post-processor needs no proxy: its input is whatever the codec decoded. This module makes
+short *pseudo-videos* of the training photos (crops that pan, and some that zoom, so the codec
+predicts between pictures as it does on video), codes each one through the encoder's own
+pipeline (:func:`wrapcodec.pipeline.encode_stream`: the bilinear downsampling of the post-only
+options, 10-bit bottleneck, the backend's arguments) at each ratio and QP, decodes it as the
+decoder does, and keeps the decoded bottleneck beside its source. Training
+(:mod:`wrapcodec.train`, ``--pairs``) is then plain supervised learning with the RDO's 6:1:1
+YUV MSE, thousands of steps for the price of one pass of encodes.
+
+Layout of a cache folder (every file written whole, then renamed: an interrupted build
+resumes where it stopped)::
+
+    CACHE/clips/NAME.y4m                      the pseudo-video of photo NAME (8-bit)
+    CACHE/CODEC/RATIO/qpNN/NAME.npz           y (T,h,w), u, v (T,h/2,w/2) uint16, bits (int)
+
+RATIO is ``1``, ``1_2``, ``2_3`` or ``1_4``. Never build a cache from evaluation sequences.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import Tensor
+
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.dataset import IMAGE_SUFFIXES, Picture, _read_picture
+from wrapcodec.errors import InputError
+from wrapcodec.nets import PostProcessor, unit
+from wrapcodec.options import OPTIONS, Option
+from wrapcodec.paths import atomic_write
+from wrapcodec.pipeline import Layout, decode_bottleneck, encode_stream
+from wrapcodec.resample import resample_plane
+from wrapcodec.y4m import Frame, VideoInfo, Y4MWriter, iter_frames, read_info
+
+log = logging.getLogger(__name__)
+
+QPS = (22, 27, 32, 37, 42, 47)
+"""The RDO's default QP ladder: the points a cache is coded at."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How pseudo-videos are cut from a photo: ``frames`` crops of ``size``×``size``, moving
+    by up to ``max_pan`` luma pixels a frame; one clip in ``zoom_every`` also zooms by up to
+    ``max_zoom`` (relative size change a frame)."""
+
+    frames: int = 8
+    size: int = 256
+    max_pan: int = 8
+    zoom_every: int = 2
+    max_zoom: float = 0.02
+
+
+def ratio_dir(ratio: Fraction) -> str:
+    """``1``, ``1_2``, ``2_3``, ``1_4``: a ratio as a folder name."""
+    return "1" if ratio == 1 else f"{ratio.numerator}_{ratio.denominator}"
+
+
+def coding_option(ratio: Fraction) -> Option:
+    """The linear option whose bitstream a post-only option of ``ratio`` shares (direct at
+    r = 1, bilinear below; see :func:`wrapcodec.pipeline.stream_key`)."""
+    kind = "direct" if ratio == 1 else "bilinear"
+    for opt in OPTIONS.values():
+        if opt.kind == kind and opt.ratio == ratio:
+            return opt
+    raise ValueError(f"no linear option for ratio {ratio}")
+
+
+# -- pseudo-videos --------------------------------------------------------------------------
+
+
+def _window(plane: np.ndarray, top: int, left: int, side: int, out: int) -> np.ndarray:
+    """The ``side``×``side`` window at (top, left), resampled to ``out``×``out`` (Lanczos)."""
+    crop = plane[top : top + side, left : left + side].astype(np.float64)
+    if side == out:
+        return crop
+    return resample_plane(crop, out, out, "lanczos")
+
+
+def _to8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def pseudo_video(picture: Picture, spec: ClipSpec, rng: np.random.Generator) -> list[Frame]:
+    """``spec.frames`` crops of ``picture`` along a straight pan with a steady zoom (none on
+    most clips); window offsets and sides are even so chroma stays aligned."""
+    n, out = spec.frames, spec.size
+    zoom = (
+        float(rng.uniform(-spec.max_zoom, spec.max_zoom))
+        if rng.integers(spec.zoom_every) == 0
+        else 0.0
+    )
+    sides = [2 * round(out * (1 + zoom) ** t / 2) for t in range(n)]
+    big = max(sides)
+    if big > min(picture.height, picture.width):
+        sides, big = [out] * n, out
+    room_y, room_x = picture.height - big, picture.width - big
+    steps = max(1, n - 1)
+    limit_y, limit_x = (room_y // steps) & ~1, (room_x // steps) & ~1  # even, ≥ 0
+    vy, vx = (rng.integers(-spec.max_pan // 2, spec.max_pan // 2 + 1, size=2) * 2).tolist()
+    vy, vx = int(np.clip(vy, -limit_y, limit_y)), int(np.clip(vx, -limit_x, limit_x))
+    span_y, span_x = abs(vy) * (n - 1), abs(vx) * (n - 1)
+    cy = 2 * int(rng.integers(0, (room_y - span_y) // 2 + 1)) + (span_y if vy < 0 else 0)
+    cx = 2 * int(rng.integers(0, (room_x - span_x) // 2 + 1)) + (span_x if vx < 0 else 0)
+    frames = []
+    for t, side in enumerate(sides):
+        # the window grows or shrinks about the centre of the largest one
+        top = cy + t * vy + (big - side) // 2 & ~1
+        left = cx + t * vx + (big - side) // 2 & ~1
+        y = _window(picture.y, top, left, side, out)
+        u, v = (_window(c, top // 2, left // 2, side // 2, out // 2) for c in picture.uv)
+        frames.append(Frame(_to8(y), _to8(u), _to8(v)))
+    return frames
+
+
+def photos(folder: Path) -> list[Path]:
+    """The images of a training folder, sorted by name."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of images")
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise InputError(f"{folder}: no images")
+    return found
+
+
+def make_clips(folder: Path, cache: Path, spec: ClipSpec, seed: int = 0) -> list[Path]:
+    """A pseudo-video per photo of ``folder`` at least ``spec.size`` on its shorter side, in
+    ``cache/clips`` (kept where it exists). The clip of a photo depends only on its name, the
+    spec and ``seed``."""
+    out = cache / "clips"
+    out.mkdir(parents=True, exist_ok=True)
+    info = VideoInfo(spec.size, spec.size, 8, 25, 1)
+    clips = []
+    for path in photos(folder):
+        dest = out / f"{path.stem}.y4m"
+        if not dest.exists():
+            picture = _read_picture(path)
+            if min(picture.height, picture.width) < spec.size:
+                log.info("%s: smaller than %d, skipped", path.name, spec.size)
+                continue
+            rng = np.random.default_rng([seed, *path.stem.encode()])
+            with Y4MWriter(dest, info) as writer:
+                for frame in pseudo_video(picture, spec, rng):
+                    writer.write(frame)
+        clips.append(dest)
+    return clips
+
+
+# -- coding ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One operating point of a cache: codec, ratio and QP."""
+
+    codec: str
+    ratio: Fraction
+    qp: int
+
+    def folder(self, cache: Path) -> Path:
+        return cache / self.codec / ratio_dir(self.ratio) / f"qp{self.qp:02d}"
+
+
+def code_clip(clip: Path, point: Point, preset: str | None = None) -> dict[str, np.ndarray]:
+    """``clip`` coded at ``point`` by the encoder's pipeline and decoded as the decoder does:
+    the decoded bottleneck planes (uint16, cropped to the bottleneck size) and the bits."""
+    backend = get_backend(point.codec)
+    info = read_info(clip)
+    frames = sum(1 for _ in iter_frames(clip))
+    layout = Layout.make(info, coding_option(point.ratio), backend, bitdepth=10)
+    settings = EncodeSettings(
+        qp=point.qp, preset=preset or backend.default_preset, bitdepth=10, threads=1
+    )
+    backend.validate(settings)
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-pairs-") as tmp:
+        stream = Path(tmp) / f"clip{backend.extension}"
+        encode_stream(backend, settings, clip, layout, 0, frames, stream)
+        bits = 8 * stream.stat().st_size
+        decoded = list(decode_bottleneck(backend, stream, layout, frames))
+    return {
+        "y": np.stack([f.y for f in decoded]).astype(np.uint16),
+        "u": np.stack([f.u for f in decoded]).astype(np.uint16),
+        "v": np.stack([f.v for f in decoded]).astype(np.uint16),
+        "bits": np.array(bits, np.int64),
+    }
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    atomic_write(path, lambda p: p.write_bytes(buffer.getvalue()))
+
+
+def _code_one(clip: Path, point: Point, dest: Path, preset: str | None) -> Path:
+    _save(dest, code_clip(clip, point, preset))
+    return dest
+
+
+def build(
+    clips: Sequence[Path],
+    cache: Path,
+    points: Iterable[Point],
+    jobs: int = 1,
+    preset: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Code every clip at every point into ``cache``, ``jobs`` encodes at once, skipping what
+    is there already; returns the number of pairs coded now."""
+    todo = []
+    for point in points:
+        get_backend(point.codec)  # loads the registry here, not racing in the threads
+        point.folder(cache).mkdir(parents=True, exist_ok=True)
+        for clip in clips:
+            dest = point.folder(cache) / f"{clip.stem}.npz"
+            if not dest.exists():
+                todo.append((clip, point, dest))
+    done = 0
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        futures = [pool.submit(_code_one, c, p, d, preset) for c, p, d in todo]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                done += 1
+                if progress is not None:
+                    progress(done, len(todo))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return done
+
+
+def points(codecs: Iterable[str], ratios: Iterable[Fraction], qps: Iterable[int]) -> list[Point]:
+    """Every combination, in a fixed order (codec, ratio, QP)."""
+    return [Point(c, Fraction(r), q) for c in codecs for r in ratios for q in qps]
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One coded pseudo-video: normalised decoded bottleneck and source, frame by frame."""
+
+    decoded_y: Tensor  # (T,1,h,w), 10-bit scale → [-1, 1]
+    decoded_uv: Tensor  # (T,2,h/2,w/2)
+    source_y: Tensor  # (T,1,H,W)
+    source_uv: Tensor  # (T,2,H/2,W/2)
+    qp: int
+
+
+def _frames_tensors(frames: Sequence[Frame], bitdepth: int) -> tuple[Tensor, Tensor]:
+    y = torch.from_numpy(np.stack([f.y for f in frames]).astype(np.float32))[:, None]
+    uv = torch.from_numpy(np.stack([np.stack([f.u, f.v]) for f in frames]).astype(np.float32))
+    return unit(y, bitdepth), unit(uv, bitdepth)
+
+
+def cached_qps(
+    cache: Path, codecs: Sequence[str], ratio: Fraction, qp_min: int, qp_max: int
+) -> list[int]:
+    """The QPs in ``qp_min``..``qp_max`` that ``cache`` holds pairs of for ``ratio``, with
+    any of ``codecs``, ascending."""
+    found = set()
+    for codec in codecs:
+        folder = cache / codec / ratio_dir(ratio)
+        for sub in folder.glob("qp*") if folder.is_dir() else []:
+            if sub.name[2:].isdecimal() and qp_min <= int(sub.name[2:]) <= qp_max:
+                found.add(int(sub.name[2:]))
+    if not found:
+        raise InputError(
+            f"{cache}: no coded pairs for ratio {ratio} at QPs {qp_min}-{qp_max} "
+            f"with {', '.join(codecs)} (make them with `wrapcodec pairs`)"
+        )
+    return sorted(found)
+
+
+def load_pairs(
+    cache: Path, codecs: Sequence[str], ratio: Fraction, qps: Sequence[int]
+) -> list[Pair]:
+    """Every pair of ``cache`` for ``ratio`` at ``qps`` with any of ``codecs``."""
+    sources: dict[str, tuple[Tensor, Tensor]] = {}
+    pairs = []
+    for codec in codecs:
+        for qp in qps:
+            folder = Point(codec, ratio, qp).folder(cache)
+            for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+                clip = cache / "clips" / f"{path.stem}.y4m"
+                if path.stem not in sources:
+                    sources[path.stem] = _frames_tensors(list(iter_frames(clip)), 8)
+                with np.load(path) as data:
+                    planes = [
+                        Frame(y, u, v)
+                        for y, u, v in zip(data["y"], data["u"], data["v"], strict=True)
+                    ]
+                dy, duv = _frames_tensors(planes, 10)
+                pairs.append(Pair(dy, duv, *sources[path.stem], qp))
+    if not pairs:
+        raise InputError(
+            f"{cache}: no coded pairs for ratio {ratio} at QPs {list(qps)} with {', '.join(codecs)}"
+        )
+    return pairs
+
+
+def sample_batch(
+    rng: np.random.Generator, pairs: Sequence[Pair], batch: int, crop: int
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``batch`` random ``crop``×``crop`` windows (even offsets) of random frames: the
+    bilinear-upsampled decoded picture (what :meth:`PostProcessor.restore` takes) and the
+    source. The whole frame is upsampled before cropping, as at the decoder."""
+    xs_y, xs_uv, ts_y, ts_uv = [], [], [], []
+    for _ in range(batch):
+        pair = pairs[int(rng.integers(len(pairs)))]
+        t = int(rng.integers(pair.source_y.shape[0]))
+        height, width = pair.source_y.shape[-2:]
+        y, uv = PostProcessor.upsample(
+            pair.decoded_y[t : t + 1], pair.decoded_uv[t : t + 1], height, width
+        )
+        top = 2 * int(rng.integers((height - crop) // 2 + 1))
+        left = 2 * int(rng.integers((width - crop) // 2 + 1))
+        rows, cols = slice(top, top + crop), slice(left, left + crop)
+        crows, ccols = slice(top // 2, (top + crop) // 2), slice(left // 2, (left + crop) // 2)
+        xs_y.append(y[..., rows, cols])
+        xs_uv.append(uv[..., crows, ccols])
+        ts_y.append(pair.source_y[t : t + 1, :, rows, cols])
+        ts_uv.append(pair.source_uv[t : t + 1, :, crows, ccols])
+    cat = torch.cat
+    return (cat(xs_y), cat(xs_uv)), (cat(ts_y), cat(ts_uv))
+
+
+def iter_points_text(codecs: str, ratios: str, qps: str) -> Iterator[Point]:
+    """Points from comma-separated lists (the CLI's form); an :class:`InputError` names a
+    ratio, QP or codec that is not one."""
+    ratio_values = []
+    for text in ratios.split(","):
+        if text not in {"1", "1/2", "2/3", "1/4"}:
+            raise InputError(f"ratio {text!r} is not one of 1, 1/2, 2/3, 1/4")
+        ratio_values.append(Fraction(text))
+    qp_values = []
+    for text in qps.split(","):
+        if not (text.isascii() and text.isdigit()):
+            raise InputError(f"QP {text!r} is not a whole number")
+        qp_values.append(int(text))
+    for codec in codecs.split(","):
+        backend = get_backend(codec)
+        for qp in qp_values:
+            try:
+                settings = EncodeSettings(qp=qp, preset=backend.default_preset)
+            except ValidationError:
+                raise InputError(f"QP {qp} is out of range") from None
+            backend.validate(settings)
+    yield from points(codecs.split(","), ratio_values, qp_values)
