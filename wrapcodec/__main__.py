@@ -1,27 +1,42 @@
 """``python -m wrapcodec`` and the ``wrapcodec`` console script.
 
 The command line imports torch, numpy, scipy and the rest, which takes a second or more. A
-Ctrl-C in that second must end like one later on, with ``Interrupted.`` and exit status 130,
-not a traceback from deep inside an import. So this module imports nothing heavy itself and
-imports the command line inside the guard.
+Ctrl-C or SIGTERM in that second must end like one later on, with ``Interrupted.`` (exit
+status 130) or ``Terminated.`` (143), not a traceback from deep inside an import. So this
+module imports nothing heavy itself, installs the signal handlers of
+:mod:`wrapcodec.interrupt` first and imports the command line inside the guard.
 """
 
 from __future__ import annotations
 
 import sys
 
-EXIT_INTERRUPTED = 130
+from wrapcodec import interrupt
+
+EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
 """128 + SIGINT, as a shell reports a command that Ctrl-C ended."""
 
 
 def main() -> None:
-    """Import the command line and run it; a Ctrl-C while importing exits 130 quietly."""
+    """Import the command line and run it; a Ctrl-C or SIGTERM while importing, or after the
+    command, exits 130 or 143 with one line."""
+    interrupt.install()
+    status = 0
     try:
         from wrapcodec.cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("Interrupted.\n")
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    cli_main()
+
+        cli_main()
+    except KeyboardInterrupt as exc:  # while importing, or outside the command itself
+        interrupt.hold()
+        sys.stderr.write(interrupt.message(exc) + "\n")
+        status = interrupt.exit_status(exc)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            sys.stderr.write(exc.code + "\n")
+            status = 1
+        else:
+            status = exc.code or 0
+    interrupt.finish(status)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from wrapcodec import __version__, benchreport, effortbench, ffmpeg
+from wrapcodec import __version__, benchreport, effortbench, ffmpeg, interrupt
 from wrapcodec import bench as bench_lib
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, backends, get_backend
@@ -51,6 +51,10 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (wrapcodec.interrupt)
+            interrupt.hold()
+            click.echo(interrupt.message(exc), err=True)
+            ctx.exit(interrupt.exit_status(exc))
         except WrapcodecError as exc:
             raise click.ClickException(str(exc)) from None
         except ValidationError as exc:
@@ -58,9 +62,9 @@ class _Group(click.Group):
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise click.ClickException(fields) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+        finally:
+            # The command is over: a signal from now on is reported when the program exits.
+            interrupt.hold()
 
 
 class _Bar:

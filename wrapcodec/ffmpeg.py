@@ -9,16 +9,23 @@ Decoding must finish on any input, a damaged or forged stream included: every wa
 is bounded (:data:`STALL_TIMEOUT_S`, then ffmpeg is killed), its output pipe is closed before
 it is waited for, and every failure is an :class:`~wrapcodec.errors.FFmpegError` whose message
 is one line.
+
+Every ffmpeg process is registered with :mod:`wrapcodec.interrupt`, so that a SIGTERM kills
+it too; its output is decoded tolerantly (an ffmpeg that prints bytes that are not UTF-8 is
+refused in one line, not with a traceback), and one killed by SIGXFSZ (the file-size limit)
+is said to be a write that failed.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -30,8 +37,9 @@ from typing import IO
 
 import ffmpeg as ffmpeg_python
 
+from wrapcodec import interrupt
 from wrapcodec.backend import Backend, EncodeSettings
-from wrapcodec.errors import BackendError, FFmpegError, Y4MError
+from wrapcodec.errors import BackendError, FFmpegError, InputError, Y4MError
 from wrapcodec.y4m import Frame, VideoInfo, Y4MReader
 
 ENV_VAR = "WRAPCODEC_FFMPEG"
@@ -76,15 +84,20 @@ class Capabilities:
 
 def _probe(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     """Run a short ffmpeg query, killed after :data:`STALL_TIMEOUT_S` (a binary that hangs
-    must not hang wrapcodec)."""
+    must not hang wrapcodec); its output decoded tolerantly (bytes that are not UTF-8 become
+    U+FFFD)."""
     try:
-        return subprocess.run(
-            cmd, capture_output=True, text=True, check=False, timeout=STALL_TIMEOUT_S
-        )
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=STALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise FFmpegError(
             f"'{' '.join(cmd)}' did not answer in {STALL_TIMEOUT_S:g} s", cmd
         ) from None
+    return subprocess.CompletedProcess(
+        cmd,
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
 
 
 def _list(exe: str, what: str) -> str:
@@ -112,9 +125,15 @@ def _names(listing: str, codec_table: bool) -> frozenset[str]:
 def _capabilities(exe: str) -> Capabilities:
     version_out = _probe([exe, "-hide_banner", "-version"]).stdout
     match = re.search(r"ffmpeg version (\S+)", version_out)
+    if match is None:
+        garbled = " (nor UTF-8 text)" if "\ufffd" in version_out else ""
+        raise BackendError(
+            f"this ffmpeg ({exe}) is not usable: what '-version' prints is not ffmpeg's"
+            f"{garbled}, it lacks 'ffmpeg version'"
+        )
     return Capabilities(
         exe=exe,
-        version=match.group(1) if match else "unknown",
+        version=match.group(1),
         encoders=_names(_list(exe, "encoders"), codec_table=True),
         decoders=_names(_list(exe, "decoders"), codec_table=True),
         muxers=_names(_list(exe, "muxers"), codec_table=False),
@@ -306,6 +325,7 @@ def encode(
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         try:
+            interrupt.track(proc)
             assert proc.stdin is not None
             try:
                 for frame in frames:
@@ -319,6 +339,9 @@ def encode(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            interrupt.untrack(proc)
+        if rc == -signal.SIGXFSZ:  # the file-size limit (ulimit -f) stopped its write
+            raise InputError(f"cannot write {out_path}: {os.strerror(errno.EFBIG)}")
         if rc != 0:
             raise FFmpegError(
                 f"{backend.encoder} failed (exit {rc}) after {count} frames", cmd, _stderr_text(err)
@@ -453,6 +476,11 @@ def decode(
     name = backend.decoder
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        try:
+            interrupt.track(proc)
+        except BaseException:
+            _kill(proc)
+            raise
         dog = _Watchdog(proc, stall_timeout)
         got = 0
         problem = ""  # the y4m header shows a stream other than the one coded
@@ -480,6 +508,7 @@ def decode(
         finally:
             dog.stop()
             _kill(proc)
+            interrupt.untrack(proc)
         stderr, change = _read_log(err)
         if dog.fired:
             problem = f"{name} stalled (no output for {stall_timeout:g} s) after {got} frames"

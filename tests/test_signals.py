@@ -1,0 +1,167 @@
+"""Ctrl-C and SIGTERM, sent for real to a real ``python -m wrapcodec``: one line, exit 130 or
+143, no temporary folder, no partial output and no ffmpeg process left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from wrapcodec.cli import cli
+from wrapcodec.y4m import count_frames
+
+
+def _start(args: list[str], tmp: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "wrapcodec", *args],
+        env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        # A runner started in the background ignores SIGINT, and children inherit that;
+        # a user's terminal does not, so give the child the default dispositions.
+        preexec_fn=lambda: [
+            signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)
+        ],
+    )
+
+
+def _wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not ready() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    assert ready(), f"{what} never happened"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (ffmpeg), from every thread."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _one_line(err: bytes, line: str) -> None:
+    lines = [x for x in err.decode().splitlines() if x.strip()]
+    assert lines == [line], err.decode()
+
+
+requires_proc = pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task").is_dir(), reason="needs /proc to see child processes"
+)
+
+
+@requires_proc
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_sigterm_encode(tmp_path: Path, parkjoy: Path, jobs: str) -> None:
+    """SIGTERM while ffmpeg codes a candidate (with --jobs 3, in worker threads, others
+    queued): 'Terminated.', 143, no temporary folder, no output, and every ffmpeg gone."""
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    args = ["encode", str(parkjoy), "-o", str(out / "o.wrp"), "--codec", "x265", "--qp", "30"]
+    args += ["--preset", "slow", "--options", "0,9,10,12,13", "--effort", "exhaustive"]
+    proc = _start([*args, "--jobs", jobs], tmp, tmp_path)
+    _wait_for(proc, lambda: bool(list(tmp.glob("wrapcodec-*/*.265"))), "encoding")
+    time.sleep(0.5)
+    coders = _children(proc.pid)
+    assert coders, "no ffmpeg running"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    _one_line(err, "Terminated.")
+    assert list(tmp.iterdir()) == []
+    assert list(out.iterdir()) == []
+    time.sleep(0.2)
+    assert not [pid for pid in coders if _alive(pid)], "ffmpeg left running"
+
+
+@pytest.fixture(scope="module")
+def wrapper_wrp(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Park Joy clip through the 1/2 wrapper (a neural post-processor: a slow decode)."""
+    out = tmp_path_factory.mktemp("wrp") / "w.wrp"
+    args = ["encode", str(parkjoy), "-o", str(out), "--codec", "x264", "--qp", "30"]
+    args += ["--preset", "ultrafast", "--options", "6", "--adapt-steps", "0", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@requires_proc
+def test_sigterm_decode(tmp_path: Path, wrapper_wrp: Path) -> None:
+    """SIGTERM while the output is being written: 'Terminated.', 143, neither the hidden
+    temporary output beside it nor the temporary folder left, ffmpeg gone."""
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    proc = _start(["decode", str(wrapper_wrp), "-o", str(out / "o.y4m")], tmp, tmp_path)
+    _wait_for(proc, lambda: bool(list(out.glob(".o.y4m.*.tmp"))), "writing")
+    decoders = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    _one_line(err, "Terminated.")
+    assert list(tmp.iterdir()) == []
+    assert list(out.iterdir()) == []
+    time.sleep(0.2)
+    assert not [pid for pid in decoders if _alive(pid)], "ffmpeg left running"
+
+
+def test_sigterm_while_starting(tmp_path: Path) -> None:
+    """SIGTERM while the command line is still importing: one line, 143."""
+    proc = _start(["backends"], tmp_path, tmp_path)
+    time.sleep(0.5)  # the imports take seconds
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    _one_line(err, "Terminated.")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_after_the_decode_wrote_its_output(
+    tmp_path: Path, wrapper_wrp: Path, sig: signal.Signals
+) -> None:
+    """A Ctrl-C or SIGTERM once the output is complete, as the program winds down: the output
+    stays whole, and the program says 'Interrupted.' or 'Terminated.' and exits 130 or 143
+    (or, if the signal came after its last step, ends normally), never dies by the signal
+    without a word."""
+    line, status = {signal.SIGINT: ("Interrupted.", 130), signal.SIGTERM: ("Terminated.", 143)}[sig]
+    reported = 0
+    for delay in (0.0, 0.002):
+        out = tmp_path / "o.y4m"
+        out.unlink(missing_ok=True)
+        proc = _start(["decode", str(wrapper_wrp), "-o", str(out)], tmp_path, tmp_path)
+        deadline = time.monotonic() + 120
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            pass  # as close to the rename as possible
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        text = err.decode()
+        assert proc.returncode in (0, status), text
+        assert "Traceback" not in text
+        last = text.splitlines()[-1]
+        assert last == line if proc.returncode else last.endswith(f"→ {out}"), text
+        assert count_frames(out) == 10
+        reported += proc.returncode == status
+    assert reported, "every signal came after the program had ended"

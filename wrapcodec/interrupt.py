@@ -1,0 +1,153 @@
+"""Ctrl-C and SIGTERM: one line, exit status 130 or 143, nothing left behind.
+
+Python turns SIGINT (Ctrl-C) into :class:`KeyboardInterrupt`, which unwinds the program: every
+``with`` block and ``finally`` on the way removes what it made (temporary folders, the hidden
+temporary file beside an output). SIGTERM, what ``timeout``, systemd and container runtimes
+send, would kill the process on the spot instead. :func:`install` makes it raise
+:class:`Terminated`, a :class:`KeyboardInterrupt`, so that it unwinds the same way.
+
+A terminal's Ctrl-C reaches every process of the foreground group, ffmpeg included; SIGTERM
+reaches only wrapcodec. So the handler also kills the ffmpeg processes started through
+:func:`track` (worker threads' included), and after the first signal :func:`track` kills and
+refuses any new one, so work still queued cannot start one. Repeated signals are ignored while
+the program cleans up (SIGKILL still ends it).
+
+Once a command has finished, its outputs are complete: after :func:`hold` the two signals no
+longer raise (the main thread blocks them, the handler notes them), and :func:`finish`
+reports one that arrived since then, flushes standard output and error and
+exits without the interpreter's teardown (a second or so of torch and numba), during which a
+signal would end the process without a word.
+
+This module imports only the standard library's lightest modules, so that ``__main__`` can
+install the handlers before it imports the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import subprocess
+
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as a shell reports a command that Ctrl-C ended."""
+EXIT_TERMINATED = 143
+"""128 + SIGTERM."""
+
+_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would raise :class:`KeyboardInterrupt`."""
+
+
+_received: list[int] = []  # the first signal handled, if any
+_late: list[int] = []  # signals that came after hold()
+_children: set[subprocess.Popen[bytes]] = set()
+_installed = False
+_held = False
+
+
+def exit_status(exc: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def message(exc: KeyboardInterrupt) -> str:
+    """The one line that says why the program stopped."""
+    return "Terminated." if isinstance(exc, Terminated) else "Interrupted."
+
+
+def _interruption(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def stopping() -> bool:
+    """Whether a signal has asked the program to stop."""
+    return bool(_received)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        if proc.returncode is None:
+            proc.kill()
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _held:  # the command is over: finish() reports it
+        _late.append(signum)
+        return
+    if _received:
+        return  # cleaning up after the first one
+    _received.append(signum)
+    for proc in list(_children):
+        _kill(proc)
+    raise _interruption(signum)
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM as described above (from the main thread; a signal the
+    program was started ignoring, as a shell does for background jobs, stays ignored)."""
+    global _installed
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _handler)
+        _installed = True
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _handler)
+        _installed = True
+
+
+def track(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` when a signal stops the program; once one has, kill it now and raise
+    the signal's :class:`KeyboardInterrupt`. Call :func:`untrack` once it is reaped."""
+    _children.add(proc)
+    if _received:  # the handler ran before ``proc`` was added: it did not see it
+        _kill(proc)
+        raise _interruption(_received[0])
+
+
+def untrack(proc: subprocess.Popen[bytes]) -> None:
+    """Forget ``proc`` (it has exited)."""
+    _children.discard(proc)
+
+
+def hold() -> None:
+    """SIGINT and SIGTERM no longer raise from now on (the command has finished);
+    :func:`finish` reports one that arrives meanwhile. Does nothing unless :func:`install`
+    took them."""
+    global _held
+    if _installed and not _held and threading.current_thread() is threading.main_thread():
+        _held = True
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+
+
+def finish(status: int) -> NoReturn:
+    """Exit with ``status``, or 130/143 with its line if a signal came after :func:`hold`.
+
+    With the handlers installed, the process ends here, without the interpreter's teardown:
+    the command's files are closed and its output flushed, and a signal during that second
+    would kill the process silently."""
+    hold()
+    if _held and not _received:
+        pending = set(_late) | (signal.sigpending() & _SIGNALS)
+        if pending:
+            exc = _interruption(signal.SIGTERM if signal.SIGTERM in pending else signal.SIGINT)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(message(exc) + "\n")
+            status = exit_status(exc)
+    if not _held:
+        sys.exit(status)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
