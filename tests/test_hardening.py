@@ -5,12 +5,17 @@ limits. Each gets one line and a non-zero exit, and leaves nothing behind."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
+from cli_errors import fails
 from click.testing import CliRunner
 
 from wrapcodec import ffmpeg
@@ -96,3 +101,93 @@ def test_ffmpeg_listing_with_bytes_that_are_not_utf8(
     result = CliRunner().invoke(cli, [*enc(clip8, tmp_path / "o.wrp"), "--json"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o.wrp").stat().st_size > 0
+
+
+# --- model banks with broken weights or cards -------------------------------------------------
+
+
+def _bank_copy(dest: Path) -> Path:
+    from wrapcodec.bank import shipped_folder
+
+    shutil.copytree(shipped_folder(), dest, ignore=shutil.ignore_patterns("__*"))
+    return dest
+
+
+def test_bank_with_a_nan_weight(tmp_path: Path, clip8: Path) -> None:
+    """A NaN in the weights, the card's sha256 made to match: refused in one line, no file."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from wrapcodec.paths import sha256_file
+
+    bank = _bank_copy(tmp_path / "bank")
+    weights = bank / "post-1_2.safetensors"
+    tensors = load_file(str(weights))
+    name = next(k for k in tensors if k.startswith("post.") and k.endswith("weight"))
+    tensors[name].view(-1)[0] = torch.nan
+    save_file(tensors, str(weights))
+    card = json.loads((bank / "post-1_2.json").read_text())
+    card["sha256"] = sha256_file(weights)
+    (bank / "post-1_2.json").write_text(json.dumps(card))
+    out = tmp_path / "o.wrp"
+    args = [*enc(clip8, out)[:-1], "2", "--adapt-steps", "0", "--models", str(bank)]
+    one_line(run_cli(args), str(weights), f"weight {name} holds a value that is not finite")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        (("arithmetic", "exponents", "level0"), 200, "level0: Input should be less than or equal"),
+        (("arithmetic", "exponents", "level1"), -200, "level1: Input should be greater than"),
+        (("option",), 3, "option 3 is not post 1/2's (2)"),
+        (("ratio",), "3/7", "ratio 3/7 is not one of"),
+        (("post", "channels"), [12, 24, 10**7], "post channels"),
+        (("file",), "../post-1_2.safetensors", "is not a file name in the bank's folder"),
+        (("macs_per_pixel",), float("nan"), "macs_per_pixel"),
+    ],
+)
+def test_bank_card_out_of_range(
+    runner: CliRunner, tmp_path: Path, field: tuple[str, ...], value: object, fragment: str
+) -> None:
+    bank = _bank_copy(tmp_path / "bank")
+    path = bank / "post-1_2.json"
+    card = json.loads(path.read_text())
+    node = card
+    for key in field[:-1]:
+        node = node[key]
+    node[field[-1]] = value
+    path.write_text(json.dumps(card))
+    fails(runner, ["models", "--json", "--models", str(bank)], str(path), fragment)
+
+
+# --- an update whose float32 scale overflows ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def neural_wrp(clip8: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """clip8 through post-1/2 (bilinear down, neural post), no update of its own."""
+    out = tmp_path_factory.mktemp("wrp") / "n.wrp"
+    args = [*enc(clip8, out)[:-1], "2", "--adapt-steps", "0", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_update_scale_overflow(tmp_path: Path, neural_wrp: Path) -> None:
+    """A finite float32 scale whose product with q overflows: the one line, no numpy warning
+    before it, no output."""
+    from dataclasses import replace
+
+    from wrapcodec.container import pack, unpack
+
+    update = bytearray((Path(__file__).parent / "data" / "update_example.bin").read_bytes())
+    body = bytearray(zlib.decompress(bytes(update[2:])))
+    body[0:4] = struct.pack("<f", 3e38)  # the first tensor's scale; its q are 127
+    header, segments = unpack(neural_wrp.read_bytes())
+    forged = bytes(update[:2]) + zlib.compress(bytes(body))
+    bad = tmp_path / "bad.wrp"
+    bad.write_bytes(pack(header, [replace(segments[0], update=forged)]))
+    out = tmp_path / "o.y4m"
+    one_line(run_cli(["decode", str(bad), "-o", str(out)]), "holds a value that is not finite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wrp"]

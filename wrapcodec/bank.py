@@ -3,10 +3,13 @@
 A bank is a folder of ``NAME.safetensors`` weights, each with a ``NAME.json`` card
 (:class:`ModelCard`). The shipped bank is the installed ``wrapcodec.models`` package;
 ``--models DIR`` selects another. Each card holds the sha256 of its weights, checked before
-they are loaded (safetensors: loading never runs code). The bank id is the first 8 bytes of
-the sha256 of the sorted ``name sha256`` lines of its cards: the encoder writes it into the
-container whenever a neural option is used, and the decoder refuses a file made with other
-weights.
+they are loaded (safetensors: loading never runs code), and every weight must be a finite
+number. A card whose fields are out of range (an activation exponent outside ``±MAX_EXP``,
+an option code that is not its kind and ratio's, an architecture too large to build, a
+weights file outside the folder) is refused when the bank is read. The bank id is the first
+8 bytes of the sha256 of the sorted ``name sha256`` lines of its cards: the encoder writes it
+into the container whenever a neural option is used, and the decoder refuses a file made
+with other weights.
 """
 
 from __future__ import annotations
@@ -18,22 +21,29 @@ from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from wrapcodec.container import NO_MODEL_BANK
 from wrapcodec.errors import InputError
-from wrapcodec.exact import ARITHMETIC_VERSION, ExactPost, quantize_post
+from wrapcodec.exact import ARITHMETIC_VERSION, MAX_EXP, ExactPost, quantize_post
 from wrapcodec.nets import PostConfig, PostProcessor, PreConfig, PreProcessor
-from wrapcodec.options import OPTIONS, Option, require_available
+from wrapcodec.options import OPTIONS, RATIOS, Option, require_available
 from wrapcodec.paths import sha256_file
 
 #: Size at which the cards' MACs per pixel are counted.
 MAC_WIDTH, MAC_HEIGHT = 1920, 1080
+
+#: Largest channel count and blocks per level a card may give its networks (the shipped ones
+#: have 12-32 and 1-3): a forged card cannot make the bank build a network that fills memory.
+MAX_CHANNELS, MAX_BLOCKS = 512, 32
+
+Exponent = Annotated[int, Field(ge=-MAX_EXP, le=MAX_EXP)]
+Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class RatePoint(BaseModel):
@@ -65,8 +75,8 @@ class Arithmetic(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = ARITHMETIC_VERSION
-    exponents: dict[str, int]  # exact.calibrate: per residual level and depthwise output
+    version: int = Field(default=ARITHMETIC_VERSION, ge=1)
+    exponents: dict[str, Exponent]  # exact.calibrate: per residual level and depthwise output
     calibration: str = ""  # the pictures the exponents were measured on
     reference: str = ""  # sha256 of cards.reference_digest's output, made where calibrated
 
@@ -84,14 +94,39 @@ class ModelCard(BaseModel):
     sha256: str
     post: PostConfig
     pre: PreConfig | None = None
-    macs_per_pixel: float  # post-processor, per output luma pixel
-    params: int  # post-processor
-    pre_macs_per_pixel: float | None = None  # per source luma pixel
-    pre_params: int | None = None
+    macs_per_pixel: Count  # post-processor, per output luma pixel
+    params: int = Field(ge=0)  # post-processor
+    pre_macs_per_pixel: Count | None = None  # per source luma pixel
+    pre_params: int | None = Field(default=None, ge=0)
     training_data: str = ""  # what the pictures of --data were
     training: list[dict[str, object]]  # one entry per stage: config, steps, last validation
     validation: Validation | None = None
     arithmetic: Arithmetic | None = None  # the post-processor's integer arithmetic
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ModelCard:
+        """Fields that must agree with each other or stay within what can be built."""
+        try:
+            ratio = Fraction(self.ratio)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"ratio {self.ratio!r} is not a fraction") from None
+        if ratio not in RATIOS:
+            raise ValueError(f"ratio {self.ratio} is not one of the options' ratios")
+        code = int(option_for(self.kind, ratio).code)
+        if self.option != code:
+            raise ValueError(f"option {self.option} is not {self.kind} {self.ratio}'s ({code})")
+        if self.file in ("", ".", "..") or "/" in self.file or "\\" in self.file:
+            raise ValueError(f"file {self.file!r} is not a file name in the bank's folder")
+        for name, config in (("post", self.post), ("pre", self.pre)):
+            if config is None:
+                continue
+            channels = (*config.channels, *([config.mlp] if isinstance(config, PreConfig) else []))
+            blocks = config.blocks if isinstance(config, PostConfig) else ()
+            if not all(1 <= c <= MAX_CHANNELS for c in channels):
+                raise ValueError(f"{name} channels {channels} outside 1..{MAX_CHANNELS}")
+            if not all(0 <= b <= MAX_BLOCKS for b in blocks):
+                raise ValueError(f"{name} blocks {blocks} outside 0..{MAX_BLOCKS}")
+        return self
 
     @property
     def fraction(self) -> Fraction:
@@ -144,7 +179,12 @@ class Bank:
             try:
                 card = ModelCard.model_validate_json(path.read_text())
             except ValidationError as exc:
-                raise InputError(f"{path}: not a model card ({exc.errors()[0]['msg']})") from None
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                msg = first["msg"].removeprefix("Value error, ")
+                raise InputError(
+                    f"{path}: not a model card ({where + ': ' if where else ''}{msg})"
+                ) from None
             self.cards[card.option] = card
         self._loaded: dict[int, Processors] = {}
 
@@ -209,6 +249,9 @@ def load_processors(folder: Path, card: ModelCard) -> Processors:
         tensors = load_file(str(path))
     except SafetensorError as exc:
         raise InputError(f"{path}: unreadable weights ({exc})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"{path}: weight {name} holds a value that is not finite")
     post = PostProcessor(card.fraction, card.post)
     pre = PreProcessor(card.fraction, card.pre) if card.kind == "wrapper" else None
     try:

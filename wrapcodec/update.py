@@ -207,6 +207,9 @@ def decode_update(data: bytes, post: PostProcessor) -> Update:
             (scale,) = SCALE.unpack_from(body, at)
             at += SCALE.size
             q = np.frombuffer(body, np.int8, n, at)
+            peak = float(np.abs(q.astype(np.float32)).max(initial=0.0))
+            if not abs(scale) * peak <= float(np.finfo(np.float32).max):  # NaN fails too
+                raise ContainerError(f"update of {name} holds a value that is not finite")
             values = np.float32(scale) * q.astype(np.float32)
         at += width * n
         if not np.isfinite(values).all():
