@@ -191,3 +191,44 @@ def test_update_scale_overflow(tmp_path: Path, neural_wrp: Path) -> None:
     out = tmp_path / "o.y4m"
     one_line(run_cli(["decode", str(bad), "-o", str(out)]), "holds a value that is not finite")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wrp"]
+
+
+# --- --options digits, QP ranges and step limits --------------------------------------------
+
+
+@pytest.mark.parametrize("digits", ["²", "٣", "𝟓", "0,¹"])
+def test_options_take_ascii_digits_only(
+    runner: CliRunner, tmp_path: Path, clip8: Path, digits: str
+) -> None:
+    """Digits str.isdigit takes but are not ASCII: refused, never a traceback nor a code."""
+    out = tmp_path / "o.wrp"
+    fails(runner, [*enc(clip8, out)[:-1], digits], "unknown option")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("codec", "qp", "fragment"),
+    [
+        ("x264", "-1", "--qp -1: x264 takes QPs 0..69"),
+        ("x264", "999999999999", "--qp 999999999999: x264 takes QPs 0..69"),
+        ("x264", "70", "--qp 70: x264 takes QPs 0..69"),
+        ("x265", "52", "--qp 52: x265 takes QPs 0..51"),
+        ("x265", "-12", "--qp -12: x265 takes QPs 0..51"),
+    ],
+)
+def test_qp_range_per_codec(
+    runner: CliRunner, tmp_path: Path, clip8: Path, codec: str, qp: str, fragment: str
+) -> None:
+    args = ["encode", str(clip8), "-o", str(tmp_path / "o.wrp"), "--codec", codec, "--qp", qp]
+    fails(runner, args, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_qps_of_bench_in_range(runner: CliRunner, tmp_path: Path, clip8: Path) -> None:
+    fails(runner, ["bench", str(clip8), "--codec", "x264", "--qps", "22,70"], "--qps 70: x264")
+
+
+def test_adapt_steps_bounded(runner: CliRunner, tmp_path: Path, clip8: Path) -> None:
+    out = tmp_path / "o.wrp"
+    fails(runner, [*enc(clip8, out), "--adapt-steps", "999999999999"], "at most 10000")
+    assert not out.exists()

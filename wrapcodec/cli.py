@@ -43,6 +43,21 @@ from wrapcodec.rdo import AdaptationReport, EncodeReport, default_jobs, encode_f
 
 err_console = Console(stderr=True)
 DEMO_CLIP = "parkjoy_480x270_10f.y4m"
+MAX_ADAPT_STEPS = 10_000
+"""Most ``--adapt-steps`` taken: over 30 times the default, minutes of fitting per candidate."""
+
+
+def _check_qp(codec: str, qp: int, what: str = "--qp") -> None:
+    """Refuse a QP outside ``codec``'s range, before anything is done (one range per codec:
+    its backend's ``qp_range``)."""
+    lo, hi = get_backend(codec).qp_range
+    if not lo <= qp <= hi:
+        raise InputError(f"{what} {qp}: {codec} takes QPs {lo}..{hi}")
+
+
+def _check_adapt_steps(steps: int | None) -> None:
+    if steps is not None and not 0 <= steps <= MAX_ADAPT_STEPS:
+        raise InputError(f"--adapt-steps {steps}: at most {MAX_ADAPT_STEPS}")
 
 
 class _Group(click.Group):
@@ -192,9 +207,12 @@ def _encode(
 ) -> EncodeReport:
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
+    backend = get_backend(codec)
+    if qp is not None:
+        _check_qp(codec, qp)
+    _check_adapt_steps(adapt_steps)
     check_input(input)
     check_output(output, overwrite, source=input)
-    backend = get_backend(codec)
     settings = EncodeSettings(
         qp=qp if qp is not None else backend.qp_range[0],
         preset=preset or backend.default_preset,
@@ -708,6 +726,9 @@ def bench(
         raise InputError(f"--qps: not a list of integers: {qps!r}") from None
     if len(qp_list) < 2:
         raise InputError("--qps needs at least 2 QPs for an RD curve")
+    for q in qp_list:
+        _check_qp(codec, q, "--qps")
+    _check_adapt_steps(adapt_steps)
     bank = get_bank(models)
     codes = sorted({0, *(int(o.code) for o in parse_options(options, bank.has, bank.where))})
     n_jobs = jobs or bench_lib.default_jobs()
@@ -849,6 +870,9 @@ def bench_effort(
         qp_list = [int(q) for q in qps.split(",") if q.strip()]
     except ValueError:
         raise InputError(f"--qps: not a list of integers: {qps!r}") from None
+    for q in qp_list:
+        _check_qp(codec, q, "--qps")
+    _check_adapt_steps(adapt_steps)
     levels = [e.strip() for e in efforts.split(",") if e.strip()]
     unknown = [e for e in levels if e not in EFFORTS]
     if unknown:

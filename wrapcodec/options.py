@@ -105,7 +105,8 @@ def parse_options(
     here: the linear ones and the neural ones ``has_model`` accepts).
 
     An empty entry (``0,,9``, a trailing comma) or an option given twice (``0,0``,
-    ``0,direct``) is refused: it is more likely a typo than what was meant."""
+    ``0,direct``) is refused: it is more likely a typo than what was meant. Codes are ASCII
+    digits only."""
     if text.strip() == "all":
         return [o for o in OPTIONS.values() if not o.neural or has_model(o)]
     if text.strip() == "linear":
@@ -117,7 +118,7 @@ def parse_options(
     for position, item in enumerate((part.strip() for part in text.split(",")), start=1):
         if not item:
             raise OptionError(f"--options {text!r}: entry {position} is empty")
-        if item.isdigit():
+        if item.isascii() and item.isdigit():  # not ²/٣/𝟓, which str.isdigit also takes
             opt = option(int(item))
         elif item in by_name:
             opt = by_name[item]
