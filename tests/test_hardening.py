@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -232,3 +234,94 @@ def test_adapt_steps_bounded(runner: CliRunner, tmp_path: Path, clip8: Path) -> 
     out = tmp_path / "o.wrp"
     fails(runner, [*enc(clip8, out), "--adapt-steps", "999999999999"], "at most 10000")
     assert not out.exists()
+
+
+# --- outputs: loops, slashes, the file-size limit, FIFOs, modes --------------------------------
+
+
+def test_symlink_loop_output_refused(runner: CliRunner, tmp_path: Path, clip8: Path) -> None:
+    """A loop given as -o with -y is refused, not replaced by a regular file."""
+    a, b = tmp_path / "a.wrp", tmp_path / "b.wrp"
+    a.symlink_to(b.name)
+    b.symlink_to(a.name)
+    fails(runner, [*enc(clip8, a), "-y"], f"{a}: too many levels of symbolic links")
+    assert a.is_symlink() and b.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wrp", "b.wrp"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_output_with_a_trailing_slash_refused(
+    runner: CliRunner, tmp_path: Path, clip8: Path, small_wrp: Path, existing: bool
+) -> None:
+    """``-o out.wrp/`` names a directory: refused, whether out.wrp exists (as a file) or not."""
+    if existing:
+        (tmp_path / "out.wrp").write_bytes(b"keep")
+    fails(runner, [*enc(clip8, f"{tmp_path}/out.wrp/"), "-y"], "out.wrp/: not a directory")
+    decode = ["decode", str(small_wrp), "-o", f"{tmp_path}/out.y4m/", "-y"]
+    fails(runner, decode, "out.y4m/: not a directory")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == (["out.wrp"] if existing else [])
+    if existing:
+        assert (tmp_path / "out.wrp").read_bytes() == b"keep"
+
+
+def _file_size_limit(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE"), reason="no RLIMIT_FSIZE here")
+def test_encode_over_the_file_size_limit(tmp_path: Path, clip8: Path) -> None:
+    """``ulimit -f`` stops ffmpeg's temporary bitstream (SIGXFSZ): 'cannot write …: File too
+    large', not ffmpeg's banner; no temporary folder, no output."""
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the file-size limit is already {hard} bytes")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "o.wrp"
+    proc = run_cli(
+        enc(clip8, out), env={"TMPDIR": str(tmp)}, preexec_fn=lambda: _file_size_limit(4096)
+    )
+    line = one_line(proc, "cannot write ", ": File too large")
+    assert "Side data" not in line and "failed (exit" not in line
+    assert list(tmp.iterdir()) == []
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_output_without_a_reader(tmp_path: Path, clip8: Path) -> None:
+    """A FIFO nobody reads: the wait for a reader is bounded (FIFO_WAIT_S, 1 s here) and
+    said in one line, instead of blocking forever."""
+    fifo = tmp_path / "o.wrp"
+    os.mkfifo(fifo)
+    script = (
+        "import sys; import wrapcodec.paths as p; p.FIFO_WAIT_S = 1.0; "
+        "from wrapcodec.__main__ import main; main()"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *enc(clip8, fifo), "-y"],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the encode waited for a reader of the FIFO for ever")
+    one_line(proc, f"cannot write {fifo}: no process opened this FIFO for reading within 1 s")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.wrp"]
+
+
+def test_trained_weights_have_a_new_file_mode(runner: CliRunner, tmp_path: Path) -> None:
+    """train --out writes its weights with 0666 less the umask, as every other output."""
+    images = Path(__file__).parent / "data" / "images"
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--kind", "post", "--ratio", "1/4", "--data", str(images), "--steps", "1"]
+    args += ["--batch", "2", "--crop", "64", "--out", str(out)]
+    old = os.umask(0o022)
+    try:
+        result = runner.invoke(cli, args)
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    for path in (out, out.with_suffix(".train.json")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

@@ -10,8 +10,14 @@ Every output wrapcodec writes follows one rule, :func:`output_target`, used by
   and the link stays a link;
 - anything else (a character or block device, a FIFO, a socket) is opened and written in
   place: renaming would put a regular file where ``/dev/null`` was, or leave a FIFO's reader
-  waiting for a writer that never comes. Such an output cannot be all-or-nothing;
+  waiting for a writer that never comes. Such an output cannot be all-or-nothing. A FIFO that
+  no process opens for reading within :data:`FIFO_WAIT_S` is given up on (``cannot write``);
 - ``-`` is standard output, written in place too.
+
+A path that cannot name a file to write is refused before anything is written: a symlink loop
+(``too many levels of symbolic links``), a path through something that is not a directory, or
+a name that ends in a slash but is not a directory. A replaced file gets the mode of a new file
+(0666 less the umask) whatever the writer made its temporary file with.
 
 This module imports only :mod:`wrapcodec.errors`, so the container and y4m modules can use it.
 """
@@ -26,6 +32,7 @@ import secrets
 import shutil
 import stat
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +45,9 @@ STDIO = "-"
 
 _TEMP_NAME_CHARS = 200
 """Longest part of the destination's name kept in a temporary name (names stop at 255)."""
+
+FIFO_WAIT_S = 60.0
+"""Longest wait for a process to open a FIFO output for reading before giving up on it."""
 
 
 def display_name(path: str | os.PathLike[str], *, output: bool = False) -> str:
@@ -79,8 +89,13 @@ def output_target(path: str | os.PathLike[str]) -> OutputTarget:
     text = os.fspath(path)
     try:
         st = os.stat(text)  # follows symlinks: what matters is what the link points to
-    except OSError:
-        st = None  # new file, dangling link, or an error that opening will report
+    except FileNotFoundError:
+        st = None  # new file, or dangling link
+    except OSError as exc:  # a symlink loop, a path through a file, ...
+        reason = exc.strerror or str(exc)
+        raise InputError(f"{text}: {reason[:1].lower()}{reason[1:]}") from None
+    if st is None and text.endswith(("/", os.sep)):
+        raise InputError(f"{text}: not a directory")  # the name would lose its slash
     if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
         # Opened by its own name: the kernel follows links such as /dev/stdout ->
         # /proc/self/fd/1 -> pipe:[…], which no resolved path could name.
@@ -163,7 +178,7 @@ class OutputFile:
         target = output_target(path)
         try:
             if target.in_place:
-                self._stream = open(target.path, "wb")  # noqa: SIM115 - closed by commit/abort
+                self._stream = _open_in_place(target.path)
                 return
             fd, self._tmp = _create_temp(target.path)
             self._dest = target.path
@@ -235,10 +250,41 @@ class OutputFile:
             self._tmp = None
 
 
+def _open_in_place(path: Path) -> IO[bytes]:
+    """Open a device, FIFO or socket for writing; a FIFO without a reader is waited for at
+    most :data:`FIFO_WAIT_S` (an ``OSError`` saying so), never forever."""
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False
+    if not fifo:
+        return open(path, "wb")  # closed by OutputFile.commit/abort
+    deadline = time.monotonic() + FIFO_WAIT_S
+    while True:
+        try:  # non-blocking: ENXIO while no process has it open for reading
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            if time.monotonic() >= deadline:
+                raise OSError(
+                    errno.ENXIO,
+                    f"no process opened this FIFO for reading within {FIFO_WAIT_S:g} s",
+                ) from None
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb")
+
+
 def spool_stdin(dest: Path) -> Path:
-    """Copy stdin to ``dest`` in chunks (the encoder reads its input once per candidate)."""
-    with dest.open("wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    """Copy stdin to ``dest`` in chunks (the encoder reads its input once per candidate); a
+    failed write (a full disk, the file-size limit) is an :class:`InputError`."""
+    try:
+        with dest.open("wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    except OSError as exc:
+        raise InputError(f"cannot copy standard input to {dest}: {exc.strerror or exc}") from exc
     return dest
 
 
@@ -254,16 +300,20 @@ def sha256_file(path: Path) -> str:
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` with the path to write, by the rule of :func:`output_target`: a temporary
     file beside the (symlink-resolved) destination, renamed onto it when ``write`` returns and
-    removed if it raises; or, for a device or FIFO, the destination itself."""
+    removed if it raises; or, for a device or FIFO, the destination itself. The file renamed
+    into place has a new file's mode, whatever mode ``write`` gave it."""
     target = output_target(path)
     if target.in_place:
         write(target.path)
         return
     target.path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(target.path)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
     os.close(fd)
     try:
         write(tmp)
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:  # safetensors, say, makes its own 0600
+            os.chmod(tmp, mode)
         os.replace(tmp, target.path)
     except BaseException:
         tmp.unlink(missing_ok=True)
