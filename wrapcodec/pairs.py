@@ -252,19 +252,20 @@ def points(codecs: Iterable[str], ratios: Iterable[Fraction], qps: Iterable[int]
 
 @dataclass(frozen=True)
 class Pair:
-    """One coded pseudo-video: normalised decoded bottleneck and source, frame by frame."""
+    """One coded pseudo-video as integer samples (a cache of a few thousand clips fits in
+    memory; tensors are made per crop): decoded bottleneck and source, frame by frame."""
 
-    decoded_y: Tensor  # (T,1,h,w), 10-bit scale → [-1, 1]
-    decoded_uv: Tensor  # (T,2,h/2,w/2)
-    source_y: Tensor  # (T,1,H,W)
-    source_uv: Tensor  # (T,2,H/2,W/2)
+    decoded_y: np.ndarray  # (T,h,w) uint16, 10-bit
+    decoded_uv: np.ndarray  # (T,2,h/2,w/2) uint16
+    source_y: np.ndarray  # (T,H,W) uint8
+    source_uv: np.ndarray  # (T,2,H/2,W/2) uint8
     qp: int
 
 
-def _frames_tensors(frames: Sequence[Frame], bitdepth: int) -> tuple[Tensor, Tensor]:
-    y = torch.from_numpy(np.stack([f.y for f in frames]).astype(np.float32))[:, None]
-    uv = torch.from_numpy(np.stack([np.stack([f.u, f.v]) for f in frames]).astype(np.float32))
-    return unit(y, bitdepth), unit(uv, bitdepth)
+def _planes(frames: Sequence[Frame] | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(frames, dict):
+        return frames["y"], np.stack([frames["u"], frames["v"]], axis=1)
+    return np.stack([f.y for f in frames]), np.stack([np.stack([f.u, f.v]) for f in frames])
 
 
 def cached_qps(
@@ -290,27 +291,27 @@ def load_pairs(
     cache: Path, codecs: Sequence[str], ratio: Fraction, qps: Sequence[int]
 ) -> list[Pair]:
     """Every pair of ``cache`` for ``ratio`` at ``qps`` with any of ``codecs``."""
-    sources: dict[str, tuple[Tensor, Tensor]] = {}
-    pairs = []
+    sources: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    found = []
     for codec in codecs:
         for qp in qps:
             folder = Point(codec, ratio, qp).folder(cache)
             for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
-                clip = cache / "clips" / f"{path.stem}.y4m"
                 if path.stem not in sources:
-                    sources[path.stem] = _frames_tensors(list(iter_frames(clip)), 8)
+                    clip = cache / "clips" / f"{path.stem}.y4m"
+                    sources[path.stem] = _planes(list(iter_frames(clip)))
                 with np.load(path) as data:
-                    planes = [
-                        Frame(y, u, v)
-                        for y, u, v in zip(data["y"], data["u"], data["v"], strict=True)
-                    ]
-                dy, duv = _frames_tensors(planes, 10)
-                pairs.append(Pair(dy, duv, *sources[path.stem], qp))
-    if not pairs:
+                    decoded = _planes({k: data[k] for k in ("y", "u", "v")})
+                found.append(Pair(*decoded, *sources[path.stem], qp))
+    if not found:
         raise InputError(
             f"{cache}: no coded pairs for ratio {ratio} at QPs {list(qps)} with {', '.join(codecs)}"
         )
-    return pairs
+    return found
+
+
+def _tensor(x: np.ndarray, bitdepth: int) -> Tensor:
+    return unit(torch.from_numpy(x.astype(np.float32))[None], bitdepth)
 
 
 def sample_batch(
@@ -318,23 +319,22 @@ def sample_batch(
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """``batch`` random ``crop``×``crop`` windows (even offsets) of random frames: the
     bilinear-upsampled decoded picture (what :meth:`PostProcessor.restore` takes) and the
-    source. The whole frame is upsampled before cropping, as at the decoder."""
+    source, normalised. The whole frame is upsampled before cropping, as at the decoder."""
     xs_y, xs_uv, ts_y, ts_uv = [], [], [], []
     for _ in range(batch):
         pair = pairs[int(rng.integers(len(pairs)))]
         t = int(rng.integers(pair.source_y.shape[0]))
         height, width = pair.source_y.shape[-2:]
-        y, uv = PostProcessor.upsample(
-            pair.decoded_y[t : t + 1], pair.decoded_uv[t : t + 1], height, width
-        )
+        dy, duv = _tensor(pair.decoded_y[t : t + 1], 10), _tensor(pair.decoded_uv[t], 10)
+        y, uv = PostProcessor.upsample(dy, duv, height, width)
         top = 2 * int(rng.integers((height - crop) // 2 + 1))
         left = 2 * int(rng.integers((width - crop) // 2 + 1))
         rows, cols = slice(top, top + crop), slice(left, left + crop)
         crows, ccols = slice(top // 2, (top + crop) // 2), slice(left // 2, (left + crop) // 2)
         xs_y.append(y[..., rows, cols])
         xs_uv.append(uv[..., crows, ccols])
-        ts_y.append(pair.source_y[t : t + 1, :, rows, cols])
-        ts_uv.append(pair.source_uv[t : t + 1, :, crows, ccols])
+        ts_y.append(_tensor(pair.source_y[t : t + 1, rows, cols], 8))
+        ts_uv.append(_tensor(pair.source_uv[t, :, crows, ccols], 8))
     cat = torch.cat
     return (cat(xs_y), cat(xs_uv)), (cat(ts_y), cat(ts_uv))
 

@@ -1,0 +1,169 @@
+"""Measure `wrapcodec encode` on long clips: all options, post-1/1 alone and direct, against
+plain 8-bit coding by the codec alone (ffmpeg, the same QP and preset).
+
+For each clip × QP, one JSON line per configuration on stdout (resumable: lines already in
+``--log`` are skipped), then a BD-rate table (PSNR-YUV 6:1:1, piecewise cubic on log-rate)::
+
+    python scripts/long_study.py CLIP.y4m [CLIP.y4m …] --codec x265 --qps 22,27,32,37,42,47 \
+        --log long.jsonl [--wrapcodec PATH] [--extra 'MORE ENCODE ARGUMENTS']
+
+``--wrapcodec`` runs another installation (an older release, to measure a baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from wrapcodec.bdrate import Curve, bd_rate
+from wrapcodec.metrics import measure_files
+
+CONFIGS = {"direct": ["--options", "0"], "post-1/1": ["--options", "1"], "all": []}
+PLAIN = {"x265": ("libx265", "-x265-params", "qp={qp}:log-level=warning", "hevc")}
+
+
+def encode(exe: str, clip: Path, codec: str, qp: int, options: list[str], extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.wrp"
+        cmd = [exe, "encode", str(clip), "-o", str(out), "--codec", codec, "--qp", str(qp)]
+        t0 = time.perf_counter()
+        done = subprocess.run([*cmd, *options, *extra, "--json"], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode:
+            sys.exit(f"{' '.join(cmd)}: {done.stderr.strip()}")
+        report = json.loads(done.stdout)
+    update = 0
+    for segment in report["segments"]:
+        for c in segment["candidates"]:
+            a = c.get("adaptation")
+            if c.get("chosen") and a and a.get("used"):
+                update += a["bytes"]
+    return {
+        "bits": report["bits"],
+        "kbps": report["kbps"],
+        "psnr_yuv": report["psnr_yuv"],
+        "option": report["option_name"],
+        "update_bytes": update,
+        "wall_s": wall,
+        "total_s": report["timings"]["total_s"],
+    }
+
+
+def plain(ffmpeg: str, clip: Path, codec: str, qp: int, frames: int, fps: float) -> dict:
+    """The codec alone on the 8-bit source, as a user would run it."""
+    encoder, flag, params, fmt = PLAIN[codec]
+    with tempfile.TemporaryDirectory() as tmp:
+        stream, decoded = Path(tmp) / f"out.{fmt}", Path(tmp) / "dec.y4m"
+        t0 = time.perf_counter()
+        args = ["-c:v", encoder, "-preset", "medium", flag, params.format(qp=qp), "-f", fmt]
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-i", str(clip), *args, str(stream)], check=True
+        )
+        wall = time.perf_counter() - t0
+        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(stream), str(decoded)], check=True)
+        acc = measure_files(str(clip), str(decoded))
+        bits = 8 * stream.stat().st_size
+    return {
+        "bits": bits,
+        "kbps": bits / frames * fps / 1000,
+        "psnr_yuv": acc.psnr_yuv,
+        "wall_s": wall,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| clip | config | BD-rate vs direct | BD-rate vs plain 8-bit "
+        "| update share (min–max QP) | time × direct |"
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    clips = sorted({r["clip"] for r in rows})
+    for clip in clips:
+        by = {}
+        for r in rows:
+            if r["clip"] == clip:
+                by.setdefault(r["config"], []).append(r)
+        curve = {
+            k: Curve(
+                tuple(p["kbps"] for p in sorted(v, key=lambda p: -p["qp"])),
+                tuple(p["psnr_yuv"] for p in sorted(v, key=lambda p: -p["qp"])),
+            )
+            for k, v in by.items()
+        }
+        for config in ("post-1/1", "all", "direct"):
+            if config not in by or "direct" not in by:
+                continue
+            vs_direct = (
+                bd_rate(curve["direct"], curve[config]).bd_rate if config != "direct" else 0.0
+            )
+            vs_plain = (
+                bd_rate(curve["plain"], curve[config]).bd_rate if "plain" in curve else float("nan")
+            )
+            pts = sorted(by[config], key=lambda p: p["qp"])
+            shares = [p.get("update_bytes", 0) * 8 / p["bits"] * 100 for p in pts]
+            times = [
+                p["wall_s"] / d["wall_s"]
+                for p, d in zip(pts, sorted(by["direct"], key=lambda p: p["qp"]), strict=True)
+            ]
+            lines.append(
+                f"| {clip} | {config} | {vs_direct:+.2f} % | {vs_plain:+.2f} % | "
+                f"{shares[0]:.3f}–{shares[-1]:.3f} % | {sum(times) / len(times):.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("clips", nargs="+", type=Path)
+    ap.add_argument("--codec", default="x265")
+    ap.add_argument("--qps", default="22,27,32,37,42,47")
+    ap.add_argument("--log", type=Path, required=True)
+    ap.add_argument("--wrapcodec", default="wrapcodec")
+    ap.add_argument("--configs", default="direct,post-1/1,all,plain")
+    ap.add_argument("--extra", default="", help="more encode arguments, one string")
+    args = ap.parse_args()
+    from imageio_ffmpeg import get_ffmpeg_exe
+
+    from wrapcodec.y4m import count_frames, read_info
+
+    rows = (
+        [json.loads(line) for line in args.log.read_text().splitlines()]
+        if args.log.exists()
+        else []
+    )
+    done = {(r["clip"], r["config"], r["qp"]) for r in rows}
+    with args.log.open("a") as log:
+        for clip in args.clips:
+            info = read_info(clip)
+            frames, fps = count_frames(clip), info.fps_num / info.fps_den
+            for qp in (int(q) for q in args.qps.split(",")):
+                for config in args.configs.split(","):
+                    if (clip.name, config, qp) in done:
+                        continue
+                    if config == "plain":
+                        row = plain(get_ffmpeg_exe(), clip, args.codec, qp, frames, fps)
+                    else:
+                        row = encode(
+                            args.wrapcodec,
+                            clip,
+                            args.codec,
+                            qp,
+                            CONFIGS[config],
+                            shlex.split(args.extra),
+                        )
+                    row |= {"clip": clip.name, "config": config, "qp": qp}
+                    rows.append(row)
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    print(json.dumps(row), flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
