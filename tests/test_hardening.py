@@ -325,3 +325,31 @@ def test_trained_weights_have_a_new_file_mode(runner: CliRunner, tmp_path: Path)
     assert result.exit_code == 0, result.output
     for path in (out, out.with_suffix(".train.json")):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+# --- y4m headers ----------------------------------------------------------------------------
+
+FRAME_32 = b"FRAME\n" + bytes(32 * 32 * 3 // 2)
+
+
+@pytest.mark.parametrize(
+    ("header", "fragment"),
+    [
+        (b"W32 H32 F25:1 A99999:1", "pixel aspect 'A99999:1' out of range (each term 0..65535)"),
+        (b"W32 H32 F25:1 A1:70000", "pixel aspect 'A1:70000' out of range"),
+        (b"W32 H32 F4294967296:1", "frame rate 'F4294967296:1' out of range"),
+        (b"W32 H32 F25:1 XCOLORRANGE=PURPLE", "unknown colour range 'XCOLORRANGE=PURPLE'"),
+        (b"W\xc3\xa9\xff H32 F25:1", r"bad width 'W\xc3\xa9\xff'"),
+        (b"W32 H32 F25:1 C420jpeg\r", "header line ends in CR LF"),
+    ],
+)
+def test_y4m_header_refused_up_front(
+    runner: CliRunner, tmp_path: Path, header: bytes, fragment: str
+) -> None:
+    """Refused when the header is read, naming the file and the tag as its bytes are (escaped),
+    before anything is encoded."""
+    src = tmp_path / "in.y4m"
+    src.write_bytes(b"YUV4MPEG2 " + header + b"\n" + FRAME_32)
+    line = fails(runner, enc(src, tmp_path / "o.wrp"), f"{src}: ", fragment)
+    assert "\ufffd" not in line and "\r" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.y4m"]

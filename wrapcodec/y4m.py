@@ -13,8 +13,10 @@ planes whatever the bit depth, so downstream code has one dtype to handle.
 Header tags: W, H and F are required (the frame rate goes into the ``.wrp`` header and every
 bit rate, so none is assumed); I, A and C default to progressive, 1:1 and ``C420jpeg``. A tag
 given twice is refused, since which one wins is not defined. ``XCOLORRANGE=FULL|LIMITED`` is
-kept in :attr:`VideoInfo.color_range` and written back; other X parameters are ignored, as the
-format allows.
+kept in :attr:`VideoInfo.color_range` and written back (another value is refused); other X
+parameters are ignored, as the format allows. The F and A terms must fit the ``.wrp`` header
+(:data:`MAX_RATE_TERM`, :data:`MAX_ASPECT_TERM`), checked with the header, and a header line
+ending in CR LF is refused as such. Header bytes in messages are shown escaped.
 
 Writing follows :mod:`wrapcodec.paths`: a regular file is written to a hidden temporary file
 beside it, which replaces it only when :meth:`Y4MWriter.close` succeeds, so a failed or
@@ -57,6 +59,11 @@ __all__ = [
 
 MAX_DIMENSION = 16384
 """Largest accepted width or height; bigger headers are rejected before any allocation."""
+
+MAX_RATE_TERM = 2**32 - 1
+"""Largest numerator or denominator of a frame rate (the ``.wrp`` header stores 32 bits)."""
+MAX_ASPECT_TERM = 2**16 - 1
+"""Largest numerator or denominator of a pixel aspect (the ``.wrp`` header stores 16 bits)."""
 
 MAGIC = b"YUV4MPEG2"
 MAX_HEADER_BYTES = 1024
@@ -219,14 +226,15 @@ def format_header(info: VideoInfo) -> bytes:
 
 
 def _show(token: bytes) -> str:
-    """A header token as printable text for error messages."""
-    return token[:40].decode("ascii", errors="replace")
+    """A header token, quoted, for error messages: bytes that are not printable ASCII are
+    escaped (``'W\\xff'``, ``'C420jpeg\\r'``)."""
+    return repr(bytes(token[:40]))[1:]
 
 
 def _parse_dimension(name: str, tag: bytes, where: str) -> int:
     """Parse a W or H value, rejecting non-numbers and sizes outside 1..MAX_DIMENSION."""
     if not _UINT_RE.fullmatch(tag[1:]):
-        raise Y4MError(f"{where}: bad {name} {_show(tag)!r} in y4m header")
+        raise Y4MError(f"{where}: bad {name} {_show(tag)} in y4m header")
     value = int(tag[1:])
     if not 1 <= value <= MAX_DIMENSION:
         raise Y4MError(f"{where}: {name} {value} out of range 1..{MAX_DIMENSION}")
@@ -237,7 +245,7 @@ def _parse_ratio(tag: bytes, what: str, where: str) -> tuple[int, int]:
     """Parse an ``n:d`` value of an F or A tag (range checks are up to the caller)."""
     match = _RATIO_RE.fullmatch(tag[1:])
     if match is None:
-        raise Y4MError(f"{where}: bad {what} {_show(tag)!r} in y4m header")
+        raise Y4MError(f"{where}: bad {what} {_show(tag)} in y4m header")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -247,8 +255,8 @@ def _parse_interlace(tag: bytes, where: str) -> None:
     if mode in (b"p", b"?"):
         return
     if mode in (b"t", b"b", b"m"):
-        raise Y4MError(f"{where}: interlaced y4m is not supported ({_show(tag)!r})")
-    raise Y4MError(f"{where}: bad interlacing {_show(tag)!r} in y4m header")
+        raise Y4MError(f"{where}: interlaced y4m is not supported ({_show(tag)})")
+    raise Y4MError(f"{where}: bad interlacing {_show(tag)} in y4m header")
 
 
 def _parse_chroma(tag: bytes, where: str) -> tuple[int, ChromaTag]:
@@ -256,7 +264,7 @@ def _parse_chroma(tag: bytes, where: str) -> tuple[int, ChromaTag]:
     parsed = _PARSE_CHROMA.get(tag[1:])
     if parsed is None:
         raise Y4MError(
-            f"{where}: unsupported chroma format {_show(tag)!r} (only 4:2:0 8- and 10-bit)"
+            f"{where}: unsupported chroma format {_show(tag)} (only 4:2:0 8- and 10-bit)"
         )
     return parsed
 
@@ -270,16 +278,22 @@ def _tag_key(tag: bytes) -> bytes:
     return key if key in b"WHFIAC" else b""
 
 
-def _parse_color_range(tag: bytes) -> ColorRange | None:
-    """``XCOLORRANGE=FULL`` or ``=LIMITED``; another value is ignored, as ffmpeg does."""
+def _parse_color_range(tag: bytes, where: str) -> ColorRange:
+    """``XCOLORRANGE=FULL`` or ``=LIMITED``; another value is refused (ffmpeg would ignore
+    it, and the colours would silently be taken as unknown)."""
     value = tag.partition(b"=")[2].decode("ascii", errors="replace")
-    return next((r for r in COLOR_RANGES if r == value), None)
+    found = next((r for r in COLOR_RANGES if r == value), None)
+    if found is None:
+        raise Y4MError(f"{where}: unknown colour range {_show(tag)} (FULL or LIMITED)")
+    return found
 
 
 def _parse_header_line(line: bytes, where: str) -> VideoInfo:
     """Turn a complete header line (without its newline) into a :class:`VideoInfo`."""
     if line[len(MAGIC) : len(MAGIC) + 1] not in (b" ", b""):
         raise Y4MError(f"{where}: not a y4m file (bad signature)")
+    if line.endswith(b"\r"):
+        raise Y4MError(f"{where}: y4m header line ends in CR LF; y4m lines end in LF alone")
     width = height = None
     fps: tuple[int, int] | None = None
     aspect = (1, 1)
@@ -289,7 +303,7 @@ def _parse_header_line(line: bytes, where: str) -> VideoInfo:
     for tag in line[len(MAGIC) :].split(b" "):
         key = _tag_key(tag)
         if key in seen:
-            raise Y4MError(f"{where}: y4m header gives the {_show(key)} tag twice")
+            raise Y4MError(f"{where}: y4m header gives the {_show(key)[1:-1]} tag twice")
         if key:
             seen.add(key)
         if key == b"W":
@@ -299,17 +313,26 @@ def _parse_header_line(line: bytes, where: str) -> VideoInfo:
         elif key == b"F":
             fps = _parse_ratio(tag, "frame rate", where)
             if fps[0] <= 0 or fps[1] <= 0:
-                raise Y4MError(f"{where}: bad frame rate {_show(tag)!r} (both must be > 0)")
+                raise Y4MError(f"{where}: bad frame rate {_show(tag)} (both must be > 0)")
+            if max(fps) > MAX_RATE_TERM:
+                raise Y4MError(
+                    f"{where}: frame rate {_show(tag)} out of range (each term 1..{MAX_RATE_TERM})"
+                )
         elif key == b"A":
             aspect = _parse_ratio(tag, "pixel aspect", where)
             if not _valid_aspect(*aspect):
-                raise Y4MError(f"{where}: bad pixel aspect {_show(tag)!r} in y4m header")
+                raise Y4MError(f"{where}: bad pixel aspect {_show(tag)} in y4m header")
+            if max(aspect) > MAX_ASPECT_TERM:
+                raise Y4MError(
+                    f"{where}: pixel aspect {_show(tag)} out of range "
+                    f"(each term 0..{MAX_ASPECT_TERM})"
+                )
         elif key == b"I":
             _parse_interlace(tag, where)
         elif key == b"C":
             bitdepth, chroma = _parse_chroma(tag, where)
         elif key == _COLOR_RANGE_KEY:
-            color_range = _parse_color_range(tag)
+            color_range = _parse_color_range(tag, where)
         # Other X parameters, empty tokens and unknown tags are ignored, as the format allows.
     if width is None or height is None:
         missing = "W (width)" if width is None else "H (height)"
