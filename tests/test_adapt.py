@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -15,7 +16,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from wrapcodec.adapt import AdaptConfig, fit, training_frames
+from wrapcodec.adapt import (
+    MIN_STEPS,
+    REFERENCE_SAMPLES,
+    AdaptConfig,
+    fit,
+    held_frames,
+    planned_steps,
+    sensitivity,
+    step_count,
+    training_frames,
+)
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.cli import cli
@@ -28,9 +39,12 @@ from wrapcodec.pipeline import Layout, adapt_and_measure, code_and_measure
 from wrapcodec.update import (
     Quant,
     Subset,
+    Update,
     apply_update,
     decode_update,
     encode_update,
+    ladder,
+    resolve,
     subset_names,
     subset_size,
 )
@@ -154,6 +168,130 @@ def test_training_frames_spread_over_the_segment() -> None:
     picks = training_frames(300, 30)
     assert len(picks) == 30 and picks[0] == 0 and picks[-1] == 299
     assert max(np.diff(picks)) - min(np.diff(picks)) <= 1
+
+
+def test_training_frames_of_one() -> None:
+    assert training_frames(9, 1) == [4]
+
+
+def test_held_frames_span_the_segment_under_a_memory_cap() -> None:
+    assert held_frames(300, 720, 1280, AdaptConfig()) == training_frames(300, 30)  # today's
+    grow = AdaptConfig(grow=True, hold_mib=256.0)
+    assert held_frames(12, 720, 1280, grow) == list(range(12))  # all of a short segment
+    picks = held_frames(3000, 720, 1280, grow)
+    per_frame = 3 * 1.5 * 4 * 720 * 1280
+    assert len(picks) == int(256 * 2**20 // per_frame) == 16
+    assert picks[0] == 0 and picks[-1] == 2999  # the whole segment, evenly
+    assert held_frames(3000, 4320, 7680, AdaptConfig(grow=True, hold_mib=1.0)) == [1499]
+
+
+def test_planned_steps_grow_with_the_segment_and_the_rung() -> None:
+    assert planned_steps(Subset.BIAS_TAIL, REFERENCE_SAMPLES) == 300
+    assert planned_steps(Subset.ALL, REFERENCE_SAMPLES) == 2000
+    sizes = [REFERENCE_SAMPLES // 1000, REFERENCE_SAMPLES // 4, REFERENCE_SAMPLES * 4]
+    steps = [planned_steps(Subset.BIAS_TAIL, n) for n in sizes]
+    assert steps == [MIN_STEPS, 150, 600]
+    assert planned_steps(Subset.BIAS_TAIL, REFERENCE_SAMPLES * 10**4) == 1200  # capped
+    for n in sizes:
+        per_rung = [planned_steps(s, n) for s in ladder()]
+        assert per_rung == sorted(per_rung)
+
+
+def test_budget_converts_to_steps_before_the_fit() -> None:
+    crop = (128, 128)
+    assert step_count(AdaptConfig(), 10**6, crop) == 300  # today: fixed steps
+    assert step_count(AdaptConfig(steps=0, grow=True), 10**9, crop) == 0  # off stays off
+    grow = AdaptConfig(grow=True, subset=Subset.ALL)
+    assert step_count(grow, REFERENCE_SAMPLES, crop) == 2000
+    budget = AdaptConfig(grow=True, subset=Subset.ALL, budget_s=10.0)
+    steps = step_count(budget, REFERENCE_SAMPLES, crop)
+    assert 0 < steps < 2000 and steps == step_count(budget, REFERENCE_SAMPLES, crop)
+    assert step_count(AdaptConfig(budget_s=20.0), 10**6, (64, 64)) > steps  # smaller crops
+    assert step_count(AdaptConfig(budget_s=0.0), 10**6, crop) == 0
+
+
+def _pictures(frames: int = 2) -> tuple[list, list]:
+    gen = torch.Generator().manual_seed(3)
+    sources, decoded = [], []
+    for _ in range(frames):
+        y = torch.rand(1, 1, 64, 96, generator=gen) * 2 - 1
+        uv = torch.rand(1, 2, 32, 48, generator=gen) * 2 - 1
+        sources.append((y, uv))
+        decoded.append((y[..., ::2, ::2] + 0.05, uv[..., ::2, ::2]))
+    return decoded, sources
+
+
+RD = AdaptConfig(steps=15, crop=32, batch=2, quant=Quant.RD, rd_lambda=50.0)
+
+
+def test_fit_checks_its_configuration(post: PostProcessor) -> None:
+    decoded, sources = _pictures()
+    with pytest.raises(ValueError, match="rd_lambda"):
+        fit(post, decoded, sources, AdaptConfig(steps=1, quant=Quant.RD))
+    with pytest.raises(ValueError, match="relative update needs"):
+        fit(
+            post,
+            decoded,
+            sources,
+            AdaptConfig(steps=1, quant=Quant.RD, rd_lambda=1.0, relative=True),
+        )
+    relative = Update(Subset.BIAS, Quant.RD, {}, relative=True)
+    with pytest.raises(ValueError, match="resolved"):
+        fit(post, decoded, sources, RD, start=relative)
+
+
+def test_rd_fit_is_smaller_than_int8_and_deterministic(post: PostProcessor) -> None:
+    decoded, sources = _pictures()
+    int8 = fit(post, decoded, sources, AdaptConfig(steps=15, crop=32, batch=2))
+    rd = fit(post, decoded, sources, RD)
+    assert rd.update[:3] == b"\x01\x03\x00" and rd.steps == 15 and rd.params == 536
+    assert len(rd.update) < len(int8.update) / 2
+    assert fit(post, decoded, sources, RD).update == rd.update
+    # a dearer bit sends less; a bit priced at nothing sends more
+    dear = fit(post, decoded, sources, AdaptConfig(**{**RD.__dict__, "rd_lambda": 1e6}))
+    cheap = fit(post, decoded, sources, AdaptConfig(**{**RD.__dict__, "rd_lambda": 1e-3}))
+    assert len(dear.update) < len(rd.update) < len(cheap.update)
+
+
+def test_warm_start_continues_from_the_update_in_force(post: PostProcessor) -> None:
+    decoded, sources = _pictures()
+    first = fit(post, decoded, sources, RD)
+    in_force = decode_update(first.update, post)
+    relative = AdaptConfig(**{**RD.__dict__, "relative": True, "subset": Subset.BIAS})
+    again = fit(post, decoded, sources, relative, start=in_force, segment_frames=40)
+    change = decode_update(again.update, post)
+    assert change.relative and again.relative and again.subset == Subset.BIAS
+    resolved = resolve(change, in_force)
+    assert resolved.subset == Subset.BIAS_TAIL  # the tail in force stays in force
+    assert torch.equal(resolved.deltas["tail.weight"], in_force.deltas["tail.weight"])
+    # warm, the first loss is the cold fit's last one's neighbourhood, not the bank's
+    assert again.loss_first < first.loss_first
+    # absolute from a warm start carries the larger subset, so nothing in force is lost
+    warm_abs = fit(
+        post,
+        decoded,
+        sources,
+        AdaptConfig(**{**RD.__dict__, "subset": Subset.BIAS}),
+        start=in_force,
+    )
+    assert (
+        warm_abs.subset == Subset.BIAS_TAIL
+        and decode_update(warm_abs.update, post).subset == Subset.BIAS_TAIL
+    )
+
+
+def test_sensitivity_is_the_gauss_newton_diagonal(post: PostProcessor) -> None:
+    """The tail's bias adds to one residual channel: ∂f/∂b is 1 on a quarter of the luma
+    samples (channels 0–3) or on a whole chroma plane (4, 5), so the diagonal is exactly
+    6/4 · s or s, s = (255/2)²/8 in 8-bit units; the probes estimate it."""
+    y = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    uv = torch.zeros(1, 2, 16, 16)
+    cfg = AdaptConfig(crop=32, batch=1, probes=100)
+    model = copy.deepcopy(post)
+    w = sensitivity(model, ["tail.bias"], [(y, uv)], (32, 32), cfg)["tail.bias"]
+    s = (255 / 2) ** 2 / 8
+    expected = torch.tensor([1.5 * s] * 4 + [s] * 2)
+    assert torch.allclose(w, expected, rtol=0.45)  # 100 probes: about 14 % apart
 
 
 # -- the fit on a real coded clip ---------------------------------------------------------------

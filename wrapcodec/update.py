@@ -358,26 +358,51 @@ def _candidates(peak: float) -> range:
     return range(max(coarse, 1), min(fine, STEP_COUNT) + 1)
 
 
-def quantise_rd(delta: np.ndarray, weight: np.ndarray, mu: float) -> Quantised:
-    """The step (or "unchanged") and integers minimising ``Σ w·(δ − step·q)² + μ·bits``
-    over :func:`_candidates` steps, with ``q = round(δ / step)`` and bits estimated by
-    :func:`wrapcodec.entropy.estimate_bits` plus the step's side information."""
-    d = delta.astype(np.float32)
-    w = weight.astype(np.float64)
-    unchanged = Quantised(0, np.zeros(d.shape, np.int64))
-    best_cost = float(np.sum(w * d.astype(np.float64) ** 2)) + mu  # about a bit to say so
-    best = unchanged
-    peak = float(np.abs(d).max()) if d.size else 0.0
-    if peak == 0.0:
-        return unchanged
-    for index in _candidates(peak):
+Distortion = Callable[[str, np.ndarray], float]
+"""The increase of the distortion D when tensor ``name`` of the fitted weights is off by
+``error`` (float32, the tensor's shape): the encoder's measurement of a candidate."""
+
+
+def _diagonal_costs(
+    d: np.ndarray, w: np.ndarray, mu: float
+) -> list[tuple[float, Quantised, np.ndarray]]:
+    """(cost by the diagonal estimate, candidate, error) for every candidate step."""
+    out = []
+    for index in _candidates(float(np.abs(d).max())):
         q = np.rint(d / _STEPS[index]).astype(np.int64)
         if not q.any():
             continue
-        error = d.astype(np.float64) - (_STEPS[index] * q.astype(np.float32)).astype(np.float64)
-        cost = float(np.sum(w * error**2)) + mu * (estimate_bits(q) + 6.0)
+        error = _STEPS[index] * q.astype(np.float32) - d
+        cost = float(np.sum(w * error.astype(np.float64) ** 2))
+        out.append((cost + mu * (estimate_bits(q) + 6.0), Quantised(index, q), error))
+    return out
+
+
+def quantise_rd(
+    delta: np.ndarray, weight: np.ndarray, mu: float, distortion: Callable[[np.ndarray], float]
+) -> Quantised:
+    """The step (or "unchanged") and integers minimising ``ΔD + μ·bits`` with
+    ``q = round(δ / step)``, bits by :func:`wrapcodec.entropy.estimate_bits` plus the step.
+
+    Every candidate step is costed with the diagonal estimate ``ΔD ≈ Σ w·e²``; the best of
+    those and its neighbours (finer by up to two octaves, coarser by half of one) and leaving
+    the tensor unchanged are then costed with ``distortion(error)``, which sees what the
+    diagonal misses: errors that add up coherently across a tensor (rounding many small
+    deltas to zero undoes the fit's direction)."""
+    d = delta.astype(np.float32)
+    unchanged = Quantised(0, np.zeros(d.shape, np.int64))
+    if not d.size or not d.any():
+        return unchanged
+    ranked = _diagonal_costs(d, weight.astype(np.float64), mu)
+    best_cost, best = distortion(-d) + mu, unchanged  # about a bit to say "unchanged"
+    if not ranked:
+        return best
+    top = min(range(len(ranked)), key=lambda k: ranked[k][0])
+    for k in sorted({max(top - 2, 0), top, *range(top + 2, top + 9, 2)} & set(range(len(ranked)))):
+        _, candidate, error = ranked[k]
+        cost = distortion(error) + mu * (estimate_bits(candidate.q) + 6.0)
         if cost < best_cost:
-            best_cost, best = cost, Quantised(index, q)
+            best_cost, best = cost, candidate
     return best
 
 
@@ -387,13 +412,16 @@ def encode_update_rd(
     sensitivity: dict[str, Tensor],
     mu: float,
     relative: bool = False,
+    distortion: Distortion | None = None,
 ) -> bytes:
     """Quantisation 3 of ``deltas`` (every tensor of ``subset``, in parameter order).
 
     ``sensitivity[name]`` (same shape, ≥ 0) weighs each parameter's squared quantisation
-    error in the distortion D; ``mu`` is the price of a bit in those units (for the RDO's
-    ``J = D + λ·R`` with R per luma sample: λ / samples, :func:`rd_mu`). ``relative``: the
-    deltas are changes to the update in force (:func:`resolve`)."""
+    error in the distortion D (``ΔD ≈ Σ w·e²``); ``distortion``, when given, measures ΔD of
+    a tensor's error for the short list of candidates (else the diagonal estimate decides);
+    ``mu`` is the price of a bit in D's units (for the RDO's ``J = D + λ·R`` with R per
+    luma sample: :func:`rd_mu`). ``relative``: the deltas are changes to the update in
+    force (:func:`resolve`)."""
     if not (np.isfinite(mu) and mu >= 0):
         raise ValueError(f"mu must be finite and ≥ 0, got {mu}")
     tensors = []
@@ -402,8 +430,17 @@ def encode_update_rd(
         w = sensitivity[name].detach().to(torch.float64).cpu().numpy()
         if not (np.isfinite(d).all() and np.isfinite(w).all()):
             raise ValueError(f"update or sensitivity of {name} is not finite")
-        tensors.append(quantise_rd(d, w, mu))
+        measure = _diagonal(w) if distortion is None else _bind(distortion, name)
+        tensors.append(quantise_rd(d, w, mu, measure))
     return encode_quantised(subset, tensors, relative)
+
+
+def _diagonal(w: np.ndarray) -> Callable[[np.ndarray], float]:
+    return lambda error: float(np.sum(w * error.astype(np.float64) ** 2))
+
+
+def _bind(distortion: Distortion, name: str) -> Callable[[np.ndarray], float]:
+    return lambda error: distortion(name, error)
 
 
 def rd_mu(lam: float, samples: int) -> float:
