@@ -353,3 +353,41 @@ def test_y4m_header_refused_up_front(
     line = fails(runner, enc(src, tmp_path / "o.wrp"), f"{src}: ", fragment)
     assert "\ufffd" not in line and "\r" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.y4m"]
+
+
+# --- decode - and info - ----------------------------------------------------------------------
+
+
+def test_decode_reads_standard_input(tmp_path: Path, small_wrp: Path) -> None:
+    """``decode -`` reads the .wrp on standard input, as a file; the same frames come out."""
+    from wrapcodec.y4m import count_frames
+
+    out, ref = tmp_path / "o.y4m", tmp_path / "ref.y4m"
+    with small_wrp.open("rb") as stdin:
+        proc = run_cli(["decode", "-", "-o", str(out)], stdin=stdin)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert run_cli(["decode", str(small_wrp), "-o", str(ref)]).returncode == 0
+    assert count_frames(out) == 4
+    assert out.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"", "standard input: empty"),
+        (b"not a wrp at all, no", "standard input: not a .wrp file (bad magic)"),
+    ],
+)
+def test_decode_of_bad_standard_input(
+    runner: CliRunner, tmp_path: Path, data: bytes, fragment: str
+) -> None:
+    fails(runner, ["decode", "-", "-o", str(tmp_path / "o.y4m")], fragment, input=data)
+    fails(runner, ["info", "-"], fragment, input=data)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_reads_standard_input(runner: CliRunner, small_wrp: Path) -> None:
+    result = runner.invoke(cli, ["info", "-", "--json"], input=small_wrp.read_bytes())
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["path"], info["frames"], info["codec"]) == ("standard input", 4, "x264")

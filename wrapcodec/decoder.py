@@ -6,11 +6,13 @@ model bank id, and each segment's stream must decode to exactly its frame count 
 at the coded bottleneck size and the header's ``bottleneck_bitdepth``, without changing
 format in mid-stream. A mismatch is one line naming the file and the segment, and leaves no
 output file. The source bit depth (header byte 9) cannot be checked: any value fits any
-stream, it only scales the output.
+stream, it only scales the output. ``-`` as the input is standard input, read whole (as a file
+is) and named "standard input" in messages.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,10 +21,18 @@ from pydantic import BaseModel
 from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, backend_for_codec_id, backends
 from wrapcodec.bank import Bank, get_bank
-from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, read_wrp
+from wrapcodec.container import (
+    NO_MODEL_BANK,
+    Segment,
+    WrpHeader,
+    overhead_bytes,
+    read_wrp,
+    unpack,
+)
 from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputError
 from wrapcodec.exact import ARITHMETIC_VERSION
 from wrapcodec.options import bottleneck_size, option
+from wrapcodec.paths import STDIO, display_name
 from wrapcodec.pipeline import Layout, reconstruct
 from wrapcodec.rdo import kbps
 from wrapcodec.y4m import ChromaTag, VideoInfo, Y4MWriter
@@ -77,9 +87,28 @@ class FileInfo(BaseModel):
     segments: list[SegmentInfo]
 
 
+def read_input(path: str) -> tuple[WrpHeader, list[Segment]]:
+    """Read and parse the .wrp file ``path``, or standard input for ``-``; every failure is a
+    :class:`ContainerError` naming it ("standard input" for ``-``)."""
+    if path != STDIO:
+        return read_wrp(path)
+    name = display_name(path)
+    try:
+        data = sys.stdin.buffer.read()
+    except OSError as exc:
+        raise ContainerError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    if not data:
+        raise ContainerError(f"{name}: empty (0 bytes), not a .wrp file")
+    try:
+        return unpack(data)
+    except ContainerError as exc:
+        raise ContainerError(f"{name}: {exc}") from exc
+
+
 def file_info(path: str) -> FileInfo:
-    """Parse and describe ``path`` (raises :class:`ContainerError` on a bad file)."""
-    header, segments = read_wrp(path)
+    """Parse and describe ``path`` (``-``: standard input; raises :class:`ContainerError` on
+    a bad file)."""
+    header, segments = read_input(path)
     try:
         codec = backend_for_codec_id(header.codec_id).name
     except Exception:
@@ -89,7 +118,7 @@ def file_info(path: str) -> FileInfo:
         len(s.payload) + len(s.update) for s in segments
     )
     return FileInfo(
-        path=path,
+        path=display_name(path),
         version=header.version,
         codec_id=header.codec_id,
         codec=codec,
@@ -222,8 +251,9 @@ def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> 
     """Decode ``input_path`` (.wrp) to ``output_path`` (y4m, ``-`` for stdout), atomically.
 
     Neural options use the networks of ``bank`` (the shipped bank by default), which must be
-    the bank the file was made with."""
-    header, segments = read_wrp(input_path)
+    the bank the file was made with. ``input_path`` ``-`` is standard input."""
+    header, segments = read_input(input_path)
+    input_path = display_name(input_path)  # what messages call it
     backend = decoding_backend(input_path, header)
     info = video_info(header)
     bank = bank or get_bank()
