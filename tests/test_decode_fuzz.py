@@ -1,8 +1,12 @@
 """Decode fuzz: damaged and forged .wrp files, CRC recomputed, decoded by the real decoder.
 
 Mutants of real small encodes (x264, x265 and, where this ffmpeg has it, VVenC; direct,
-linear, neural and two-segment files) with payload bytes replaced, bits flipped, payloads cut,
-zeroed or spliced, or a header field forged. Each is decoded in a worker process that the
+linear, neural and two-segment files, and neural files whose segment carries a post-processor
+update: one the encoder fitted, and the pinned ``tests/data/update_example.bin``) with payload
+bytes replaced, bits flipped, payloads cut, zeroed or spliced, a header field forged, or the
+update's bytes changed: a tensor's int8 scale (infinities, NaN, overflowing and random
+floats), its subset and quantisation ids, or its zlib body (bytes damaged, cut or extended,
+or a body of another length recompressed). Each is decoded in a worker process that the
 test kills when one decode outlives :data:`DECODE_TIMEOUT_S`. Required: no hang, no exception
 but the package's own errors, a one-line message for every refusal, and no output file (nor
 temporary file) left by a refused decode; a decode that succeeds writes every frame.
@@ -18,10 +22,12 @@ import os
 import queue
 import random
 import re
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,20 +39,47 @@ from click.testing import CliRunner
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import get_backend
+from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
 from wrapcodec.container import Segment, WrpHeader, pack, read_wrp, unpack
 from wrapcodec.decoder import decode_file
 from wrapcodec.errors import ContainerError, WrapcodecError
+from wrapcodec.options import OPTIONS
+from wrapcodec.update import SCALE, Quant, Subset, subset_names
 from wrapcodec.y4m import count_frames
 
 DECODE_TIMEOUT_S = 60.0
-MUTATIONS = ("bytes", "bits", "truncate", "zeros", "splice", "header")
+MUTATIONS = ("bytes", "bits", "truncate", "zeros", "splice", "header", "update")
+UPDATE_MUTATIONS = ("scale", "ids", "zlib")
+PINNED_UPDATE = Path(__file__).parent / "data" / "update_example.bin"
+_SCALES = (
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    3.0e38,
+    -3.0e38,
+    3.4028234663852886e38,  # the largest float32
+    1e-45,
+    0.0,
+)
 
 
 def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     """One mutant of the .wrp ``data``: its kind and bytes (a valid container, CRC fixed)."""
     header, segments = unpack(data)
-    kind = rng.choice(MUTATIONS)
+    updated = [k for k, s in enumerate(segments) if s.update]
+    kind = "update" if updated and rng.random() < 0.5 else rng.choice(MUTATIONS)
+    if kind == "update":
+        if updated:
+            k = rng.choice(updated)
+            sub, update = _damage_update(segments[k].update, segments[k].option, rng)
+            try:
+                return f"update-{sub}", pack(
+                    header, [*segments[:k], replace(segments[k], update=update), *segments[k + 1 :]]
+                )
+            except ContainerError:  # e.g. an update emptied: nothing the decoder sees
+                pass
+        kind = "bytes"
     if kind == "header":
         try:
             return kind, pack(*_forge_header(header, segments, rng))
@@ -77,6 +110,50 @@ def _damage(p: bytearray, kind: str, rng: random.Random) -> bytearray:
         at = rng.randrange(len(p) + 1)
         p[at:at] = p[a:b]
     return p
+
+
+def _numels(option: int, subset: Subset) -> list[int]:
+    """Sizes of the tensors an update of ``subset`` carries for ``option``'s post-processor."""
+    post = get_bank().processors(OPTIONS[option]).post
+    params = dict(post.named_parameters())
+    return [params[name].numel() for name in subset_names(post, subset)]
+
+
+def _damage_update(update: bytes, option: int, rng: random.Random) -> tuple[str, bytes]:
+    """``update`` with its scales, ids or zlib body changed; the kind of change and the bytes."""
+    kind = rng.choice(UPDATE_MUTATIONS)
+    ids, packed = bytearray(update[:2]), update[2:]
+    int8 = len(update) > 2 and update[1] == Quant.INT8 and update[0] in set(Subset)
+    if kind == "scale" and int8:
+        body = bytearray(zlib.decompress(packed))
+        offsets, at = [], 0
+        for n in _numels(option, Subset(update[0])):
+            offsets.append(at)
+            at += SCALE.size + n
+        for _ in range(rng.randint(1, 3)):
+            at = rng.choice(offsets)
+            if rng.random() < 0.3:
+                body[at : at + 4] = rng.randbytes(4)
+            else:
+                body[at : at + 4] = struct.pack("<f", rng.choice(_SCALES))
+        return kind, bytes(ids) + zlib.compress(bytes(body))
+    if kind in ("scale", "ids"):
+        ids[rng.randrange(2)] = rng.choice((0, 1, 2, 3, 4, rng.randrange(256)))
+        return "ids", bytes(ids) + packed
+    way = rng.choice(("bytes", "truncate", "extend", "relength"))
+    if way == "relength" and int8:
+        body = zlib.decompress(packed)
+        cut = rng.randint(1, 64)
+        body = body[:-cut] if rng.random() < 0.5 else body + rng.randbytes(cut)
+        return kind, bytes(ids) + zlib.compress(body)
+    if way == "extend":
+        return kind, bytes(ids) + packed + rng.randbytes(rng.randint(1, 16))
+    if way == "truncate" and len(packed) > 1:
+        return kind, bytes(ids) + packed[: rng.randrange(1, len(packed))]
+    body = bytearray(packed)
+    for _ in range(rng.randint(1, 8)):
+        body[rng.randrange(len(body))] = rng.randrange(256)
+    return kind, bytes(ids) + bytes(body)
 
 
 def _forge_header(
@@ -264,6 +341,7 @@ def bases(clip8: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         ("x264", "9", "8", []),  # LANCZOS_1_2
         ("x265", "2", "10", []),  # POST_1_2, the neural post-processor
         ("x264", "0,12", "8", ["--segment-frames", "2"]),  # two segments
+        ("x265", "2", "10", ["--adapt-steps", "100"]),  # an update fitted by the encoder
     ]
     for k, (codec, options, depth, extra) in enumerate(plans):
         if ffmpeg.missing(get_backend(codec)):
@@ -277,6 +355,13 @@ def bases(clip8: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         made.append(out)
     if not made:
         pytest.skip("this ffmpeg codes none of x264, x265, VVenC")
+    neural = next((p for p in made if "-x265" in p.name and read_wrp(p)[1][0].option == 2), None)
+    if neural is not None:  # the pinned update on the neural file: an update in every run
+        header, segments = read_wrp(neural)
+        pinned = tmp / "base-pinned-update.wrp"
+        update = PINNED_UPDATE.read_bytes()
+        pinned.write_bytes(pack(header, [replace(segments[0], update=update)]))
+        made.append(pinned)
     return made
 
 
@@ -286,6 +371,17 @@ def test_decode_fuzz(bases: list[Path], tmp_path: Path) -> None:
     print(figures.report())
     assert not figures.failures, "\n".join(figures.failures)
     assert figures.outcomes["ok"] < figures.mutants  # the damage is seen
+
+
+def test_decode_fuzz_updates(bases: list[Path], tmp_path: Path) -> None:
+    """24 mutants of the files whose segments carry an update, half of them of its bytes."""
+    updated = [b for b in bases if any(s.update for s in read_wrp(b)[1])]
+    assert updated, "no base carries an update"
+    figures = run_fuzz(updated, 24, seed=0, workdir=tmp_path)
+    print(figures.report())
+    assert not figures.failures, "\n".join(figures.failures)
+    assert sum(n for k, n in figures.kinds.items() if k.startswith("update-")) >= 6
+    assert figures.outcomes["ok"] < figures.mutants
 
 
 @pytest.mark.slow
