@@ -1,0 +1,79 @@
+"""PSNR-YUV (6:1:1) of post-processor weights on pictures coded by a real codec, per QP.
+
+The pictures (all one size, e.g. the Kodak crops) are coded as one clip with the option that
+a post-only model of the ratio shares its bitstream with (direct at r = 1, bilinear below),
+once per QP, and decoded as the decoder does; each weights file's post-processor (float
+arithmetic) then runs on the same decoded frames. The first column is the plain bilinear
+upsampling of the same bitstream (plain decoding at r = 1)::
+
+    python scripts/prior_eval.py ../shared/data/images/val --ratio 1 --codec x265 \
+        --qps 22,27,32,37,42,47 models/post-1.safetensors new.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.bank import split_weights
+from wrapcodec.metrics import PsnrAccumulator
+from wrapcodec.nets import PostProcessor
+from wrapcodec.pairs import coding_option
+from wrapcodec.pipeline import Layout, decode_bottleneck, encode_stream, from_tensors, to_tensors
+from wrapcodec.validation import _clip
+from wrapcodec.y4m import iter_frames
+
+
+def load_post(path: Path | None, ratio: Fraction) -> PostProcessor:
+    post = PostProcessor(ratio)
+    if path is not None:
+        post.load_state_dict(split_weights(load_file(str(path)), "post"))
+    return post.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("pictures", type=Path)
+    ap.add_argument("weights", nargs="*", type=Path)
+    ap.add_argument("--ratio", default="1")
+    ap.add_argument("--codec", default="x265")
+    ap.add_argument("--qps", default="22,27,32,37,42,47")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ratio = Fraction(args.ratio)
+    backend = get_backend(args.codec)
+    posts = [load_post(None, ratio)] + [load_post(w, ratio) for w in args.weights]
+    names = ["bilinear"] + [w.stem for w in args.weights]
+    print("| QP | bpp | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "val.y4m"
+        info, count = _clip(args.pictures, clip)
+        layout = Layout.make(info, coding_option(ratio), backend, 10)
+        sources = list(iter_frames(clip))
+        for qp in (int(q) for q in args.qps.split(",")):
+            stream = Path(tmp) / f"q{qp}{backend.extension}"
+            settings = EncodeSettings(qp=qp, preset=backend.default_preset, bitdepth=10)
+            encode_stream(backend, settings, clip, layout, 0, count, stream)
+            decoded = list(decode_bottleneck(backend, stream, layout, count))
+            accs = [PsnrAccumulator(8) for _ in posts]
+            with torch.inference_mode():
+                for frame, source in zip(decoded, sources, strict=True):
+                    y, uv = to_tensors(frame, 10)
+                    for post, acc in zip(posts, accs, strict=True):
+                        y_hat, uv_hat = post(y, uv, info.height, info.width)
+                        acc.add(source, from_tensors(y_hat, uv_hat, info.width, info.height, 8))
+            bpp = 8 * stream.stat().st_size / (count * info.width * info.height)
+            base = accs[0].psnr_yuv
+            cells = [f"{base:.3f}"] + [f"{a.psnr_yuv - base:+.3f}" for a in accs[1:]]
+            print(f"| {qp} | {bpp:.4f} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
