@@ -8,8 +8,9 @@ update's bytes changed: a tensor's int8 scale (infinities, NaN, overflowing and 
 floats), its subset and quantisation ids, or its zlib body (bytes damaged, cut or extended,
 or a body of another length recompressed). Each is decoded in a worker process that the
 test kills when one decode outlives :data:`DECODE_TIMEOUT_S`. Required: no hang, no exception
-but the package's own errors, a one-line message for every refusal, and no output file (nor
-temporary file) left by a refused decode; a decode that succeeds writes every frame.
+(nor warning) but the package's own errors, a one-line message for every refusal, and no
+output file (nor temporary file) left by a refused decode; a decode that succeeds writes
+every frame.
 
 ``test_decode_fuzz_long`` (marked ``slow``) runs ``$WRAPCODEC_FUZZ_DECODES`` mutants (default
 500) from seed ``$WRAPCODEC_FUZZ_SEED``; run it with ``-s`` to see the figures.
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -181,8 +183,10 @@ def _forge_header(
 
 
 def worker(lines: IO[str], out: IO[str]) -> None:
-    """Decode each ``{"wrp": ..., "out": ...}`` line of ``lines``; answer one JSON line each."""
+    """Decode each ``{"wrp": ..., "out": ...}`` line of ``lines``; answer one JSON line each.
+    A warning (numpy's overflow, say) is a crash: it would print lines before the error's."""
     torch.set_num_threads(1)
+    warnings.simplefilter("error")
     for line in lines:
         job = json.loads(line)
         t0 = time.monotonic()

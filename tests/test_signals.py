@@ -141,24 +141,29 @@ def test_sigterm_while_starting(tmp_path: Path) -> None:
 def test_signal_after_the_decode_wrote_its_output(
     tmp_path: Path, wrapper_wrp: Path, sig: signal.Signals
 ) -> None:
-    """A Ctrl-C or SIGTERM once the output is complete, as the program winds down: the output
-    stays whole, and the program says 'Interrupted.' or 'Terminated.' and exits 130 or 143
-    (or, if the signal came after its last step, ends normally), never dies by the signal
-    without a word."""
+    """A Ctrl-C or SIGTERM once the output is complete (just renamed into place, or once the
+    command has said so and the program winds down): the output stays whole, and the program
+    says 'Interrupted.' or 'Terminated.' and exits 130 or 143 (or, if the signal came after
+    its last step, ends normally), never dies by the signal without a word."""
     line, status = {signal.SIGINT: ("Interrupted.", 130), signal.SIGTERM: ("Terminated.", 143)}[sig]
     reported = 0
-    for delay in (0.0, 0.002):
+    for when in ("renamed", "renamed", "said", "said"):
         out = tmp_path / "o.y4m"
         out.unlink(missing_ok=True)
         proc = _start(["decode", str(wrapper_wrp), "-o", str(out)], tmp_path, tmp_path)
-        deadline = time.monotonic() + 120
-        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
-            pass  # as close to the rename as possible
-        time.sleep(delay)
+        assert proc.stderr is not None
+        said = b""
+        if when == "renamed":
+            deadline = time.monotonic() + 120
+            while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+                pass  # as close to the rename as possible
+        else:
+            said = proc.stderr.readline()  # "N frames → OUT": the command is over
+            assert f"→ {out}".encode() in said, said
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
-        text = err.decode()
-        assert proc.returncode in (0, status), text
+        text = (said + err).decode()
+        assert proc.returncode in (0, status), (when, text)
         assert "Traceback" not in text
         last = text.splitlines()[-1]
         assert last == line if proc.returncode else last.endswith(f"→ {out}"), text
