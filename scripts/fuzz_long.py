@@ -9,10 +9,11 @@ carries an update: one fitted by the encoder and the pinned ``tests/data/update_
 
 1. Container mutants, in this process: a mutant of ``test_decode_fuzz.mutate`` (payload,
    header and update bytes, CRC fixed), or the file's raw bytes damaged (CRC not fixed), is
-   taken through everything ``decode_file`` does before the codec runs: the container, the
-   backend, the bank, each segment's option and bottleneck, and each update, parsed and
-   applied. Only wrapcodec's own one-line errors may come out, and no numpy warning (turned
-   into errors here).
+   given to ``decode_file`` itself, stopped where the codec would start (its
+   ``reconstruct`` raises): the container, the backend, the bank, each segment's option and
+   bottleneck, and each update, parsed and applied. Only wrapcodec's own one-line errors may
+   come out, no numpy warning (turned into errors here), and no output or temporary file may
+   be left.
 2. Full decodes: ``test_decode_fuzz.run_fuzz`` in its worker process (a hang is a decode that
    outlives ``DECODE_TIMEOUT_S``): no hang, no crash, one-line refusals, nothing left behind,
    and every frame from a decode that succeeds.
@@ -39,12 +40,10 @@ from click.testing import CliRunner  # noqa: E402
 from conftest import cut  # noqa: E402
 from test_decode_fuzz import mutate, run_fuzz  # noqa: E402
 
-from wrapcodec import ffmpeg  # noqa: E402
+from wrapcodec import decoder, ffmpeg  # noqa: E402
 from wrapcodec.backend import get_backend  # noqa: E402
-from wrapcodec.bank import get_bank  # noqa: E402
 from wrapcodec.cli import cli  # noqa: E402
-from wrapcodec.container import pack, read_wrp, unpack  # noqa: E402
-from wrapcodec.decoder import _check_segment, _layout, check_bank, decoding_backend, video_info  # noqa: E402
+from wrapcodec.container import pack, read_wrp  # noqa: E402
 from wrapcodec.errors import WrapcodecError  # noqa: E402
 
 PLANS = [
@@ -91,19 +90,20 @@ def make_bases(workdir: Path) -> list[Path]:
     return made
 
 
-def prepare(data: bytes) -> None:
-    """What ``decode_file`` does with ``data`` before the codec runs."""
-    header, segments = unpack(data)
-    backend = decoding_backend("mutant", header)
-    info = video_info(header)
-    bank = get_bank()
-    for segment in segments:
-        _check_segment("mutant", segment, info, bank)
-    check_bank("mutant", header, segments, bank)
-    layouts: list[object] = []
-    for k, s in enumerate(segments):
-        if not (s.inherit and layouts):
-            layouts.append(_layout("mutant", k, s, header, info, backend, bank))
+class CodecReached(Exception):
+    """Raised where ``decode_file`` would start the codec: everything before it passed."""
+
+
+def _stop(*args: object, **kwargs: object) -> None:
+    raise CodecReached
+
+
+def prepare(data: bytes, workdir: Path) -> None:
+    """``decode_file`` on ``data`` up to the codec; CodecReached if it got there."""
+    wrp, out = workdir / "mutant.wrp", workdir / "mutant.y4m"
+    wrp.write_bytes(data)
+    decoder.reconstruct = _stop  # type: ignore[assignment]
+    decoder.decode_file(str(wrp), str(out))
 
 
 def raw_damage(data: bytes, rng: random.Random) -> bytes:
@@ -116,8 +116,11 @@ def raw_damage(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
-def container_phase(bases: list[Path], count: int, seed: int) -> tuple[Counter[str], list[str]]:
+def container_phase(
+    bases: list[Path], count: int, seed: int, workdir: Path
+) -> tuple[Counter[str], list[str]]:
     rng = random.Random(seed)
+    workdir.mkdir(exist_ok=True)
     originals = [b.read_bytes() for b in bases]
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
@@ -130,7 +133,9 @@ def container_phase(bases: list[Path], count: int, seed: int) -> tuple[Counter[s
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                prepare(data)
+                prepare(data, workdir)
+            failures.append(f"mutant {i} ({kind}): decode_file never reached the codec")
+        except CodecReached:
             outcomes[f"{kind}: accepted"] += 1
         except WrapcodecError as exc:
             outcomes[f"{kind}: refused"] += 1
@@ -138,6 +143,11 @@ def container_phase(bases: list[Path], count: int, seed: int) -> tuple[Counter[s
                 failures.append(f"mutant {i} ({kind}): message of several lines: {exc!r}")
         except Exception as exc:  # what the fuzz is here to find (a warning included)
             failures.append(f"mutant {i} ({kind}): {type(exc).__name__}: {exc!r}")
+        left = sorted(p.name for p in workdir.iterdir() if p.name != "mutant.wrp")
+        if left:
+            failures.append(f"mutant {i} ({kind}): left behind {left}")
+            for name in left:
+                (workdir / name).unlink()
     return outcomes, failures
 
 
@@ -156,7 +166,9 @@ def main() -> int:
     updates = sum(bool(s.update) for b in bases for s in read_wrp(b)[1])
     print(f"{updates} segments carry an update", flush=True)
 
-    outcomes, failures = container_phase(bases, args.container, args.seed)
+    outcomes, failures = container_phase(
+        bases, args.container, args.seed, args.workdir / "container"
+    )
     print(f"\ncontainer phase: {args.container} mutants, {time.monotonic() - t0:.0f} s", flush=True)
     for what, n in sorted(outcomes.items()):
         print(f"{n:6d}  {what}")
