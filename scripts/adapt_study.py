@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 from wrapcodec.adapt import AdaptConfig, fit
+from wrapcodec.adaptation import training_pictures
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.options import option
-from wrapcodec.pipeline import Layout, code_and_measure, measure, training_pictures
+from wrapcodec.pipeline import Layout, code_and_measure, measure
 from wrapcodec.update import Quant, Subset
 from wrapcodec.y4m import count_frames, read_info
 

@@ -27,6 +27,7 @@ from wrapcodec.adapt import (
     step_count,
     training_frames,
 )
+from wrapcodec.adaptation import adapt_and_measure
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.cli import cli
@@ -35,7 +36,7 @@ from wrapcodec.errors import ContainerError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PostProcessor
 from wrapcodec.options import OPTIONS
-from wrapcodec.pipeline import Layout, adapt_and_measure, code_and_measure
+from wrapcodec.pipeline import Layout, code_and_measure
 from wrapcodec.update import (
     Quant,
     Subset,
@@ -366,7 +367,13 @@ def test_encode_reports_and_sends_the_update(
     direct = next(c for c in report["candidates"] if c["code"] == 0)
     a = post["adaptation"]
     assert direct["adaptation"] is None
-    assert a["steps"] == 40 and a["params"] == 536 and a["gain_db"] > 0
+    assert a["steps"] == 40 and a["gain_db"] > 0
+    # every rung of the ladder at 40 steps (no budget at exhaustive), the best J reported
+    assert [t["rung"] for t in a["tried"]][:2] == ["bias", "bias_tail"]
+    assert all(t["steps"] == 40 and not t["relative"] for t in a["tried"])
+    best = min(a["tried"], key=lambda t: t["cost"])
+    assert (a["rung"], a["params"], a["cost_with"]) == (best["rung"], best["params"], best["cost"])
+    assert a["params"] == {"bias": 428, "bias_tail": 536, "decoder": 2636, "all": 7488}[a["rung"]]
     assert a["used"] == (a["cost_with"] < a["cost_without"])
     assert post["cost"] == min(a["cost_with"], a["cost_without"])
     assert report["bits"] == 8 * wrp.stat().st_size  # the update is in the rate
@@ -423,7 +430,8 @@ def test_corrupt_update_is_refused_with_one_line(
     _encode(runner, clip8, wrp, "--options", "2", "--adapt-steps", "20")
     header, segments = unpack(wrp.read_bytes())
     seg = segments[0]
-    broken = seg.__class__(**{**seg.__dict__, "update": seg.update[:2] + b"\x00" + seg.update[3:]})
+    # byte 2: quantisation 3's flags, reserved bits set (int8's would be a broken zlib header)
+    broken = seg.__class__(**{**seg.__dict__, "update": seg.update[:2] + b"\xfe" + seg.update[3:]})
     bad = tmp_path / "bad.wrp"
     bad.write_bytes(pack(header, [broken]))  # a valid CRC: only the update is wrong
     out = tmp_path / "out.y4m"

@@ -356,8 +356,29 @@ def fit(
     instead of the bank's weights (warm start); with ``cfg.relative`` the update carries the
     change to it. ``segment_frames``: frames in the segment the pictures were held from
     (default: as many as given), for the step rule and the price of a bit."""
-    _check(decoded, sources, cfg, start)
+    return fit_forms(
+        post, decoded, sources, cfg, (cfg.relative,), start=start, segment_frames=segment_frames
+    )[0]
+
+
+def fit_forms(
+    post: PostProcessor,
+    decoded: Sequence[Picture],
+    sources: Sequence[Picture],
+    cfg: AdaptConfig,
+    forms: Sequence[bool],
+    *,
+    start: Update | None = None,
+    segment_frames: int | None = None,
+) -> list[Fitted]:
+    """:func:`fit` trained once and encoded in each of ``forms`` (``True``: relative to
+    ``start``, ``False``: absolute): a warm-started absolute update and a relative one come
+    from the very same weights, so trying both costs one fit. ``seconds`` of each is the
+    training plus its own encoding."""
+    for relative in forms:
+        _check(decoded, sources, replace(cfg, relative=relative), start)
     t0 = time.perf_counter()
+    out = []
     with _one_thread():
         model = copy.deepcopy(post) if start is None else apply_update(post, start)
         height, width = sources[0][0].shape[-2:]
@@ -370,14 +391,55 @@ def fit(
         params = dict(model.named_parameters())
         in_force = {n: params[n].detach().clone() for n in names}
         losses = _train(model, names, (upsampled, sources), size, steps, cfg)
-        update, subset, count = _encode(post, model, start, in_force, upsampled, size, samples, cfg)
-    return Fitted(
-        update=update,
-        params=count,
-        seconds=time.perf_counter() - t0,
-        loss_first=losses[0] if losses else float("nan"),
-        loss_last=losses[-1] if losses else float("nan"),
-        steps=steps,
-        subset=subset,
-        relative=cfg.relative,
-    )
+        trained = time.perf_counter() - t0
+        for relative in forms:
+            t1 = time.perf_counter()
+            form = replace(cfg, relative=relative)
+            update, subset, count = _encode(
+                post, model, start, in_force, upsampled, size, samples, form
+            )
+            out.append(
+                Fitted(
+                    update=update,
+                    params=count,
+                    seconds=trained + time.perf_counter() - t1,
+                    loss_first=losses[0] if losses else float("nan"),
+                    loss_last=losses[-1] if losses else float("nan"),
+                    steps=steps,
+                    subset=subset,
+                    relative=relative,
+                )
+            )
+    return out
+
+
+def ladder_plan(
+    cfg: AdaptConfig, samples: int, crop: tuple[int, int], budget_s: float | None
+) -> list[tuple[Subset, int]]:
+    """The rungs the encoder fits for one candidate of one segment, smallest first, and the
+    steps of each: :func:`step_count` of the rung, while ``budget_s`` (seconds by the fixed
+    :func:`step_seconds` model, for all the rungs together; None: no bound) pays for them.
+
+    The first rung gets at least :data:`MIN_STEPS` (or its own count, if smaller) even when
+    the budget pays for fewer, so a positive budget always tries the smallest update; a
+    later rung the rest of the budget cannot pay :data:`MIN_STEPS` for is not fitted, nor
+    any above it. A budget of 0 (or ``cfg.steps`` 0) fits nothing. Deterministic: the same
+    arguments, the same plan."""
+    if budget_s is not None and budget_s <= 0:
+        return []
+    plan: list[tuple[Subset, int]] = []
+    left = budget_s
+    for rung in ladder():
+        steps = step_count(replace(cfg, subset=rung, budget_s=None), samples, crop)
+        if steps <= 0:
+            break
+        if left is not None:
+            cost = step_seconds(rung, cfg.batch, crop)
+            floor = min(steps, MIN_STEPS)
+            affordable = int(left // cost)
+            if affordable < floor and plan:
+                break
+            steps = min(steps, max(affordable, floor))
+            left -= steps * cost
+        plan.append((rung, steps))
+    return plan

@@ -31,10 +31,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
-from wrapcodec.adapt import AdaptConfig
+from wrapcodec.adapt import AdaptConfig, Fitted, ladder_plan
+from wrapcodec.adaptation import Segment, adapt_and_measure, best_rung_index, climb
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank, option_for
 from wrapcodec.container import overhead_bytes
+from wrapcodec.effort import parse_budget
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import PsnrAccumulator, kbps
 from wrapcodec.nets import count_macs
@@ -44,7 +46,6 @@ from wrapcodec.pipeline import (
     REVISION,
     Coded,
     Layout,
-    adapt_and_measure,
     code_and_measure,
     measure,
     plane_sizes,
@@ -79,6 +80,8 @@ class PointSpec(BaseModel):
     models: str | None = None  # the bank folder of a neural option (not part of the key)
     revision: int = REVISION  # of the pipeline's numerics
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of a neural option; 0: none
+    # "": one fit (BIAS_TAIL, int8); else the encoder's ladder within this --adapt-budget
+    adapt_budget: str = ""
     rival: str = ""  # a codec's own resolution tool (Backend.rivals), coded as option 0
     pre_arithmetic: str = "float32"  # of a wrapper's pre-processor (nets.PRE_ARITHMETICS)
 
@@ -88,6 +91,7 @@ class PointSpec(BaseModel):
         exclude = {"path", "sequence", "models"}
         exclude |= {"pre_arithmetic"} if self.pre_arithmetic == "float32" else set()
         exclude |= set() if self.adapt_steps else {"adapt_steps"}
+        exclude |= set() if self.adapt_budget else {"adapt_budget"}
         exclude |= {"rival"} if not self.rival else set()
         fields = self.model_dump(exclude=exclude)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
@@ -145,6 +149,7 @@ class BenchConfig(BaseModel):
     interp: str = "pchip"
     models: str | None = None  # model bank folder [the shipped bank]
     adapt_steps: int = Field(default=0, ge=0)  # content adaptation of neural options; 0: none
+    adapt_budget: str = ""  # "": one fit per point; else the encoder's ladder within it
     rivals: list[str] = Field(default_factory=list)  # the codec's own resolution tools
     pre_arithmetic: str = "float32"  # of the wrappers' pre-processors (nets.PRE_ARITHMETICS)
 
@@ -335,17 +340,21 @@ def _adapt(
 
     Returns the chosen variant's figures (``encode_s`` with the fitting time when the update
     is kept: the encoder does that work), the update it carries (empty: none) and the
-    :class:`Point`'s adaptation fields."""
-    fitted, adapted = adapt_and_measure(
-        backend,
-        stream,
-        layout,
-        source,
-        0,
-        spec.frames,
-        AdaptConfig(steps=spec.adapt_steps),
-        plain.encode_s,
-    )
+    :class:`Point`'s adaptation fields. With ``spec.adapt_budget`` the update is the best of
+    the encoder's ladder within that budget (:func:`_climbed`)."""
+    if spec.adapt_budget:
+        fitted, adapted = _climbed(backend, spec, layout, source, stream, plain)
+    else:
+        fitted, adapted = adapt_and_measure(
+            backend,
+            stream,
+            layout,
+            source,
+            0,
+            spec.frames,
+            AdaptConfig(steps=spec.adapt_steps),
+            plain.encode_s,
+        )
     info = layout.source
     lam = backend.qp_to_lambda(spec.qp)
     cost_without = rd_cost(plain.mse_8bit, _bits(plain), spec.frames, info, lam)
@@ -364,6 +373,38 @@ def _adapt(
         return plain, b"", fields
     chosen = dataclasses.replace(adapted, encode_s=plain.encode_s + fitted.seconds)
     return chosen, fitted.update, fields
+
+
+def _climbed(
+    backend: Backend, spec: PointSpec, layout: Layout, source: Path, stream: Path, plain: Coded
+) -> tuple[Fitted, Coded]:
+    """The encoder's ladder on a one-segment point: the rungs ``spec.adapt_budget`` pays for
+    at ``spec.adapt_steps`` steps each, quantisation 3 at the point's λ; the lowest J."""
+    info = layout.source
+    lam = backend.qp_to_lambda(spec.qp)
+    cfg = AdaptConfig(steps=spec.adapt_steps)
+    samples = spec.frames * info.width * info.height
+    crop = (
+        min(cfg.crop, info.height + info.height % 2),
+        min(cfg.crop, info.width + info.width % 2),
+    )
+    budget = parse_budget(spec.adapt_budget)
+    plan = ladder_plan(cfg, samples, crop, None if budget is None else budget.seconds(samples))
+    seg = Segment(backend, stream, layout, source, 0, spec.frames, plain.encode_s)
+    variants = climb(
+        seg,
+        cfg,
+        plan,
+        lam,
+        None,
+        lambda coded, update: rd_cost(coded.mse_8bit, _bits(coded, update), spec.frames, info, lam),
+    )
+    if not variants:
+        raise InputError(f"--adapt-budget {spec.adapt_budget}: no time for any update")
+    best = variants[best_rung_index([v.cost for v in variants])]
+    return dataclasses.replace(
+        best.fitted, seconds=sum(v.fitted.seconds for v in variants)
+    ), best.coded
 
 
 def _lanczos_post(
@@ -437,6 +478,7 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         models=str(bank.folder) if neural else None,
                         # linear points stay shared between runs with and without adaptation
                         adapt_steps=config.adapt_steps if neural else 0,
+                        adapt_budget=config.adapt_budget if neural else "",
                         pre_arithmetic=config.pre_arithmetic
                         if OPTIONS[code].kind == "wrapper"
                         else "float32",

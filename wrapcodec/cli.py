@@ -32,7 +32,7 @@ from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.decoder import decode_file, file_info
-from wrapcodec.effort import DEFAULT_EFFORT, EFFORTS
+from wrapcodec.effort import DEFAULT_EFFORT, EFFORTS, parse_budget
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
@@ -121,8 +121,18 @@ def _update_cell(a: AdaptationReport | None) -> tuple[str, str]:
     previous segment's update, or nothing)."""
     if a is None:
         return "", ""
-    sent = f"{a.bytes} B" if a.used else "inherited" if a.inherited else "—"
+    rung = f" {a.rung}{' Δ' if a.relative else ''}" if a.rung else ""
+    sent = f"{a.bytes} B{rung}" if a.used else "inherited" if a.inherited else "—"
     return f"{a.gain_db:+.2f}", sent
+
+
+def _rungs_line(name: str, a: AdaptationReport) -> str:
+    """The updates fitted for one candidate: rung (Δ: relative), steps, bytes and J."""
+    tried = "; ".join(
+        f"{t.rung}{' Δ' if t.relative else ''} {t.steps} steps {t.bytes} B J {t.cost:.3f}"
+        for t in a.tried
+    )
+    return f"[dim]updates tried for {name}: {tried}[/dim]"
 
 
 def _candidate_table(report: EncodeReport) -> Table:
@@ -170,6 +180,8 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
     for c in report.candidates:
         if c.skipped:
             console.print(f"[dim]skipped {c.name}: {c.skipped}[/dim]")
+        if c.adaptation is not None and c.adaptation.tried:
+            console.print(_rungs_line(c.name, c.adaptation))
     if report.effort != "exhaustive":
         pruned = sum(c.pruned is not None for s in report.segments for c in s.candidates)
         console.print(
@@ -204,6 +216,7 @@ def _encode(
     effort: str = DEFAULT_EFFORT,
     jobs: int | None = None,
     pre_arithmetic: str | None = None,
+    adapt_budget: str | None = None,
 ) -> EncodeReport:
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
@@ -211,6 +224,7 @@ def _encode(
     if qp is not None:
         _check_qp(codec, qp)
     _check_adapt_steps(adapt_steps)
+    budget = EFFORTS[effort].adapt_budget if adapt_budget is None else parse_budget(adapt_budget)
     check_input(input)
     check_output(output, overwrite, source=input)
     settings = EncodeSettings(
@@ -231,9 +245,12 @@ def _encode(
             segment_frames=segment_frames,
             progress=_Bar(progress, "encoding"),
             bank=bank,
+            # steps by the segment's size unless --adapt-steps fixes them (per rung)
             adapt=AdaptConfig(
-                steps=EFFORTS[effort].adapt_steps if adapt_steps is None else adapt_steps
+                steps=EFFORTS[effort].adapt_steps if adapt_steps is None else adapt_steps,
+                grow=adapt_steps is None,
             ),
+            adapt_budget=budget,
             effort=effort,
             jobs=jobs,
             pre_arithmetic=pre_arithmetic,
@@ -310,7 +327,8 @@ _models_opt = click.option(
     "--segment-frames",
     type=int,
     default=None,
-    help="Choose the option per segment of N frames (default: one choice per sequence).",
+    help="Choose the option (and fit the update) per segment of N frames; 0: one segment "
+    "[one segment up to 6 s, else segments of 3 s].",
 )
 @_effort_opt
 @click.option(
@@ -327,6 +345,16 @@ _models_opt = click.option(
     help="Fit each neural candidate coded in full to the segment in N steps and send the "
     "update when it pays (0: the bank's models as they are) [fast: 0, else "
     f"{AdaptConfig.steps}].",
+)
+@click.option(
+    "--adapt-budget",
+    default=None,
+    metavar="Nx|Ns|none",
+    help="Encode time content adaptation may spend per neural candidate and segment, over "
+    "the update rungs it fits: N times a direct encode of the segment (a fixed model of "
+    "frames x pixels, not a clock, so the bytes do not depend on the machine), N seconds "
+    "(by a fixed model of a training step), or none [fast: no adaptation, medium: 4x, "
+    "exhaustive: none].",
 )
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
@@ -345,6 +373,7 @@ def encode(
     jobs: int | None,
     pre_arithmetic: str,
     adapt_steps: int | None,
+    adapt_budget: str | None,
     overwrite: bool,
     as_json: bool,
     models: str | None,
@@ -369,6 +398,7 @@ def encode(
         effort,
         jobs,
         pre_arithmetic,
+        adapt_budget,
     )
     _print_report(report, as_json)
 
@@ -683,6 +713,13 @@ def demo(
 )
 @_adapt_opt
 @click.option(
+    "--adapt-budget",
+    default="",
+    metavar="Nx|Ns|none",
+    help="Fit the encoder's update ladder within this budget per neural point (as encode's; "
+    "none: every rung) instead of one fit of the biases and tail [one fit].",
+)
+@click.option(
     "--interp",
     type=click.Choice(["pchip", "akima"]),
     default="pchip",
@@ -711,6 +748,7 @@ def bench(
     metrics: str,
     rivals: str,
     adapt_steps: int,
+    adapt_budget: str,
     interp: str,
     pre_arithmetic: str,
     out: str | None,
@@ -729,6 +767,8 @@ def bench(
     for q in qp_list:
         _check_qp(codec, q, "--qps")
     _check_adapt_steps(adapt_steps)
+    if adapt_budget:
+        parse_budget(adapt_budget)  # refused here, in one line, before any point
     bank = get_bank(models)
     codes = sorted({0, *(int(o.code) for o in parse_options(options, bank.has, bank.where))})
     n_jobs = jobs or bench_lib.default_jobs()
@@ -753,6 +793,7 @@ def bench(
         interp=interp,
         models=str(bank.folder),
         adapt_steps=adapt_steps,
+        adapt_budget=adapt_budget,
         rivals=rival_names,
         pre_arithmetic=pre_arithmetic,
     )

@@ -33,7 +33,7 @@ from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputErr
 from wrapcodec.exact import ARITHMETIC_VERSION
 from wrapcodec.options import bottleneck_size, option
 from wrapcodec.paths import STDIO, display_name
-from wrapcodec.pipeline import Layout, reconstruct
+from wrapcodec.pipeline import InForce, Layout, reconstruct, segment_layout
 from wrapcodec.rdo import kbps
 from wrapcodec.y4m import ChromaTag, VideoInfo, Y4MWriter
 
@@ -204,11 +204,15 @@ def _layout(
     info: VideoInfo,
     backend: Backend,
     bank: Bank,
-) -> Layout:
+    previous: InForce | None,
+) -> tuple[Layout, InForce | None]:
+    """Segment ``k``'s layout, its update applied by the chain rules of
+    :func:`~wrapcodec.pipeline.segment_layout` (the encoder's own), and the update in force
+    after it."""
     opt = option(segment.option)
     layout = Layout.make(info, opt, backend, header.bottleneck_bitdepth, bank, header.integer)
     try:
-        return layout.with_update(segment.update)
+        return segment_layout(layout, segment.update, segment.inherit, previous)
     except ContainerError as exc:
         raise ContainerError(f"{input_path}: segment {k}: {exc}") from None
 
@@ -262,12 +266,10 @@ def decode_file(input_path: str, output_path: str, bank: Bank | None = None) -> 
     check_bank(input_path, header, segments, bank)
     # Every segment's networks, updates applied, before anything is written.
     layouts: list[Layout] = []
+    in_force: InForce | None = None  # the update in force, carried from segment to segment
     for k, s in enumerate(segments):
-        # the container has checked that an inheriting segment follows one of its option
-        inherited = s.inherit and layouts
-        layouts.append(
-            layouts[-1] if inherited else _layout(input_path, k, s, header, info, backend, bank)
-        )
+        layout, in_force = _layout(input_path, k, s, header, info, backend, bank, in_force)
+        layouts.append(layout)
     with (
         tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp,
         Y4MWriter(output_path, info) as writer,

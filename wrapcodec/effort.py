@@ -23,10 +23,55 @@ below exhaustive the search stops after :data:`MODEL_ENCODES` encodes once one f
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wrapcodec.adapt import AdaptConfig
+from wrapcodec.errors import InputError
+
+DIRECT_SECONDS_PER_SAMPLE = 1.0e-7
+"""Modelled seconds of one direct encode per source luma sample: the unit of an
+``--adapt-budget`` given as a multiple (``2x``). About x265 at its default preset on 1080p
+with two cores (5 frames a second). A model, not a clock, so the same input and options give
+the same steps and the same bytes on any machine and at any preset."""
+
+
+@dataclass(frozen=True)
+class AdaptBudget:
+    """The encode time content adaptation may spend per neural candidate and segment, for
+    all the rungs it fits: ``value`` seconds, or ``value`` times the modelled direct encode
+    of the segment (:data:`DIRECT_SECONDS_PER_SAMPLE`) when ``per_direct``."""
+
+    value: float
+    per_direct: bool = True
+
+    def seconds(self, samples: int) -> float:
+        """The budget in modelled seconds for a segment of ``samples`` luma samples."""
+        return self.value * (DIRECT_SECONDS_PER_SAMPLE * samples if self.per_direct else 1.0)
+
+    def __str__(self) -> str:
+        return f"{self.value:g}{'x' if self.per_direct else 's'}"
+
+
+_BUDGET = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(x|s)")
+
+
+def parse_budget(text: str) -> AdaptBudget | None:
+    """``2x`` (times a direct encode), ``30s`` (seconds) or ``none`` (no bound: every rung
+    at its planned steps); anything else is an :class:`InputError`."""
+    t = text.strip().lower()
+    if t == "none":
+        return None
+    m = _BUDGET.fullmatch(t)
+    if m is None:
+        raise InputError(
+            f"--adapt-budget {text!r}: a multiple of a direct encode (2x), seconds (30s) or none"
+        )
+    value = float(m.group(1))
+    if not math.isfinite(value) or value > 1e6:
+        raise InputError(f"--adapt-budget {text!r}: at most 1000000")
+    return AdaptBudget(value, per_direct=m.group(2) == "x")
 
 
 @dataclass(frozen=True)
@@ -52,6 +97,9 @@ class Effort:
     # Lanczos ratios probed from the mildest downscale to the strongest, a stronger one only
     # while the milder one's estimate (or bound) is within family_margin of the best so far
     ratio_ladder: bool = False
+    # Encode time content adaptation may spend per neural candidate and segment (None: every
+    # rung of the ladder at its planned steps)
+    adapt_budget: AdaptBudget | None = None
 
     def probe_window(self, width: int, height: int) -> int:
         """Consecutive frames per probe window for ``width``×``height`` pictures."""
@@ -79,10 +127,17 @@ EFFORTS: dict[str, Effort] = {
             "medium",
             3,
             AdaptConfig.steps,
-            "anchor in full, bound, 8-frame probe; its best three coded in full and adapted",
+            "anchor in full, bound, 8-frame probe; its best three coded in full and adapted "
+            "(update rungs within 4x a direct encode)",
             family_margin=0.25,
+            adapt_budget=AdaptBudget(4.0),
         ),
-        Effort("exhaustive", None, AdaptConfig.steps, "every option coded in full and adapted"),
+        Effort(
+            "exhaustive",
+            None,
+            AdaptConfig.steps,
+            "every option coded in full and adapted (every update rung)",
+        ),
     )
 }
 DEFAULT_EFFORT = "medium"

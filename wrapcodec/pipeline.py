@@ -2,7 +2,8 @@
 
 The encoder measures each candidate by decoding its bitstream through :func:`reconstruct`,
 the very function ``wrapcodec decode`` uses, so the decoder's output is the exact frames the
-encoder measured.
+encoder measured. Post-processor updates are applied by :func:`segment_layout`, for both, with
+the update in force carried from segment to segment (:class:`InForce`).
 
 Sample scaling between bit depths is a shift: a d-bit sample ``x`` is ``x·2^(d'−d)`` at depth
 d', rounded half to even and clipped to ``[0, 2^d' − 1]`` where it lands on integers.
@@ -25,7 +26,6 @@ import torch
 from numba import njit
 
 from wrapcodec import ffmpeg
-from wrapcodec.adapt import AdaptConfig, Fitted, fit, training_frames
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank, Processors
 from wrapcodec.errors import ContainerError
@@ -34,7 +34,7 @@ from wrapcodec.metrics import PsnrAccumulator
 from wrapcodec.nets import PRE_ARITHMETICS, from_unit, pre_arithmetic, unit
 from wrapcodec.options import Option, bottleneck_size
 from wrapcodec.resample import resample_plane
-from wrapcodec.update import apply_update, decode_update
+from wrapcodec.update import Update, apply_update, decode_update, resolve
 from wrapcodec.y4m import Frame, VideoInfo, iter_frames
 
 T = TypeVar("T")
@@ -121,17 +121,62 @@ class Layout:
         coded = backend.coded_size(bw, bh)
         return cls(source, option, (bw, bh), coded, bitdepth, processors, exact, pre_arithmetic)
 
-    def with_update(self, update: bytes) -> Layout:
-        """This layout with a segment's post-processor update applied (no update: itself).
+    def with_update(self, update: bytes, in_force: Update | None = None) -> Layout:
+        """This layout with a segment's post-processor update applied (no update: itself); a
+        relative update resolves against ``in_force`` (:func:`wrapcodec.update.resolve`).
 
-        Raises :class:`ContainerError` for an update that does not fit the model."""
+        Raises :class:`ContainerError` for an update that does not fit the model, or a
+        relative one without (or not matching) an update in force."""
+        return self.updated(update, in_force)[0]
+
+    def updated(
+        self, update: bytes, in_force: Update | None = None
+    ) -> tuple[Layout, Update | None]:
+        """:meth:`with_update`, and the resolved update it applied (None without one)."""
         if not update:
-            return self
+            return self, None
         if self.processors is None:
             raise ContainerError(f"option {self.option.name} takes no post-processor update")
-        post = self.processors.post
-        adapted = apply_update(post, decode_update(update, post))
+        resolved = resolve(decode_update(update, self.processors.post), in_force)
+        return self.applied(resolved), resolved
+
+    def applied(self, resolved: Update) -> Layout:
+        """This layout with the resolved (absolute) ``resolved`` added to its post-processor."""
+        assert self.processors is not None and not resolved.relative
+        adapted = apply_update(self.processors.post, resolved)
         return replace(self, processors=self.processors.with_post(adapted))
+
+
+@dataclass(frozen=True)
+class InForce:
+    """The update in force after a segment: the segment's option code and the resolved
+    (absolute) update its post-processor ran with. The next segment may inherit it or send
+    a relative update on top of it only if it has the same option."""
+
+    option: int
+    update: Update
+
+
+def segment_layout(
+    layout: Layout, update: bytes, inherit: bool, previous: InForce | None
+) -> tuple[Layout, InForce | None]:
+    """The layout a segment is post-processed with and the update in force after it.
+
+    ``layout`` is the segment's option with the bank's models, ``update`` and ``inherit`` its
+    container fields, ``previous`` the update in force after the segment before. The chain
+    rules (docs/format.md, "The update in force"): the update in force continues only while
+    the option code stays the same; an inheriting segment reuses it; a segment's own update
+    replaces it (absolute) or is added to it (relative); a segment with neither ends it. The
+    encoder measures its candidates through this very function, so the decoder applies
+    exactly what was measured. Raises :class:`ContainerError` when a relative update or an
+    inheriting segment finds no update in force of its option."""
+    base = previous.update if previous and previous.option == int(layout.option.code) else None
+    if inherit:
+        if base is None:
+            raise ContainerError("the segment inherits an update, but none is in force")
+        return layout.applied(base), previous
+    adapted, resolved = layout.updated(update, base)
+    return adapted, None if resolved is None else InForce(int(layout.option.code), resolved)
 
 
 def _convert(
@@ -449,51 +494,3 @@ def measure(
         decode_s=t2 - t1,
         sampled=tuple((own.mse_8bit, base.mse_8bit) for own, base in pairs),
     )
-
-
-def training_pictures(
-    backend: Backend,
-    stream: Path,
-    layout: Layout,
-    source: Path,
-    first: int,
-    count: int,
-    max_frames: int,
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Normalised decoded bottleneck frames of ``stream`` and their source frames, at most
-    ``max_frames`` of them spread over the segment: what content adaptation trains on."""
-    picks = set(training_frames(count, max_frames))
-    decoded = [
-        to_tensors(f, layout.bitdepth)
-        for k, f in enumerate(decode_bottleneck(backend, stream, layout, count))
-        if k in picks
-    ]
-    sources = [
-        to_tensors(f, layout.source.bitdepth)
-        for k, f in enumerate(source_frames(source, first, count))
-        if k in picks
-    ]
-    return decoded, sources
-
-
-def adapt_and_measure(
-    backend: Backend,
-    stream: Path,
-    layout: Layout,
-    source: Path,
-    first: int,
-    count: int,
-    config: AdaptConfig,
-    encode_s: float = 0.0,
-) -> tuple[Fitted, Coded]:
-    """Fit ``layout``'s post-processor to the decoded ``stream`` of frames ``first``.. of
-    ``source`` and measure the decoder's output with the update, applied from its bytes
-    exactly as the decoder applies it."""
-    if layout.processors is None:
-        raise ValueError(f"option {layout.option.name} has no post-processor to adapt")
-    decoded, sources = training_pictures(
-        backend, stream, layout, source, first, count, config.max_frames
-    )
-    fitted = fit(layout.processors.post, decoded, sources, config)
-    adapted = layout.with_update(fitted.update)
-    return fitted, measure(backend, stream, adapted, source, first, count, encode_s)

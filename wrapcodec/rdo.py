@@ -22,11 +22,17 @@ With a bitrate budget instead of a QP, each option coded in full gets the lowest
 fits the budget (a rate model corrected by real encodes, :func:`wrapcodec.effort.next_qp`) and
 the best PSNR-YUV among them wins.
 
-Content adaptation (:mod:`wrapcodec.adapt`): a neural candidate coded in full is measured with
-the bank's post-processor, with one fitted to the segment's decoded frames (the update's bytes
-count in R) and, when the previous segment used the same option with an update, with that
-update at no bytes (the segment inherits it); the lowest J wins (with a budget: the highest
-PSNR-YUV within it).
+Content adaptation (:mod:`wrapcodec.adapt`, :mod:`wrapcodec.adaptation`): a neural candidate
+coded in full is measured with the bank's post-processor, with updates fitted to the segment's
+decoded frames on the rungs of the capacity ladder the adaptation budget pays for (the update's
+bytes count in R; quantisation 3 at the RDO's λ, with a bitrate budget the λ of the QP found)
+and, when the previous segment used the same option with an update, with that update at no
+bytes (the segment inherits it); then each rung starts from that update and is also sent as a
+difference to it. The lowest J wins (with a bitrate budget: the highest PSNR-YUV within it).
+
+Segments: by default a clip longer than :data:`LONG_CLIP_SECONDS` is cut into segments of
+about :data:`SEGMENT_SECONDS` (:func:`default_segment_frames`), so the option and the update
+follow the content and each segment's update builds on the previous one's.
 """
 
 from __future__ import annotations
@@ -42,11 +48,12 @@ from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
-from wrapcodec.effort import EFFORTS
+from wrapcodec.effort import EFFORTS, AdaptBudget
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
 from wrapcodec.options import OPTIONS, Option, skip_reason
 from wrapcodec.paths import STDIO, display_name, spool_stdin
+from wrapcodec.pipeline import InForce
 from wrapcodec.rdoreport import (
     AdaptationReport,
     CandidateReport,
@@ -64,6 +71,7 @@ from wrapcodec.trials import (
     candidate_report,
     default_jobs,
     kbps,
+    pick,
     rd_cost,
 )
 from wrapcodec.y4m import count_frames, read_info
@@ -78,6 +86,27 @@ __all__ = [
     "kbps",
     "rd_cost",
 ]
+
+
+SEGMENT_SECONDS = 3.0
+"""Default segment length of a long clip: long enough that a segment's update (tens to
+hundreds of bytes) and container record cost little against its payload, and that a fit has
+frames enough to learn from; short enough that the option and the update follow scene
+changes, and that each fit's training frames, held in memory, stay few. Updates after the
+first are sent as differences or inherited, so shorter segments cost little rate."""
+LONG_CLIP_SECONDS = 2 * SEGMENT_SECONDS
+"""Clips up to this long stay one segment (as before): cutting them would leave segments of
+a few seconds or less with nothing to amortise an update over."""
+
+
+def default_segment_frames(frames: int, fps_num: int, fps_den: int) -> int | None:
+    """Frames per segment when ``--segment-frames`` is not given: None (one segment) for a
+    clip of at most :data:`LONG_CLIP_SECONDS`, else :data:`SEGMENT_SECONDS` at the clip's
+    frame rate (at least one frame)."""
+    fps = fps_num / fps_den if fps_den > 0 and fps_num > 0 else 25.0
+    if frames <= LONG_CLIP_SECONDS * fps:
+        return None
+    return max(1, round(SEGMENT_SECONDS * fps))
 
 
 def _segments(frames: int, segment_frames: int | None) -> list[tuple[int, int]]:
@@ -97,6 +126,7 @@ def encode_file(
     progress: ProgressSink | None = None,
     bank: Bank | None = None,
     adapt: AdaptConfig | None = None,
+    adapt_budget: AdaptBudget | str | None = "effort",
     effort: str = "exhaustive",
     jobs: int | None = None,
     pre_arithmetic: str | None = None,
@@ -106,7 +136,10 @@ def encode_file(
 
     Neural options take their networks from ``bank``; its id goes into the header when the
     file uses one. With ``adapt`` (steps > 0) each neural candidate coded in full is also tried
-    with its post-processor fitted to the segment. ``jobs`` candidates are coded at once
+    with its post-processor fitted to the segment, on the rungs ``adapt_budget`` pays for
+    (``"effort"``: the effort level's; None: no bound). ``segment_frames`` None: one segment,
+    or segments of :data:`SEGMENT_SECONDS` for a clip over :data:`LONG_CLIP_SECONDS`; 0: one
+    segment whatever the length. ``jobs`` candidates are coded at once
     [:func:`default_jobs`]; the result does not depend on it. Wrappers pre-process in
     ``pre_arithmetic`` [:func:`~wrapcodec.nets.default_pre_arithmetic`].
 
@@ -115,8 +148,8 @@ def encode_file(
     it say "standard input" rather than the spool's name."""
     if bitrate_kbps is not None and not (math.isfinite(bitrate_kbps) and bitrate_kbps > 0):
         raise InputError(f"--bitrate {bitrate_kbps:g}: must be a positive, finite number of kbps")
-    if segment_frames is not None and segment_frames < 1:
-        raise InputError("--segment-frames must be at least 1")
+    if segment_frames is not None and segment_frames < 0:
+        raise InputError("--segment-frames must be 0 (one segment) or more")
     if adapt is not None and adapt.steps < 0:
         raise InputError("--adapt-steps must be 0 or more")
     if effort not in EFFORTS:
@@ -127,6 +160,9 @@ def encode_file(
             f"--pre-arithmetic {pre_arithmetic!r}: one of {', '.join(PRE_ARITHMETICS)}"
         )
     level = EFFORTS[effort]
+    budget = level.adapt_budget if isinstance(adapt_budget, str) else adapt_budget
+    if budget is not None and budget.value == 0:
+        adapt = None  # no time for adaptation
     progress = progress or Silent()
     backend.validate(settings)
     ffmpeg.require(backend)
@@ -140,6 +176,8 @@ def encode_file(
         frames = count_frames(source, name=name, validate=stdin)
         if frames == 0:
             raise InputError(f"{name}: no frames")
+        if segment_frames is None:
+            segment_frames = default_segment_frames(frames, info.fps_num, info.fps_den)
         ranges = _segments(frames, segment_frames)
         job = Job(
             backend,
@@ -151,6 +189,7 @@ def encode_file(
             bank,
             level,
             adapt if adapt is not None and adapt.steps > 0 else None,
+            adapt_budget=budget,
             jobs=jobs or default_jobs(),
             pre_arithmetic=pre_arithmetic,
         )
@@ -162,7 +201,7 @@ def encode_file(
         seg_reports: list[SegmentReport] = []
         segments: list[Segment] = []
         adapt_s = probe_s = 0.0
-        in_force: tuple[int, bytes] | None = None  # the last segment's option and update
+        in_force: InForce | None = None  # the update in force after the last segment
         for first, count in ranges:
             clip = Clip(source, first, count)
             search = exhaustive if level.verify is None or len(usable) == 1 else probed
@@ -173,12 +212,7 @@ def encode_file(
                 adaptation = None
                 if job.adapt is not None and trial.option.neural:
                     t0 = time.perf_counter()
-                    inheritable = (
-                        in_force if in_force and in_force[0] == trial.option.code else None
-                    )
-                    trial, adaptation = _with_adaptation(
-                        job, trial, clip, bitrate_kbps, inheritable[1] if inheritable else None
-                    )
+                    trial, adaptation = _with_adaptation(job, trial, clip, bitrate_kbps, in_force)
                     adapt_s += time.perf_counter() - t0
                 trials.append(trial)
                 report = candidate_report(trial, count, info)
@@ -212,7 +246,7 @@ def encode_file(
                     inherit=best.inherit,
                 )
             )
-            in_force = (int(best.option.code), best.in_force) if best.in_force else None
+            in_force = best.chain
             seg_reports.append(
                 SegmentReport(
                     first_frame=first,
@@ -289,25 +323,31 @@ def _with_adaptation(
     plain: Trial,
     clip: Clip,
     budget: float | None,
-    inheritable: bytes | None,
+    previous: InForce | None,
 ) -> tuple[Trial, AdaptationReport]:
-    """The best of ``plain``, ``plain`` with an update fitted to the segment and, when the
-    previous segment used this option with an update (``inheritable``), ``plain`` reusing
-    that update: lowest J at a QP, or highest PSNR-YUV within a bitrate budget."""
-    adapted, report = job.adapted(plain, clip)
-    variants = [plain, adapted]
+    """The best of ``plain``, ``plain`` with each update fitted to the segment and, when the
+    update in force after the previous segment (``previous``) is of this option, ``plain``
+    reusing it: lowest J at a QP, or highest PSNR-YUV within a bitrate budget."""
+    fitted, report = job.adapted(plain, clip, previous)
+    variants = [plain, *fitted]
+    inheritable = previous is not None and previous.option == int(plain.option.code)
     if inheritable:
-        variants.append(job.inherited(plain, clip, inheritable))
+        assert previous is not None
+        variants.append(job.inherited(plain, clip, previous))
         report.inherited_gain_db = variants[-1].coded.psnr_yuv - plain.coded.psnr_yuv
     if budget is None:
-        report.cost_without, report.cost_with = plain.cost, adapted.cost
+        report.cost_without = plain.cost
+        report.cost_with = min(t.cost for t in fitted)
         if inheritable:
             report.cost_inherited = variants[-1].cost
-        best = min(variants, key=lambda t: t.cost)
-    else:
-        fitting = [t for t in variants if kbps(t.bits, clip.count, job.info) <= budget] or [plain]
-        best = max(fitting, key=lambda t: t.coded.psnr_yuv)
-    report.used = best is adapted
+    best = pick(variants, budget, clip.count, job.info)
+    picked = [k for k, t in enumerate(fitted) if t is best]
+    if picked:
+        chosen = report.tried[picked[0]]
+        report.rung, report.relative = chosen.rung, chosen.relative
+        report.steps, report.params, report.bytes = chosen.steps, chosen.params, chosen.bytes
+        report.gain_db = chosen.gain_db
+    report.used = bool(picked)
     report.inherited = best.inherit
     best.qps_tried = plain.qps_tried
     return best, report

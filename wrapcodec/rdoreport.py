@@ -9,16 +9,36 @@ from typing import Literal
 from pydantic import BaseModel
 
 
+class RungReport(BaseModel):
+    """One update the encoder fitted and measured for a candidate: a rung of the capacity
+    ladder (``wrapcodec.update.ladder``), absolute or relative to the update in force."""
+
+    rung: str  # bias, bias_tail, decoder, all
+    relative: bool  # a change to the update in force (else to the bank's weights)
+    warm: bool  # fitted from the update in force (else from the bank's weights)
+    steps: int
+    params: int  # parameters the update carries
+    bytes: int
+    gain_db: float  # PSNR-YUV with the update minus the bank's post-processor
+    cost: float  # J with the update's bytes in R (at the QP found, with a bitrate budget)
+    seconds: float  # fitting and encoding it
+
+
 class AdaptationReport(BaseModel):
-    """A neural candidate's post-processor fitted to the segment, against the bank's."""
+    """A neural candidate's post-processor fitted to the segment, against the bank's. The
+    top-level figures are those of the best update fitted (lowest J), ``tried`` lists all."""
 
     steps: int
     params: int  # parameters the update carries
     bytes: int  # of the update, as stored in the container
     gain_db: float  # PSNR-YUV with the update minus without
-    seconds: float  # fitting the update
+    seconds: float  # fitting every update tried
     cost_without: float | None = None  # J of the bank's post-processor (QP mode)
     cost_with: float | None = None
+    rung: str | None = None  # of the best update fitted
+    relative: bool = False  # the best update fitted is relative to the update in force
+    budget_s: float | None = None  # the modelled seconds the rungs were planned within
+    tried: list[RungReport] = []
     used: bool = False  # the update is sent with this candidate
     # The update in force for the previous segment (same option), reused at no bytes:
     inherited_gain_db: float | None = None  # None when there is none to inherit

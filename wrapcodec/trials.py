@@ -22,21 +22,23 @@ from pathlib import Path
 from typing import Protocol
 
 from wrapcodec import metrics
-from wrapcodec.adapt import AdaptConfig
+from wrapcodec.adapt import AdaptConfig, ladder_plan
+from wrapcodec.adaptation import Segment, Variant, best_rung_index, climb
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank
 from wrapcodec.container import overhead_bytes
-from wrapcodec.effort import MODEL_ENCODES, QP_PER_OCTAVE, Effort, next_qp
+from wrapcodec.effort import MODEL_ENCODES, QP_PER_OCTAVE, AdaptBudget, Effort, next_qp
 from wrapcodec.options import Option, bottleneck_size
 from wrapcodec.pipeline import (
     Coded,
+    InForce,
     Layout,
-    adapt_and_measure,
     encode_stream,
     measure,
+    segment_layout,
     stream_key,
 )
-from wrapcodec.rdoreport import AdaptationReport, CandidateReport
+from wrapcodec.rdoreport import AdaptationReport, CandidateReport, RungReport
 from wrapcodec.y4m import VideoInfo
 
 
@@ -91,7 +93,7 @@ class Trial:
     cost: float
     update: bytes = b""  # sent with the segment
     inherit: bool = False  # the previous segment's update applies
-    in_force: bytes = b""  # the update the decoder applies: its own or the inherited one
+    chain: InForce | None = None  # the update in force after the segment with this trial
     shares: str | None = None  # coded with the bitstream of this option
     qps_tried: list[int] | None = None  # bitrate mode
     # Options sharing this bitstream, measured on some of its frames: (their MSE, this MSE)
@@ -109,6 +111,7 @@ class Job:
     bank: Bank | None
     effort: Effort
     adapt: AdaptConfig | None = None
+    adapt_budget: AdaptBudget | None = None  # per neural candidate and segment (None: none)
     jobs: int = 1  # candidates coded at once
     pre_arithmetic: str = "float32"
     encodes: int = 0
@@ -209,50 +212,82 @@ class Job:
     ) -> Trial:
         bits = 8 * (coded.payload_bytes + len(update)) + self.overhead_bits
         cost = rd_cost(coded.mse_8bit, bits, count, self.info, self.backend.qp_to_lambda(qp))
-        return Trial(opt, layout, coded, qp, bits, cost, update, in_force=update)
+        return Trial(opt, layout, coded, qp, bits, cost, update)
 
     @property
     def overhead_bits(self) -> int:
         """Each segment carries its share of the container's fixed overhead."""
         return 8 * math.ceil(overhead_bytes(self.n_segments) / self.n_segments)
 
-    def inherited(self, plain: Trial, clip: Clip, update: bytes) -> Trial:
-        """``plain`` post-processed with the previous segment's ``update`` (no bytes sent)."""
+    def inherited(self, plain: Trial, clip: Clip, previous: InForce) -> Trial:
+        """``plain`` post-processed with the update in force after the previous segment (of
+        the same option), at no bytes: the segment inherits it."""
+        layout, chain = segment_layout(plain.layout, b"", True, previous)
         coded = measure(
             self.backend,
             plain.coded.stream,
-            plain.layout.with_update(update),
+            layout,
             clip.path,
             clip.first,
             clip.count,
             plain.coded.encode_s,
         )
         trial = self._trial(plain.option, plain.layout, coded, plain.qp, clip.count)
-        return dataclasses.replace(trial, inherit=True, in_force=update, shares=plain.shares)
+        return dataclasses.replace(trial, inherit=True, chain=chain, shares=plain.shares)
 
-    def adapted(self, plain: Trial, clip: Clip) -> tuple[Trial, AdaptationReport]:
-        """``plain`` (a neural trial) with its post-processor fitted to the segment."""
+    def adapted(
+        self, plain: Trial, clip: Clip, previous: InForce | None
+    ) -> tuple[list[Trial], AdaptationReport]:
+        """``plain`` (a neural trial) with updates fitted to the segment, one per rung of the
+        ladder the budget pays for (absolute and, warm-started from ``previous`` when it is
+        in force for this option, relative too), each measured; the report's top-level
+        figures are those of the lowest J."""
         assert self.adapt is not None
-        fitted, coded = adapt_and_measure(
+        lam = self.backend.qp_to_lambda(plain.qp)
+        samples = clip.count * self.info.width * self.info.height
+        height, width = (
+            self.info.height + self.info.height % 2,
+            self.info.width + self.info.width % 2,
+        )
+        crop = (min(self.adapt.crop, height), min(self.adapt.crop, width))
+        budget = None if self.adapt_budget is None else self.adapt_budget.seconds(samples)
+        plan = ladder_plan(self.adapt, samples, crop, budget)
+        seg = Segment(
             self.backend,
             plain.coded.stream,
             plain.layout,
             clip.path,
             clip.first,
             clip.count,
-            self.adapt,
             plain.coded.encode_s,
         )
-        trial = self._trial(plain.option, plain.layout, coded, plain.qp, clip.count, fitted.update)
-        trial.shares = plain.shares
+
+        def cost(coded: Coded, update: bytes) -> float:
+            return self._trial(plain.option, plain.layout, coded, plain.qp, clip.count, update).cost
+
+        variants = climb(seg, self.adapt, plan, lam, previous, cost)
+        trials = [self._variant_trial(plain, clip, v) for v in variants]
+        warm = previous is not None and previous.option == int(plain.option.code)
+        tried = [_rung_report(v, plain, warm) for v in variants]
+        best = tried[best_rung_index([t.cost for t in tried])]
         report = AdaptationReport(
-            steps=self.adapt.steps,
-            params=fitted.params,
-            bytes=len(fitted.update),
-            gain_db=coded.psnr_yuv - plain.coded.psnr_yuv,
-            seconds=fitted.seconds,
+            steps=best.steps,
+            params=best.params,
+            bytes=best.bytes,
+            gain_db=best.gain_db,
+            seconds=sum(v.fitted.seconds for v in variants),
+            rung=best.rung,
+            relative=best.relative,
+            budget_s=budget,
+            tried=tried,
         )
-        return trial, report
+        return trials, report
+
+    def _variant_trial(self, plain: Trial, clip: Clip, v: Variant) -> Trial:
+        trial = self._trial(
+            plain.option, plain.layout, v.coded, plain.qp, clip.count, v.fitted.update
+        )
+        return dataclasses.replace(trial, chain=v.chain, shares=plain.shares)
 
     def fit_budget(
         self, opt: Option, clip: Clip, budget: float, start: int, capped: bool
@@ -279,6 +314,31 @@ class Job:
         best = trials[min(fits)]
         best.qps_tried = list(rates)
         return best
+
+
+def pick(variants: Sequence[Trial], budget: float | None, frames: int, info: VideoInfo) -> Trial:
+    """The RDO's choice among variants of one candidate (``variants[0]`` the bank's
+    post-processor): the lowest J at a QP (the first of equal ones, so the smaller or no
+    update); within a bitrate ``budget`` (kbps) the highest PSNR-YUV of those that fit it,
+    ``variants[0]`` if none does."""
+    if budget is None:
+        return min(variants, key=lambda t: t.cost)
+    fitting = [t for t in variants if kbps(t.bits, frames, info) <= budget] or [variants[0]]
+    return max(fitting, key=lambda t: t.coded.psnr_yuv)
+
+
+def _rung_report(v: Variant, plain: Trial, warm: bool) -> RungReport:
+    return RungReport(
+        rung=v.rung.name.lower(),
+        relative=v.fitted.relative,
+        warm=warm,
+        steps=v.fitted.steps,
+        params=v.fitted.params,
+        bytes=len(v.fitted.update),
+        gain_db=v.coded.psnr_yuv - plain.coded.psnr_yuv,
+        cost=v.cost,
+        seconds=v.fitted.seconds,
+    )
 
 
 def candidate_report(trial: Trial, count: int, info: VideoInfo) -> CandidateReport:

@@ -1,0 +1,266 @@
+"""Learning that grows with the video: the update in force carried across segments (decoder
+and encoder alike), the capacity ladder the RDO climbs, the adaptation budget, the frames a
+fit holds and the default segments of long clips."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wrapcodec.adapt import MIN_STEPS, AdaptConfig, ladder_plan, step_count, step_seconds
+from wrapcodec.adaptation import training_pictures
+from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.bank import get_bank
+from wrapcodec.cli import cli
+from wrapcodec.container import pack, read_wrp
+from wrapcodec.effort import DIRECT_SECONDS_PER_SAMPLE, EFFORTS, AdaptBudget, parse_budget
+from wrapcodec.errors import ContainerError, InputError
+from wrapcodec.metrics import measure_files
+from wrapcodec.options import OPTIONS
+from wrapcodec.pipeline import Coded, InForce, Layout, code_and_measure, segment_layout
+from wrapcodec.rdo import default_segment_frames
+from wrapcodec.trials import Trial, pick
+from wrapcodec.update import (
+    Quant,
+    Quantised,
+    Subset,
+    Update,
+    decode_update,
+    encode_quantised,
+    ladder,
+    subset_names,
+)
+from wrapcodec.y4m import read_info
+
+# -- the chain rules, on the decoder's own function ---------------------------------------------
+
+
+def _layout(code: int) -> Layout:
+    info = read_info(Path(__file__).parents[1] / "wrapcodec/data/parkjoy_480x270_10f.y4m")
+    return Layout.make(info, OPTIONS[code], get_backend("x265"), 10, get_bank())
+
+
+def _update(layout: Layout, subset: Subset, value: float, relative: bool) -> Update:
+    assert layout.processors is not None
+    post = layout.processors.post
+    params = dict(post.named_parameters())
+    deltas = {n: torch.full_like(params[n], value) for n in subset_names(post, subset)}
+    return Update(subset, Quant.RD, deltas, relative)
+
+
+def test_relative_update_without_an_update_in_force_of_its_option_is_refused() -> None:
+    post_1_2, post_2_3 = _layout(2), _layout(3)
+    in_force = InForce(2, _update(post_1_2, Subset.BIAS, 0.01, relative=False))
+    # the chain continues only while the option stays the same
+    with pytest.raises(ContainerError, match="there is none"):
+        _apply_relative(post_2_3, in_force)
+    with pytest.raises(ContainerError, match="none is in force"):
+        segment_layout(post_2_3, b"", True, in_force)
+    with pytest.raises(ContainerError, match="there is none"):
+        _apply_relative(post_1_2, None)
+
+
+def _apply_relative(layout: Layout, previous: InForce | None) -> None:
+    """A real relative update's bytes (an encoder's), applied after ``previous``."""
+    data = _relative_bytes()
+    segment_layout(layout, data, False, previous)
+
+
+def _relative_bytes() -> bytes:
+    post = _layout(2).processors.post  # type: ignore[union-attr]
+    params = dict(post.named_parameters())
+    tensors = [
+        Quantised(29, torch.ones_like(params[n]).long().numpy())
+        for n in subset_names(post, Subset.BIAS)
+    ]
+    return encode_quantised(Subset.BIAS, tensors, relative=True)
+
+
+def test_the_chain_resolves_relative_updates_and_breaks_without_one() -> None:
+    layout = _layout(2)
+    first = _update(layout, Subset.BIAS_TAIL, 0.01, relative=False)
+    previous = InForce(2, first)
+    _, after = segment_layout(layout, _relative_bytes(), False, previous)
+    assert after is not None and after.option == 2 and not after.update.relative
+    assert after.update.subset == Subset.BIAS_TAIL  # the larger of the two
+    name = subset_names(layout.processors.post, Subset.BIAS)[0]  # type: ignore[union-attr]
+    delta = decode_update(_relative_bytes(), layout.processors.post).deltas[name]  # type: ignore[union-attr]
+    assert torch.equal(after.update.deltas[name], first.deltas[name] + delta)
+    inherited, kept = segment_layout(layout, b"", True, after)
+    assert kept is after and inherited.processors is not layout.processors
+    bare, none = segment_layout(layout, b"", False, after)  # no update: the chain ends
+    assert none is None and bare is layout
+
+
+# -- the RDO's choice and the ladder's plan ------------------------------------------------------
+
+
+def _trial(cost: float, psnr: float, bits: int) -> Trial:
+    coded = Coded(Path("x"), bits // 8, psnr, psnr, psnr, psnr, 1.0, 0.0, 0.0)
+    return Trial(OPTIONS[2], _layout(2), coded, 32, bits, cost)
+
+
+def test_pick_takes_the_lowest_j_and_the_smaller_of_equals() -> None:
+    info = read_info(Path(__file__).parents[1] / "wrapcodec/data/parkjoy_480x270_10f.y4m")
+    plain, bias, decoder, full = (
+        _trial(10.0, 30.0, 8000),
+        _trial(9.5, 30.1, 8200),
+        _trial(9.2, 30.2, 8600),
+        _trial(9.2, 30.3, 9600),
+    )
+    assert pick([plain, bias, decoder, full], None, 10, info) is decoder
+    assert pick([plain, _trial(10.5, 30.5, 9000)], None, 10, info) is plain
+    # within a bitrate budget: the best PSNR that fits (50 fps: 8600 bits in 10 frames = 43 kbps)
+    assert pick([plain, bias, decoder, full], 43.1, 10, info) is decoder
+    assert pick([plain, full], 1.0, 10, info) is plain  # nothing fits: the bank's
+
+
+def test_ladder_plan_climbs_within_the_budget() -> None:
+    cfg = AdaptConfig(grow=True)
+    crop, samples = (128, 128), 75 * 1920 * 1080
+    free = ladder_plan(cfg, samples, crop, None)
+    assert [r for r, _ in free] == list(ladder())
+    assert all(s == step_count(replace(cfg, subset=r), samples, crop) for r, s in free)
+    budget = 40.0
+    plan = ladder_plan(cfg, samples, crop, budget)
+    spent = sum(s * step_seconds(r, cfg.batch, crop) for r, s in plan)
+    assert spent <= budget and len(plan) < len(free)
+    assert plan == ladder_plan(cfg, samples, crop, budget)  # deterministic
+    # a tiny budget still tries the smallest rung at MIN_STEPS; zero fits nothing
+    assert ladder_plan(cfg, samples, crop, 0.01) == [(Subset.BIAS, MIN_STEPS)]
+    assert ladder_plan(cfg, samples, crop, 0.0) == []
+
+
+def test_budgets_parse_and_convert_without_a_clock() -> None:
+    assert parse_budget("2x") == AdaptBudget(2.0, True)
+    assert parse_budget("30s") == AdaptBudget(30.0, False)
+    assert parse_budget("none") is None
+    assert AdaptBudget(2.0).seconds(1000) == 2.0 * 1000 * DIRECT_SECONDS_PER_SAMPLE
+    assert AdaptBudget(30.0, False).seconds(1000) == 30.0
+    for bad in ("2", "x", "-1x", "2 h", "nan s", "1e9x"):
+        with pytest.raises(InputError, match="--adapt-budget"):
+            parse_budget(bad)
+    assert EFFORTS["medium"].adapt_budget == AdaptBudget(4.0)
+    assert EFFORTS["exhaustive"].adapt_budget is None
+
+
+def test_long_clips_default_to_segments_of_three_seconds() -> None:
+    assert default_segment_frames(10, 25, 1) is None  # the test clips: one segment
+    assert default_segment_frames(150, 25, 1) is None  # 6 s
+    assert default_segment_frames(151, 25, 1) == 75
+    assert default_segment_frames(600, 60000, 1001) == 180
+
+
+# -- the frames a fit holds ----------------------------------------------------------------------
+
+
+def test_frames_held_stay_bounded_as_the_segment_grows(
+    parkjoy: Path, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    backend = get_backend("x265")
+    layout = _layout(2)
+    settings = EncodeSettings(qp=37, preset="ultrafast")
+    streams = {}
+    for count in (3, 10):
+        streams[count] = tmp_path / f"s{count}.265"
+        code_and_measure(backend, settings, parkjoy, layout, 0, count, streams[count])
+    per_frame = 18 * 480 * 270  # bytes held per frame (adapt.HELD_BYTES_PER_SAMPLE)
+    cfg = AdaptConfig(grow=True, hold_mib=3.5 * per_frame / 2**20)
+    held = {
+        count: training_pictures(backend, streams[count], layout, parkjoy, 0, count, cfg)
+        for count in (3, 10)
+    }
+    assert [len(held[c][0]) for c in (3, 10)] == [3, 3]  # memory does not grow with frames
+    everything = training_pictures(
+        backend, streams[10], layout, parkjoy, 0, 10, AdaptConfig(grow=True)
+    )
+    assert len(everything[0]) == 10  # they fit: every frame
+    # spread over the whole segment: first, middle and last of the ten
+    assert torch.equal(held[10][1][2][0], everything[1][9][0])
+    assert torch.equal(held[10][0][0][0], everything[0][0][0])
+
+
+# -- the encoder's chain, decoded ---------------------------------------------------------------
+
+
+def _encode(runner: CliRunner, src: Path, out: Path, *extra: str) -> dict:
+    args = ["encode", str(src), "-o", str(out), "--codec", "x265", "--json", "-y"]
+    args += ["--effort", "exhaustive", "--preset", "ultrafast", "--options", "2"]
+    result = runner.invoke(cli, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+CHAIN = ("--qp", "32", "--segment-frames", "3", "--adapt-steps", "20", "--adapt-budget", "1.5s")
+
+
+@pytest.fixture(scope="module")
+def chain_file(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    wrp = tmp_path_factory.mktemp("chain") / "c.wrp"
+    return wrp, _encode(CliRunner(), parkjoy, wrp, *CHAIN)
+
+
+def test_a_difference_coded_chain_decodes_to_what_the_encoder_measured(
+    chain_file: tuple[Path, dict],
+    parkjoy: Path,
+    tmp_path: Path,
+    runner: CliRunner,
+    require_backend: Callable[[str], None],
+) -> None:
+    require_backend("x265")
+    wrp, report = chain_file
+    _, segments = read_wrp(wrp)
+    assert len(segments) == 4
+    relative = [bool(s.update) and s.update[1] == Quant.RD and s.update[2] & 1 for s in segments]
+    assert any(relative[1:]) and not relative[0]  # warm-started differences were sent
+    for seg, seg_report in zip(segments, report["segments"], strict=True):
+        a = seg_report["candidates"][0]["adaptation"]
+        assert a["tried"] and all(t["steps"] == 20 for t in a["tried"])
+        assert a["budget_s"] == 1.5
+        if a["used"]:
+            chosen = min(a["tried"], key=lambda t: t["cost"])
+            assert seg_report["candidates"][0]["cost"] == chosen["cost"] == a["cost_with"]
+            assert len(seg.update) == chosen["bytes"] and a["relative"] == chosen["relative"]
+    out = tmp_path / "c.y4m"
+    assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
+    assert measure_files(str(parkjoy), str(out)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )
+    again = tmp_path / "again.wrp"
+    _encode(runner, parkjoy, again, *CHAIN)
+    assert again.read_bytes() == wrp.read_bytes()
+
+
+def test_a_relative_update_with_a_broken_chain_is_refused(
+    chain_file: tuple[Path, dict], tmp_path: Path, runner: CliRunner
+) -> None:
+    wrp, _ = chain_file
+    header, segments = read_wrp(wrp)
+    k = next(i for i, s in enumerate(segments) if s.update and s.update[2] & 1)
+    broken = list(segments)
+    broken[k - 1] = replace(segments[k - 1], update=b"", inherit=False)
+    if k >= 2:  # the segment before must not itself depend on what is gone
+        broken[: k - 1] = [replace(s, update=b"", inherit=False) for s in segments[: k - 1]]
+    bad = tmp_path / "bad.wrp"
+    bad.write_bytes(pack(header, broken))
+    out = tmp_path / "bad.y4m"
+    result = runner.invoke(cli, ["decode", str(bad), "-o", str(out)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"segment {k}" in lines[0] and "update in force" in lines[0]
+    assert not out.exists()
+
+
+def test_a_bad_adapt_budget_is_one_line(clip8: Path, tmp_path: Path, runner: CliRunner) -> None:
+    args = ["encode", str(clip8), "-o", str(tmp_path / "x.wrp"), "--qp", "32"]
+    result = runner.invoke(cli, [*args, "--adapt-budget", "lots"])
+    assert result.exit_code != 0
+    assert len(result.output.strip().splitlines()) == 1 and "--adapt-budget" in result.output
+    assert "Traceback" not in result.output
