@@ -173,10 +173,10 @@ def test_cache_key_without_adaptation_is_the_old_key(dataset: Path) -> None:
         BenchConfig(dataset=str(dataset / "pj_a.y4m"), codec="x264", qps=[30, 40], options=[2])
     )[0][-1]
     assert spec.option == 2 and spec.adapt_steps == 0
-    # the key as computed before PointSpec had adapt_steps (and rival, pre_arithmetic)
-    old = spec.model_dump(
-        exclude={"path", "sequence", "models", "adapt_steps", "rival", "pre_arithmetic"}
-    )
+    # the key as computed before PointSpec had adapt_steps (and rival, pre_arithmetic,
+    # adapt_budget)
+    later = {"adapt_steps", "rival", "pre_arithmetic", "adapt_budget"}
+    old = spec.model_dump(exclude={"path", "sequence", "models", *later})
     digest = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:24]
     assert spec.key() == digest
     assert spec.model_copy(update={"adapt_steps": 20}).key() != digest

@@ -135,7 +135,7 @@ def test_struct_sizes_and_overhead() -> None:
             )
 
 
-@pytest.mark.parametrize("version", [0, 3, 255, True])
+@pytest.mark.parametrize("version", [0, 4, 255, True])
 def test_overhead_bytes_rejects_unknown_version(version: int) -> None:
     with pytest.raises(ContainerError):
         overhead_bytes(1, version=version)
@@ -279,7 +279,7 @@ def test_offset_tables_match_hand_layout() -> None:
 
 
 def test_enums_are_fixed() -> None:
-    assert MAGIC == b"WRPC" and VERSION == 2 and VERSIONS == (1, 2)
+    assert MAGIC == b"WRPC" and VERSION == 2 and VERSIONS == (1, 2, 3)
     assert sorted(NEURAL_OPTIONS) == list(range(1, 9))
     assert OptionCode.POST_1_1 in NEURAL_OPTIONS and OptionCode.WRAP_1_4 in NEURAL_OPTIONS
     assert [(m.name, m.value) for m in CodecId] == [
@@ -297,7 +297,7 @@ def test_enums_are_fixed() -> None:
 # --- round trips ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("counts", [[5], [2, 1, 2]])
 def test_round_trip(counts: list[int], version: int) -> None:
     header = _header(frame_count=sum(counts), model_bank_id=bytes(8), version=version)
@@ -315,7 +315,7 @@ def test_codec_ids_accepted(codec: int) -> None:
     assert header.codec_id == codec
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_unknown_aspect_and_all_options_round_trip(version: int) -> None:
     segs = [Segment(op, op, 1, 8, 8, b"") for op in range(15)]
     header = _header(aspect_num=0, aspect_den=0, frame_count=15, bitdepth=10, version=version)
@@ -361,11 +361,11 @@ def test_wrong_magic() -> None:
     _raises(b"hello", "bad magic")
 
 
-@pytest.mark.parametrize("version", [0, 3, 255])
+@pytest.mark.parametrize("version", [0, 4, 255])
 def test_unknown_version(version: int) -> None:
     for data in (_example(), _example_v2()):
         data[4] = version
-        _raises(data, f"unsupported .wrp version {version} (this wrapcodec reads versions 1 and 2)")
+        _raises(data, f"unsupported .wrp version {version} (this wrapcodec reads versions 1 to 3)")
         _raises(_recrc(data), f"unsupported .wrp version {version}")
     _raises(b"WRPC" + bytes([version]), f"unsupported .wrp version {version}")
 
@@ -378,7 +378,7 @@ def test_known_versions_on_a_short_prefix_read_as_truncated() -> None:
 @pytest.mark.parametrize(
     ("version", "fragment"),
     [
-        (3, "unsupported .wrp version 3 (this wrapcodec writes versions 1 and 2)"),
+        (4, "unsupported .wrp version 4 (this wrapcodec writes versions 1 to 3)"),
         (0, "unsupported .wrp version 0"),
         (256, "version 256 out of range 0..255"),
         (True, "version must be an int, got bool"),
@@ -864,7 +864,7 @@ def test_fuzz_valid_round_trip(
     refused = False  # would the drawn updates have been refused?
     first = 0
     for option, count, bw, bh, payload, update in rows:
-        allowed = header.version == 2 and option in NEURAL_OPTIONS
+        allowed = header.version >= 2 and option in NEURAL_OPTIONS
         refused = refused or (bool(update) and not allowed)
         segs.append(Segment(option, first, count, bw, bh, payload, update if allowed else b""))
         first += count
@@ -953,3 +953,68 @@ def test_av1_codec_ids_need_version_2() -> None:
         data = _example()
         data[8] = codec
         _raises(_recrc(data), f"codec id {codec} (AV1) exists from version 2 on")
+
+
+# --- version 3: the prior ---------------------------------------------------------------------
+
+FIXTURE_V3 = DATA / "format_v3_example.wrp"
+PRIOR_HEADER = WrpHeader(**{**INHERIT_HEADER.__dict__, "version": 3})
+PRIOR_SEGMENTS = [
+    Segment(OptionCode.POST_1_1, 0, 2, 480, 270, b"\x00\x00\x01a", b"\x01\x02u", prior=1),
+    Segment(OptionCode.POST_1_1, 2, 2, 480, 270, b"\x00\x00\x01b", inherit=True, prior=1),
+    Segment(OptionCode.DIRECT, 4, 2, 480, 270, b"\x00\x00\x01c"),
+]
+
+
+def test_stored_bytes_match_v3_fixture() -> None:
+    data = pack(PRIOR_HEADER, PRIOR_SEGMENTS)
+    assert data == FIXTURE_V3.read_bytes()
+    assert len(data) == HEADER_SIZE + 3 * SEGMENT_SIZE_V2 + 3 + 3 * 4 + 4 == 124
+    assert data[4] == 3
+    # option bytes: code in the high nibble, prior in bits 3-1, inherit in bit 0
+    assert [data[HEADER_SIZE + k * SEGMENT_SIZE_V2] for k in range(3)] == [0x12, 0x13, 0x00]
+    assert unpack(data) == (PRIOR_HEADER, PRIOR_SEGMENTS)
+
+
+@pytest.mark.parametrize("prior", range(8))
+def test_every_prior_round_trips(prior: int) -> None:
+    segs = [
+        Segment(op, op, 1, 8, 8, b"p", prior=prior if op in NEURAL_OPTIONS else 0)
+        for op in range(15)
+    ]
+    header = _header(frame_count=15, version=3)
+    assert unpack(pack(header, segs)) == (header, segs)
+
+
+def test_a_prior_needs_version_3_and_a_neural_option() -> None:
+    s0, s1, s2 = PRIOR_SEGMENTS
+    for version in (1, 2):
+        header = WrpHeader(**{**PRIOR_HEADER.__dict__, "version": version})
+        plain = [Segment(**{**s.__dict__, "update": b"", "inherit": False}) for s in (s0, s1, s2)]
+        with pytest.raises(ContainerError, match="only version 3 files say one"):
+            pack(header, plain)
+    with pytest.raises(ContainerError, match="option code 0 has no neural post-processor"):
+        pack(PRIOR_HEADER, [s0, s1, Segment(**{**s2.__dict__, "prior": 2})])
+    for bad in (8, -1):
+        with pytest.raises(ContainerError, match="segment 0 prior"):
+            pack(PRIOR_HEADER, [Segment(**{**s0.__dict__, "prior": bad}), s1, s2])
+    with pytest.raises(ContainerError, match="whose prior 1 is not its own 2"):
+        pack(PRIOR_HEADER, [s0, Segment(**{**s1.__dict__, "prior": 2}), s2])
+
+
+def test_priors_are_checked_when_reading() -> None:
+    data = bytearray(FIXTURE_V3.read_bytes())
+    data[HEADER_SIZE + 2 * SEGMENT_SIZE_V2] = 0x04  # direct with prior 2
+    _raises(_recrc(data), "segment 2 uses prior 2, but option code 0 has no neural")
+    data = bytearray(FIXTURE_V3.read_bytes())
+    data[HEADER_SIZE + SEGMENT_SIZE_V2] = 0x15  # segment 1 inherits with prior 2
+    _raises(_recrc(data), "whose prior 1 is not its own 2 at offset 63")
+    data = bytearray(FIXTURE_V3.read_bytes())
+    data[4] = 2  # the same bytes read as version 2: the prior bits are reserved there
+    _raises(_recrc(data), "reserved bits 0x2 of the option byte's low nibble")
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_mutated_v3_file(data: st.DataObject) -> None:
+    _parses_or_container_error(_mutate(FIXTURE_V3.read_bytes(), data))

@@ -27,6 +27,7 @@ from wrapcodec.pipeline import (
     segment_layout,
     source_frames,
     to_tensors,
+    update_in_force,
 )
 from wrapcodec.update import Quant, Subset
 
@@ -130,8 +131,7 @@ def climb(
     layout = seg.layout
     if layout.processors is None or not plan:
         return []
-    code = int(layout.option.code)
-    base = previous.update if previous is not None and previous.option == code else None
+    base = update_in_force(previous, layout)
     decoded, sources = training_pictures(
         seg.backend, seg.stream, layout, seg.source, seg.first, seg.count, cfg
     )

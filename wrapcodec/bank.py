@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from wrapcodec.container import NO_MODEL_BANK
+from wrapcodec.container import MAX_PRIOR, NO_MODEL_BANK
 from wrapcodec.errors import InputError
 from wrapcodec.exact import ARITHMETIC_VERSION, MAX_EXP, ExactPost, quantize_post
 from wrapcodec.nets import PostConfig, PostProcessor, PreConfig, PreProcessor
@@ -102,10 +102,19 @@ class ModelCard(BaseModel):
     training: list[dict[str, object]]  # one entry per stage: config, steps, last validation
     validation: Validation | None = None
     arithmetic: Arithmetic | None = None  # the post-processor's integer arithmetic
+    # A prior (1-7; 0: the option's default model) is the option's model for an operating
+    # point: segments coded by one of ``codecs`` (None: any) at a QP within ``qp_band``.
+    prior: int = Field(default=0, ge=0, le=MAX_PRIOR)
+    codecs: list[str] | None = None
+    qp_band: tuple[int, int] | None = None
 
     @model_validator(mode="after")
     def _in_range(self) -> ModelCard:
         """Fields that must agree with each other or stay within what can be built."""
+        if self.prior and (self.kind != "post" or self.qp_band is None):
+            raise ValueError("a prior is a post-only model with a qp_band")
+        if self.qp_band is not None and self.qp_band[0] > self.qp_band[1]:
+            raise ValueError(f"qp_band {self.qp_band} is reversed")
         try:
             ratio = Fraction(self.ratio)
         except (ValueError, ZeroDivisionError):
@@ -131,6 +140,12 @@ class ModelCard(BaseModel):
     @property
     def fraction(self) -> Fraction:
         return Fraction(self.ratio)
+
+    def serves(self, codec: str, qp: int) -> bool:
+        """This prior is the model for segments coded by ``codec`` at ``qp``."""
+        assert self.qp_band is not None
+        lo, hi = self.qp_band
+        return (self.codecs is None or codec in self.codecs) and lo <= qp <= hi
 
     @property
     def key(self) -> str:
@@ -169,10 +184,17 @@ def option_for(kind: str, ratio: Fraction) -> Option:
 class Bank:
     """The models in ``folder``, by option code."""
 
-    def __init__(self, folder: Path, cards: dict[int, ModelCard] | None = None) -> None:
-        """The bank in ``folder``, with its cards read from there or given as ``cards``."""
+    def __init__(
+        self,
+        folder: Path,
+        cards: dict[int, ModelCard] | None = None,
+        priors: dict[tuple[int, int], ModelCard] | None = None,
+    ) -> None:
+        """The bank in ``folder``, with its cards read from there or given as ``cards`` (the
+        options' default models) and ``priors`` (by option code and prior)."""
         self.folder = folder
         self.cards: dict[int, ModelCard] = {} if cards is None else dict(cards)
+        self.priors: dict[tuple[int, int], ModelCard] = dict(priors or {})
         if not folder.is_dir():
             raise InputError(f"{folder}: no such model folder")
         for path in sorted(folder.glob("*.json")) if cards is None else []:
@@ -185,8 +207,14 @@ class Bank:
                 raise InputError(
                     f"{path}: not a model card ({where + ': ' if where else ''}{msg})"
                 ) from None
-            self.cards[card.option] = card
-        self._loaded: dict[int, Processors] = {}
+            if card.prior:
+                self.priors[card.option, card.prior] = card
+            else:
+                self.cards[card.option] = card
+        for code, prior in self.priors:
+            if code not in self.cards:
+                raise InputError(f"{folder}: prior {prior} of option {code} has no default model")
+        self._loaded: dict[tuple[int, int], Processors] = {}
 
     @functools.cached_property
     def id(self) -> bytes:
@@ -198,8 +226,23 @@ class Bank:
         """Every card carries this wrapcodec's integer arithmetic (the encoder then uses it)."""
         return bool(self.cards) and all(
             c.arithmetic is not None and c.arithmetic.version == ARITHMETIC_VERSION
-            for c in self.cards.values()
+            for c in self.all_cards()
         )
+
+    def all_cards(self) -> list[ModelCard]:
+        """Every card: the default models by option code, then the priors."""
+        return [
+            *(self.cards[k] for k in sorted(self.cards)),
+            *(self.priors[k] for k in sorted(self.priors)),
+        ]
+
+    def prior_for(self, opt: Option, codec: str, qp: int) -> int:
+        """The prior a segment of ``opt`` coded by ``codec`` at ``qp`` uses: the lowest-numbered
+        one that serves that operating point, 0 (the default model) where none does."""
+        for (code, prior), card in sorted(self.priors.items()):
+            if code == int(opt.code) and card.serves(codec, qp):
+                return prior
+        return 0
 
     def id_for(self, integer: bool) -> bytes:
         """8-byte id of this bank in float or integer arithmetic: the first 8 bytes of the
@@ -210,7 +253,7 @@ class Bank:
         if integer and not self.integer:
             raise InputError(f"the models in {self.folder} have no integer arithmetic")
         lines = []
-        for c in self.cards.values():
+        for c in self.all_cards():
             line = f"{c.name} {c.sha256}"
             if integer:
                 assert c.arithmetic is not None
@@ -229,13 +272,24 @@ class Bank:
     def require(self, opt: Option) -> None:
         require_available(opt, self.has, self.where)
 
-    def processors(self, opt: Option) -> Processors:
-        """Load (once) and return the networks of ``opt``, after checking their sha256."""
+    def card(self, opt: Option, prior: int = 0) -> ModelCard:
+        """The card of ``opt``'s model ``prior`` (0: its default)."""
         self.require(opt)
         code = int(opt.code)
-        if code not in self._loaded:
-            self._loaded[code] = load_processors(self.folder, self.cards[code])
-        return self._loaded[code]
+        if prior == 0:
+            return self.cards[code]
+        if (code, prior) not in self.priors:
+            raise InputError(f"{self.where} has no prior {prior} for {opt.name}")
+        return self.priors[code, prior]
+
+    def processors(self, opt: Option, prior: int = 0) -> Processors:
+        """Load (once) and return the networks of ``opt``'s model ``prior`` (0: the default),
+        after checking their sha256."""
+        card = self.card(opt, prior)
+        key = (int(opt.code), prior)
+        if key not in self._loaded:
+            self._loaded[key] = load_processors(self.folder, card)
+        return self._loaded[key]
 
 
 def load_processors(folder: Path, card: ModelCard) -> Processors:

@@ -262,10 +262,11 @@ def run_point(spec: PointSpec) -> Point:
     info = read_info(source)
     opt = OPTIONS[spec.option]
     bank = get_bank(spec.models) if opt.neural else None
-    if bank is not None and bank.cards[spec.option].key != spec.model_hash:
+    prior = bank.prior_for(opt, backend.name, spec.qp) if bank is not None else 0
+    if bank is not None and bank.card(opt, prior).key != spec.model_hash:
         raise InputError(f"{spec.models}: the model of option {spec.option} has changed")
     layout = Layout.make(
-        info, opt, backend, spec.bitdepth, bank, pre_arithmetic=spec.pre_arithmetic
+        info, opt, backend, spec.bitdepth, bank, pre_arithmetic=spec.pre_arithmetic, prior=prior
     )
     extra = [m for m in spec.metrics if m != "psnr"]
     with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-") as tmp:
@@ -474,7 +475,11 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         **common,
                         option=code,
                         qp=qp,
-                        model_hash=bank.cards[code].key if neural else "",
+                        model_hash=bank.card(
+                            OPTIONS[code], bank.prior_for(OPTIONS[code], config.codec, qp)
+                        ).key
+                        if neural
+                        else "",
                         models=str(bank.folder) if neural else None,
                         # linear points stay shared between runs with and without adaptation
                         adapt_steps=config.adapt_steps if neural else 0,

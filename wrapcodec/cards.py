@@ -73,14 +73,24 @@ def training_stages(weights: Path) -> list[dict[str, object]]:
     return stages
 
 
-def install(weights: Path, dest: Path, training_data: str = "") -> ModelCard:
-    """Copy trained weights into the bank ``dest`` and write their card (no validation)."""
+def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) -> ModelCard:
+    """Copy trained weights into the bank ``dest`` and write their card (no validation).
+
+    With ``prior`` (1-7) a post-processor becomes the option's prior of that number for the
+    codecs and QP band its last training stage drew from (``NAME-pN``)."""
     stages = training_stages(weights)
     cfg = stages[-1]["config"]
     assert isinstance(cfg, dict)
     kind, ratio = str(cfg["kind"]), str(cfg["ratio"])
     fraction = Fraction(ratio)
-    name = model_name(kind, ratio)
+    name = model_name(kind, ratio) + (f"-p{prior}" if prior else "")
+    codecs: list[str] | None = None
+    qp_band: tuple[int, int] | None = None
+    if prior:
+        if kind != "post":
+            raise InputError(f"{weights}: only post-processors are installed as priors")
+        codecs = str(cfg.get("codec", "x265")).split(",")
+        qp_band = (int(str(cfg["qp_min"])), int(str(cfg["qp_max"])))
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{name}.safetensors"
     atomic_write(target, lambda p: shutil.copyfile(weights, p))
@@ -101,6 +111,9 @@ def install(weights: Path, dest: Path, training_data: str = "") -> ModelCard:
         pre_params=count_params(pre) if pre else None,
         training_data=training_data,
         training=stages,
+        prior=prior,
+        codecs=codecs,
+        qp_band=qp_band,
     )
     write_card(dest, card)
     return card
@@ -160,13 +173,13 @@ def speed(
 REFERENCE_SIZE = (352, 288)
 
 
-def reference_digest(bank: Bank, opt: Option) -> str:
+def reference_digest(bank: Bank, opt: Option, prior: int = 0) -> str:
     """sha256 of what the decoder makes of a fixed 10-bit bottleneck (seeded noise over a
     gradient) for a ``REFERENCE_SIZE`` 8-bit picture in the bank's integer arithmetic: the
     same on every machine, so a card can record it and any machine check itself against it."""
     width, height = REFERENCE_SIZE
     info = VideoInfo(width, height, 8, 25, 1, chroma=ChromaTag.C420JPEG)
-    layout = Layout.make(info, opt, get_backend("x265"), 10, bank, integer=True)
+    layout = Layout.make(info, opt, get_backend("x265"), 10, bank, integer=True, prior=prior)
     bw, bh = layout.bottleneck
     noise = _noise_frame(np.random.default_rng(2026), bw, bh, 255)
     ramp = [np.add.outer(np.arange(p.shape[0]), np.arange(p.shape[1])) * 3 for p in noise]
@@ -220,14 +233,18 @@ def calibrate(
         f"{CALIBRATION_BITDEPTH} bits"
     )
     written = []
-    for code, card in sorted(bank.cards.items()):
-        nets = bank.processors(OPTIONS[code])
+    for card in bank.all_cards():
+        nets = bank.processors(OPTIONS[card.option], card.prior)
         exponents = calibrate_post(nets.post, _bottlenecks(pictures, nets, card.fraction, batch))
         arithmetic = Arithmetic(exponents=exponents, calibration=about)
         written.append(card.model_copy(update={"arithmetic": arithmetic}))  # bank's stay as read
-    calibrated = Bank(bank.folder, {card.option: card for card in written})
+    calibrated = Bank(
+        bank.folder,
+        {c.option: c for c in written if not c.prior},
+        {(c.option, c.prior): c for c in written if c.prior},
+    )
     for card in written:
         assert card.arithmetic is not None
-        card.arithmetic.reference = reference_digest(calibrated, OPTIONS[card.option])
+        card.arithmetic.reference = reference_digest(calibrated, OPTIONS[card.option], card.prior)
         write_card(bank.folder, card)
     return written

@@ -501,7 +501,8 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
             "sha256": c.sha256,
             "val_bd_rate": c.validation.bd_rate if c.validation else None,
         }
-        for c in sorted(bank.cards.values(), key=lambda c: c.option)
+        | ({"prior": c.prior, "codecs": c.codecs, "qp_band": c.qp_band} if c.prior else {})
+        for c in bank.all_cards()
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -618,14 +619,22 @@ def models_calibrate(data: str, pictures: int, crop: int, models: str | None) ->
 @click.option("--codec", default="x265", show_default=True, help="Codec of the validation.")
 @click.option("--about", default="", help="What the training pictures were (for the card).")
 @click.option("--val-about", default="", help="What the validation pictures were.")
+@click.option(
+    "--prior",
+    type=click.IntRange(0, 7),
+    default=0,
+    show_default=True,
+    help="Install a post-processor as the option's prior N (1-7) for the codecs and QP band "
+    "it was trained on (--codec, --qp-range of its run), beside its default model (0).",
+)
 def models_install(
-    weights: str, dest: str, val: str | None, codec: str, about: str, val_about: str
+    weights: str, dest: str, val: str | None, codec: str, about: str, val_about: str, prior: int
 ) -> None:
     """Copy trained weights into a bank with their card, and validate them."""
     from wrapcodec import cards, validation
 
     check_input(weights)
-    card = cards.install(Path(weights), Path(dest), about)
+    card = cards.install(Path(weights), Path(dest), about, prior)
     if val:
         bank = Bank(Path(dest))
         card.validation = validation.validate(bank, card, Path(val), codec, about=val_about)

@@ -7,11 +7,15 @@ are little-endian and every struct is packed without padding (``<`` format). Lay
     version 1: HEADER (42 bytes) | SEGMENT (17 bytes) x segment_count | payloads | CRC32 (uint32)
     version 2: HEADER (42 bytes) | SEGMENT (21 bytes) x segment_count
                | (update, payload) x segment_count | CRC32 (uint32)
+    version 3: as version 2
 
 Version 2 adds to every segment record an ``update_length`` and puts that many opaque update
 bytes (the decoder-side neural post-processor's parameter update) right before the segment's
-payload; only neural options (codes 1-8) may carry a non-empty update. New files are written
-in :data:`VERSION`; every version in :data:`VERSIONS` is read and can still be written.
+payload; only neural options (codes 1-8) may carry a non-empty update. Version 3 gives bits
+3-1 of a segment's option byte, reserved before, to the *prior*: which of the bank's models
+for the segment's option (0 its default, 1-7 one trained for an operating point, a QP band of
+a codec) the segment uses. New files are written in :data:`VERSION`, or in version 3 where a
+segment uses a prior; every version in :data:`VERSIONS` is read and can still be written.
 
 The CRC is ``zlib.crc32`` over every byte before it. ``unpack`` accepts exactly the byte
 strings that ``pack`` can produce: anything else raises :class:`ContainerError`.
@@ -38,7 +42,7 @@ MAGIC = b"WRPC"
 #: The version new files are written in (``WrpHeader.version`` defaults to it).
 VERSION = 2
 #: Every version this module reads, and writes when ``WrpHeader.version`` asks for it.
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 
 
 class CodecId(IntEnum):
@@ -128,6 +132,7 @@ SEGMENT_FIELDS_V2: tuple[tuple[str, str], ...] = (
 SEGMENT_FIELDS_BY_VERSION: dict[int, tuple[tuple[str, str], ...]] = {
     1: SEGMENT_FIELDS_V1,
     2: SEGMENT_FIELDS_V2,
+    3: SEGMENT_FIELDS_V2,  # the same record; the option byte's bits 3-1 hold the prior
 }
 #: Version 1 record layout under its historical name.
 SEGMENT_FIELDS = SEGMENT_FIELDS_V1
@@ -171,6 +176,8 @@ OPTION_CODE_SHIFT = 4
 OPTION_RESERVED_MASK = 0x0F  # version 1: the whole low nibble
 OPTION_INHERIT = 0x01  # version 2: the segment reuses the previous segment's update
 OPTION_RESERVED_MASK_V2 = 0x0E
+OPTION_PRIOR_SHIFT = 1  # version 3: bits 3-1, the bank's model the segment uses (0-7)
+MAX_PRIOR = 7
 
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
@@ -209,7 +216,8 @@ class Segment:
     segment by the encoder. The container treats it as opaque bytes: it may be non-empty only
     in version 2 files and only for neural options (:data:`NEURAL_OPTIONS`). ``inherit``
     (version 2) says the segment uses the update in force for the previous segment, which must
-    have the same option and carry or inherit an update; it carries none of its own.
+    have the same option and prior and carry or inherit an update; it carries none of its own.
+    ``prior`` (version 3, neural options only) picks one of the bank's models for the option.
     """
 
     option: int
@@ -220,6 +228,7 @@ class Segment:
     payload: bytes
     update: bytes = b""
     inherit: bool = False
+    prior: int = 0  # version 3: which of the bank's models for the option (0: its default)
 
 
 # --- validation (shared by pack and unpack) --------------------------------------------------
@@ -243,7 +252,7 @@ def _check_version(version: object, where: str) -> int:
     value = _int_in("version", version, 0, 255, where)
     if value not in VERSIONS:
         raise ContainerError(
-            f"unsupported .wrp version {value}{where} (this wrapcodec writes versions 1 and 2)"
+            f"unsupported .wrp version {value}{where} (this wrapcodec writes versions 1 to 3)"
         )
     return value
 
@@ -349,17 +358,32 @@ def _check_update(k: int, option: int, update_length: int, version: int, base: i
         )
 
 
+def _check_prior(k: int, option: int, prior: object, version: int, base: int | None) -> int:
+    """Segment k's prior: 0, or 1-7 in a version 3 file on a neural option."""
+    where = _at(base, SEGMENT_OFFSETS_V2["option"])
+    value = _int_in(f"segment {k} prior", prior, 0, MAX_PRIOR, where)
+    if value and version < 3:
+        raise ContainerError(f"segment {k} uses prior {value}, but only version 3 files say one")
+    if value and option not in NEURAL_OPTIONS:
+        raise ContainerError(
+            f"segment {k} uses prior {value}, but option code {option} has no neural "
+            f"post-processor{where}"
+        )
+    return value
+
+
 def _check_inherit(
     k: int,
     option: int,
     inherit: bool,
     update_length: int,
-    previous: tuple[int, bool] | None,
+    previous: tuple[int, bool, int] | None,
     version: int,
     base: int | None,
+    prior: int = 0,
 ) -> None:
-    """Check that segment k may inherit; ``previous`` is (option, has an update in force) of
-    segment k − 1."""
+    """Check that segment k may inherit; ``previous`` is (option, has an update in force,
+    prior) of segment k − 1."""
     if not inherit:
         return
     where = _at(base, SEGMENT_OFFSETS_V2["option"])
@@ -382,6 +406,11 @@ def _check_inherit(
     if not previous[1]:
         raise ContainerError(
             f"segment {k} inherits an update, but segment {k - 1} has none in force{where}"
+        )
+    if previous[2] != prior:
+        raise ContainerError(
+            f"segment {k} inherits an update from segment {k - 1}, whose prior {previous[2]} "
+            f"is not its own {prior}{where}"
         )
 
 
@@ -446,7 +475,7 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
     ]
     data_area: list[bytes] = []
     next_frame = 0
-    previous: tuple[int, bool] | None = None
+    previous: tuple[int, bool, int] | None = None
     for k, seg in enumerate(segments):
         _check_segment_fields(
             k,
@@ -464,11 +493,14 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
         _check_update(k, seg.option, len(update), version, None)
         if not isinstance(seg.inherit, bool):
             raise ContainerError(f"segment {k} inherit must be a bool")
-        _check_inherit(k, seg.option, seg.inherit, len(update), previous, version, None)
-        previous = (seg.option, bool(update) or seg.inherit)
+        prior = _check_prior(k, seg.option, seg.prior, version, None)
+        _check_inherit(k, seg.option, seg.inherit, len(update), previous, version, None, prior)
+        previous = (seg.option, bool(update) or seg.inherit, prior)
         next_frame += seg.frame_count
         fields = (
-            seg.option << OPTION_CODE_SHIFT | (OPTION_INHERIT if seg.inherit else 0),
+            seg.option << OPTION_CODE_SHIFT
+            | prior << OPTION_PRIOR_SHIFT
+            | (OPTION_INHERIT if seg.inherit else 0),
             seg.first_frame,
             seg.frame_count,
             seg.bottleneck_width,
@@ -500,7 +532,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
     version_at = HEADER_OFFSETS["version"]
     if size > version_at and data[version_at] not in VERSIONS:
         raise ContainerError(
-            f"unsupported .wrp version {data[version_at]} (this wrapcodec reads versions 1 and 2)"
+            f"unsupported .wrp version {data[version_at]} (this wrapcodec reads versions 1 to 3)"
         )
     if size < HEADER.size:
         raise ContainerError(f"truncated header: need {HEADER.size} bytes, file has {size}")
@@ -571,8 +603,9 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
     #  update_length, payload_length); update_length is 0 in version 1.
     rows: list[tuple[int, int, int, int, int, int, int]] = []
     inherits: list[bool] = []
+    priors: list[int] = []
     next_frame = 0
-    previous: tuple[int, bool] | None = None
+    previous: tuple[int, bool, int] | None = None
     for k in range(segment_count):
         base = HEADER.size + k * record.size
         if version == 1:
@@ -582,7 +615,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
             option_byte, first, count, bw, bh, update_length, length = record.unpack_from(
                 data, base
             )
-        mask = OPTION_RESERVED_MASK if version == 1 else OPTION_RESERVED_MASK_V2
+        mask = {1: OPTION_RESERVED_MASK, 2: OPTION_RESERVED_MASK_V2}.get(version, 0)
         reserved = option_byte & mask
         if reserved:
             raise ContainerError(
@@ -591,13 +624,16 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
             )
         option = option_byte >> OPTION_CODE_SHIFT
         inherit = version > 1 and bool(option_byte & OPTION_INHERIT)
+        prior = option_byte >> OPTION_PRIOR_SHIFT & MAX_PRIOR if version > 2 else 0
         _check_segment_fields(k, option, first, count, bw, bh, next_frame, version, base)
         _check_update(k, option, update_length, version, base)
-        _check_inherit(k, option, inherit, update_length, previous, version, base)
-        previous = (option, update_length > 0 or inherit)
+        _check_prior(k, option, prior, version, base)
+        _check_inherit(k, option, inherit, update_length, previous, version, base, prior)
+        previous = (option, update_length > 0 or inherit, prior)
         next_frame += count
         rows.append((option, first, count, bw, bh, update_length, length))
         inherits.append(inherit)
+        priors.append(prior)
     _check_total_frames(next_frame, frame_count, f" (offset {HEADER_OFFSETS['frame_count']})")
 
     # Every update and payload must fit before the CRC is looked at, so that a truncated file
@@ -630,14 +666,14 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
 
     segments: list[Segment] = []
     offset = table_end
-    for (option, first, count, bw, bh, update_length, length), inherit in zip(
-        rows, inherits, strict=True
+    for (option, first, count, bw, bh, update_length, length), inherit, prior in zip(
+        rows, inherits, priors, strict=True
     ):
         update = data[offset : offset + update_length]
         offset += update_length
         payload = data[offset : offset + length]
         offset += length
-        segments.append(Segment(option, first, count, bw, bh, payload, update, inherit))
+        segments.append(Segment(option, first, count, bw, bh, payload, update, inherit, prior))
     return header, segments
 
 

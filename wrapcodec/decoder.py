@@ -210,8 +210,21 @@ def _layout(
     :func:`~wrapcodec.pipeline.segment_layout` (the encoder's own), and the update in force
     after it."""
     opt = option(segment.option)
-    layout = Layout.make(info, opt, backend, header.bottleneck_bitdepth, bank, header.integer)
+    if segment.prior and (segment.option, segment.prior) not in bank.priors:
+        raise ContainerError(
+            f"{input_path}: segment {k} uses prior {segment.prior} of {opt.name}, which "
+            f"{bank.where} does not have"
+        )
     try:
+        layout = Layout.make(
+            info,
+            opt,
+            backend,
+            header.bottleneck_bitdepth,
+            bank,
+            header.integer,
+            prior=segment.prior,
+        )
         return segment_layout(layout, segment.update, segment.inherit, previous)
     except ContainerError as exc:
         raise ContainerError(f"{input_path}: segment {k}: {exc}") from None

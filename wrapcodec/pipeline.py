@@ -91,6 +91,7 @@ class Layout:
     processors: Processors | None = None  # the networks of a neural option
     integer: bool = False  # post-process in integer arithmetic (processors.exact)
     pre_arithmetic: str = "float32"  # of the pre-processor (nets.PRE_ARITHMETICS)
+    prior: int = 0  # which of the bank's models for the option (0: its default)
 
     @classmethod
     def make(
@@ -102,10 +103,12 @@ class Layout:
         bank: Bank | None = None,
         integer: bool | None = None,
         pre_arithmetic: str = "float32",
+        prior: int = 0,
     ) -> Layout:
         """``bank`` is needed for neural options (its networks are loaded once); ``integer``:
         post-process in integer arithmetic [when the bank has it]; ``pre_arithmetic``: that of
-        a wrapper's pre-processor (:data:`~wrapcodec.nets.PRE_ARITHMETICS`)."""
+        a wrapper's pre-processor (:data:`~wrapcodec.nets.PRE_ARITHMETICS`); ``prior``: the
+        bank's model for the option (0: its default; docs/format.md, "Prior")."""
         if pre_arithmetic not in PRE_ARITHMETICS:
             raise ValueError(f"pre-processor arithmetic {pre_arithmetic!r}")
         bw, bh = bottleneck_size(source.width, source.height, option.ratio)
@@ -114,12 +117,16 @@ class Layout:
         if option.neural:
             if bank is None:
                 raise ValueError(f"{option.name} needs a model bank")
-            processors = bank.processors(option)
+            processors = bank.processors(option, prior)
             exact = bank.integer if integer is None else integer
             if exact and processors.exact is None:
                 raise ContainerError(f"the model of {option.name} has no integer arithmetic")
+        elif prior:
+            raise ContainerError(f"option {option.name} has no model, so no prior {prior}")
         coded = backend.coded_size(bw, bh)
-        return cls(source, option, (bw, bh), coded, bitdepth, processors, exact, pre_arithmetic)
+        return cls(
+            source, option, (bw, bh), coded, bitdepth, processors, exact, pre_arithmetic, prior
+        )
 
     def with_update(self, update: bytes, in_force: Update | None = None) -> Layout:
         """This layout with a segment's post-processor update applied (no update: itself); a
@@ -155,6 +162,18 @@ class InForce:
 
     option: int
     update: Update
+    prior: int = 0
+
+
+def update_in_force(previous: InForce | None, layout: Layout) -> Update | None:
+    """The update ``previous`` leaves in force for a segment of ``layout``: None where there
+    is none, or where the option code or the prior changes (the chain breaks)."""
+    if previous is None or (previous.option, previous.prior) != (
+        int(layout.option.code),
+        layout.prior,
+    ):
+        return None
+    return previous.update
 
 
 def segment_layout(
@@ -165,18 +184,20 @@ def segment_layout(
     ``layout`` is the segment's option with the bank's models, ``update`` and ``inherit`` its
     container fields, ``previous`` the update in force after the segment before. The chain
     rules (docs/format.md, "The update in force"): the update in force continues only while
-    the option code stays the same; an inheriting segment reuses it; a segment's own update
+    the option code and prior stay the same; an inheriting segment reuses it; a segment's own update
     replaces it (absolute) or is added to it (relative); a segment with neither ends it. The
     encoder measures its candidates through this very function, so the decoder applies
     exactly what was measured. Raises :class:`ContainerError` when a relative update or an
     inheriting segment finds no update in force of its option."""
-    base = previous.update if previous and previous.option == int(layout.option.code) else None
+    base = update_in_force(previous, layout)
     if inherit:
         if base is None:
             raise ContainerError("the segment inherits an update, but none is in force")
         return layout.applied(base), previous
     adapted, resolved = layout.updated(update, base)
-    return adapted, None if resolved is None else InForce(int(layout.option.code), resolved)
+    if resolved is None:
+        return adapted, None
+    return adapted, InForce(int(layout.option.code), resolved, layout.prior)
 
 
 def _convert(

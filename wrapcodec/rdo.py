@@ -53,7 +53,7 @@ from wrapcodec.errors import InputError
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
 from wrapcodec.options import OPTIONS, Option, skip_reason
 from wrapcodec.paths import STDIO, display_name, spool_stdin
-from wrapcodec.pipeline import InForce
+from wrapcodec.pipeline import InForce, update_in_force
 from wrapcodec.rdoreport import (
     AdaptationReport,
     CandidateReport,
@@ -244,6 +244,7 @@ def encode_file(
                     payload=best.coded.stream.read_bytes(),
                     update=best.update,
                     inherit=best.inherit,
+                    prior=best.layout.prior,
                 )
             )
             in_force = best.chain
@@ -276,10 +277,12 @@ def encode_file(
             aspect_den=info.aspect_den,
             frame_count=frames,
             color_range=info.color_range,
+            version=3 if any(s.prior for s in segments) else 2,  # files without priors stay v2
         )
         write_wrp(output_path, header, segments)
         total_bits = 8 * (
-            overhead_bytes(len(segments)) + sum(len(s.payload) + len(s.update) for s in segments)
+            overhead_bytes(len(segments), version=header.version)
+            + sum(len(s.payload) + len(s.update) for s in segments)
         )
 
     chosen = [next(c for c in s.candidates if c.chosen) for s in seg_reports]
@@ -330,7 +333,7 @@ def _with_adaptation(
     reusing it: lowest J at a QP, or highest PSNR-YUV within a bitrate budget."""
     fitted, report = job.adapted(plain, clip, previous)
     variants = [plain, *fitted]
-    inheritable = previous is not None and previous.option == int(plain.option.code)
+    inheritable = update_in_force(previous, plain.layout) is not None
     if inheritable:
         assert previous is not None
         variants.append(job.inherited(plain, clip, previous))

@@ -37,6 +37,7 @@ from wrapcodec.pipeline import (
     measure,
     segment_layout,
     stream_key,
+    update_in_force,
 )
 from wrapcodec.rdoreport import AdaptationReport, CandidateReport, RungReport
 from wrapcodec.y4m import VideoInfo
@@ -126,7 +127,12 @@ class Job:
             update={"preset": self.backend.probe_preset(self.settings.preset)}
         )
 
-    def layout(self, opt: Option) -> Layout:
+    def layout(self, opt: Option, qp: int | None = None) -> Layout:
+        """``opt`` on this source; a post-only option coded at ``qp`` takes the bank's prior
+        for this codec and QP where it has one (docs/format.md, "Prior")."""
+        prior = 0
+        if self.bank is not None and qp is not None:
+            prior = self.bank.prior_for(opt, self.backend.name, qp)
         return Layout.make(
             self.info,
             opt,
@@ -134,6 +140,7 @@ class Job:
             self.settings.bitdepth,
             self.bank,
             pre_arithmetic=self.pre_arithmetic,
+            prior=prior,
         )
 
     def trial(
@@ -151,7 +158,7 @@ class Job:
         The ``sampled`` options (sharing its bitstream) are measured beside it on the frames
         ``picks`` of the clip (:attr:`Trial.sampled`)."""
         settings = (self.probe_settings if probe else self.settings).model_copy(update={"qp": qp})
-        layout = self.layout(opt)
+        layout = self.layout(opt, qp)
         key = (clip, stream_key(opt), qp, settings.preset)
         shares = None
         with self._lock:
@@ -170,7 +177,7 @@ class Job:
                 with self._lock:
                     self.encodes += 1
                 self.streams[key] = (stream, encode_s, opt.name)
-        coded = self._measure(stream, layout, clip, sampled, picks, encode_s)
+        coded = self._measure(stream, layout, clip, sampled, picks, qp, encode_s)
         trial = self._trial(opt, layout, coded, qp, clip.count)
         trial.shares = shares
         trial.sampled = dict(zip(sampled, coded.sampled, strict=True))
@@ -181,7 +188,7 @@ class Job:
     ) -> dict[Option, tuple[float, float]]:
         """``options`` (sharing ``trial``'s bitstream) measured beside it on the frames
         ``picks`` of ``clip``: (their MSE, the trial's MSE) on those frames."""
-        coded = self._measure(trial.coded.stream, trial.layout, clip, options, picks)
+        coded = self._measure(trial.coded.stream, trial.layout, clip, options, picks, trial.qp)
         return dict(zip(options, coded.sampled, strict=True))
 
     def _measure(
@@ -191,11 +198,12 @@ class Job:
         clip: Clip,
         sampled: Sequence[Option],
         picks: Sequence[int],
+        qp: int,
         encode_s: float = 0.0,
     ) -> Coded:
         """``stream`` measured with ``layout`` on ``clip``, the ``sampled`` options beside it on
         the frames ``picks``."""
-        samples = [(self.layout(o), frozenset(picks)) for o in sampled]
+        samples = [(self.layout(o, qp), frozenset(picks)) for o in sampled]
         return measure(
             self.backend,
             stream,
@@ -267,7 +275,7 @@ class Job:
 
         variants = climb(seg, self.adapt, plan, lam, previous, cost)
         trials = [self._variant_trial(plain, clip, v) for v in variants]
-        warm = previous is not None and previous.option == int(plain.option.code)
+        warm = update_in_force(previous, plain.layout) is not None
         tried = [_rung_report(v, plain, warm) for v in variants]
         best = tried[best_rung_index([t.cost for t in tried])]
         report = AdaptationReport(

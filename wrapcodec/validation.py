@@ -62,7 +62,8 @@ def validate(
         source = Path(tmp) / "val.y4m"
         info, count = _clip(pictures, source)
         for o in [opt, *rivals]:
-            layout = Layout.make(info, o, backend, 10, bank)
+            prior = card.prior if o == opt else 0  # a prior is validated over all the QPs
+            layout = Layout.make(info, o, backend, 10, bank, prior=prior)
             points = []
             for qp in VAL_QPS:
                 settings = EncodeSettings(qp=qp, preset=preset, bitdepth=10)
