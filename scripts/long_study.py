@@ -77,44 +77,39 @@ def plain(ffmpeg: str, clip: Path, codec: str, qp: int, frames: int, fps: float)
     }
 
 
+def _curve(points: list[dict]) -> Curve:
+    ordered = sorted(points, key=lambda p: -p["qp"])
+    return Curve(tuple(p["kbps"] for p in ordered), tuple(p["psnr_yuv"] for p in ordered))
+
+
+def _row(clip: str, config: str, by: dict[str, dict[int, dict]]) -> str:
+    """One table row over the QPs that ``config``, direct and plain coding all have."""
+    qps = sorted(set(by[config]) & set(by["direct"]) & set(by.get("plain", by["direct"])))
+    pick = {k: [by[k][q] for q in qps] for k in (config, "direct", "plain") if k in by}
+    bd = {k: bd_rate(_curve(pick[k]), _curve(pick[config])).bd_rate for k in pick if k != config}
+    shares = [p.get("update_bytes", 0) * 8 / p["bits"] * 100 for p in pick[config]]
+    times = [p["wall_s"] / d["wall_s"] for p, d in zip(pick[config], pick["direct"], strict=True)]
+    return (
+        f"| {clip} | {config} | {qps[0]}–{qps[-1]} | {bd.get('direct') or 0.0:+.2f} % | "
+        f"{bd.get('plain') or float('nan'):+.2f} % | {shares[0]:.3f}–{shares[-1]:.3f} % | "
+        f"{sum(times) / len(times):.2f} |"
+    )
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        "| clip | config | BD-rate vs direct | BD-rate vs plain 8-bit "
-        "| update share (min–max QP) | time × direct |"
+        "| clip | config | QPs | BD-rate vs direct | BD-rate vs plain 8-bit "
+        "| update share (min–max QP) | time × direct |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines.append("|---|---|---|---|---|---|")
-    clips = sorted({r["clip"] for r in rows})
-    for clip in clips:
-        by = {}
+    for clip in sorted({r["clip"] for r in rows}):
+        by: dict[str, dict[int, dict]] = {}
         for r in rows:
             if r["clip"] == clip:
-                by.setdefault(r["config"], []).append(r)
-        curve = {
-            k: Curve(
-                tuple(p["kbps"] for p in sorted(v, key=lambda p: -p["qp"])),
-                tuple(p["psnr_yuv"] for p in sorted(v, key=lambda p: -p["qp"])),
-            )
-            for k, v in by.items()
-        }
+                by.setdefault(r["config"], {})[r["qp"]] = r
         for config in ("post-1/1", "all", "direct"):
-            if config not in by or "direct" not in by:
-                continue
-            vs_direct = (
-                bd_rate(curve["direct"], curve[config]).bd_rate if config != "direct" else 0.0
-            )
-            vs_plain = (
-                bd_rate(curve["plain"], curve[config]).bd_rate if "plain" in curve else float("nan")
-            )
-            pts = sorted(by[config], key=lambda p: p["qp"])
-            shares = [p.get("update_bytes", 0) * 8 / p["bits"] * 100 for p in pts]
-            times = [
-                p["wall_s"] / d["wall_s"]
-                for p, d in zip(pts, sorted(by["direct"], key=lambda p: p["qp"]), strict=True)
-            ]
-            lines.append(
-                f"| {clip} | {config} | {vs_direct:+.2f} % | {vs_plain:+.2f} % | "
-                f"{shares[0]:.3f}–{shares[-1]:.3f} % | {sum(times) / len(times):.2f} |"
-            )
+            if config in by and "direct" in by:
+                lines.append(_row(clip, config, by))
     return "\n".join(lines)
 
 

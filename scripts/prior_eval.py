@@ -3,8 +3,11 @@
 The pictures (all one size, e.g. the Kodak crops) are coded as one clip with the option that
 a post-only model of the ratio shares its bitstream with (direct at r = 1, bilinear below),
 once per QP, and decoded as the decoder does; each weights file's post-processor (float
-arithmetic) then runs on the same decoded frames. The first column is the plain bilinear
-upsampling of the same bitstream (plain decoding at r = 1)::
+arithmetic) then runs on the same decoded frames. The first column is an untrained
+post-processor (bilinear upsampling) on the same bitstream, through the same normalisation
+as the networks: at r = 1 that is 0.01–0.16 dB below what direct decoding shows (the
+networks' [-1, 1] normalisation divides by 2^d − 1, direct decoding shifts), so compare
+weights with each other here and with direct coding through the model cards::
 
     python scripts/prior_eval.py ../shared/data/images/val --ratio 1 --codec x265 \
         --qps 22,27,32,37,42,47 models/post-1.safetensors new.safetensors

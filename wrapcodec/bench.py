@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
 from wrapcodec.adapt import AdaptConfig, Fitted, ladder_plan
-from wrapcodec.adaptation import Segment, adapt_and_measure, best_rung_index, climb
+from wrapcodec.adaptation import Segment, best_rung_index, climb
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank, option_for
 from wrapcodec.container import overhead_bytes
@@ -341,21 +341,9 @@ def _adapt(
 
     Returns the chosen variant's figures (``encode_s`` with the fitting time when the update
     is kept: the encoder does that work), the update it carries (empty: none) and the
-    :class:`Point`'s adaptation fields. With ``spec.adapt_budget`` the update is the best of
-    the encoder's ladder within that budget (:func:`_climbed`)."""
-    if spec.adapt_budget:
-        fitted, adapted = _climbed(backend, spec, layout, source, stream, plain)
-    else:
-        fitted, adapted = adapt_and_measure(
-            backend,
-            stream,
-            layout,
-            source,
-            0,
-            spec.frames,
-            AdaptConfig(steps=spec.adapt_steps),
-            plain.encode_s,
-        )
+    :class:`Point`'s adaptation fields. The update is the best of the encoder's ladder
+    within ``spec.adapt_budget`` (:func:`_climbed`), as ``encode`` chooses it."""
+    fitted, adapted = _climbed(backend, spec, layout, source, stream, plain)
     info = layout.source
     lam = backend.qp_to_lambda(spec.qp)
     cost_without = rd_cost(plain.mse_8bit, _bits(plain), spec.frames, info, lam)
@@ -389,7 +377,7 @@ def _climbed(
         min(cfg.crop, info.height + info.height % 2),
         min(cfg.crop, info.width + info.width % 2),
     )
-    budget = parse_budget(spec.adapt_budget)
+    budget = parse_budget(spec.adapt_budget or "none")
     plan = ladder_plan(cfg, samples, crop, None if budget is None else budget.seconds(samples))
     seg = Segment(backend, stream, layout, source, 0, spec.frames, plain.encode_s)
     variants = climb(
@@ -483,7 +471,10 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         models=str(bank.folder) if neural else None,
                         # linear points stay shared between runs with and without adaptation
                         adapt_steps=config.adapt_steps if neural else 0,
-                        adapt_budget=config.adapt_budget if neural else "",
+                        # adapted points take the encoder's ladder ("none": no bound)
+                        adapt_budget=(config.adapt_budget or "none")
+                        if neural and config.adapt_steps
+                        else "",
                         pre_arithmetic=config.pre_arithmetic
                         if OPTIONS[code].kind == "wrapper"
                         else "float32",
