@@ -42,16 +42,30 @@ def test_cards_match_weights_and_budgets(bank: Bank) -> None:
         assert (nets.pre is not None) == (card.kind == "wrapper")
         stages = [stage["config"] for stage in card.training]
         proxies = [s["proxy"] for s in stages]  # type: ignore[index]
-        assert proxies[0] == "jpeg" and proxies[-1] == "codec", card.name  # then fine-tuned
+        # then fine-tuned on the real codec: in the loop, or on the pairs it coded
+        assert proxies[0] == "jpeg" and proxies[-1] in ("codec", "pairs"), card.name
         assert all(s["kind"] == "post" for s in stages[:-2])  # type: ignore[index]
         assert card.validation is not None and card.validation.curves
+
+
+def test_priors_match_weights_and_budgets(bank: Bank) -> None:
+    assert bank.priors, "the shipped bank has priors"
+    for (code, prior), card in bank.priors.items():
+        assert sha256_file(bank.folder / card.file) == card.sha256
+        nets = bank.processors(OPTIONS[code], prior)
+        assert card.kind == "post" and nets.pre is None and card.qp_band is not None
+        assert card.params == count_params(nets.post) <= 8200
+        assert card.macs_per_pixel == pytest.approx(count_macs(nets.post, 1920, 1080), abs=0.1)
+        assert card.macs_per_pixel <= 516
+        assert card.training[-1]["config"]["proxy"] == "pairs"  # type: ignore[index]
 
 
 def test_models_json(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["models", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [r["option"] for r in rows] == NEURAL
+    assert [r["option"] for r in rows if "prior" not in r] == NEURAL
+    assert all(r["option"] == 1 and r["qp_band"] for r in rows if "prior" in r)
     for r in rows:
         assert {"name", "kind", "ratio", "macs_per_pixel", "params", "sha256"} <= set(r)
         assert r["macs_per_pixel"] <= 516 and r["params"] <= 8200
