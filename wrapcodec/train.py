@@ -10,7 +10,9 @@ differentiable form ``a·Σ log(1 + |Y|/q)``, taken at the codec's own quantiser
 QP drawn and scaled (stop-gradient) to the bits the codec spent on the batch, and λ is the
 encoder's RDO λ at that QP: the loss is then the cost ``J = D + λ·R`` the encoder's RDO
 minimises. Post-only models train their post-processor behind the pipeline's bilinear
-downsampling; wrappers train both networks.
+downsampling; wrappers train both networks. A post-processor may also learn from pairs the
+real codecs coded once (``--proxy pairs``, :mod:`wrapcodec.pairs`): plain supervised
+learning on the decoded bottleneck, the loss the 6:1:1 MSE alone (the rate is fixed).
 
 Everything a run needs to continue lives in its checkpoint (``OUT.ckpt``: step, weights,
 optimiser state, the config); each step draws its batch from a generator seeded with
