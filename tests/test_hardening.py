@@ -13,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def enc(src: Path | str, out: Path | str, *extra: str) -> list[str]:
 def run_cli(
     args: list[str], *, env: dict[str, str] | None = None, **kw: object
 ) -> subprocess.CompletedProcess[bytes]:
-    """``python -m wrapcodec ARGS`` in a real process."""
+    """``python -m wrapcodec ARGS`` in a real process, run outside the checkout (whose
+    wrapcodec/ folder would shadow the installed package)."""
+    kw.setdefault("cwd", tempfile.gettempdir())
     return subprocess.run(
         [sys.executable, "-m", "wrapcodec", *args],
         capture_output=True,
@@ -302,6 +305,7 @@ def test_fifo_output_without_a_reader(tmp_path: Path, clip8: Path) -> None:
         proc = subprocess.run(
             [sys.executable, "-c", script, *enc(clip8, fifo), "-y"],
             capture_output=True,
+            cwd=tempfile.gettempdir(),  # not the checkout, which would shadow the package
             timeout=300,
             check=False,
         )
