@@ -42,7 +42,7 @@ from wrapcodec.options import OPTIONS, Option
 from wrapcodec.paths import atomic_write
 from wrapcodec.pipeline import Layout, decode_bottleneck, encode_stream
 from wrapcodec.resample import resample_plane
-from wrapcodec.y4m import Frame, VideoInfo, Y4MWriter, iter_frames, read_info
+from wrapcodec.y4m import Frame, VideoInfo, Y4MWriter, count_frames, iter_frames, read_info
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def code_clip(clip: Path, point: Point, preset: str | None = None) -> dict[str, 
     the decoded bottleneck planes (uint16, cropped to the bottleneck size) and the bits."""
     backend = get_backend(point.codec)
     info = read_info(clip)
-    frames = sum(1 for _ in iter_frames(clip))
+    frames = count_frames(clip)
     layout = Layout.make(info, coding_option(point.ratio), backend, bitdepth=10)
     settings = EncodeSettings(
         qp=point.qp, preset=preset or backend.default_preset, bitdepth=10, threads=1
@@ -220,7 +220,6 @@ def build(
     is there already; returns the number of pairs coded now."""
     todo = []
     for point in points:
-        get_backend(point.codec)  # loads the registry here, not racing in the threads
         point.folder(cache).mkdir(parents=True, exist_ok=True)
         for clip in clips:
             dest = point.folder(cache) / f"{clip.stem}.npz"
