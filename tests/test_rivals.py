@@ -4,7 +4,6 @@ family of curves against another."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from cli_errors import fails
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import EncodeSettings, get_backend
@@ -135,21 +135,12 @@ def test_rival_points_are_cached_under_their_own_key(rival_run: tuple[dict, Path
     assert json.loads((out / "results.json").read_text())["computed_points"] == 0
 
 
-def test_cache_key_without_rival_is_the_old_key(clip8: Path) -> None:
+def test_cache_key_without_rival_is_the_old_key(
+    clip8: Path, first_bench_key: Callable[[BaseModel], str]
+) -> None:
     config = BenchConfig(dataset=str(clip8), codec="svtav1", qps=[30, 40], options=[0])
     spec = plan(config)[0][0]
-    old = spec.model_dump(
-        exclude={
-            "path",
-            "sequence",
-            "models",
-            "adapt_steps",
-            "rival",
-            "pre_arithmetic",
-            "adapt_budget",
-        }
-    )
-    digest = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:24]
+    digest = first_bench_key(spec)
     assert spec.key() == digest
     keys = {spec.model_copy(update={"rival": r}).key() for r in SUPERRES}
     assert len(keys) == len(SUPERRES) and digest not in keys
