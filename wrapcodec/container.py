@@ -710,8 +710,14 @@ def read_wrp(path: str | os.PathLike[str]) -> tuple[WrpHeader, list[Segment]]:
         raise ContainerError(f"no such .wrp file: {name}") from None
     except OSError as exc:
         raise ContainerError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    return unpack_named(data, name, "empty file")
+
+
+def unpack_named(data: bytes, name: str, empty: str = "empty") -> tuple[WrpHeader, list[Segment]]:
+    """:func:`unpack` of ``data`` read from ``name``, which every message names; no data at
+    all is said as ``NAME: EMPTY (0 bytes), not a .wrp file``."""
     if not data:
-        raise ContainerError(f"{name}: empty file (0 bytes), not a .wrp file")
+        raise ContainerError(f"{name}: {empty} (0 bytes), not a .wrp file")
     try:
         return unpack(data)
     except ContainerError as exc:

@@ -27,7 +27,7 @@ from wrapcodec.container import (
     WrpHeader,
     overhead_bytes,
     read_wrp,
-    unpack,
+    unpack_named,
 )
 from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputError
 from wrapcodec.exact import ARITHMETIC_VERSION
@@ -97,12 +97,7 @@ def read_input(path: str) -> tuple[WrpHeader, list[Segment]]:
         data = sys.stdin.buffer.read()
     except OSError as exc:
         raise ContainerError(f"cannot read {name}: {exc.strerror or exc}") from exc
-    if not data:
-        raise ContainerError(f"{name}: empty (0 bytes), not a .wrp file")
-    try:
-        return unpack(data)
-    except ContainerError as exc:
-        raise ContainerError(f"{name}: {exc}") from exc
+    return unpack_named(data, name)
 
 
 def file_info(path: str) -> FileInfo:
