@@ -58,18 +58,22 @@ def _to8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` with an image suffix, sorted by name."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of images")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_pictures(folder: Path, min_size: int = 0) -> list[Picture]:
     """Every image in ``folder`` (sorted by name) as a :class:`Picture`.
 
     A file with an image suffix that PIL cannot read (corrupt, truncated, not an image) is
     refused with an :class:`InputError` naming it, rather than skipped: a training set that
     silently shrinks would change the results without a word."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     pictures = []
-    for path in files:
-        pic = _read_picture(path)
+    for path in image_files(folder):
+        pic = read_picture(path)
         if min(pic.height, pic.width) >= min_size:
             pictures.append(pic)
     if not pictures:
@@ -78,7 +82,7 @@ def load_pictures(folder: Path, min_size: int = 0) -> list[Picture]:
     return pictures
 
 
-def _read_picture(path: Path) -> Picture:
+def read_picture(path: Path) -> Picture:
     """One image file as a :class:`Picture`; an unreadable one is an :class:`InputError`."""
     try:
         with Image.open(path) as im:

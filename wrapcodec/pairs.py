@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from wrapcodec.backend import EncodeSettings, get_backend
-from wrapcodec.dataset import IMAGE_SUFFIXES, Picture, _read_picture
+from wrapcodec.dataset import Picture, image_files, read_picture
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PostProcessor, unit
 from wrapcodec.options import OPTIONS, Option
@@ -125,16 +125,6 @@ def pseudo_video(picture: Picture, spec: ClipSpec, rng: np.random.Generator) -> 
     return frames
 
 
-def photos(folder: Path) -> list[Path]:
-    """The images of a training folder, sorted by name."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder of images")
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise InputError(f"{folder}: no images")
-    return found
-
-
 def make_clips(folder: Path, cache: Path, spec: ClipSpec, seed: int = 0) -> list[Path]:
     """A pseudo-video per photo of ``folder`` at least ``spec.size`` on its shorter side, in
     ``cache/clips`` (kept where it exists). The clip of a photo depends only on its name, the
@@ -143,10 +133,13 @@ def make_clips(folder: Path, cache: Path, spec: ClipSpec, seed: int = 0) -> list
     out.mkdir(parents=True, exist_ok=True)
     info = VideoInfo(spec.size, spec.size, 8, 25, 1)
     clips = []
-    for path in photos(folder):
+    found = image_files(folder)
+    if not found:
+        raise InputError(f"{folder}: no images")
+    for path in found:
         dest = out / f"{path.stem}.y4m"
         if not dest.exists():
-            picture = _read_picture(path)
+            picture = read_picture(path)
             if min(picture.height, picture.width) < spec.size:
                 log.info("%s: smaller than %d, skipped", path.name, spec.size)
                 continue
