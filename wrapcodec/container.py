@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from wrapcodec.errors import ContainerError, InputError
 from wrapcodec.paths import OutputFile
@@ -516,11 +517,63 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
     return body + CRC.pack(zlib.crc32(body))
 
 
+class _Row(NamedTuple):
+    """One segment-table record as read; ``update_length`` is 0 in version 1."""
+
+    option: int
+    first: int
+    frames: int
+    bottleneck_width: int
+    bottleneck_height: int
+    update_length: int
+    payload_length: int
+    inherit: bool
+    prior: int
+
+
 def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segment]]:
-    """Parse a whole ``.wrp`` file of any version in VERSIONS; bad input raises ContainerError."""
+    """Parse a whole ``.wrp`` file of any version in VERSIONS; bad input raises ContainerError.
+
+    In reading order: the header (:func:`_unpack_header`), the segment table
+    (:func:`_unpack_table`), the lengths and the CRC (:func:`_check_extent`); only then are the
+    updates and payloads sliced out, so that a corrupt file never yields a segment."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ContainerError(f".wrp data must be bytes, got {type(data).__name__}")
     data = bytes(data)
+    header, segment_count = _unpack_header(data)
+    rows = _unpack_table(data, header.version, segment_count)
+    _check_total_frames(
+        sum(row.frames for row in rows),
+        header.frame_count,
+        f" (offset {HEADER_OFFSETS['frame_count']})",
+    )
+    table_end = HEADER.size + segment_count * SEGMENT_STRUCTS[header.version].size
+    _check_extent(data, rows, table_end)
+    segments: list[Segment] = []
+    offset = table_end
+    for row in rows:
+        update = data[offset : offset + row.update_length]
+        offset += row.update_length
+        payload = data[offset : offset + row.payload_length]
+        offset += row.payload_length
+        segments.append(
+            Segment(
+                row.option,
+                row.first,
+                row.frames,
+                row.bottleneck_width,
+                row.bottleneck_height,
+                payload,
+                update,
+                row.inherit,
+                row.prior,
+            )
+        )
+    return header, segments
+
+
+def _unpack_header(data: bytes) -> tuple[WrpHeader, int]:
+    """The checked header of ``data`` and its segment count."""
     size = len(data)
     if size == 0:
         raise ContainerError("empty .wrp data (0 bytes)")
@@ -560,19 +613,6 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
             f"header_size {header_size} at offset {HEADER_OFFSETS['header_size']} does not match "
             f"the version {version} header size {HEADER.size}"
         )
-    allowed = FLAGS_COLOR_RANGE_MASK | FLAGS_INTEGER if version > 1 else 0
-    range_code = flags & FLAGS_COLOR_RANGE_MASK
-    if flags & ~allowed or range_code not in COLOR_RANGE_CODES.values():
-        defined = (
-            "bits 1-0 = colour range 0-2, bit 2 = integer arithmetic, the rest 0"
-            if version > 1
-            else "all 0"
-        )
-        raise ContainerError(
-            f"reserved flags 0x{flags:02x} at offset {HEADER_OFFSETS['flags']} "
-            f"(version {version}: {defined})"
-        )
-    color_range = {code: name for name, code in COLOR_RANGE_CODES.items()}[range_code]
     header = WrpHeader(
         codec_id=codec_id,
         model_bank_id=model_bank_id,
@@ -587,23 +627,40 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
         aspect_den=aspect_den,
         frame_count=frame_count,
         version=version,
-        color_range=color_range,
+        color_range=_color_range(flags, version),
         integer=bool(flags & FLAGS_INTEGER),
     )
     _check_header(header, segment_count, 0)
+    return header, segment_count
 
+
+def _color_range(flags: int, version: int) -> ColorRange | None:
+    """The colour range named by the header's ``flags``; reserved bits raise ContainerError."""
+    allowed = FLAGS_COLOR_RANGE_MASK | FLAGS_INTEGER if version > 1 else 0
+    range_code = flags & FLAGS_COLOR_RANGE_MASK
+    if flags & ~allowed or range_code not in COLOR_RANGE_CODES.values():
+        defined = (
+            "bits 1-0 = colour range 0-2, bit 2 = integer arithmetic, the rest 0"
+            if version > 1
+            else "all 0"
+        )
+        raise ContainerError(
+            f"reserved flags 0x{flags:02x} at offset {HEADER_OFFSETS['flags']} "
+            f"(version {version}: {defined})"
+        )
+    return {code: name for name, code in COLOR_RANGE_CODES.items()}[range_code]
+
+
+def _unpack_table(data: bytes, version: int, segment_count: int) -> list[_Row]:
+    """The checked segment table of ``data`` (every record against the one before it)."""
     record = SEGMENT_STRUCTS[version]
     table_end = HEADER.size + segment_count * record.size
-    if size < table_end:
+    if len(data) < table_end:
         raise ContainerError(
             f"truncated segment table: {segment_count} segments need {table_end - HEADER.size} "
-            f"bytes at offset {HEADER.size}, file has {size}"
+            f"bytes at offset {HEADER.size}, file has {len(data)}"
         )
-    # (option, first_frame, frame_count, bottleneck_width, bottleneck_height,
-    #  update_length, payload_length); update_length is 0 in version 1.
-    rows: list[tuple[int, int, int, int, int, int, int]] = []
-    inherits: list[bool] = []
-    priors: list[int] = []
+    rows: list[_Row] = []
     next_frame = 0
     previous: tuple[int, bool, int] | None = None
     for k in range(segment_count):
@@ -631,16 +688,17 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
         _check_inherit(k, option, inherit, update_length, previous, version, base, prior)
         previous = (option, update_length > 0 or inherit, prior)
         next_frame += count
-        rows.append((option, first, count, bw, bh, update_length, length))
-        inherits.append(inherit)
-        priors.append(prior)
-    _check_total_frames(next_frame, frame_count, f" (offset {HEADER_OFFSETS['frame_count']})")
+        rows.append(_Row(option, first, count, bw, bh, update_length, length, inherit, prior))
+    return rows
 
-    # Every update and payload must fit before the CRC is looked at, so that a truncated file
-    # reads as truncated rather than as a CRC mismatch.
+
+def _check_extent(data: bytes, rows: Sequence[_Row], table_end: int) -> None:
+    """Every update and payload must fit before the CRC is looked at, so that a truncated
+    file reads as truncated rather than as a CRC mismatch; then the CRC itself."""
+    size = len(data)
     offset = table_end
     for k, row in enumerate(rows):
-        for what, length in (("update", row[5]), ("payload", row[6])):
+        for what, length in (("update", row.update_length), ("payload", row.payload_length)):
             if offset + length > size:
                 raise ContainerError(
                     f"truncated {what}: segment {k} needs {length} bytes at offset {offset}, "
@@ -663,18 +721,6 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
         raise ContainerError(
             f"CRC mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}; the file is corrupted"
         )
-
-    segments: list[Segment] = []
-    offset = table_end
-    for (option, first, count, bw, bh, update_length, length), inherit, prior in zip(
-        rows, inherits, priors, strict=True
-    ):
-        update = data[offset : offset + update_length]
-        offset += update_length
-        payload = data[offset : offset + length]
-        offset += length
-        segments.append(Segment(option, first, count, bw, bh, payload, update, inherit, prior))
-    return header, segments
 
 
 # --- files --------------------------------------------------------------------------------------
