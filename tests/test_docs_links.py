@@ -1,5 +1,5 @@
-"""Every relative link in README.md and docs/*.md leads to a file that exists, and a link to
-a heading (``file.md#heading``) to a heading that exists."""
+"""Every relative link in README.md, CHANGELOG.md, models/README.md and docs/*.md leads to a
+file that exists, and a link to a heading (``file.md#heading``) to a heading that exists."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [
+    ROOT / "README.md",
+    ROOT / "CHANGELOG.md",
+    ROOT / "models" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 
 _FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 _CODE = re.compile(r"`[^`\n]*`")
