@@ -169,6 +169,40 @@ def speed(
     return post_fps, _fps(lambda: preprocess(source, layout), frames)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (each at least 16) as a pair; anything else is an InputError."""
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 16:
+        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+    return int(width), int(height)
+
+
+def speed_rows(
+    bank: Bank, sizes: list[tuple[int, int]], frames: int, pre_arithmetic: str
+) -> list[dict[str, object]]:
+    """One row per option of the bank: its arithmetic, whether this machine's
+    post-processor gives the bytes its card records (None: the card records none), and the
+    :func:`speed` of post- and pre-processing at each size (``post_fps_WxH``, ``pre_fps_WxH``,
+    None for a pre-processor the option does not have)."""
+    rows: list[dict[str, object]] = []
+    for code, card in sorted(bank.cards.items()):
+        arith = card.arithmetic if bank.integer else None
+        same = None
+        if arith is not None and arith.reference:
+            same = reference_digest(bank, OPTIONS[code]) == arith.reference
+        row: dict[str, object] = {
+            "model": card.name,
+            "arithmetic": f"integer v{arith.version}" if arith else "float",
+            "matches_reference": same,
+        }
+        for pw, ph in sizes:
+            post, pre = speed(bank, OPTIONS[code], pw, ph, frames, pre_arithmetic)
+            row[f"post_fps_{pw}x{ph}"] = round(post, 2)
+            row[f"pre_fps_{pw}x{ph}"] = None if pre is None else round(pre, 2)
+        rows.append(row)
+    return rows
+
+
 #: The picture whose post-processed bytes a card records (:func:`reference_digest`).
 REFERENCE_SIZE = (352, 288)
 

@@ -544,41 +544,12 @@ def models_speed(
 ) -> None:
     """Post-processing (decoder) and pre-processing (encoder) speed in frames per second, and
     whether this machine's post-processors give the bytes their cards record."""
-    from wrapcodec.cards import reference_digest, speed
+    from wrapcodec.cards import parse_size, speed_rows
 
     bank = get_bank(models)
-    parsed = []
-    for size in sizes:
-        width, _, height = size.partition("x")
-        if not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 16:
-            raise InputError(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
-        parsed.append((int(width), int(height)))
+    parsed = [parse_size(size) for size in sizes]
+    rows = speed_rows(bank, parsed, frames, pre_arithmetic)
     threads = torch.get_num_threads()
-    rows: list[dict[str, object]] = []
-    table = Table(title=f"frames per second, {threads} threads, pre-processors in {pre_arithmetic}")
-    for col in ("model", "arithmetic", "same bytes as its card"):
-        table.add_column(col)
-    for pw, ph in parsed:
-        table.add_column(f"post {pw}x{ph}", justify="right")
-        table.add_column(f"pre {pw}x{ph}", justify="right")
-    for code, card in sorted(bank.cards.items()):
-        arith = card.arithmetic if bank.integer else None
-        same = None
-        if arith is not None and arith.reference:
-            same = reference_digest(bank, OPTIONS[code]) == arith.reference
-        row: dict[str, object] = {
-            "model": card.name,
-            "arithmetic": f"integer v{arith.version}" if arith else "float",
-            "matches_reference": same,
-        }
-        cells = [card.name, str(row["arithmetic"]), {True: "yes", False: "NO", None: "-"}[same]]
-        for pw, ph in parsed:
-            post, pre = speed(bank, OPTIONS[code], pw, ph, frames, pre_arithmetic)
-            row[f"post_fps_{pw}x{ph}"] = round(post, 2)
-            row[f"pre_fps_{pw}x{ph}"] = None if pre is None else round(pre, 2)
-            cells += [f"{post:.2f}", "-" if pre is None else f"{pre:.2f}"]
-        rows.append(row)
-        table.add_row(*cells)
     if as_json:
         summary = {
             "threads": threads,
@@ -587,8 +558,19 @@ def models_speed(
             "models": rows,
         }
         click.echo(json.dumps(summary, indent=2))
-    else:
-        Console().print(table)
+        return
+    table = Table(title=f"frames per second, {threads} threads, pre-processors in {pre_arithmetic}")
+    for col in ("model", "arithmetic", "same bytes as its card"):
+        table.add_column(col)
+    fps_keys = [f"{what}_fps_{w}x{h}" for w, h in parsed for what in ("post", "pre")]
+    for key in fps_keys:
+        table.add_column(key.replace("_fps_", " "), justify="right")
+    for row in rows:
+        same = {True: "yes", False: "NO", None: "-"}[row["matches_reference"]]  # type: ignore[index]
+        cells = [str(row["model"]), str(row["arithmetic"]), same]
+        cells += ["-" if row[k] is None else f"{row[k]:.2f}" for k in fps_keys]
+        table.add_row(*cells)
+    Console().print(table)
 
 
 @models.command(name="calibrate")
@@ -1017,15 +999,12 @@ def _bank_version(bank: Bank) -> str:
 @click.option("--out", required=True, metavar="FILE.safetensors")
 def train(**kw: Any) -> None:
     """Train a post-processor or a pre+post wrapper."""
-    from wrapcodec.train import TrainConfig, Trainer
+    from wrapcodec.train import TrainConfig, Trainer, check_device, parse_qp_range
 
     if kw["threads"]:
         torch.set_num_threads(kw["threads"])
-    if kw["device"].startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {kw['device']}: no CUDA device is available here")
-    lo, _, hi = kw["qp_range"].partition("-")
-    if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
-        raise InputError(f"--qp-range {kw['qp_range']!r}: expected LOW-HIGH, e.g. 22-47")
+    check_device(kw["device"])
+    qp_min, qp_max = parse_qp_range(kw["qp_range"])
     out = Path(kw["out"])
     cfg = TrainConfig(
         **{
@@ -1049,8 +1028,8 @@ def train(**kw: Any) -> None:
                 "freeze_pre",
             )
         },
-        qp_min=int(lo),
-        qp_max=int(hi),
+        qp_min=qp_min,
+        qp_max=qp_max,
     )
     trainer = Trainer(cfg, out)
     if kw["resume"]:
@@ -1111,11 +1090,10 @@ def pairs_command(
     resume. Never give it evaluation sequences."""
     from wrapcodec import pairs
 
-    if size % 4:
-        raise InputError(f"--size {size}: must be a multiple of 4")
+    spec = pairs.ClipSpec(frames=frames, size=size)
     points = list(pairs.iter_points_text(codecs, ratios, qps))
     cache = Path(out)
-    clips = pairs.make_clips(Path(data), cache, pairs.ClipSpec(frames=frames, size=size))
+    clips = pairs.make_clips(Path(data), cache, spec)
     with Progress(
         TextColumn("pairs"),
         BarColumn(),

@@ -62,6 +62,10 @@ class ClipSpec:
     zoom_every: int = 2
     max_zoom: float = 0.02
 
+    def __post_init__(self) -> None:
+        if self.size % 4:
+            raise InputError(f"--size {self.size}: must be a multiple of 4")
+
 
 def ratio_dir(ratio: Fraction) -> str:
     """``1``, ``1_2``, ``2_3``, ``1_4``: a ratio as a folder name."""

@@ -56,6 +56,20 @@ from wrapcodec.proxy import BLOCK_SIZES, JpegProxy, codec_roundtrip, codec_step
 log = logging.getLogger(__name__)
 
 
+def parse_qp_range(text: str) -> tuple[int, int]:
+    """``LOW-HIGH`` (whole numbers, LOW ≤ HIGH) as a pair; anything else is an InputError."""
+    lo, _, hi = text.partition("-")
+    if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+        raise InputError(f"--qp-range {text!r}: expected LOW-HIGH, e.g. 22-47")
+    return int(lo), int(hi)
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA ``device`` on a machine without one, before any work starts."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here")
+
+
 class TrainConfig(BaseModel):
     """Everything that defines a training run (written next to the weights)."""
 
