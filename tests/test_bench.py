@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,19 +15,15 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
 
+from wrapcodec import ffmpeg
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
-from wrapcodec.bench import (
-    BenchConfig,
-    Cache,
-    Point,
-    PointSpec,
-    plan,
-    post_kmacs_per_pixel,
-    run_points,
-)
+from wrapcodec.bench.plan import BenchConfig, plan
+from wrapcodec.bench.points import Point, PointSpec, point_cache, post_kmacs_per_pixel
+from wrapcodec.bench.run import run_points
 from wrapcodec.cli import cli
+from wrapcodec.errors import FFmpegError
 from wrapcodec.options import OPTIONS
 from wrapcodec.rdo import encode_file
 
@@ -70,12 +69,45 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
     assert "32 from cache" in again.stdout
 
 
+def test_printed_table_fits_80_columns(dataset: Path, tmp_path: Path) -> None:
+    """At 80 columns the table names every row in full and cuts nothing."""
+    args = ["bench", str(dataset), "--codec", "x264", "--qps", "30,40", "--preset", "ultrafast"]
+    args += ["--options", "9,12", "--jobs", "1", "--out", str(tmp_path / "bench")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "wrapcodec", *args],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout, proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80, proc.stdout
+    rows = {line.split("│")[1].strip() for line in proc.stdout.splitlines() if "│" in line}
+    assert rows == {"bilinear", "Lanczos", "linear", "all options"}, proc.stdout
+    for header in ("average", "mean", "pj_a", "pj_b"):
+        assert f" {header} " in proc.stdout, proc.stdout
+
+
+def test_metric_filter_command_and_failure(tmp_path: Path) -> None:
+    """The metric filters take the distorted picture first; a failure carries ffmpeg's words."""
+    assert ffmpeg.filter_args("ffmpeg", "rec.y4m", "ref.y4m", "ssim") == [
+        *("ffmpeg", "-hide_banner", "-nostdin", "-i", "rec.y4m", "-i", "ref.y4m"),
+        *("-lavfi", "[0:v][1:v]ssim", "-f", "null", "-"),
+    ]
+    missing = tmp_path / "missing.y4m"
+    with pytest.raises(FFmpegError, match="metric filter failed") as failure:
+        ffmpeg.run_filter(missing, missing, "ssim")
+    assert "missing.y4m" in failure.value.stderr
+
+
 def test_interrupted_run_resumes(dataset: Path, tmp_path: Path) -> None:
     config = BenchConfig(
         dataset=str(dataset), codec="x264", qps=[30, 40], preset="ultrafast", options=[0, 9]
     )
     specs, _ = plan(config)
-    cache = Cache(tmp_path / "cache")
+    cache = point_cache(tmp_path / "cache")
     run_points(specs[:3], cache)  # "interrupted" after three points
     points, computed = run_points(specs, cache)
     assert computed == len(specs) - 3
@@ -95,7 +127,7 @@ def test_ssim_vmaf_and_psnr_against_ffmpeg(
         metrics=["psnr", "ssim", "vmaf"],
     )
     specs, _ = plan(config)
-    points, _ = run_points(specs, Cache(tmp_path / "c"))
+    points, _ = run_points(specs, point_cache(tmp_path / "c"))
     for p in points:
         assert p.ssim_y is not None and 0.5 < p.ssim_y <= 1.0
         assert p.vmaf is not None and 0.0 <= p.vmaf <= 100.0
@@ -126,12 +158,12 @@ def test_dask_local_cluster_equals_local_run(dataset: Path, tmp_path: Path) -> N
         threads=1,
     )
     specs, _ = plan(config)
-    local, _ = run_points(specs, Cache(tmp_path / "local"))
+    local, _ = run_points(specs, point_cache(tmp_path / "local"))
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         remote, computed = run_points(
-            specs, Cache(tmp_path / "dask"), dask=cluster.scheduler_address
+            specs, point_cache(tmp_path / "dask"), dask=cluster.scheduler_address
         )
     assert computed == len(specs)
     for a, b in zip(local, remote, strict=True):
@@ -210,7 +242,7 @@ def adapted_run(
         ],
     )
     assert result.exit_code == 0, result.output
-    cache = Cache(out / "cache")
+    cache = point_cache(out / "cache")
     config = BenchConfig(
         dataset=str(clip),
         codec="x264",
@@ -323,6 +355,6 @@ def test_ssim_is_of_the_chosen_reconstruction(
     )
     plain = next(s for s in plan(config)[0] if s.option == 2)
     adapted = plain.model_copy(update={"adapt_steps": ADAPT_STEPS})
-    (a, p), _ = run_points([adapted, plain], Cache(tmp_path / "c"))
+    (a, p), _ = run_points([adapted, plain], point_cache(tmp_path / "c"))
     assert a.adapt_used and a.psnr_yuv != p.psnr_yuv
     assert a.ssim_y is not None and p.ssim_y is not None and a.ssim_y != p.ssim_y

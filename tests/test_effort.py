@@ -401,7 +401,7 @@ def test_candidates_in_parallel_change_nothing(
 def test_bench_effort_cache_names_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
     """Exhaustive runs keep their cache names; a lower level's name changes with its
     parameters and with the search's revision, so that a changed level is measured again."""
-    from wrapcodec import effortbench
+    from wrapcodec.bench import effort as effortbench
 
     assert effortbench._effort_fields("exhaustive") == {"effort": "exhaustive"}
     fast = effortbench._effort_fields("fast")
@@ -409,3 +409,32 @@ def test_bench_effort_cache_names_the_search(monkeypatch: pytest.MonkeyPatch) ->
     assert fast != effortbench._effort_fields("medium")
     monkeypatch.setattr(effortbench, "SEARCH_REVISION", effortbench.SEARCH_REVISION + 1)
     assert effortbench._effort_fields("fast") != fast
+
+
+def test_bench_effort_cache_key_is_the_old_key() -> None:
+    """An effort run's cache key is the hash of the fields it had before the bench's cache
+    was shared: sequence and path left out, the arithmetic only when not float32."""
+    import hashlib
+    import json
+
+    from wrapcodec.bench import effort as effortbench
+
+    fields = {
+        "source": "ab" * 32,
+        "codec": "x264",
+        "preset": "ultrafast",
+        "bitdepth": 10,
+        "qp": 27,
+        "options": [0, 9, 12],
+        "bank": "cd" * 8,
+        "adapt_steps": 0,
+        "revision": effortbench.REVISION,
+        "jobs": 2,
+    }
+    spec = effortbench.EffortSpec(sequence="pj", path="/x/pj.y4m", effort="fast", **fields)
+    old = {**fields, **effortbench._effort_fields("fast")}
+    assert spec.key() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:24]
+    bf16 = spec.model_copy(update={"pre_arithmetic": "bfloat16"})
+    old_bf16 = {**old, "pre_arithmetic": "bfloat16"}
+    expected = hashlib.sha256(json.dumps(old_bf16, sort_keys=True).encode()).hexdigest()[:24]
+    assert bf16.key() == expected

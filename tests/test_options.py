@@ -3,13 +3,14 @@ from fractions import Fraction
 
 import pytest
 
-from wrapcodec.errors import OptionError
+from wrapcodec.errors import InputError, OptionError
 from wrapcodec.options import (
     LINEAR_CODES,
     OPTIONS,
     bottleneck_size,
     option,
     parse_options,
+    parse_qps,
     skip_reason,
 )
 
@@ -88,3 +89,13 @@ def test_parse_options() -> None:
 def test_parse_options_refuses_empty_and_repeated_entries(text: str, message: str) -> None:
     with pytest.raises(OptionError, match=re.escape(message)):
         parse_options(text)
+
+
+def test_parse_qps() -> None:
+    assert parse_qps("22, 27,,32", "x264", (0, 51)) == [22, 27, 32]
+    with pytest.raises(InputError, match="not a list of integers"):
+        parse_qps("30,x", "x264", (0, 51))
+    with pytest.raises(InputError, match="at least 2 QPs"):
+        parse_qps("30", "x264", (0, 51), minimum=2)
+    with pytest.raises(InputError, match=re.escape("--qps 70: x264 takes QPs 0..51")):
+        parse_qps("22,70", "x264", (0, 51))

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank
-from wrapcodec.bench import BenchConfig, plan
+from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.cli import cli
 from wrapcodec.errors import InputError
 from wrapcodec.metrics import measure_files

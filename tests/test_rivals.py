@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from wrapcodec import ffmpeg
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bdrate import Curve, bd_rate_envelope, bd_rate_envelopes
-from wrapcodec.bench import BenchConfig, PointSpec, plan, run_point
+from wrapcodec.bench.plan import BenchConfig, plan
+from wrapcodec.bench.points import PointSpec, run_point
 from wrapcodec.cli import cli
 from wrapcodec.errors import BackendError, InputError
 from wrapcodec.y4m import iter_frames, read_info

@@ -26,20 +26,25 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from wrapcodec import __version__, benchreport, effortbench, ffmpeg, interrupt
-from wrapcodec import bench as bench_lib
+from wrapcodec import __version__, ffmpeg, interrupt
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.bank import Bank, get_bank
+from wrapcodec.bench import analysis as bench_analysis
+from wrapcodec.bench import effort as bench_effort_lib
+from wrapcodec.bench import plan as bench_plan
+from wrapcodec.bench import report as bench_report
+from wrapcodec.bench import run as bench_run
+from wrapcodec.bench.analysis import BenchResults
 from wrapcodec.decoder import decode_file, file_info
 from wrapcodec.effort import DEFAULT_EFFORT, EFFORTS, parse_budget
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
-from wrapcodec.options import OPTIONS, parse_options
+from wrapcodec.options import OPTIONS, parse_options, parse_qps
 from wrapcodec.pairs import QPS
-from wrapcodec.paths import STDIO, atomic_write, check_input, check_output, display_name
-from wrapcodec.rdo import AdaptationReport, EncodeReport, default_jobs, encode_file
+from wrapcodec.paths import STDIO, check_input, check_output, display_name
+from wrapcodec.rdo import AdaptationReport, EncodeReport, encode_file
 
 err_console = Console(stderr=True)
 DEMO_CLIP = "parkjoy_480x270_10f.y4m"
@@ -749,107 +754,114 @@ def bench(
     models: str | None,
 ) -> None:
     """RD curves, frontiers and BD-rates of every option on DATASET (.y4m folder or file)."""
-    try:
-        qp_list = [int(q) for q in qps.split(",") if q.strip()]
-    except ValueError:
-        raise InputError(f"--qps: not a list of integers: {qps!r}") from None
-    if len(qp_list) < 2:
-        raise InputError("--qps needs at least 2 QPs for an RD curve")
-    for q in qp_list:
-        _check_qp(codec, q, "--qps")
+    backend = get_backend(codec)
+    qp_list = parse_qps(qps, codec, backend.qp_range, minimum=2)
     _check_adapt_steps(adapt_steps)
     if adapt_budget:
         parse_budget(adapt_budget)  # refused here, in one line, before any point
     bank = get_bank(models)
-    codes = sorted({0, *(int(o.code) for o in parse_options(options, bank.has, bank.where))})
-    n_jobs = jobs or bench_lib.default_jobs()
-    backend = get_backend(codec)
-    rival_names = [r.strip() for r in rivals.split(",") if r.strip()]
-    if rival_names == ["all"]:
-        rival_names = [r.name for r in backend.rivals]
-        if not rival_names:
-            raise InputError(f"--rivals all: {codec} has no resampling modes of its own")
-    config = bench_lib.BenchConfig(
+    n_jobs = jobs or bench_plan.point_jobs()
+    config = bench_plan.BenchConfig(
         dataset=dataset,
         codec=codec,
         qps=qp_list,
         frames=frames,
         preset=preset,
         bitdepth=int(bitdepth),
-        options=codes,
-        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+        options=sorted({0, *(int(o.code) for o in parse_options(options, bank.has, bank.where))}),
+        metrics=_list(metrics),
         jobs=n_jobs,
-        threads=threads or max(1, (os.cpu_count() or 1) // n_jobs),
+        threads=threads or bench_plan.point_threads(n_jobs),
         dask=dask,
-        interp=interp,
+        interp=interp,  # type: ignore[arg-type]
         models=str(bank.folder),
         adapt_steps=adapt_steps,
         adapt_budget=adapt_budget,
-        rivals=rival_names,
+        rivals=bench_plan.rival_names(backend, _list(rivals)),
         pre_arithmetic=pre_arithmetic,
     )
-    ffmpeg.require(backend)
-    specs, notes = bench_lib.plan(config)
     folder = Path(out or f"bench-{Path(dataset).stem}-{codec}")
-    cache = bench_lib.Cache(folder / "cache")
-    with _progress(sys.stderr.isatty()) as progress:
-        bar = _Bar(progress, "points")
-        bar.start(len(specs))
-        points, computed = bench_lib.run_points(
-            specs,
-            cache,
-            jobs=n_jobs,
-            dask=dask,
-            on_point=lambda p, hit: bar.advance(f"{p.spec.sequence[:12]} {p.option_name}"),
-        )
-    versions = {
-        "wrapcodec": __version__,
-        "ffmpeg": ffmpeg.capabilities().version,
-        "encoder": ffmpeg.encoder_version(backend),
-        "models": _bank_version(bank) if any(OPTIONS[c].neural for c in codes) else "none",
-    }
-    # The command as resolved (defaults filled in), so a rerun reproduces these numbers.
+    command = _resolved_command("bench", dataset, skip=("jobs", "threads", "dask", "out"))
+    with _bench_progress(sys.stderr.isatty()) as progress:
+        results, written = bench_run.run_bench(config, folder, command, _Bar(progress, "points"))
+    console = Console()
+    console.print(_bd_table(results, console.width))
+    computed = results.computed_points
+    console.print(
+        f"{len(results.points)} points ({computed} computed, "
+        f"{len(results.points) - computed} from cache); wrote "
+        f"{', '.join(p.name for p in written[:3])} and {len(written) - 3} plots to {folder}"
+    )
+
+
+def _list(text: str) -> list[str]:
+    """A comma-separated option's entries, blank ones left out."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _resolved_command(name: str, dataset: str, skip: tuple[str, ...]) -> str:
+    """The command as resolved (defaults filled in, the ``skip`` options left out), so that a
+    rerun reproduces the figures."""
     params = click.get_current_context().params
     flags = [
-        f"--{name.replace('_', '-')}={value}"
-        for name, value in params.items()
-        if value is not None and name not in ("dataset", "jobs", "threads", "dask", "out")
+        f"--{param.replace('_', '-')}={value}"
+        for param, value in params.items()
+        if value is not None and param not in ("dataset", *skip)
     ]
-    command = shlex.join(["wrapcodec", "bench", dataset, *flags])
-    results = benchreport.assemble(
-        config.model_dump(),
-        specs[0].preset if specs else "",
-        points,
-        notes,
-        command,
-        versions,
-        interp,  # type: ignore[arg-type]
+    return shlex.join(["wrapcodec", name, dataset, *flags])
+
+
+def _bench_progress(enabled: bool) -> Progress:
+    """The benches' progress bar on stderr, with an estimate of the time left."""
+    return Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not enabled,
+        transient=True,
     )
-    results["computed_points"] = computed
-    written = benchreport.write_outputs(folder, results, points)
-    console = Console()
-    table = Table(title=f"BD-rate vs direct {codec}, PSNR-YUV, RD envelope (primary)")
-    table.add_column("sequence")
+
+
+def _bd_table(results: BenchResults, width: int) -> Table:
+    """The envelope BD-rates (PSNR-YUV) as a table of at most ``width`` characters: a line
+    per row with its full name, the average sequence and the mean of sequences, then as many
+    sequences as fit (report.md has them all), so that no name or figure is cut."""
     shown = [
-        row
-        for row in benchreport.all_rows(config.rivals)
-        if "psnr_yuv" in results["bd_rate"].get(row, {})
+        (row, by_metric["psnr_yuv"])
+        for row in bench_analysis.all_rows(results.config.rivals)
+        if "psnr_yuv" in (by_metric := results.bd_rate.get(row, {}))
     ]
-    for row in shown:
-        table.add_column(row, justify="right")
-    for sequence in [*results["sequences"], benchreport.AVERAGE, benchreport.MEAN]:
-        cells = [
-            benchreport.fmt_bd(
-                benchreport.bd_value(results["bd_rate"][row]["psnr_yuv"], sequence, "envelope")
-            )
-            for row in shown
-        ]
-        table.add_row(sequence, *cells)
-    console.print(table)
-    console.print(
-        f"{len(points)} points ({computed} computed, {len(points) - computed} from cache); "
-        f"wrote {', '.join(p.name for p in written[:3])} and {len(written) - 3} plots to {folder}"
+    headers = {bench_analysis.AVERAGE: bench_analysis.AVERAGE, bench_analysis.MEAN: "mean"}
+    headers |= {sequence: sequence for sequence in results.sequences}
+    cells = {
+        column: [bench_report.fmt_bd(per.value(column, "envelope")) for _, per in shown]
+        for column in headers
+    }
+    used = 1 + max([len("row"), *(len(row) for row, _ in shown)]) + 3  # a rule, 2 spaces
+    columns: list[str] = []
+    for column, header in headers.items():
+        used += max([len(header), *map(len, cells[column])]) + 3
+        if used > width and len(columns) >= 2:
+            break
+        columns.append(column)
+    left_out = len(headers) - len(columns)
+    caption = "mean: of the sequences' BD-rates"
+    if left_out:
+        caption += f"; {left_out} more sequences in report.md"
+    table = Table(
+        title=f"BD-rate vs direct {results.config.codec}, PSNR-YUV, RD envelope",
+        caption=caption,
     )
+    table.add_column("row", no_wrap=True)
+    for column in columns:
+        table.add_column(headers[column], justify="right", no_wrap=True)
+    for i, (row, _) in enumerate(shown):
+        table.add_row(row, *(cells[column][i] for column in columns))
+    return table
 
 
 @cli.command("bench-effort")
@@ -898,63 +910,30 @@ def bench_effort(
     """Time and BD-rate loss of each --effort level against exhaustive on DATASET.
 
     Runs one encode at a time (timings need the machine to themselves); cached and resumable."""
-    try:
-        qp_list = [int(q) for q in qps.split(",") if q.strip()]
-    except ValueError:
-        raise InputError(f"--qps: not a list of integers: {qps!r}") from None
-    for q in qp_list:
-        _check_qp(codec, q, "--qps")
-    _check_adapt_steps(adapt_steps)
-    levels = [e.strip() for e in efforts.split(",") if e.strip()]
-    unknown = [e for e in levels if e not in EFFORTS]
-    if unknown:
-        raise InputError(f"--efforts: unknown level {unknown[0]!r} (known: {', '.join(EFFORTS)})")
-    levels = [e for e in EFFORTS if e in levels or e == effortbench.REFERENCE]
     backend = get_backend(codec)
-    ffmpeg.require(backend)
+    qp_list = parse_qps(qps, codec, backend.qp_range)
+    _check_adapt_steps(adapt_steps)
     bank = get_bank(models)
-    chosen = parse_options(options, bank.has, bank.where)
+    config = bench_effort_lib.EffortConfig(
+        dataset=dataset,
+        codec=codec,
+        qps=qp_list,
+        preset=preset,
+        bitdepth=int(bitdepth),
+        options=[int(o.code) for o in parse_options(options, bank.has, bank.where)],
+        efforts=bench_effort_lib.levels(_list(efforts)),
+        adapt_steps=adapt_steps,
+        jobs=jobs,
+        pre_arithmetic=pre_arithmetic,
+        models=str(bank.folder),
+    )
     folder = Path(out or f"bench-effort-{Path(dataset).stem}-{codec}")
-    with _progress(sys.stderr.isatty()) as progress:
-        bar = _Bar(progress, "encodes")
-        bar.start(len(bench_lib.sequences(Path(dataset))) * len(qp_list) * len(levels))
-        runs = effortbench.run(
-            Path(dataset),
-            backend,
-            preset or backend.default_preset,
-            int(bitdepth),
-            qp_list,
-            levels,
-            chosen,
-            bank,
-            adapt_steps,
-            folder / "cache",
-            jobs or default_jobs(),
-            pre_arithmetic,
-            on_run=lambda r, hit: bar.advance(f"{r.sequence[:12]} QP {r.qp} {r.effort}"),
+    command = _resolved_command("bench-effort", dataset, skip=("out",))
+    with _bench_progress(sys.stderr.isatty()) as progress:
+        _, report = bench_effort_lib.run_effort_bench(
+            config, folder, command, _Bar(progress, "encodes")
         )
-    summary = effortbench.summarise(runs, levels)
-    params = click.get_current_context().params
-    flags = [
-        f"--{name.replace('_', '-')}={value}"
-        for name, value in params.items()
-        if value is not None and name not in ("dataset", "out")
-    ]
-    command = shlex.join(["wrapcodec", "bench-effort", dataset, *flags])
-    summary["command"] = command
-    summary["runs"] = [r.model_dump() for r in runs]
-    report = effortbench.markdown(summary, command, effortbench.versions(backend, bank))
-    folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(summary, indent=1)
-    atomic_write(folder / "results.json", lambda p: p.write_text(text))
-    atomic_write(folder / "report.md", lambda p: p.write_text(report))
     click.echo(report)
-
-
-def _bank_version(bank: Bank) -> str:
-    """The model bank as results.json names it: folder, id and arithmetic."""
-    arithmetic = "integer" if bank.integer else "float"
-    return f"{bank.folder} (bank {bank.id_for(bank.integer).hex()}, {arithmetic} arithmetic)"
 
 
 @cli.command()

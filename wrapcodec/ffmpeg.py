@@ -351,6 +351,35 @@ def encode(
     return count
 
 
+def filter_args(exe: str, distorted: str, reference: str, graph: str) -> list[str]:
+    """The command that runs the two-input filter ``graph`` (a metric: ``ssim``, ``libvmaf``)
+    on ``distorted`` against ``reference``, in that order (the one those filters expect), and
+    discards the output: the filter writes its figures to the files its options name."""
+    return [
+        exe, "-hide_banner", "-nostdin", "-i", distorted, "-i", reference,
+        "-lavfi", f"[0:v][1:v]{graph}", "-f", "null", "-",
+    ]  # fmt: skip
+
+
+def run_filter(distorted: Path, reference: Path, graph: str) -> None:
+    """Run :func:`filter_args`; a failure is an :class:`FFmpegError` with ffmpeg's stderr."""
+    cmd = filter_args(ffmpeg_exe(), str(distorted), str(reference), graph)
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
+        try:
+            interrupt.track(proc)
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            interrupt.untrack(proc)
+        if rc != 0:
+            raise FFmpegError(f"metric filter failed (exit {rc})", cmd, _stderr_text(err))
+
+
 class _Watchdog:
     """Kills ``proc`` when it keeps its reader waiting more than ``limit`` seconds at a time.
 

@@ -19,7 +19,7 @@ from fractions import Fraction
 from typing import Literal
 
 from wrapcodec.container import OptionCode
-from wrapcodec.errors import OptionError
+from wrapcodec.errors import InputError, OptionError
 from wrapcodec.resample import bottleneck_size
 
 Kind = Literal["direct", "post", "wrapper", "lanczos", "bilinear"]
@@ -141,3 +141,19 @@ def skip_reason(opt: Option, width: int, height: int) -> str | None:
     if bw < MIN_BOTTLENECK or bh < MIN_BOTTLENECK:
         return f"bottleneck {bw}x{bh} is under the {MIN_BOTTLENECK}x{MIN_BOTTLENECK} minimum"
     return None
+
+
+def parse_qps(text: str, codec: str, qp_range: tuple[int, int], minimum: int = 0) -> list[int]:
+    """Parse ``--qps``: comma-separated integers (empty entries ignored), each in ``codec``'s
+    ``qp_range`` and at least ``minimum`` of them (2 for an RD curve)."""
+    try:
+        qps = [int(q) for q in text.split(",") if q.strip()]
+    except ValueError:
+        raise InputError(f"--qps: not a list of integers: {text!r}") from None
+    if len(qps) < minimum:
+        raise InputError(f"--qps needs at least {minimum} QPs for an RD curve")
+    lo, hi = qp_range
+    for qp in qps:
+        if not lo <= qp <= hi:
+            raise InputError(f"--qps {qp}: {codec} takes QPs {lo}..{hi}")
+    return qps

@@ -1,29 +1,25 @@
-"""``wrapcodec bench``: RD points of every option × QP × sequence, cached, local or on Dask.
+"""One RD point of ``wrapcodec bench``: what determines it, how it is measured, what it holds.
 
-One *point* is a real encode, a real decode with post-processing, the container's bits and
+A *point* is a real encode, a real decode with post-processing, the container's bits and
 the metrics (PSNR-Y/U/V and PSNR-YUV 6:1:1 in the HM/JVET convention; SSIM and VMAF through
 ffmpeg's ``ssim`` and ``libvmaf`` filters on request). Points are independent, so they run
-on local processes (``--jobs``) or on a Dask distributed cluster (``--dask``), and each is
-cached on disk under a key of everything that determines it (source content, frames,
-option, codec, QP, preset, bit depth, threads, metrics, model hash, adaptation steps, pipeline
-revision), so a rerun reuses finished points and an interrupted run resumes.
+on local processes or on a Dask cluster (:mod:`wrapcodec.bench.run`), and each is cached
+under the key of its :class:`PointSpec`: everything that determines it (source content,
+frames, option, codec, QP, preset, bit depth, threads, metrics, model hash, adaptation steps,
+pipeline revision).
 
-With ``--adapt-steps N`` a neural point also fits its post-processor to its own bitstream (the
+With ``adapt_steps`` a neural point also fits its post-processor to its own bitstream (the
 encoder's content adaptation) and keeps, as the encoder would, the variant with the lower
 ``J = D + λ·R``, the update's bytes counted in R.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import hashlib
 import json
-import os
 import re
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +31,13 @@ from wrapcodec.adapt import AdaptConfig, Fitted, ladder_plan
 from wrapcodec.adaptation import Segment, best_rung_index, climb
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank, option_for
+from wrapcodec.bench.cache import Cache, digest
 from wrapcodec.container import overhead_bytes
 from wrapcodec.effort import parse_budget
-from wrapcodec.errors import InputError, WrapcodecError
+from wrapcodec.errors import InputError
 from wrapcodec.metrics import PsnrAccumulator, kbps
 from wrapcodec.nets import count_macs
-from wrapcodec.options import OPTIONS, bottleneck_size, skip_reason
-from wrapcodec.paths import atomic_write, sha256_file
+from wrapcodec.options import OPTIONS, bottleneck_size
 from wrapcodec.pipeline import (
     REVISION,
     Coded,
@@ -54,10 +50,9 @@ from wrapcodec.pipeline import (
 )
 from wrapcodec.rdo import rd_cost
 from wrapcodec.resample import weight_matrix
-from wrapcodec.y4m import Y4MWriter, count_frames, read_info
+from wrapcodec.y4m import Y4MWriter, read_info
 
 METRICS = ("psnr", "ssim", "vmaf")
-CODEC_THREADS = 2  # threads one encode uses by default; --jobs defaults to cores / this
 
 
 class PointSpec(BaseModel):
@@ -93,8 +88,7 @@ class PointSpec(BaseModel):
         exclude |= set() if self.adapt_steps else {"adapt_steps"}
         exclude |= set() if self.adapt_budget else {"adapt_budget"}
         exclude |= {"rival"} if not self.rival else set()
-        fields = self.model_dump(exclude=exclude)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+        return digest(self.model_dump(exclude=exclude))
 
 
 class Point(BaseModel):
@@ -130,45 +124,9 @@ class Point(BaseModel):
     adapt_cost_with: float | None = None
 
 
-class BenchConfig(BaseModel):
-    """A bench run as the user asked for it (stored in results.json)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str
-    codec: str
-    qps: list[int] = Field(default_factory=lambda: [22, 27, 32, 37, 42, 47])
-    frames: int | None = None
-    preset: str | None = None
-    bitdepth: int = 10
-    options: list[int] = Field(default_factory=lambda: [0, 9, 10, 11, 12, 13, 14])
-    metrics: list[str] = Field(default_factory=lambda: ["psnr"])
-    jobs: int = 1
-    threads: int | None = None
-    dask: str | None = None
-    interp: str = "pchip"
-    models: str | None = None  # model bank folder [the shipped bank]
-    adapt_steps: int = Field(default=0, ge=0)  # content adaptation of neural options; 0: none
-    adapt_budget: str = ""  # "": one fit per point; else the encoder's ladder within it
-    rivals: list[str] = Field(default_factory=list)  # the codec's own resolution tools
-    pre_arithmetic: str = "float32"  # of the wrappers' pre-processors (nets.PRE_ARITHMETICS)
-
-
 def curve_of(point: Point) -> int | str:
     """Which RD curve a point belongs to: its option's code, or its rival's name."""
     return point.spec.rival or point.spec.option
-
-
-def sequences(dataset: Path) -> list[Path]:
-    """The .y4m files of a folder (sorted), or the one file given."""
-    if dataset.is_file():
-        return [dataset]
-    if not dataset.is_dir():
-        raise InputError(f"{dataset}: no such file or folder")
-    found = sorted(dataset.glob("*.y4m"))
-    if not found:
-        raise InputError(f"{dataset}: no .y4m files")
-    return found
 
 
 def post_kmacs_per_pixel(option: int, width: int, height: int, bank: Bank | None = None) -> float:
@@ -201,40 +159,16 @@ def _filter_metrics(
 ) -> dict[str, float]:
     """SSIM-Y (per-frame mean) and VMAF (mean) of ``rec`` against ``ref`` via ffmpeg."""
     out: dict[str, float] = {}
-    exe = ffmpeg.ffmpeg_exe()
     if "ssim" in metrics:
         stats = workdir / "ssim.log"
-        _run_filter(exe, ref, rec, f"ssim=stats_file={stats}")
+        ffmpeg.run_filter(rec, ref, f"ssim=stats_file={stats}")
         values = [float(m) for m in re.findall(r"\bY:([0-9.]+)", stats.read_text())]
         out["ssim_y"] = sum(values) / len(values)
     if "vmaf" in metrics:
         log = workdir / "vmaf.json"
-        _run_filter(exe, ref, rec, f"libvmaf=log_fmt=json:log_path={log}")
+        ffmpeg.run_filter(rec, ref, f"libvmaf=log_fmt=json:log_path={log}")
         out["vmaf"] = float(json.loads(log.read_text())["pooled_metrics"]["vmaf"]["mean"])
     return out
-
-
-def _run_filter(exe: str, ref: Path, rec: Path, graph: str) -> None:
-    # distorted first, reference second: the order ffmpeg's ssim and libvmaf expect
-    cmd = [
-        exe,
-        "-hide_banner",
-        "-nostdin",
-        "-i",
-        str(rec),
-        "-i",
-        str(ref),
-        "-lavfi",
-        f"[0:v][1:v]{graph}",
-        "-f",
-        "null",
-        "-",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise ffmpeg.FFmpegError(
-            "metric filter failed", cmd, proc.stderr.decode("utf-8", "replace")
-        )
 
 
 def _trimmed_source(src: Path, frames: int, dest: Path) -> Path:
@@ -412,167 +346,6 @@ def _lanczos_post(
     return acc.psnr_yuv
 
 
-def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
-    """All point specs of a run, and notes on skipped options."""
-    backend = get_backend(config.codec)
-    preset = config.preset or backend.default_preset
-    for m in config.metrics:
-        if m not in METRICS:
-            raise InputError(f"unknown metric {m!r} (choose from {', '.join(METRICS)})")
-    bank = get_bank(config.models)
-    if len(set(config.rivals)) != len(config.rivals):
-        raise InputError(f"--rivals names one twice: {','.join(config.rivals)}")
-    for name in config.rivals:
-        backend.with_rival(name)  # BackendError names the known ones
-    for code in config.options:
-        if code not in OPTIONS:
-            raise InputError(f"option {code} is not available for bench")
-        bank.require(OPTIONS[code])
-    backend.validate(EncodeSettings(qp=config.qps[0], preset=preset, bitdepth=config.bitdepth))
-    for qp in config.qps:
-        backend.validate(EncodeSettings(qp=qp, preset=preset, bitdepth=config.bitdepth))
-    specs: list[PointSpec] = []
-    notes: list[str] = []
-    for path in sequences(Path(config.dataset)):
-        info = read_info(path)
-        available = count_frames(path)
-        if available == 0:
-            raise InputError(f"{path}: no frames")
-        frames = min(config.frames or available, available)
-        digest = sha256_file(path)
-        common: dict[str, Any] = {
-            "sequence": path.stem,
-            "path": str(path.resolve()),
-            "source_sha256": digest,
-            "frames": frames,
-            "codec": config.codec,
-            "preset": preset,
-            "bitdepth": config.bitdepth,
-            "threads": config.threads,
-            "metrics": tuple(sorted(set(config.metrics) | {"psnr"})),
-        }
-        for code in config.options:
-            reason = skip_reason(OPTIONS[code], info.width, info.height)
-            if reason:
-                notes.append(f"{path.stem}: skipped {OPTIONS[code].name}: {reason}")
-                continue
-            neural = OPTIONS[code].neural
-            for qp in config.qps:
-                specs.append(
-                    PointSpec(
-                        **common,
-                        option=code,
-                        qp=qp,
-                        model_hash=bank.card(
-                            OPTIONS[code], bank.prior_for(OPTIONS[code], config.codec, qp)
-                        ).key
-                        if neural
-                        else "",
-                        models=str(bank.folder) if neural else None,
-                        # linear points stay shared between runs with and without adaptation
-                        adapt_steps=config.adapt_steps if neural else 0,
-                        # adapted points take the encoder's ladder ("none": no bound)
-                        adapt_budget=(config.adapt_budget or "none")
-                        if neural and config.adapt_steps
-                        else "",
-                        pre_arithmetic=config.pre_arithmetic
-                        if OPTIONS[code].kind == "wrapper"
-                        else "float32",
-                    )
-                )
-        for rival in config.rivals:
-            specs += [PointSpec(**common, option=0, qp=qp, rival=rival) for qp in config.qps]
-    return specs, notes
-
-
-class Cache:
-    """Finished points as one JSON file each, written atomically."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, spec: PointSpec) -> Path:
-        return self.folder / f"{spec.key()}.json"
-
-    def get(self, spec: PointSpec) -> Point | None:
-        path = self._path(spec)
-        if not path.exists():
-            return None
-        try:
-            point = Point.model_validate_json(path.read_text())
-        except ValueError:
-            return None  # a damaged entry is recomputed
-        return point if point.spec.key() == spec.key() else None
-
-    def put(self, point: Point) -> None:
-        text = point.model_dump_json()
-        atomic_write(self._path(point.spec), lambda p: p.write_text(text))
-
-
-def _local(specs: Sequence[PointSpec], jobs: int) -> Iterator[Point]:
-    if jobs <= 1:
-        for spec in specs:
-            yield run_point(spec)
-        return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_point, s) for s in specs]
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                yield future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
-def _dask(specs: Sequence[PointSpec], address: str) -> Iterator[Point]:
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:
-        raise WrapcodecError(
-            "--dask needs dask.distributed: pip install 'wrapcodec[cluster]'"
-        ) from exc
-    try:
-        client = Client(address, timeout="20s")
-    except OSError as exc:
-        raise WrapcodecError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
-    with client:
-        futures = client.map(run_point, list(specs), pure=False)
-        for future in as_completed(futures):
-            yield future.result()
-
-
-def run_points(
-    specs: Sequence[PointSpec],
-    cache: Cache,
-    jobs: int = 1,
-    dask: str | None = None,
-    on_point: Callable[[Point, bool], None] | None = None,
-) -> tuple[list[Point], int]:
-    """Every point of ``specs``: cached ones read back, the others computed and cached.
-
-    Returns the points in the order of ``specs`` and how many were computed.
-    """
-    done: dict[str, Point] = {}
-    todo: list[PointSpec] = []
-    for spec in specs:
-        hit = cache.get(spec)
-        if hit is None:
-            todo.append(spec)
-        else:
-            done[spec.key()] = hit
-            if on_point:
-                on_point(hit, True)
-    results: Iterable[Point] = _dask(todo, dask) if dask else _local(todo, jobs)
-    for point in results:
-        cache.put(point)
-        done[point.spec.key()] = point
-        if on_point:
-            on_point(point, False)
-    return [done[s.key()] for s in specs], len(todo)
-
-
-def default_jobs() -> int:
-    """Parallel points that keep every core busy without oversubscribing it."""
-    return max(1, (os.cpu_count() or 1) // CODEC_THREADS)
+def point_cache(folder: Path) -> Cache[Point]:
+    """The cache of RD points in ``folder``: an entry counts for the spec it was measured for."""
+    return Cache(folder, Point, key_of=lambda point: point.spec.key())

@@ -1,0 +1,143 @@
+"""Running a bench: cached results read back, the others measured on local processes or on a
+Dask distributed cluster, and ``wrapcodec bench`` as one call (:func:`run_bench`)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from wrapcodec import ffmpeg
+from wrapcodec.backend import get_backend
+from wrapcodec.bank import get_bank
+from wrapcodec.bench.analysis import BenchResults, assemble
+from wrapcodec.bench.cache import Cache, Keyed
+from wrapcodec.bench.plan import BenchConfig, plan
+from wrapcodec.bench.points import Point, PointSpec, point_cache, run_point
+from wrapcodec.bench.report import versions, write_outputs
+from wrapcodec.errors import WrapcodecError
+from wrapcodec.options import OPTIONS
+from wrapcodec.rdo import ProgressSink
+
+S = TypeVar("S", bound=Keyed)
+R = TypeVar("R", bound=BaseModel)
+
+
+def _local(specs: Sequence[S], jobs: int, measure: Callable[[S], R]) -> Iterator[tuple[S, R]]:
+    """In this process one after the other (``jobs`` ≤ 1), else on ``jobs`` processes."""
+    if jobs <= 1:
+        for spec in specs:
+            yield spec, measure(spec)
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(measure, s): s for s in specs}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _dask(specs: Sequence[S], address: str, measure: Callable[[S], R]) -> Iterator[tuple[S, R]]:
+    """On the Dask scheduler at ``address`` (``measure`` must be a top-level function)."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:
+        raise WrapcodecError(
+            "--dask needs dask.distributed: pip install 'wrapcodec[cluster]'"
+        ) from exc
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as exc:
+        raise WrapcodecError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+    with client:
+        futures = client.map(measure, list(specs), pure=False)
+        spec_of = {future.key: spec for future, spec in zip(futures, specs, strict=True)}
+        for future in as_completed(futures):
+            yield spec_of[future.key], future.result()
+
+
+def run_cached(
+    specs: Sequence[S],
+    cache: Cache[R],
+    measure: Callable[[S], R],
+    jobs: int = 1,
+    dask: str | None = None,
+    on_result: Callable[[R, bool], None] | None = None,
+) -> tuple[list[R], int]:
+    """The result of every spec: cached ones read back, the others measured (in the order of
+    ``specs``, on ``jobs`` processes or the Dask scheduler at ``dask``) and cached.
+
+    ``on_result(result, from_cache)`` follows each one. Returns the results in the order of
+    ``specs`` and how many were measured."""
+    done: dict[str, R] = {}
+    todo: list[S] = []
+    for spec in specs:
+        hit = cache.get(spec)
+        if hit is None:
+            todo.append(spec)
+        else:
+            done[spec.key()] = hit
+            if on_result:
+                on_result(hit, True)
+    measured: Iterable[tuple[S, R]] = (
+        _dask(todo, dask, measure) if dask else _local(todo, jobs, measure)
+    )
+    for spec, result in measured:
+        cache.put(spec, result)
+        done[spec.key()] = result
+        if on_result:
+            on_result(result, False)
+    return [done[s.key()] for s in specs], len(todo)
+
+
+def run_points(
+    specs: Sequence[PointSpec],
+    cache: Cache[Point],
+    jobs: int = 1,
+    dask: str | None = None,
+    on_point: Callable[[Point, bool], None] | None = None,
+) -> tuple[list[Point], int]:
+    """Every point of ``specs`` (:func:`run_cached` with :func:`~wrapcodec.bench.points.run_point`).
+
+    Returns the points in the order of ``specs`` and how many were computed."""
+    return run_cached(specs, cache, run_point, jobs, dask, on_point)
+
+
+def run_bench(
+    config: BenchConfig, folder: Path, command: str, progress: ProgressSink | None = None
+) -> tuple[BenchResults, list[Path]]:
+    """``wrapcodec bench``: plan the points of ``config``, measure those not in ``folder``'s
+    cache, analyse them and write the report files to ``folder``.
+
+    ``command`` is the command line as resolved (stored in the results). Returns the results
+    and the files written."""
+    backend = get_backend(config.codec)
+    ffmpeg.require(backend)
+    specs, notes = plan(config)
+    if progress is not None:
+        progress.start(len(specs))
+
+    def advance(point: Point, _hit: bool) -> None:
+        if progress is not None:
+            progress.advance(f"{point.spec.sequence[:12]} {point.option_name}")
+
+    points, computed = run_points(
+        specs, point_cache(folder / "cache"), config.jobs, config.dask, advance
+    )
+    neural = any(OPTIONS[c].neural for c in config.options)
+    results = assemble(
+        config,
+        specs[0].preset if specs else "",
+        points,
+        notes,
+        command,
+        versions(backend, get_bank(config.models) if neural else None),
+        computed,
+    )
+    return results, write_outputs(folder, results, points)
