@@ -33,12 +33,12 @@ from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank
 from wrapcodec.bdrate import BDRateError, Curve, bd_rate
 from wrapcodec.bench import sequences
-from wrapcodec.effort import EFFORTS
+from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file
+from wrapcodec.encode.efforts import EFFORTS
+from wrapcodec.encode.search import REVISION as SEARCH_REVISION
 from wrapcodec.options import OPTIONS, Option
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.pipeline import REVISION, Layout, encode_stream
-from wrapcodec.rdo import EncodeReport, encode_file
-from wrapcodec.search import REVISION as SEARCH_REVISION
 from wrapcodec.y4m import count_frames, read_info
 
 REFERENCE = "exhaustive"
@@ -186,18 +186,17 @@ def _encode(
     jobs: int,
     pre_arithmetic: str,
 ) -> EncodeReport:
-    return encode_file(
-        str(path),
-        str(workdir / "out.wrp"),
-        backend,
-        settings,
-        options,
+    config = EncodeConfig(
+        backend=backend,
+        settings=settings,
+        options=tuple(options),
         bank=bank,
         adapt=AdaptConfig(steps=adapt_steps),
         effort=effort,
         jobs=jobs,
         pre_arithmetic=pre_arithmetic,
     )
+    return encode_file(str(path), str(workdir / "out.wrp"), config)
 
 
 def summarise(runs: Sequence[EffortRun], efforts: Sequence[str]) -> dict[str, Any]:
