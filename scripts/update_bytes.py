@@ -25,9 +25,9 @@ from wrapcodec.adapt import AdaptConfig, fit
 from wrapcodec.adaptation import training_pictures
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
+from wrapcodec.encode.cost import rd_cost
 from wrapcodec.options import option
 from wrapcodec.pipeline import Coded, Layout, code_and_measure, measure
-from wrapcodec.trials import rd_cost
 from wrapcodec.update import Quant, Subset, Update, apply_update, decode_update, resolve
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
 

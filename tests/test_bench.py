@@ -23,9 +23,9 @@ from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, post_kmacs_per_pixel
 from wrapcodec.bench.run import run_points
 from wrapcodec.cli import cli
+from wrapcodec.encode import EncodeConfig, encode_file
 from wrapcodec.errors import FFmpegError
 from wrapcodec.options import OPTIONS
-from wrapcodec.rdo import encode_file
 
 
 @pytest.fixture(scope="module")
@@ -302,15 +302,14 @@ def test_adapted_point_is_the_encoders_decision(
     and makes the same choice."""
     _, with_update, _ = adapted_run
     point = next(p for p in with_update if p.spec.option == 2 and p.spec.qp == 16)
-    report = encode_file(
-        str(dataset / "pj_a.y4m"),
-        str(tmp_path / "x.wrp"),
-        get_backend("x264"),
-        EncodeSettings(qp=point.spec.qp, preset="ultrafast", threads=1),
-        [OPTIONS[2]],
+    config = EncodeConfig(
+        backend=get_backend("x264"),
+        settings=EncodeSettings(qp=point.spec.qp, preset="ultrafast", threads=1),
+        options=(OPTIONS[2],),
         adapt=AdaptConfig(steps=ADAPT_STEPS),
         bank=get_bank(),
     )
+    report = encode_file(str(dataset / "pj_a.y4m"), str(tmp_path / "x.wrp"), config)
     adaptation = report.candidates[0].adaptation
     assert adaptation is not None
     assert adaptation.used == point.adapt_used and adaptation.bytes == point.adapt_bytes

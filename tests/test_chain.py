@@ -19,13 +19,13 @@ from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
 from wrapcodec.container import pack, read_wrp
-from wrapcodec.effort import DIRECT_SECONDS_PER_SAMPLE, EFFORTS, AdaptBudget, parse_budget
+from wrapcodec.encode.efforts import DIRECT_SECONDS_PER_SAMPLE, EFFORTS, AdaptBudget, parse_budget
+from wrapcodec.encode.encoder import default_segment_frames
+from wrapcodec.encode.trials import Trial, pick
 from wrapcodec.errors import ContainerError, InputError
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import OPTIONS
 from wrapcodec.pipeline import Coded, InForce, Layout, code_and_measure, segment_layout
-from wrapcodec.rdo import default_segment_frames
-from wrapcodec.trials import Trial, pick
 from wrapcodec.update import (
     Quant,
     Quantised,

@@ -18,19 +18,13 @@ from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
 from wrapcodec.container import overhead_bytes
-from wrapcodec.effort import (
-    CODING_SHARE,
-    EFFORTS,
-    MODEL_ENCODES,
-    next_qp,
-    probe_frames,
-    spread,
-)
+from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file, rd_cost
+from wrapcodec.encode.efforts import CODING_SHARE, EFFORTS, probe_frames, spread
+from wrapcodec.encode.rate import MODEL_ENCODES, next_qp
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import default_pre_arithmetic
 from wrapcodec.options import OPTIONS, skip_reason
 from wrapcodec.pipeline import Layout, code_and_measure, preprocess, stream_key
-from wrapcodec.rdo import EncodeReport, encode_file, rd_cost
 from wrapcodec.y4m import iter_frames, read_info
 
 ALL = list(OPTIONS.values())
@@ -39,17 +33,16 @@ ALL = list(OPTIONS.values())
 def _encode(src: Path, out: Path, effort: str, qp: int | None = 37, **kw: object) -> EncodeReport:
     backend = get_backend("x264")
     settings = EncodeSettings(qp=qp if qp is not None else 0, preset="fast", bitdepth=10)
-    return encode_file(
-        str(src),
-        str(out),
-        backend,
-        settings,
-        ALL,
+    config = EncodeConfig(
+        backend=backend,
+        settings=settings,
+        options=tuple(ALL),
         bank=get_bank(None),
         adapt=AdaptConfig(steps=0),
         effort=effort,
         **kw,  # type: ignore[arg-type]
     )
+    return encode_file(str(src), str(out), config)
 
 
 # --- the rules -------------------------------------------------------------------------------

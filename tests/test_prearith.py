@@ -15,12 +15,12 @@ from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.cli import cli
+from wrapcodec.encode import EncodeConfig, encode_file
 from wrapcodec.errors import InputError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic, pre_arithmetic
 from wrapcodec.options import OPTIONS
 from wrapcodec.pipeline import Layout, preprocess, source_frames
-from wrapcodec.rdo import encode_file
 from wrapcodec.y4m import read_info
 
 WRAPPERS = [c for c, o in OPTIONS.items() if o.kind == "wrapper"]
@@ -62,15 +62,14 @@ def test_unknown_arithmetic_is_refused(clip8: Path, bank: Bank, runner: CliRunne
             read_info(clip8), OPTIONS[5], get_backend("x265"), 10, bank, pre_arithmetic="int8"
         )
     with pytest.raises(InputError, match="--pre-arithmetic 'int8'"):
-        encode_file(
-            str(clip8),
-            str(clip8.with_suffix(".wrp")),
-            get_backend("x265"),
-            EncodeSettings(qp=32, preset="ultrafast"),
-            [OPTIONS[5]],
+        config = EncodeConfig(
+            backend=get_backend("x265"),
+            settings=EncodeSettings(qp=32, preset="ultrafast"),
+            options=(OPTIONS[5],),
             bank=bank,
             pre_arithmetic="int8",
         )
+        encode_file(str(clip8), str(clip8.with_suffix(".wrp")), config)
     result = runner.invoke(
         cli, ["encode", str(clip8), "-o", "x.wrp", "--qp", "32", "--pre-arithmetic", "int8"]
     )

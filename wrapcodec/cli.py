@@ -37,14 +37,15 @@ from wrapcodec.bench import report as bench_report
 from wrapcodec.bench import run as bench_run
 from wrapcodec.bench.analysis import BenchResults
 from wrapcodec.decoder import decode_file, file_info
-from wrapcodec.effort import DEFAULT_EFFORT, EFFORTS, parse_budget
+from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file
+from wrapcodec.encode.efforts import DEFAULT_EFFORT, EFFORTS, parse_budget
+from wrapcodec.encode.report import AdaptationReport
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
-from wrapcodec.options import OPTIONS, parse_options, parse_qps
+from wrapcodec.options import parse_options, parse_qps
 from wrapcodec.pairs import QPS
 from wrapcodec.paths import STDIO, check_input, check_output, display_name
-from wrapcodec.rdo import AdaptationReport, EncodeReport, encode_file
 
 err_console = Console(stderr=True)
 DEMO_CLIP = "parkjoy_480x270_10f.y4m"
@@ -204,62 +205,10 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
     )
 
 
-def _encode(
-    input: str,
-    output: str,
-    codec: str,
-    qp: int | None,
-    bitrate: float | None,
-    preset: str | None,
-    bitdepth: int,
-    options: str,
-    segment_frames: int | None,
-    overwrite: bool,
-    as_json: bool,
-    models: str | None,
-    adapt_steps: int | None = None,
-    effort: str = DEFAULT_EFFORT,
-    jobs: int | None = None,
-    pre_arithmetic: str | None = None,
-    adapt_budget: str | None = None,
-) -> EncodeReport:
-    if (qp is None) == (bitrate is None):
-        raise click.UsageError("give exactly one of --qp and --bitrate")
-    backend = get_backend(codec)
-    if qp is not None:
-        _check_qp(codec, qp)
-    _check_adapt_steps(adapt_steps)
-    budget = EFFORTS[effort].adapt_budget if adapt_budget is None else parse_budget(adapt_budget)
-    check_input(input)
-    check_output(output, overwrite, source=input)
-    settings = EncodeSettings(
-        qp=qp if qp is not None else backend.qp_range[0],
-        preset=preset or backend.default_preset,
-        bitdepth=bitdepth,
-    )
-    bank = get_bank(models)
-    chosen = parse_options(options, bank.has, bank.where)
+def _encode(input: str, output: str, config: EncodeConfig, as_json: bool) -> EncodeReport:
+    """``config``'s encode of ``input`` to ``output``, with a progress bar on a terminal."""
     with _progress(not as_json and sys.stderr.isatty()) as progress:
-        return encode_file(
-            input,
-            output,
-            backend,
-            settings,
-            chosen,
-            bitrate_kbps=bitrate,
-            segment_frames=segment_frames,
-            progress=_Bar(progress, "encoding"),
-            bank=bank,
-            # steps by the segment's size unless --adapt-steps fixes them (per rung)
-            adapt=AdaptConfig(
-                steps=EFFORTS[effort].adapt_steps if adapt_steps is None else adapt_steps,
-                grow=adapt_steps is None,
-            ),
-            adapt_budget=budget,
-            effort=effort,
-            jobs=jobs,
-            pre_arithmetic=pre_arithmetic,
-        )
+        return encode_file(input, output, config, _Bar(progress, "encoding"))
 
 
 _codec_opt = click.option(
@@ -386,26 +335,39 @@ def encode(
     """Encode IN.y4m (`-` for stdin) with encoder-side RDO over the wrapper options.
 
     With `-o -` the .wrp file goes to stdout and the report (table or --json) to stderr."""
-    report = _encode(
-        input,
-        output,
-        codec,
-        qp,
-        bitrate,
-        preset,
-        int(bitdepth),
-        options,
-        segment_frames,
-        overwrite,
-        as_json,
-        models,
-        adapt_steps,
-        effort,
-        jobs,
-        pre_arithmetic,
-        adapt_budget,
+    if (qp is None) == (bitrate is None):
+        raise click.UsageError("give exactly one of --qp and --bitrate")
+    backend = get_backend(codec)
+    if qp is not None:
+        _check_qp(codec, qp)
+    _check_adapt_steps(adapt_steps)
+    budget = EFFORTS[effort].adapt_budget if adapt_budget is None else parse_budget(adapt_budget)
+    check_input(input)
+    check_output(output, overwrite, source=input)
+    settings = EncodeSettings(
+        qp=qp if qp is not None else backend.qp_range[0],
+        preset=preset or backend.default_preset,
+        bitdepth=int(bitdepth),
     )
-    _print_report(report, as_json)
+    bank = get_bank(models)
+    config = EncodeConfig(
+        backend=backend,
+        settings=settings,
+        options=tuple(parse_options(options, bank.has, bank.where)),
+        bitrate_kbps=bitrate,
+        segment_frames=segment_frames,
+        bank=bank,
+        # steps by the segment's size unless --adapt-steps fixes them (per rung)
+        adapt=AdaptConfig(
+            steps=EFFORTS[effort].adapt_steps if adapt_steps is None else adapt_steps,
+            grow=adapt_steps is None,
+        ),
+        adapt_budget=budget,
+        effort=effort,
+        jobs=jobs,
+        pre_arithmetic=pre_arithmetic,
+    )
+    _print_report(_encode(input, output, config, as_json), as_json)
 
 
 @cli.command()
@@ -659,21 +621,22 @@ def demo(
         out_dir = Path(keep) if keep else Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         wrp, y4m = str(out_dir / "demo.wrp"), str(out_dir / "demo.y4m")
-        report = _encode(
-            str(path),
-            wrp,
-            codec,
-            qp,
-            None,
-            preset,
-            10,
-            "all",
-            None,
-            True,
-            as_json,
-            None,
+        backend = get_backend(codec)
+        _check_qp(codec, qp)
+        check_input(str(path))
+        check_output(wrp, True, source=str(path))
+        bank = get_bank(None)
+        level = EFFORTS[effort]
+        config = EncodeConfig(
+            backend=backend,
+            settings=EncodeSettings(qp=qp, preset=preset or backend.default_preset, bitdepth=10),
+            options=tuple(parse_options("all", bank.has, bank.where)),
+            bank=bank,
+            adapt=AdaptConfig(steps=level.adapt_steps, grow=True),
+            adapt_budget=level.adapt_budget,
             effort=effort,
         )
+        report = _encode(str(path), wrp, config, as_json)
         decode_file(wrp, y4m)
         check = measure_files(str(path), y4m)
         if not keep:

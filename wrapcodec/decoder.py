@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from wrapcodec import ffmpeg
+from wrapcodec import ffmpeg, metrics
 from wrapcodec.backend import Backend, backend_for_codec_id, backends
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.container import (
@@ -34,7 +34,6 @@ from wrapcodec.exact import ARITHMETIC_VERSION
 from wrapcodec.options import bottleneck_size, option
 from wrapcodec.paths import STDIO, display_name
 from wrapcodec.pipeline import InForce, Layout, reconstruct, segment_layout
-from wrapcodec.rdo import kbps
 from wrapcodec.y4m import ChromaTag, VideoInfo, Y4MWriter
 
 
@@ -129,7 +128,7 @@ def file_info(path: str) -> FileInfo:
         aspect=f"{header.aspect_num}:{header.aspect_den}",
         frames=header.frame_count,
         bytes=size,
-        kbps=kbps(8 * size, header.frame_count, info),
+        kbps=metrics.kbps(8 * size, header.frame_count, info.fps_num, info.fps_den),
         segments=[
             SegmentInfo(
                 first_frame=s.first_frame,

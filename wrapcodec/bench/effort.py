@@ -35,14 +35,14 @@ from wrapcodec.bench.cache import Cache, digest
 from wrapcodec.bench.plan import sequences
 from wrapcodec.bench.report import versions, write_text_files
 from wrapcodec.bench.run import run_cached
-from wrapcodec.effort import EFFORTS
+from wrapcodec.encode import EncodeConfig, EncodeReport, ProgressSink, encode_file
+from wrapcodec.encode.efforts import EFFORTS
+from wrapcodec.encode.search import REVISION as SEARCH_REVISION
+from wrapcodec.encode.trials import default_jobs as encode_jobs
 from wrapcodec.errors import InputError
 from wrapcodec.options import OPTIONS
 from wrapcodec.paths import sha256_file
 from wrapcodec.pipeline import REVISION, Layout, encode_stream
-from wrapcodec.rdo import EncodeReport, ProgressSink, encode_file
-from wrapcodec.rdo import default_jobs as encode_jobs
-from wrapcodec.search import REVISION as SEARCH_REVISION
 from wrapcodec.y4m import count_frames, read_info
 
 REFERENCE = "exhaustive"
@@ -212,18 +212,17 @@ class _Measure:
         self.direct_s: dict[tuple[str, int], float] = {}
 
     def encode(self, spec: EffortSpec, effort: str) -> EncodeReport:
-        return encode_file(
-            spec.path,
-            str(self.workdir / "out.wrp"),
-            self.backend,
-            self._settings(spec),
-            [OPTIONS[c] for c in spec.options],
+        config = EncodeConfig(
+            backend=self.backend,
+            settings=self._settings(spec),
+            options=tuple(OPTIONS[c] for c in spec.options),
             bank=self.bank,
             adapt=AdaptConfig(steps=spec.adapt_steps),
             effort=effort,
             jobs=spec.jobs,
             pre_arithmetic=spec.pre_arithmetic,
         )
+        return encode_file(spec.path, str(self.workdir / "out.wrp"), config)
 
     def _settings(self, spec: EffortSpec) -> EncodeSettings:
         return EncodeSettings(qp=spec.qp, preset=spec.preset, bitdepth=spec.bitdepth)

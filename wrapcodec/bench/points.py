@@ -33,7 +33,8 @@ from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank, option_for
 from wrapcodec.bench.cache import Cache, digest
 from wrapcodec.container import overhead_bytes
-from wrapcodec.effort import parse_budget
+from wrapcodec.encode.cost import keeps_update, rd_cost
+from wrapcodec.encode.efforts import parse_budget
 from wrapcodec.errors import InputError
 from wrapcodec.metrics import PsnrAccumulator, kbps
 from wrapcodec.nets import count_macs
@@ -48,7 +49,6 @@ from wrapcodec.pipeline import (
     reconstruct,
     source_frames,
 )
-from wrapcodec.rdo import rd_cost
 from wrapcodec.resample import weight_matrix
 from wrapcodec.y4m import Y4MWriter, read_info
 
@@ -282,7 +282,7 @@ def _adapt(
     lam = backend.qp_to_lambda(spec.qp)
     cost_without = rd_cost(plain.mse_8bit, _bits(plain), spec.frames, info, lam)
     cost_with = rd_cost(adapted.mse_8bit, _bits(adapted, fitted.update), spec.frames, info, lam)
-    used = cost_with < cost_without  # the encoder's rule (rdo._with_adaptation)
+    used = keeps_update(cost_without, cost_with)  # the encoder's rule
     fields: dict[str, Any] = {
         "adapt_gain_db": adapted.psnr_yuv - plain.psnr_yuv,
         "adapt_bytes": len(fitted.update),

@@ -18,9 +18,9 @@ from wrapcodec.bench.cache import Cache, Keyed
 from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, run_point
 from wrapcodec.bench.report import versions, write_outputs
+from wrapcodec.encode import ProgressSink
 from wrapcodec.errors import WrapcodecError
 from wrapcodec.options import OPTIONS
-from wrapcodec.rdo import ProgressSink
 
 S = TypeVar("S", bound=Keyed)
 R = TypeVar("R", bound=BaseModel)

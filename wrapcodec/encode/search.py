@@ -1,14 +1,9 @@
-"""How an effort level decides which candidates to code in full (:mod:`wrapcodec.effort`).
-
-:func:`exhaustive` codes every candidate in full (the reference). :func:`probed`, the lower
-levels: the anchor (direct) in full, and post-1/1, which shares its bitstream, estimated from
-a few of the anchor's decoded frames; options whose distortion through an uncoded bottleneck
-already reaches the anchor's J ruled out by that bound (:class:`_Bound`); the others coded on
-a probe at the codec's fastest preset, their J estimated from it (:class:`_Prober`), family by
-family (Lanczos — at ``fast`` the mildest downscale first, a stronger one only while the milder
-one stays within the margin —, then bilinear and post, then wrappers) while their ratio stays
-within the level's margin; the best of the ranking coded in full. Both return a
-:class:`Decision`: the trials coded in full and a report for every candidate.
+"""Which candidates of a segment are coded in full: :func:`exhaustive` (all of them, the
+reference) or :func:`probed` (the levels below it: an anchor in full, the others bounded,
+estimated or probed and only the best of that ranking in full). Both return a
+:class:`Decision`: the trials coded in full and a report for every candidate. The algorithm is
+described in docs/effort.md; the rules it applies are :mod:`wrapcodec.encode.rules`, here only
+the coding, measuring and bookkeeping around them.
 """
 
 from __future__ import annotations
@@ -20,30 +15,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from wrapcodec.effort import (
-    BOUND_FRAMES,
-    CODING_SHARE,
-    QP_PER_OCTAVE,
-    estimated_cost,
-    probe_frames,
-    spread,
-)
-from wrapcodec.options import OPTIONS, Option
-from wrapcodec.pipeline import lossless_mse, source_frames, stream_key
-from wrapcodec.rdoreport import CandidateReport, EstimateReport, ProbeReport
-from wrapcodec.trials import (
-    Clip,
-    Job,
+from wrapcodec.encode import rules
+from wrapcodec.encode.cost import rd_cost
+from wrapcodec.encode.efforts import BOUND_FRAMES, CODING_SHARE, probe_frames, spread
+from wrapcodec.encode.rate import estimate_qp, start_qp
+from wrapcodec.encode.report import (
+    CandidateReport,
+    EstimateReport,
+    ProbeReport,
     ProgressSink,
-    Trial,
     bare_report,
-    code_all,
-    code_full,
-    kbps,
-    over_budget,
-    rd_cost,
-    start_qp,
 )
+from wrapcodec.encode.trials import Clip, Job, Trial, code_all, code_full, over_budget
+from wrapcodec.options import OPTIONS, Option
+from wrapcodec.pipeline import lossless_mse, stream_key
 from wrapcodec.y4m import Frame, Y4MWriter
 
 REVISION = 4
@@ -93,7 +78,7 @@ def write_probe(job: Job, clip: Clip, picks: Sequence[int]) -> Clip:
     path = job.workdir / f"probe-{clip.first}.y4m"
     wanted = set(picks)
     with Y4MWriter(path, job.info) as writer:
-        for k, frame in enumerate(source_frames(clip.path, clip.first, clip.count)):
+        for k, frame in enumerate(clip.frames()):
             if k in wanted:
                 writer.write(frame)
     return Clip(path, 0, len(picks))
@@ -106,11 +91,9 @@ def probed(
     budget: float | None,
     progress: ProgressSink,
 ) -> Decision:
-    """Anchor in full (with ``jobs`` > 1, the Lanczos options' bound measured meanwhile), the
-    options sharing its bitstream estimated on some of its decoded frames; bound and probe the
-    Lanczos options, then the bilinear and post options, then the wrappers (the dearest to
-    probe: a network before the codec), each of the ratios the estimates so far leave in play;
-    the best of the ranking in full."""
+    """Anchor in full, the options sharing its bitstream estimated on some of its decoded
+    frames, the others bounded and probed family by family, the best of the ranking in full
+    (docs/effort.md); everything exhaustive when there is no anchor to scale the probe by."""
     t0 = time.perf_counter()
     direct = OPTIONS[0]
     decision = Decision([], {})
@@ -119,29 +102,66 @@ def probed(
     lanczos = [o for o in candidates if o.kind == "lanczos"]
     shared = [o for o in candidates if o.code != 0 and stream_key(o) == stream_key(direct)]
     picks = spread(clip.count, job.effort.window)
-    if job.jobs > 1:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            coding = pool.submit(_anchor, job, clip, budget, shared, picks)
-            bound.measure(lanczos)
-            anchor = coding.result()
-    else:
-        anchor = _anchor(job, clip, budget, shared, picks)
+    anchor = _anchor(job, clip, budget, shared, picks, bound, lanczos)
     if anchor is None:  # nothing to scale the probe by: code everything
         return exhaustive(job, candidates, clip, budget, progress)
     if direct in candidates:
         decision.trials.append(anchor)
         progress.advance(direct.name)
-    # In QP mode a candidate beats the anchor only with a lower J; under a budget (both
-    # within it) only with a lower D. Either way its D through an uncoded bottleneck bounds it.
-    bound.limit = anchor.cost if budget is None else anchor.coded.mse_8bit
-    bound.what = "J" if budget is None else "MSE"
-    if budget is None:  # at the anchor's QP a linear option's coding adds to its floor
-        bound.coding = CODING_SHARE * anchor.coded.mse_8bit
+    bound.against(anchor, budget)
     prober.attach(anchor)
     if shared:
         sampled = anchor.sampled or job.sample(anchor, clip, shared, picks)
         for opt in shared:
             prober.shared(opt, *sampled[opt], picks)
+    _probe_families(job, candidates, shared, lanczos, bound, prober)
+    finalists = _finalists(job, decision, prober.estimates, anchor, budget)
+    for report in decision.reports.values():
+        if report.pruned is not None:
+            progress.advance(report.name)
+    decision.probe_s = time.perf_counter() - t0
+    if decision.probe is not None:
+        decision.probe.seconds = decision.probe_s
+    _verify(job, decision, finalists, anchor, clip, budget, progress)
+    return decision
+
+
+def _anchor(
+    job: Job,
+    clip: Clip,
+    budget: float | None,
+    shared: Sequence[Option],
+    picks: Sequence[int],
+    bound: _Bound,
+    lanczos: Sequence[Option],
+) -> Trial | None:
+    """Direct coded in full; at a QP with ``shared`` measured beside it on ``picks``. With
+    ``jobs`` > 1 the Lanczos options' bound is measured meanwhile."""
+
+    def code() -> Trial | None:
+        if budget is None:
+            return job.trial(OPTIONS[0], job.settings.qp, clip, sampled=shared, picks=picks)
+        return code_full(job, OPTIONS[0], clip, budget, None)
+
+    if job.jobs <= 1:
+        return code()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        coding = pool.submit(code)
+        bound.measure(lanczos)
+        return coding.result()
+
+
+def _probe_families(
+    job: Job,
+    candidates: Sequence[Option],
+    shared: Sequence[Option],
+    lanczos: Sequence[Option],
+    bound: _Bound,
+    prober: _Prober,
+) -> None:
+    """Bound and probe the Lanczos options, then the bilinear and post options, then the
+    wrappers (the dearest to probe: a network before the codec), each of the ratios the
+    estimates so far leave in play."""
     survivors = bound.survivors(lanczos)
     if job.effort.ratio_ladder:
         prober.ladder(lanczos, survivors, bound.ruled_out)
@@ -159,39 +179,56 @@ def probed(
             prober.estimate(opt)
     if prober.report is not None:
         prober.report.bound_frames = bound.picks
-    decision.probe = prober.report
+    prober.decision.probe = prober.report
 
-    estimates = sorted(prober.estimates, key=lambda e: (e.cost, int(e.option.code)))
-    for rank, e in enumerate(estimates, start=1):
+
+def _finalists(
+    job: Job,
+    decision: Decision,
+    estimates: Sequence[_Estimate],
+    anchor: Trial,
+    budget: float | None,
+) -> list[_Estimate]:
+    """The estimates ranked; the best ``verify`` of them (anchor counted) that are worth
+    coding in full, the others' reports saying why they are not."""
+    verify, margin = job.effort.verify, job.effort.verify_margin
+    assert verify is not None
+    ranked = sorted(estimates, key=lambda e: (e.cost, int(e.option.code)))
+    for rank, e in enumerate(ranked, start=1):
         if e.option.code != 0:
             _estimate_of(decision, e.option).rank = rank
-    assert job.effort.verify is not None
-    finalists = [e for e in estimates[: job.effort.verify] if e.option.code != 0]
-    for e in estimates[job.effort.verify :]:
+    finalists = [e for e in ranked[:verify] if e.option.code != 0]
+    for e in ranked[verify:]:
         if e.option.code != 0:
             decision.reports[
                 int(e.option.code)
-            ].pruned = f"estimate J {e.cost:.3f}, not among the {job.effort.verify} best"
-    if budget is None and job.effort.verify_margin:
-        worth = (1 - job.effort.verify_margin) * anchor.cost
-        for e in [e for e in finalists if e.cost >= worth]:
-            finalists.remove(e)
-            decision.reports[int(e.option.code)].pruned = (
-                f"estimate J {e.cost:.3f} within {100 * job.effort.verify_margin:g} % of "
-                f"direct's {anchor.cost:.3f}: not coded in full"
-            )
-    for report in decision.reports.values():
-        if report.pruned is not None:
-            progress.advance(report.name)
-    decision.probe_s = time.perf_counter() - t0
-    if decision.probe is not None:
-        decision.probe.seconds = decision.probe_s
+            ].pruned = f"estimate J {e.cost:.3f}, not among the {verify} best"
+    if budget is not None:
+        return finalists
+    for e in [e for e in finalists if not rules.worth_coding(e.cost, anchor.cost, margin)]:
+        finalists.remove(e)
+        decision.reports[int(e.option.code)].pruned = (
+            f"estimate J {e.cost:.3f} within {100 * margin:g} % of "
+            f"direct's {anchor.cost:.3f}: not coded in full"
+        )
+    return finalists
+
+
+def _verify(
+    job: Job,
+    decision: Decision,
+    finalists: Sequence[_Estimate],
+    anchor: Trial,
+    clip: Clip,
+    budget: float | None,
+    progress: ProgressSink,
+) -> None:
+    """The finalists coded in full (under a budget from the QP their estimate points to)."""
     work = []
     for e in finalists:
         start = None
         if budget is not None:
-            est_kbps = kbps(round(e.bits), clip.count, job.info)
-            start = anchor.qp + round(QP_PER_OCTAVE * math.log2(est_kbps / budget))
+            start = estimate_qp(anchor.qp, job.kbps(round(e.bits), clip.count), budget)
         work.append((e.option, start))
     done = code_all(job, work, clip, budget, progress)
     for e in finalists:
@@ -201,16 +238,6 @@ def probed(
             continue
         _estimate_of(decision, e.option).coded = True
         decision.trials.append(trial)
-    return decision
-
-
-def _anchor(
-    job: Job, clip: Clip, budget: float | None, shared: Sequence[Option], picks: Sequence[int]
-) -> Trial | None:
-    """Direct coded in full; at a QP with ``shared`` measured beside it on ``picks``."""
-    if budget is None:
-        return job.trial(OPTIONS[0], job.settings.qp, clip, sampled=shared, picks=picks)
-    return code_full(job, OPTIONS[0], clip, budget, None)
 
 
 @dataclass
@@ -227,9 +254,9 @@ def _estimate_of(decision: Decision, opt: Option) -> EstimateReport:
 
 
 class _Bound:
-    """Rules out candidates whose D through an uncoded bottleneck (on :data:`BOUND_FRAMES`
-    frames), plus for linear options :attr:`coding` (what coding the bottleneck at the same QP
-    adds at least), is :attr:`limit` or more."""
+    """Measures the candidates' distortion through an uncoded bottleneck on
+    :data:`~wrapcodec.encode.efforts.BOUND_FRAMES` frames and rules out those whose bound
+    reaches the anchor's (:func:`~wrapcodec.encode.rules.bound_rules_out`)."""
 
     def __init__(self, job: Job, clip: Clip, decision: Decision) -> None:
         self.job, self.decision = job, decision
@@ -240,11 +267,20 @@ class _Bound:
         self.floors: dict[Option, float] = {}
         self.ruled_out: dict[Option, float] = {}  # by the bound: their least J
 
+    def against(self, anchor: Trial, budget: float | None) -> None:
+        """The anchor coded in full: what the bound compares with. In QP mode a candidate
+        beats the anchor only with a lower J; under a budget (both within it) only with a lower
+        D. Either way its D through an uncoded bottleneck bounds it; at the anchor's QP a
+        linear option's coding adds to that floor."""
+        self.limit = anchor.cost if budget is None else anchor.coded.mse_8bit
+        self.what = "J" if budget is None else "MSE"
+        if budget is None:
+            self.coding = CODING_SHARE * anchor.coded.mse_8bit
+
     def measure(self, candidates: Sequence[Option]) -> None:
+        """The floors of ``candidates`` not measured yet."""
         if self._frames is None:
-            clip = self.clip
-            frames = source_frames(clip.path, clip.first, clip.count)
-            self._frames = [f for k, f in enumerate(frames) if k in self.picks]
+            self._frames = [f for k, f in enumerate(self.clip.frames()) if k in self.picks]
         for opt in candidates:
             if opt not in self.floors:
                 self.floors[opt] = lossless_mse(self.job.layout(opt), self._frames)
@@ -264,13 +300,13 @@ class _Bound:
                 kept.append(opt)
                 continue
             floor = self.floors[opt]
-            coding = self.coding if opt.kind in ("lanczos", "bilinear") else 0.0
+            coding = rules.coding_added(opt.kind, self.coding)
             least = floor + coding
             estimate = EstimateReport(
                 method="bound", frames=self.picks, lossless_mse=floor, cost=least
             )
             report = bare_report(opt, self.job.info, estimate=estimate)
-            if least >= self.limit:
+            if rules.bound_rules_out(least, self.limit):
                 self.ruled_out[opt] = least
                 plus = f" + coding {coding:.3f}" if coding else ""
                 report.pruned = (
@@ -343,25 +379,32 @@ class _Prober:
         if self.report is None:
             base = self.code(OPTIONS[0], anchor.qp)
             assert self._probe is not None
-            full_rate = anchor.coded.payload_bytes / self.clip.count
-            mse = base.coded.mse_8bit
+            rate_scale, distortion_scale = rules.probe_scales(
+                anchor.coded.payload_bytes,
+                self.clip.count,
+                anchor.coded.mse_8bit,
+                base.coded.payload_bytes,
+                self._probe.count,
+                base.coded.mse_8bit,
+            )
             self.report = ProbeReport(
                 frames=self.picks,
                 preset=self.job.probe_settings.preset,
                 anchor=OPTIONS[0].name,
                 anchor_qp=anchor.qp,
-                rate_scale=full_rate / (base.coded.payload_bytes / self._probe.count),
-                distortion_scale=anchor.coded.mse_8bit / mse if mse else 1.0,
+                rate_scale=rate_scale,
+                distortion_scale=distortion_scale,
                 bound_frames=[],
                 seconds=0.0,
             )
         return self.report
 
     def estimate(self, opt: Option) -> None:
+        """``opt``'s J estimated from its probe (:func:`~wrapcodec.encode.rules.estimated_cost`)."""
         scales, anchor, job = self._scales(), self._anchor, self.job
         assert anchor is not None and self._probe is not None
         t = self.code(opt, anchor.qp)
-        cost, bits = estimated_cost(
+        cost, bits = rules.estimated_cost(
             t.coded.mse_8bit,
             8 * t.coded.payload_bytes / self._probe.count,
             scales.distortion_scale,
@@ -381,10 +424,7 @@ class _Prober:
         their ratio."""
         anchor, job = self._anchor, self.job
         assert anchor is not None
-        if anchor_mse > 0:
-            distortion = anchor.coded.mse_8bit * mse / anchor_mse
-        else:
-            distortion = anchor.coded.mse_8bit + mse
+        distortion = rules.shared_distortion(anchor.coded.mse_8bit, mse, anchor_mse)
         lam = job.backend.qp_to_lambda(anchor.qp)
         cost = rd_cost(distortion, anchor.bits, self.clip.count, job.info, lam)
         self.decision.reports[int(opt.code)] = bare_report(
@@ -406,19 +446,18 @@ class _Prober:
         survivors: Sequence[Option],
         ruled_out: Mapping[Option, float],
     ) -> None:
-        """``options`` (of one kind) from the mildest downscale to the strongest: each of
-        ``survivors`` probed while the milder ratio's value — its estimate, or its bound where
-        the bound ruled it out — is within the effort's margin of the best estimate so far;
-        once it is not, the stronger ratios are ruled out (a stronger downscale of the same
-        content loses more), the milder ratio's value (or their own bound, if higher) standing
-        as theirs in the family rule (:meth:`in_play`)."""
+        """``options`` (of one kind) from the mildest downscale to the strongest, each of
+        ``survivors`` probed until :func:`~wrapcodec.encode.rules.ladder_stops`; the ratios
+        past that point ruled out, standing in the family rule for the value
+        :func:`~wrapcodec.encode.rules.ladder_value` gives them."""
         margin = self.job.effort.family_margin
         assert margin is not None
         milder: tuple[str, float] | None = None  # the milder ratio's value: what, and how much
         for opt in sorted(options, key=lambda o: o.ratio, reverse=True):
             best = self._best()
-            if milder is not None and milder[1] > (1 + margin) * best:
-                self.skipped[opt] = max(milder[1], ruled_out.get(opt, -math.inf))
+            if rules.ladder_stops(None if milder is None else milder[1], best, margin):
+                assert milder is not None
+                self.skipped[opt] = rules.ladder_value(milder[1], ruled_out.get(opt))
                 if opt in survivors:
                     self._rule_out(
                         opt,
@@ -434,9 +473,8 @@ class _Prober:
                 milder = (f"{opt.name}'s estimate", self.estimates[-1].cost)
 
     def paired(self, wrappers: Sequence[Option]) -> list[Option]:
-        """Those of ``wrappers`` whose ratio's post-processor, where it was estimated, beat
-        linear upsampling of the same bitstream (direct at r = 1, bilinear below) where that
-        was estimated too; the others are ruled out."""
+        """Those of ``wrappers`` that :func:`~wrapcodec.encode.rules.pair_in_play` keeps; the
+        others are ruled out."""
         cost: dict[tuple[str, Fraction], float] = {
             (e.option.kind, e.option.ratio): e.cost for e in self.estimates
         }
@@ -444,9 +482,10 @@ class _Prober:
         for opt in wrappers:
             linear = "direct" if opt.ratio == 1 else "bilinear"
             post, lin = cost.get(("post", opt.ratio)), cost.get((linear, opt.ratio))
-            if post is None or lin is None or post < lin:
+            if rules.pair_in_play(post, lin):
                 kept.append(opt)
                 continue
+            assert post is not None
             self._rule_out(
                 opt,
                 post,
@@ -456,28 +495,26 @@ class _Prober:
         return kept
 
     def in_play(self, options: Sequence[Option], ruled_out: dict[Option, float]) -> list[Option]:
-        """Those of ``options`` whose ratio's best estimate so far (direct's J counting for
-        r = 1, the bound of an option the bound ruled out and the milder ratio's value of one
-        the ladder skipped as their estimates) is within the effort's margin of the best
-        estimate so far; the others are ruled out."""
+        """Those of ``options`` that :func:`~wrapcodec.encode.rules.family_in_play` keeps, the
+        value of a ratio being the lowest of its estimates, of the bounds of its options the
+        bound ruled out and of the ladder's values of those it skipped; the others are ruled
+        out."""
         margin = self.job.effort.family_margin
         if margin is None:
             return list(options)
         assert self._anchor is not None
-        family = {Fraction(1): self._anchor.cost}
         # a lower bound of the J of one ruled out; the ladder's value of one it skipped
-        for opt, least in ({**ruled_out, **self.skipped}).items():
-            family[opt.ratio] = min(least, family.get(opt.ratio, math.inf))
-        for e in self.estimates:
-            if e.option.code != 0:
-                family[e.option.ratio] = min(e.cost, family.get(e.option.ratio, math.inf))
+        lower = [(opt.ratio, least) for opt, least in ({**ruled_out, **self.skipped}).items()]
+        estimated = [(e.option.ratio, e.cost) for e in self.estimates if e.option.code != 0]
+        family = rules.best_by_ratio(self._anchor.cost, [*lower, *estimated])
         best = self._best()
         kept = []
         for opt in options:
             linear = family.get(opt.ratio)
-            if linear is None or linear <= (1 + margin) * best:
+            if rules.family_in_play(linear, best, margin):
                 kept.append(opt)
                 continue
+            assert linear is not None
             self._rule_out(
                 opt,
                 linear,

@@ -1,30 +1,13 @@
-"""Effort levels of the encoder's option search, and the pure rules they use.
-
-``exhaustive`` codes every usable option in full (the reference). The lower levels code an
-*anchor* (direct coding) in full, estimate post-1/1 (which shares its bitstream) from a few of
-the anchor's own decoded frames, rule out options whose distortion through an uncoded
-bottleneck — for linear options plus :data:`CODING_SHARE` of the anchor's, what coding at the
-same QP adds — already exceeds the anchor's J (a lower bound on their J), code the rest on a short
-*probe* (a few frames at the codec's fastest preset), estimate each one's full J from the probe
-scaled by the anchor's full-to-probe ratios — Lanczos options first (at ``fast`` from the mildest
-downscale to the strongest, a stronger one only while the milder one is within the margin), then
-bilinear and post, then wrappers, each only for ratios whose estimates so far are within
-:attr:`Effort.family_margin` of the best (and at ``fast`` a ratio's wrapper only where its
-post-processor beat linear) — and code only the best few of that ranking in full; the final
-choice is always made between candidates coded in full.
-
-With a bitrate budget each option coded in full gets its QP from a rate model: log-rate linear
-in QP (rate halves every :data:`QP_PER_OCTAVE` QPs until two encodes give the slope), a first
-guess corrected by real encodes until the lowest QP within the budget is known
-(:func:`next_qp`; bisection after :data:`MODEL_ENCODES` model guesses, so the search ends);
-below exhaustive the search stops after :data:`MODEL_ENCODES` encodes once one fits.
+"""The effort levels of the option search as data: what each level codes in full, probes,
+adapts and prunes (:class:`Effort`, :data:`EFFORTS`), the content adaptation's time budget
+(:class:`AdaptBudget`, :func:`parse_budget`) and the frames a probe and a bound are made on.
+How the search uses them is described once, in docs/effort.md.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wrapcodec.adapt import AdaptConfig
@@ -150,8 +133,6 @@ BOUND_FRAMES = 2  # frames the uncoded-bottleneck bound is measured on
 # leaves most of that error. Measured on the eight test sequences (Lanczos ratios, QPs 22–47):
 # its coding added 0.81–2.8 times the anchor's MSE with x265, 0.74–2.7 with x264.
 CODING_SHARE = 0.5
-QP_PER_OCTAVE = 6.0  # QPs that halve the rate, before two encodes measure it
-MODEL_ENCODES = 3  # encodes of one option placed by the rate model; then bisection
 
 
 def effort(name: str) -> Effort:
@@ -180,58 +161,3 @@ def spread(count: int, n: int) -> list[int]:
     if count <= n:
         return list(range(count))
     return sorted({round((i + 0.5) * count / n - 0.5) for i in range(n)})
-
-
-def estimated_cost(
-    probe_mse: float,
-    probe_bits_per_frame: float,
-    distortion_scale: float,
-    rate_scale: float,
-    overhead_bits: int,
-    frames: int,
-    samples_per_frame: int,
-    lam: float,
-) -> tuple[float, float]:
-    """(J, bits) of a candidate coded in full, estimated from its probe: the probe's MSE and
-    bits per frame times the anchor's full-to-probe ratios, plus the container overhead."""
-    bits = rate_scale * probe_bits_per_frame * frames + overhead_bits
-    return distortion_scale * probe_mse + lam * bits / (frames * samples_per_frame), bits
-
-
-def next_qp(
-    rates: Mapping[int, float], budget: float, qp_range: tuple[int, int], model: bool = True
-) -> int | None:
-    """The next QP to code in the search for the lowest QP whose rate fits ``budget``, given
-    the ``rates`` coded so far (QP → rate, same unit as the budget); None when the answer is
-    known: the lowest fitting QP is one above a QP over budget (or the range's bottom), or
-    the top of the range is over budget (nothing fits).
-
-    The rate is modelled as ``log2 R`` linear in QP through the two coded QPs nearest the
-    budget (one coded QP: slope ``−1/QP_PER_OCTAVE``); the next QP is the model's lowest
-    fitting QP, kept strictly between the highest QP over budget and the lowest one within.
-    With ``model`` false, two QPs below the lowest fitting one while none is over budget, one
-    above the highest over budget while none fits, else the middle of the interval between them
-    (bisection); every step narrows the interval, so the search ends."""
-    lo, hi = qp_range
-    over = [q for q, r in rates.items() if r > budget]
-    fits = [q for q, r in rates.items() if r <= budget]
-    floor = max(over) + 1 if over else lo  # lowest QP that may fit
-    ceiling = min(fits) if fits else hi + 1  # lowest QP known to fit (hi + 1: none yet)
-    if floor >= ceiling or (not fits and max(over) >= hi):
-        return None
-    if not model:
-        if not over:  # only fits so far: step down past the boundary
-            return max(floor, ceiling - 2)
-        if not fits:  # only overs so far: step up past it
-            return min(hi, floor + 1)
-        return (floor + ceiling - 1) // 2
-    known = sorted(rates, key=lambda q: abs(math.log2(rates[q] / budget)))[:2]
-    if len(known) == 2 and known[0] != known[1] and rates[known[0]] != rates[known[1]]:
-        a, b = known
-        slope = (math.log2(rates[b]) - math.log2(rates[a])) / (b - a)
-        slope = min(slope, -1.0 / (4 * QP_PER_OCTAVE))  # rates fall with QP
-    else:
-        slope = -1.0 / QP_PER_OCTAVE
-    q0 = known[0]
-    guess = math.ceil(q0 + (math.log2(budget) - math.log2(rates[q0])) / slope - 1e-9)
-    return min(max(guess, floor), ceiling - 1)

@@ -1,12 +1,38 @@
-"""What ``wrapcodec encode`` did and why, as printed by ``--json``: every candidate of every
+"""What the encoder reports: its progress while it works (:class:`ProgressSink`), and what it
+did and why, as printed by ``--json`` (:class:`EncodeReport`): every candidate of every
 segment, how it was judged (coded in full, estimated on a probe, or ruled out by a bound) and
 the figures the choice compared."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel
+
+from wrapcodec import metrics
+from wrapcodec.options import Option, bottleneck_size
+from wrapcodec.y4m import VideoInfo
+
+if TYPE_CHECKING:
+    from wrapcodec.encode.trials import Trial
+
+
+class ProgressSink(Protocol):
+    """Where the encoder reports progress (the CLI draws a bar; the library logs nothing)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, label: str) -> None: ...
+
+
+class Silent:
+    """A :class:`ProgressSink` that shows nothing."""
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, label: str) -> None:
+        pass
 
 
 class RungReport(BaseModel):
@@ -156,3 +182,40 @@ class EncodeReport(BaseModel):
     segments: list[SegmentReport]
     timings: dict[str, float]
     encodes: int  # encoder runs, probes included
+
+
+def candidate_report(trial: Trial, count: int, info: VideoInfo) -> CandidateReport:
+    """The figures of a candidate coded in full on ``count`` frames."""
+    c = trial.coded
+    bw, bh = trial.layout.bottleneck
+    return CandidateReport(
+        code=int(trial.option.code),
+        name=trial.option.name,
+        ratio=trial.option.ratio_text,
+        bottleneck=f"{bw}x{bh}",
+        qp=trial.qp,
+        bits=trial.bits,
+        kbps=metrics.kbps(trial.bits, count, info.fps_num, info.fps_den),
+        psnr_y=c.psnr_y,
+        psnr_u=c.psnr_u,
+        psnr_v=c.psnr_v,
+        psnr_yuv=c.psnr_yuv,
+        mse=c.mse_8bit,
+        cost=trial.cost,
+        encode_s=c.encode_s,
+        decode_s=c.decode_s,
+        shares=trial.shares,
+        qps_tried=trial.qps_tried,
+    )
+
+
+def bare_report(opt: Option, info: VideoInfo, **fields: object) -> CandidateReport:
+    """A candidate not coded in full: skipped, or ruled out."""
+    bw, bh = bottleneck_size(info.width, info.height, opt.ratio)
+    return CandidateReport(
+        code=int(opt.code),
+        name=opt.name,
+        ratio=opt.ratio_text,
+        bottleneck=f"{bw}x{bh}",
+        **fields,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,107 @@
+"""What one encode is asked to do (:class:`EncodeConfig`), checked before anything is coded."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from wrapcodec.adapt import AdaptConfig
+from wrapcodec.backend import Backend, EncodeSettings
+from wrapcodec.bank import Bank
+from wrapcodec.encode.efforts import EFFORTS, AdaptBudget, Effort
+from wrapcodec.errors import InputError
+from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
+from wrapcodec.options import Option
+
+
+class EncodeConfig(BaseModel):
+    """An encode: the codec and its settings, the candidate options and how hard the search
+    works on them. A bad value is an :class:`~wrapcodec.errors.InputError` naming the CLI
+    option that sets it."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    backend: Backend
+    settings: EncodeSettings
+    options: tuple[Option, ...]
+    bitrate_kbps: float | None = None
+    """A bitrate budget in kbps instead of ``settings.qp``."""
+    segment_frames: int | None = None
+    """Frames per segment. None: one segment, or segments of
+    :data:`~wrapcodec.encode.encoder.SEGMENT_SECONDS` for a clip over
+    :data:`~wrapcodec.encode.encoder.LONG_CLIP_SECONDS`; 0: one segment whatever the length."""
+    bank: Bank | None = None
+    """Where neural options take their networks; its id goes into the header when the file
+    uses one."""
+    adapt: AdaptConfig | None = None
+    """With steps > 0, each neural candidate coded in full is also tried with its
+    post-processor fitted to the segment."""
+    adapt_budget: AdaptBudget | Literal["effort"] | None = "effort"
+    """The rungs adaptation may fit (``"effort"``: the effort level's; None: no bound)."""
+    effort: str = "exhaustive"
+    """The search's level (:data:`~wrapcodec.encode.efforts.EFFORTS`)."""
+    jobs: int | None = None
+    """Candidates coded at once [:func:`~wrapcodec.encode.trials.default_jobs`]; the result
+    does not depend on it."""
+    pre_arithmetic: str = Field(default_factory=default_pre_arithmetic)
+    """Of the wrappers' pre-processors [:func:`~wrapcodec.nets.default_pre_arithmetic`]."""
+
+    @field_validator("bitrate_kbps")
+    @classmethod
+    def _positive_budget(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise InputError(f"--bitrate {v:g}: must be a positive, finite number of kbps")
+        return v
+
+    @field_validator("segment_frames")
+    @classmethod
+    def _segment_frames(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise InputError("--segment-frames must be 0 (one segment) or more")
+        return v
+
+    @field_validator("adapt")
+    @classmethod
+    def _adapt_steps(cls, v: AdaptConfig | None) -> AdaptConfig | None:
+        if v is not None and v.steps < 0:
+            raise InputError("--adapt-steps must be 0 or more")
+        return v
+
+    @field_validator("effort")
+    @classmethod
+    def _known_effort(cls, v: str) -> str:
+        if v not in EFFORTS:
+            raise InputError(f"--effort {v!r}: one of {', '.join(EFFORTS)}")
+        return v
+
+    @field_validator("pre_arithmetic", mode="before")
+    @classmethod
+    def _pre_arithmetic(cls, v: str | None) -> str:
+        v = v or default_pre_arithmetic()
+        if v not in PRE_ARITHMETICS:
+            raise InputError(f"--pre-arithmetic {v!r}: one of {', '.join(PRE_ARITHMETICS)}")
+        return v
+
+    @property
+    def level(self) -> Effort:
+        """The effort level."""
+        return EFFORTS[self.effort]
+
+    @property
+    def budget(self) -> AdaptBudget | None:
+        """The adaptation's time budget per neural candidate and segment (None: no bound)."""
+        if isinstance(self.adapt_budget, str):
+            return self.level.adapt_budget
+        return self.adapt_budget
+
+    @property
+    def adaptation(self) -> AdaptConfig | None:
+        """How neural candidates are adapted; None when they are not (no steps, or no time)."""
+        budget = self.budget
+        if budget is not None and budget.value == 0:
+            return None
+        if self.adapt is None or self.adapt.steps <= 0:
+            return None
+        return self.adapt

@@ -1,0 +1,294 @@
+"""One encode from start to finish: read the source, cut it into segments, choose an option
+for each (the search, :mod:`wrapcodec.encode.search`; content adaptation,
+:mod:`wrapcodec.encode.adapting`), write the ``.wrp`` file and report what was done.
+
+Segments: by default a clip longer than :data:`LONG_CLIP_SECONDS` is cut into segments of
+about :data:`SEGMENT_SECONDS` (:func:`default_segment_frames`), so the option and the update
+follow the content and each segment's update builds on the previous one's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wrapcodec import ffmpeg, metrics
+from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
+from wrapcodec.encode.adapting import with_adaptation
+from wrapcodec.encode.config import EncodeConfig
+from wrapcodec.encode.report import (
+    EncodeReport,
+    ProgressSink,
+    SegmentReport,
+    Silent,
+    bare_report,
+    candidate_report,
+)
+from wrapcodec.encode.search import exhaustive, probed
+from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
+from wrapcodec.errors import InputError
+from wrapcodec.options import OPTIONS, Option, skip_reason
+from wrapcodec.paths import STDIO, display_name, spool_stdin
+from wrapcodec.pipeline import InForce
+from wrapcodec.y4m import VideoInfo, count_frames, read_info
+
+SEGMENT_SECONDS = 3.0
+"""Default segment length of a long clip: long enough that a segment's update (tens to
+hundreds of bytes) and container record cost little against its payload, and that a fit has
+frames enough to learn from; short enough that the option and the update follow scene
+changes, and that each fit's training frames, held in memory, stay few. Updates after the
+first are sent as differences or inherited, so shorter segments cost little rate."""
+LONG_CLIP_SECONDS = 2 * SEGMENT_SECONDS
+"""Clips up to this long stay one segment (as before): cutting them would leave segments of
+a few seconds or less with nothing to amortise an update over."""
+
+
+def default_segment_frames(frames: int, fps_num: int, fps_den: int) -> int | None:
+    """Frames per segment when ``--segment-frames`` is not given: None (one segment) for a
+    clip of at most :data:`LONG_CLIP_SECONDS`, else :data:`SEGMENT_SECONDS` at the clip's
+    frame rate (at least one frame)."""
+    fps = fps_num / fps_den if fps_den > 0 and fps_num > 0 else 25.0
+    if frames <= LONG_CLIP_SECONDS * fps:
+        return None
+    return max(1, round(SEGMENT_SECONDS * fps))
+
+
+def _segments(frames: int, segment_frames: int | None) -> list[tuple[int, int]]:
+    step = segment_frames or frames
+    return [(first, min(step, frames - first)) for first in range(0, frames, step)]
+
+
+def encode_file(
+    input_path: str,
+    output_path: str,
+    config: EncodeConfig,
+    progress: ProgressSink | None = None,
+) -> EncodeReport:
+    """Choose an option for each segment of ``input_path`` by RDO as ``config`` says and
+    write ``output_path``; ``progress`` hears of every candidate judged.
+
+    ``input_path`` ``-`` is standard input, spooled to a temporary file and fully read and
+    validated up front, so that messages about it say "standard input" rather than the
+    spool's name."""
+    config.backend.validate(config.settings)
+    ffmpeg.require(config.backend)
+    progress = progress or Silent()
+    t_start = time.perf_counter()
+    timings = _Timings()
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
+        workdir = Path(tmp)
+        source, info, frames = _read_source(input_path, workdir)
+        segment_frames = config.segment_frames
+        if segment_frames is None:
+            segment_frames = default_segment_frames(frames, info.fps_num, info.fps_den)
+        ranges = _segments(frames, segment_frames)
+        job = _job(config, info, workdir, len(ranges))
+        usable = [o for o in config.options if skip_reason(o, info.width, info.height) is None]
+        if not usable:
+            raise InputError(
+                f"{display_name(input_path)}: no option is usable at {info.width}x{info.height}"
+            )
+        progress.start(len(usable) * len(ranges))
+        segments: list[Segment] = []
+        seg_reports: list[SegmentReport] = []
+        in_force: InForce | None = None  # the update in force after the last segment
+        for first, count in ranges:
+            clip = Clip(source, first, count)
+            best, seg_report = _choose(job, config, usable, clip, in_force, progress, timings)
+            segments.append(_segment(best, clip))
+            seg_reports.append(seg_report)
+            in_force = best.chain
+        header = _header(config, info, frames, segments)
+        write_wrp(output_path, header, segments)
+        total_bits = 8 * (
+            overhead_bytes(len(segments), version=header.version)
+            + sum(len(s.payload) + len(s.update) for s in segments)
+        )
+    seconds = {
+        "total_s": time.perf_counter() - t_start,
+        "adapt_s": timings.adapt_s,
+        "probe_s": timings.probe_s,
+    }
+    report = _report(input_path, output_path, config, info, frames, seg_reports, total_bits)
+    return report.model_copy(update={"timings": seconds, "encodes": job.streams.encodes})
+
+
+@dataclass
+class _Timings:
+    adapt_s: float = 0.0  # content adaptation
+    probe_s: float = 0.0  # probing, bound included
+
+
+def _read_source(input_path: str, workdir: Path) -> tuple[Path, VideoInfo, int]:
+    """The source's path (standard input spooled into ``workdir``), its stream header and
+    frame count; a source without frames is an :class:`InputError`."""
+    stdin = input_path == STDIO
+    name = display_name(input_path)
+    source = spool_stdin(workdir / "input.y4m") if stdin else Path(input_path)
+    info = read_info(source, name=name)
+    frames = count_frames(source, name=name, validate=stdin)
+    if frames == 0:
+        raise InputError(f"{name}: no frames")
+    return source, info, frames
+
+
+def _job(config: EncodeConfig, info: VideoInfo, workdir: Path, n_segments: int) -> Job:
+    return Job(
+        config.backend,
+        config.settings,
+        info,
+        workdir,
+        n_segments,
+        config.bank,
+        config.level,
+        config.adaptation,
+        adapt_budget=config.budget,
+        jobs=config.jobs or default_jobs(),
+        pre_arithmetic=config.pre_arithmetic,
+    )
+
+
+def _choose(
+    job: Job,
+    config: EncodeConfig,
+    usable: Sequence[Option],
+    clip: Clip,
+    in_force: InForce | None,
+    progress: ProgressSink,
+    timings: _Timings,
+) -> tuple[Trial, SegmentReport]:
+    """The best trial of one segment (the lowest J at a QP, the highest PSNR-YUV within a
+    bitrate budget) and the report of every candidate option on it."""
+    budget = config.bitrate_kbps
+    search = exhaustive if job.effort.verify is None or len(usable) == 1 else probed
+    decision = search(job, usable, clip, budget, progress)
+    timings.probe_s += decision.probe_s
+    trials: list[Trial] = []
+    for trial in decision.trials:
+        adaptation = None
+        if job.adapt is not None and trial.option.neural:
+            t0 = time.perf_counter()
+            trial, adaptation = with_adaptation(job, trial, clip, budget, in_force)
+            timings.adapt_s += time.perf_counter() - t0
+        trials.append(trial)
+        report = candidate_report(trial, clip.count, job.info)
+        report.adaptation = adaptation
+        before = decision.reports.get(int(trial.option.code))
+        report.estimate = before.estimate if before is not None else None
+        decision.reports[int(trial.option.code)] = report
+    if not trials:
+        raise InputError(f"no option reaches {budget:g} kbps on frames {clip.first}..")
+    if budget is None:
+        best = min(trials, key=lambda t: t.cost)
+    else:
+        best = max(trials, key=lambda t: t.coded.psnr_yuv)
+    info = job.info
+    reports = [
+        decision.reports.get(int(o.code))
+        or bare_report(o, info, skipped=skip_reason(o, info.width, info.height))
+        for o in config.options
+    ]
+    for report in reports:
+        report.chosen = report.code == int(best.option.code) and report.qp is not None
+    return best, SegmentReport(
+        first_frame=clip.first,
+        frame_count=clip.count,
+        option=int(best.option.code),
+        option_name=best.option.name,
+        probe=decision.probe,
+        candidates=reports,
+    )
+
+
+def _segment(best: Trial, clip: Clip) -> Segment:
+    """The container's record of ``best`` chosen for ``clip``."""
+    bw, bh = best.layout.bottleneck
+    return Segment(
+        option=int(best.option.code),
+        first_frame=clip.first,
+        frame_count=clip.count,
+        bottleneck_width=bw,
+        bottleneck_height=bh,
+        payload=best.coded.stream.read_bytes(),
+        update=best.update,
+        inherit=best.inherit,
+        prior=best.layout.prior,
+    )
+
+
+def _header(
+    config: EncodeConfig, info: VideoInfo, frames: int, segments: Sequence[Segment]
+) -> WrpHeader:
+    """The file's header: the model bank's id only when a segment uses a network, version 3
+    only when one uses a prior (files without priors stay version 2)."""
+    bank = config.bank
+    neural = bank is not None and any(OPTIONS[s.option].neural for s in segments)
+    return WrpHeader(
+        codec_id=config.backend.codec_id,
+        model_bank_id=bank.id_for(bank.integer) if bank is not None and neural else NO_MODEL_BANK,
+        integer=bank is not None and neural and bank.integer,
+        width=info.width,
+        height=info.height,
+        bitdepth=info.bitdepth,
+        chroma=int(info.chroma),
+        bottleneck_bitdepth=config.settings.bitdepth,
+        fps_num=info.fps_num,
+        fps_den=info.fps_den,
+        aspect_num=info.aspect_num,
+        aspect_den=info.aspect_den,
+        frame_count=frames,
+        color_range=info.color_range,
+        version=3 if any(s.prior for s in segments) else 2,
+    )
+
+
+def _report(
+    input_path: str,
+    output_path: str,
+    config: EncodeConfig,
+    info: VideoInfo,
+    frames: int,
+    seg_reports: Sequence[SegmentReport],
+    total_bits: int,
+) -> EncodeReport:
+    """The encode's report; the first segment's choice stands for the file's, its figures
+    averaged over all frames (its timings and encodes left for the caller to fill in)."""
+    settings, bitrate = config.settings, config.bitrate_kbps
+    chosen = [next(c for c in s.candidates if c.chosen) for s in seg_reports]
+    weights = [s.frame_count for s in seg_reports]
+    first_choice = seg_reports[0]
+    return EncodeReport(
+        input=input_path,
+        output=output_path,
+        codec=config.backend.name,
+        preset=settings.preset,
+        effort=config.effort,
+        pre_arithmetic=config.pre_arithmetic,
+        bitdepth=settings.bitdepth,
+        qp=None if bitrate else settings.qp,
+        bitrate_budget_kbps=bitrate,
+        rdo_lambda=None if bitrate else config.backend.qp_to_lambda(settings.qp),
+        width=info.width,
+        height=info.height,
+        frames=frames,
+        fps=f"{info.fps_num}/{info.fps_den}",
+        option=first_choice.option,
+        option_name=first_choice.option_name,
+        ratio=next(c.ratio for c in first_choice.candidates if c.chosen),
+        bits=total_bits,
+        kbps=metrics.kbps(total_bits, frames, info.fps_num, info.fps_den),
+        psnr_y=_frame_weighted([c.psnr_y for c in chosen], weights),
+        psnr_yuv=_frame_weighted([c.psnr_yuv for c in chosen], weights),
+        candidates=first_choice.candidates,
+        segments=list(seg_reports),
+        timings={},
+        encodes=0,
+    )
+
+
+def _frame_weighted(values: Sequence[float | None], weights: Sequence[int]) -> float:
+    """Per-frame averages of segments combined into the average over all frames."""
+    return sum(float(v or 0.0) * w for v, w in zip(values, weights, strict=True)) / sum(weights)
