@@ -1,4 +1,9 @@
-"""Shared fixtures: small real clips cut from the bundled Park Joy clip."""
+"""Shared fixtures: small real clips cut from the bundled Park Joy clip.
+
+Two tiers: ``pytest -m "not slow"`` runs the quick one (formats, networks, rules and error
+paths, under a minute), plain ``pytest`` runs every test. A test is ``slow`` when it works on
+real video or a real codec (it requests ``parkjoy``, which every clip here is cut from, or
+``require_backend``), or when it is marked so by hand (training, the demo)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,17 @@ from pydantic import BaseModel
 from wrapcodec import ffmpeg
 from wrapcodec.backend import get_backend
 from wrapcodec.y4m import Frame, VideoInfo, Y4MWriter, iter_frames, read_info
+
+# Requesting one of these (directly or through another fixture) means coding real video.
+SLOW_FIXTURES = frozenset({"parkjoy", "require_backend"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that requests one of :data:`SLOW_FIXTURES`: coding real video
+    is what takes the time, so the rule follows the fixtures, not the module a test is in."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

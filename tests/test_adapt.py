@@ -241,6 +241,7 @@ def test_fit_checks_its_configuration(post: PostProcessor) -> None:
         fit(post, decoded, sources, RD, start=relative)
 
 
+@pytest.mark.slow  # five fits of a real network
 def test_rd_fit_is_smaller_than_int8_and_deterministic(post: PostProcessor) -> None:
     decoded, sources = _pictures()
     int8 = fit(post, decoded, sources, AdaptConfig(steps=15, crop=32, batch=2))
@@ -254,6 +255,7 @@ def test_rd_fit_is_smaller_than_int8_and_deterministic(post: PostProcessor) -> N
     assert len(dear.update) < len(rd.update) < len(cheap.update)
 
 
+@pytest.mark.slow  # three fits of a real network
 def test_warm_start_continues_from_the_update_in_force(post: PostProcessor) -> None:
     decoded, sources = _pictures()
     first = fit(post, decoded, sources, RD)
@@ -281,6 +283,7 @@ def test_warm_start_continues_from_the_update_in_force(post: PostProcessor) -> N
     )
 
 
+@pytest.mark.slow  # 100 backward passes through a real network
 def test_sensitivity_is_the_gauss_newton_diagonal(post: PostProcessor) -> None:
     """The tail's bias adds to one residual channel: ∂f/∂b is 1 on a quarter of the luma
     samples (channels 0–3) or on a whole chroma plane (4, 5), so the diagonal is exactly

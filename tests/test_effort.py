@@ -4,6 +4,7 @@ against an independent exhaustive reference, and for determinism."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.bank import get_bank
+from wrapcodec.bdrate import Curve, bd_rate
 from wrapcodec.cli import cli
 from wrapcodec.container import overhead_bytes
 from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file, rd_cost
@@ -356,11 +358,16 @@ def test_bench_effort(
     assert result.exit_code == 0, result.output + str(result.exception)
     results = json.loads((out / "results.json").read_text())
     assert set(results["efforts"]) == {"fast", "exhaustive"}
-    ex = results["efforts"]["exhaustive"]
-    assert ex["bd_rate_vs_exhaustive_mean"] == 0.0 and ex["same_choice"] == "3/3"
+    assert results["efforts"]["exhaustive"]["same_choice"] == "3/3"
     fast = results["efforts"]["fast"]
     assert fast["runs"] == 3 and math.isfinite(fast["time_ratio_median"])
-    assert fast["bd_rate_vs_exhaustive_mean"] is not None
+
+    def curve(effort: str) -> Curve:  # a level's recorded points, by QP
+        runs = sorted((r for r in results["runs"] if r["effort"] == effort), key=lambda r: r["qp"])
+        return Curve.of([r["kbps"] for r in runs], [r["psnr_yuv"] for r in runs])
+
+    expected = bd_rate(curve("exhaustive"), curve("fast")).bd_rate  # fast against exhaustive
+    assert fast["bd_rate_vs_exhaustive_mean"] == pytest.approx(expected, rel=1e-12)
     assert "| fast |" in (out / "report.md").read_text()
     again = runner.invoke(cli, args)  # from the cache
     assert again.exit_code == 0
@@ -372,6 +379,41 @@ def test_bench_effort(
     third = runner.invoke(cli, [*args, "--pre-arithmetic", other])
     assert third.exit_code == 0, third.output
     assert len(list((out / "cache").iterdir())) == 2 * entries
+
+
+def test_bench_effort_summary_scores_each_level_against_exhaustive() -> None:
+    """Twice exhaustive's rate at the same PSNR is a BD-rate of +100 %, the same points 0 %;
+    the mean is over sequences, and a choice counts as the same at the same QP only."""
+    from wrapcodec.effortbench import EffortRun, summarise
+
+    curve = [(27, 800.0, 40.0), (37, 300.0, 35.0), (47, 100.0, 30.0)]
+    runs = [
+        EffortRun(
+            sequence=seq,
+            qp=qp,
+            effort=effort,
+            option="bilinear-1/2" if (seq, effort, qp) == ("b", "fast", 47) else "direct",
+            kbps=kbps * (2.0 if (seq, effort) == ("a", "fast") else 1.0),
+            psnr_yuv=psnr,
+            seconds=3.0,
+            direct_s=1.5,
+            encodes=1,
+        )
+        for seq in ("a", "b")
+        for effort in ("exhaustive", "fast")
+        for qp, kbps, psnr in curve
+    ]
+    summary = summarise(runs, ["fast", "exhaustive"])
+    fast, ex = summary["efforts"]["fast"], summary["efforts"]["exhaustive"]
+    assert fast["bd_rate_vs_exhaustive"] == {
+        "a": pytest.approx(100.0, rel=1e-9),
+        "b": pytest.approx(0.0, abs=1e-9),
+    }
+    assert fast["bd_rate_vs_exhaustive_mean"] == pytest.approx(50.0, rel=1e-9)
+    assert fast["bd_rate_vs_exhaustive_max"] == pytest.approx(100.0, rel=1e-9)
+    assert fast["same_choice"] == "5/6" and ex["same_choice"] == "6/6"
+    assert ex["bd_rate_vs_exhaustive_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert fast["runs"] == 6 and fast["time_ratio_median"] == 2.0
 
 
 @pytest.mark.parametrize(
@@ -398,8 +440,13 @@ def test_bench_effort_cache_names_the_search(monkeypatch: pytest.MonkeyPatch) ->
 
     assert effortbench._effort_fields("exhaustive") == {"effort": "exhaustive"}
     fast = effortbench._effort_fields("fast")
-    assert fast["search"]["window"] == EFFORTS["fast"].window
     assert fast != effortbench._effort_fields("medium")
+    level = EFFORTS["fast"]
+    # both parameters of the probe window (frames, and luma samples for small pictures)
+    for change in ({"window": level.window + 1}, {"probe_samples": 2 * level.probe_samples}):
+        with monkeypatch.context() as m:
+            m.setitem(EFFORTS, "fast", dataclasses.replace(level, **change))
+            assert effortbench._effort_fields("fast") != fast, change
     monkeypatch.setattr(effortbench, "SEARCH_REVISION", effortbench.SEARCH_REVISION + 1)
     assert effortbench._effort_fields("fast") != fast
 

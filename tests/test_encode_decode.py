@@ -243,6 +243,7 @@ def test_tiny_frames_pad_for_the_codec(
     assert acc.psnr_yuv == pytest.approx(report["psnr_yuv"], abs=0.01)
 
 
+@pytest.mark.slow  # the demo codes the bundled clip with every option
 def test_demo(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["demo", "--codec", "x264", "--qp", "36", "--keep", str(tmp_path)])
     assert result.exit_code == 0, result.output

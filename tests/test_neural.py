@@ -32,6 +32,7 @@ def test_every_neural_option_ships(bank: Bank) -> None:
     assert bank.integer and bank.id_for(True) not in (bank.id, bytes(8))
 
 
+@pytest.mark.slow  # counts every shipped network's operations at 1080p
 def test_cards_match_weights_and_budgets(bank: Bank) -> None:
     for code, card in bank.cards.items():
         assert sha256_file(bank.folder / card.file) == card.sha256

@@ -133,6 +133,7 @@ def test_cached_qps_and_loading(cache: Path) -> None:
     assert float((y - ty).abs().mean()) < 0.15
 
 
+@pytest.mark.slow  # trains
 def test_training_on_pairs_learns(cache: Path, tmp_path: Path) -> None:
     """Supervised training on the coded pairs lowers the MSE on a fixed set of crops of them
     (from the bilinear start) within a hundred small steps."""

@@ -126,6 +126,7 @@ def test_sigterm_decode(tmp_path: Path, wrapper_wrp: Path) -> None:
     assert not [pid for pid in decoders if _alive(pid)], "ffmpeg left running"
 
 
+@pytest.mark.slow  # the command line in a child process
 def test_sigterm_while_starting(tmp_path: Path) -> None:
     """SIGTERM while the command line is still importing: one line, 143."""
     proc = _start(["backends"], tmp_path, tmp_path)
