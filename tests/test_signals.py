@@ -138,6 +138,32 @@ def test_sigterm_while_starting(tmp_path: Path) -> None:
     _one_line(err, "Terminated.")
 
 
+_SWALLOWED = """
+import os, signal, sys, types
+from wrapcodec import __main__ as entry
+
+def main():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    except KeyboardInterrupt:
+        pass  # swallowed inside an import, as a library's own fallback may
+    raise AttributeError("module 'numpy' has no attribute 'dtype'")  # the half-made module
+
+sys.modules["wrapcodec.cli"] = types.SimpleNamespace(main=main)
+entry.main()
+"""
+
+
+def test_sigterm_that_breaks_an_import_still_ends_with_one_line(tmp_path: Path) -> None:
+    """A signal inside an import can leave a half-initialised module whose next user fails
+    with another error: once a signal has come, that error ends as the signal does."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SWALLOWED], cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert done.returncode == 143, done.stderr
+    _one_line(done.stderr, "Terminated.")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_after_the_decode_wrote_its_output(
     tmp_path: Path, wrapper_wrp: Path, sig: signal.Signals

@@ -30,6 +30,16 @@ def main() -> None:
         interrupt.hold()
         sys.stderr.write(interrupt.message(exc) + "\n")
         status = interrupt.exit_status(exc)
+    except Exception:
+        # A signal inside an import can leave a half-initialised module behind (numpy's, for
+        # one), and whoever imports it next fails with some other error: once a signal has
+        # come, any error is the signal's consequence and ends as the signal does.
+        stop = interrupt.received()
+        if stop is None:
+            raise
+        interrupt.hold()
+        sys.stderr.write(interrupt.message(stop) + "\n")
+        status = interrupt.exit_status(stop)
     except SystemExit as exc:
         if isinstance(exc.code, str):
             sys.stderr.write(exc.code + "\n")

@@ -73,6 +73,11 @@ def stopping() -> bool:
     return bool(_received)
 
 
+def received() -> KeyboardInterrupt | None:
+    """The interruption of the first signal handled (None: no signal yet)."""
+    return _interruption(_received[0]) if _received else None
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(OSError):
         if proc.returncode is None:
