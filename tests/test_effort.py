@@ -384,7 +384,7 @@ def test_bench_effort(
 def test_bench_effort_summary_scores_each_level_against_exhaustive() -> None:
     """Twice exhaustive's rate at the same PSNR is a BD-rate of +100 %, the same points 0 %;
     the mean is over sequences, and a choice counts as the same at the same QP only."""
-    from wrapcodec.effortbench import EffortRun, summarise
+    from wrapcodec.bench.effort import EffortRun, summarise
 
     curve = [(27, 800.0, 40.0), (37, 300.0, 35.0), (47, 100.0, 30.0)]
     runs = [
@@ -403,7 +403,7 @@ def test_bench_effort_summary_scores_each_level_against_exhaustive() -> None:
         for effort in ("exhaustive", "fast")
         for qp, kbps, psnr in curve
     ]
-    summary = summarise(runs, ["fast", "exhaustive"])
+    summary = summarise(runs, ["fast", "exhaustive"]).model_dump()
     fast, ex = summary["efforts"]["fast"], summary["efforts"]["exhaustive"]
     assert fast["bd_rate_vs_exhaustive"] == {
         "a": pytest.approx(100.0, rel=1e-9),

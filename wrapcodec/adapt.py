@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wrapcodec.errors import InputError
 from wrapcodec.nets import PEAK_8BIT, PostProcessor, mse_8bit
 from wrapcodec.update import (
     Distortion,
@@ -52,10 +53,20 @@ Picture = tuple[Tensor, Tensor]
 """A normalised 4:2:0 picture: (1,1,H,W) luma and (1,2,H/2,W/2) chroma, H and W even."""
 
 
+MAX_STEPS = 10_000
+"""Most steps a fit is asked for: over 30 times the default, minutes of fitting per candidate."""
+
+
+def check_steps(steps: int | None) -> None:
+    """Refuse ``--adapt-steps`` outside 0..:data:`MAX_STEPS` in one line (None: the default)."""
+    if steps is not None and not 0 <= steps <= MAX_STEPS:
+        raise InputError(f"--adapt-steps {steps}: at most {MAX_STEPS}")
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
-    """How the encoder fits a post-processor to a segment (defaults chosen by measurement,
-    README "Content adaptation")."""
+    """How the encoder fits a post-processor to a segment (defaults chosen by measurement:
+    docs/measurements.md, "Content adaptation")."""
 
     steps: int = 300
     subset: Subset = Subset.BIAS_TAIL

@@ -23,7 +23,7 @@ from importlib.metadata import entry_points
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wrapcodec.errors import BackendError
+from wrapcodec.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,13 @@ class Backend:
         ``preset`` itself when that is as fast."""
         order = self.presets if self.fastest_first else self.presets[::-1]
         return min(self.probe or preset, preset, key=order.index)
+
+    def check_qp(self, qp: int, what: str = "--qp") -> None:
+        """Refuse a QP outside :attr:`qp_range` in one line naming the option ``what``, before
+        anything is done."""
+        lo, hi = self.qp_range
+        if not lo <= qp <= hi:
+            raise InputError(f"{what} {qp}: {self.name} takes QPs {lo}..{hi}")
 
     def validate(self, settings: EncodeSettings) -> None:
         """Raise :class:`BackendError` when the settings are outside what this codec takes."""

@@ -9,9 +9,11 @@ import os
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import torch
@@ -27,8 +29,8 @@ from rich.progress import (
 from rich.table import Table
 
 from wrapcodec import __version__, ffmpeg, interrupt
-from wrapcodec.adapt import AdaptConfig
-from wrapcodec.backend import EncodeSettings, backends, get_backend
+from wrapcodec.adapt import AdaptConfig, check_steps
+from wrapcodec.backend import backends, get_backend
 from wrapcodec.bank import Bank, get_bank
 from wrapcodec.bench import analysis as bench_analysis
 from wrapcodec.bench import effort as bench_effort_lib
@@ -38,8 +40,9 @@ from wrapcodec.bench import run as bench_run
 from wrapcodec.bench.analysis import BenchResults
 from wrapcodec.decoder import decode_file, file_info
 from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file
-from wrapcodec.encode.efforts import DEFAULT_EFFORT, EFFORTS, parse_budget
-from wrapcodec.encode.report import AdaptationReport
+from wrapcodec.encode.config import adaptation_for, settings_for
+from wrapcodec.encode.efforts import DEFAULT_EFFORT, EFFORTS, AdaptBudget, parse_budget
+from wrapcodec.encode.report import AdaptationReport, CandidateReport
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
@@ -49,21 +52,6 @@ from wrapcodec.paths import STDIO, check_input, check_output, display_name
 
 err_console = Console(stderr=True)
 DEMO_CLIP = "parkjoy_480x270_10f.y4m"
-MAX_ADAPT_STEPS = 10_000
-"""Most ``--adapt-steps`` taken: over 30 times the default, minutes of fitting per candidate."""
-
-
-def _check_qp(codec: str, qp: int, what: str = "--qp") -> None:
-    """Refuse a QP outside ``codec``'s range, before anything is done (one range per codec:
-    its backend's ``qp_range``)."""
-    lo, hi = get_backend(codec).qp_range
-    if not lo <= qp <= hi:
-        raise InputError(f"{what} {qp}: {codec} takes QPs {lo}..{hi}")
-
-
-def _check_adapt_steps(steps: int | None) -> None:
-    if steps is not None and not 0 <= steps <= MAX_ADAPT_STEPS:
-        raise InputError(f"--adapt-steps {steps}: at most {MAX_ADAPT_STEPS}")
 
 
 class _Group(click.Group):
@@ -141,37 +129,83 @@ def _rungs_line(name: str, a: AdaptationReport) -> str:
     return f"[dim]updates tried for {name}: {tried}[/dim]"
 
 
-def _candidate_table(report: EncodeReport) -> Table:
-    table = Table(title=f"{report.codec} QP {report.qp}" if report.qp is not None else None)
-    columns = ("code", "option", "bottleneck", "QP", "kbps", "PSNR-Y", "PSNR-YUV", "J", "enc s")
-    for col in (*columns, "adapt dB", "update"):
-        table.add_column(col, justify="right" if col not in ("option",) else "left")
-    for c in report.candidates:
-        if c.qp is None:  # skipped, or ruled out without being coded in full
-            est = (
-                ""
-                if c.estimate is None
-                else f"≥{c.estimate.cost:.3f}"
-                if c.estimate.method == "bound"
-                else f"~{c.estimate.cost:.3f}"
-            )
-            table.add_row(
-                str(c.code), "  " + c.name, c.bottleneck, *[""] * 4, est, *[""] * 3, style="dim"
-            )
-            continue
-        table.add_row(
-            str(c.code),
-            ("▶ " if c.chosen else "  ") + c.name,
-            c.bottleneck,
-            str(c.qp),
-            f"{c.kbps:.1f}",
-            f"{c.psnr_y:.3f}",
-            f"{c.psnr_yuv:.3f}",
-            f"{c.cost:.3f}",
-            f"{c.encode_s:.1f}",
-            *_update_cell(c.adaptation),
-            style="bold" if c.chosen else None,
-        )
+@dataclass
+class _Column:
+    """A table column: its header, its cells (one per row), and whether it is shown however
+    narrow the terminal."""
+
+    header: str
+    cells: list[str]
+    right: bool = True
+    required: bool = False
+
+    @property
+    def width(self) -> int:
+        return max([len(self.header), *map(len, self.cells)])
+
+
+def _fitted_table(
+    columns: list[_Column], width: int, styles: list[str | None] | None = None, **table: Any
+) -> tuple[Table, int]:
+    """A table of the required columns and, in their order, the others up to the first that
+    does not fit in ``width`` characters, no cell cut or wrapped; and how many columns were
+    left out."""
+    used = 1 + sum(c.width + 3 for c in columns if c.required)  # a rule and two spaces each
+    shown = []
+    fits = True
+    for column in columns:
+        if not column.required:
+            fits = fits and used + column.width + 3 <= width
+            if not fits:
+                continue
+            used += column.width + 3
+        shown.append(column)
+    out = Table(**table)
+    for column in shown:
+        out.add_column(column.header, justify="right" if column.right else "left", no_wrap=True)
+    rows = len(columns[0].cells) if columns else 0
+    for i in range(rows):
+        out.add_row(*(c.cells[i] for c in shown), style=(styles or [None] * rows)[i])
+    return out, len(columns) - len(shown)
+
+
+def _candidate_table(report: EncodeReport, width: int) -> Table:
+    """The candidates, a line each with the option's full name; columns beyond option, QP,
+    kbps, PSNR-YUV and J as far as ``width`` allows (``--json`` has every field)."""
+    rows = report.candidates
+    coded = [c.qp is not None for c in rows]
+
+    def cells(value: Callable[[CandidateReport], str]) -> list[str]:
+        return [value(c) if ok else "" for c, ok in zip(rows, coded, strict=True)]
+
+    def cost(c: CandidateReport) -> str:
+        if c.qp is not None:
+            return f"{c.cost:.3f}"
+        if c.estimate is None:  # skipped
+            return ""
+        return ("≥" if c.estimate.method == "bound" else "~") + f"{c.estimate.cost:.3f}"
+
+    updates = [_update_cell(c.adaptation) for c in rows]
+    columns = [
+        _Column("option", [("▶ " if c.chosen else "  ") + c.name for c in rows], False, True),
+        _Column("QP", cells(lambda c: str(c.qp)), required=True),
+        _Column("kbps", cells(lambda c: f"{c.kbps:.1f}"), required=True),
+        _Column("PSNR-YUV", cells(lambda c: f"{c.psnr_yuv:.3f}"), required=True),
+        _Column("J", [cost(c) for c in rows], required=True),
+        _Column("adapt dB", [u[0] for u in updates]),
+        _Column("update", [u[1] for u in updates]),
+        _Column("PSNR-Y", cells(lambda c: f"{c.psnr_y:.3f}")),
+        _Column("enc s", cells(lambda c: f"{c.encode_s:.1f}")),
+        _Column("size", [c.bottleneck for c in rows]),
+        _Column("code", [str(c.code) for c in rows]),
+    ]
+    styles = [
+        "bold" if c.chosen else None if ok else "dim" for c, ok in zip(rows, coded, strict=True)
+    ]
+    title = f"{report.codec} QP {report.qp}" if report.qp is not None else None
+    table, left_out = _fitted_table(columns, width, styles, title=title)
+    if left_out:
+        table.caption = f"{left_out} more columns on a wider terminal; --json has every field"
     return table
 
 
@@ -182,7 +216,7 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
         click.echo(report.model_dump_json(indent=2), err=to_stderr)
         return
     console = Console(stderr=to_stderr)
-    console.print(_candidate_table(report))
+    console.print(_candidate_table(report, console.width))
     for c in report.candidates:
         if c.skipped:
             console.print(f"[dim]skipped {c.name}: {c.skipped}[/dim]")
@@ -338,17 +372,13 @@ def encode(
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
     backend = get_backend(codec)
-    if qp is not None:
-        _check_qp(codec, qp)
-    _check_adapt_steps(adapt_steps)
-    budget = EFFORTS[effort].adapt_budget if adapt_budget is None else parse_budget(adapt_budget)
+    settings = settings_for(backend, qp, preset, int(bitdepth))
+    adapt = adaptation_for(effort, adapt_steps)
+    budget: AdaptBudget | Literal["effort"] | None = "effort"  # the effort level's
+    if adapt_budget is not None:
+        budget = parse_budget(adapt_budget)
     check_input(input)
     check_output(output, overwrite, source=input)
-    settings = EncodeSettings(
-        qp=qp if qp is not None else backend.qp_range[0],
-        preset=preset or backend.default_preset,
-        bitdepth=int(bitdepth),
-    )
     bank = get_bank(models)
     config = EncodeConfig(
         backend=backend,
@@ -357,11 +387,7 @@ def encode(
         bitrate_kbps=bitrate,
         segment_frames=segment_frames,
         bank=bank,
-        # steps by the segment's size unless --adapt-steps fixes them (per rung)
-        adapt=AdaptConfig(
-            steps=EFFORTS[effort].adapt_steps if adapt_steps is None else adapt_steps,
-            grow=adapt_steps is None,
-        ),
+        adapt=adapt,
         adapt_budget=budget,
         effort=effort,
         jobs=jobs,
@@ -622,18 +648,16 @@ def demo(
         out_dir.mkdir(parents=True, exist_ok=True)
         wrp, y4m = str(out_dir / "demo.wrp"), str(out_dir / "demo.y4m")
         backend = get_backend(codec)
-        _check_qp(codec, qp)
+        settings = settings_for(backend, qp, preset, 10)
         check_input(str(path))
         check_output(wrp, True, source=str(path))
         bank = get_bank(None)
-        level = EFFORTS[effort]
         config = EncodeConfig(
             backend=backend,
-            settings=EncodeSettings(qp=qp, preset=preset or backend.default_preset, bitdepth=10),
+            settings=settings,
             options=tuple(parse_options("all", bank.has, bank.where)),
             bank=bank,
-            adapt=AdaptConfig(steps=level.adapt_steps, grow=True),
-            adapt_budget=level.adapt_budget,
+            adapt=adaptation_for(effort, None),
             effort=effort,
         )
         report = _encode(str(path), wrp, config, as_json)
@@ -719,7 +743,7 @@ def bench(
     """RD curves, frontiers and BD-rates of every option on DATASET (.y4m folder or file)."""
     backend = get_backend(codec)
     qp_list = parse_qps(qps, codec, backend.qp_range, minimum=2)
-    _check_adapt_steps(adapt_steps)
+    check_steps(adapt_steps)
     if adapt_budget:
         parse_budget(adapt_budget)  # refused here, in one line, before any point
     bank = get_bank(models)
@@ -800,30 +824,16 @@ def _bd_table(results: BenchResults, width: int) -> Table:
     ]
     headers = {bench_analysis.AVERAGE: bench_analysis.AVERAGE, bench_analysis.MEAN: "mean"}
     headers |= {sequence: sequence for sequence in results.sequences}
-    cells = {
-        column: [bench_report.fmt_bd(per.value(column, "envelope")) for _, per in shown]
-        for column in headers
-    }
-    used = 1 + max([len("row"), *(len(row) for row, _ in shown)]) + 3  # a rule, 2 spaces
-    columns: list[str] = []
-    for column, header in headers.items():
-        used += max([len(header), *map(len, cells[column])]) + 3
-        if used > width and len(columns) >= 2:
-            break
-        columns.append(column)
-    left_out = len(headers) - len(columns)
+    columns = [_Column("row", [row for row, _ in shown], right=False, required=True)]
+    for i, (column, header) in enumerate(headers.items()):
+        figures = [bench_report.fmt_bd(per.value(column, "envelope")) for _, per in shown]
+        columns.append(_Column(header, figures, required=i < 2))
     caption = "mean: of the sequences' BD-rates"
+    title = f"BD-rate vs direct {results.config.codec}, PSNR-YUV, RD envelope"
+    table, left_out = _fitted_table(columns, width, title=title)
     if left_out:
         caption += f"; {left_out} more sequences in report.md"
-    table = Table(
-        title=f"BD-rate vs direct {results.config.codec}, PSNR-YUV, RD envelope",
-        caption=caption,
-    )
-    table.add_column("row", no_wrap=True)
-    for column in columns:
-        table.add_column(headers[column], justify="right", no_wrap=True)
-    for i, (row, _) in enumerate(shown):
-        table.add_row(row, *(cells[column][i] for column in columns))
+    table.caption = caption
     return table
 
 
@@ -875,7 +885,7 @@ def bench_effort(
     Runs one encode at a time (timings need the machine to themselves); cached and resumable."""
     backend = get_backend(codec)
     qp_list = parse_qps(qps, codec, backend.qp_range)
-    _check_adapt_steps(adapt_steps)
+    check_steps(adapt_steps)
     bank = get_bank(models)
     config = bench_effort_lib.EffortConfig(
         dataset=dataset,

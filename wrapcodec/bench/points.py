@@ -120,7 +120,7 @@ class Point(BaseModel):
     adapt_s: float | None = None  # fitting the update
     adapt_used: bool = False  # the update lowers J, so the point carries it
     psnr_yuv_without_update: float | None = None  # the bank's post-processor on this bitstream
-    adapt_cost_without: float | None = None  # J = D + λ·R of either variant (rdo.rd_cost)
+    adapt_cost_without: float | None = None  # J = D + λ·R of either variant (encode.rd_cost)
     adapt_cost_with: float | None = None
 
 

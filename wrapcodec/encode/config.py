@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from wrapcodec.adapt import AdaptConfig
+from wrapcodec.adapt import AdaptConfig, check_steps
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.bank import Bank
 from wrapcodec.encode.efforts import EFFORTS, AdaptBudget, Effort
@@ -105,3 +105,27 @@ class EncodeConfig(BaseModel):
         if self.adapt is None or self.adapt.steps <= 0:
             return None
         return self.adapt
+
+
+def settings_for(
+    backend: Backend, qp: int | None, preset: str | None, bitdepth: int
+) -> EncodeSettings:
+    """The codec settings of an encode: ``qp`` checked against the backend's range, or under
+    a bitrate budget (None) the backend's lowest QP, which the bitrate search replaces per
+    option; the backend's default preset unless one is given."""
+    if qp is not None:
+        backend.check_qp(qp)
+    return EncodeSettings(
+        qp=backend.qp_range[0] if qp is None else qp,
+        preset=preset or backend.default_preset,
+        bitdepth=bitdepth,
+    )
+
+
+def adaptation_for(effort: str, steps: int | None) -> AdaptConfig:
+    """Content adaptation as ``--adapt-steps`` asks: the effort level's steps, grown with the
+    segment's size (None), or ``steps`` per update rung, as given."""
+    check_steps(steps)
+    if steps is None:
+        return AdaptConfig(steps=EFFORTS[effort].adapt_steps, grow=True)
+    return AdaptConfig(steps=steps)
