@@ -184,24 +184,12 @@ def run_point(spec: PointSpec) -> Point:
     ``spec.threads`` bounds the encoder's threads and the networks' (torch) threads."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    backend = get_backend(spec.codec)
-    if spec.rival:
-        if spec.option != 0:
-            raise InputError(f"rival {spec.rival!r} is coded as option 0, not {spec.option}")
-        backend = backend.with_rival(spec.rival)
+    backend, bank, layout = _set_up(spec)
     settings = EncodeSettings(
         qp=spec.qp, preset=spec.preset, bitdepth=spec.bitdepth, threads=spec.threads
     )
     source = Path(spec.path)
-    info = read_info(source)
-    opt = OPTIONS[spec.option]
-    bank = get_bank(spec.models) if opt.neural else None
-    prior = bank.prior_for(opt, backend.name, spec.qp) if bank is not None else 0
-    if bank is not None and bank.card(opt, prior).key != spec.model_hash:
-        raise InputError(f"{spec.models}: the model of option {spec.option} has changed")
-    layout = Layout.make(
-        info, opt, backend, spec.bitdepth, bank, pre_arithmetic=spec.pre_arithmetic, prior=prior
-    )
+    info, opt = layout.source, layout.option
     extra = [m for m in spec.metrics if m != "psnr"]
     with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-") as tmp:
         workdir = Path(tmp)
@@ -260,6 +248,26 @@ def run_point(spec: PointSpec) -> Point:
         psnr_yuv_lanczos_post=lanczos_post,
         **adaptation,
     )
+
+
+def _set_up(spec: PointSpec) -> tuple[Backend, Bank | None, Layout]:
+    """The point's backend (a rival's where it is one), its bank (neural options only; its
+    model must be the one the spec was planned with) and its option's layout."""
+    backend = get_backend(spec.codec)
+    if spec.rival:
+        if spec.option != 0:
+            raise InputError(f"rival {spec.rival!r} is coded as option 0, not {spec.option}")
+        backend = backend.with_rival(spec.rival)
+    opt = OPTIONS[spec.option]
+    bank = get_bank(spec.models) if opt.neural else None
+    prior = bank.prior_for(opt, backend.name, spec.qp) if bank is not None else 0
+    if bank is not None and bank.card(opt, prior).key != spec.model_hash:
+        raise InputError(f"{spec.models}: the model of option {spec.option} has changed")
+    info = read_info(Path(spec.path))
+    layout = Layout.make(
+        info, opt, backend, spec.bitdepth, bank, pre_arithmetic=spec.pre_arithmetic, prior=prior
+    )
+    return backend, bank, layout
 
 
 def _bits(coded: Coded, update: bytes = b"") -> int:
