@@ -39,3 +39,24 @@ def test_encode_table_fits_80_columns(
     for header in ("PSNR-Y ", "enc s", "size", "code", "adapt dB", "update"):
         assert header in wide, header
     assert "more columns" not in wide
+
+
+def _narrow(args: list[str]) -> list[str]:
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    rows = [line for line in result.output.splitlines() if line.startswith(("│", "┃", "┏", "└"))]
+    assert rows and all(len(line) <= 80 for line in rows), "\n".join(rows)
+    return rows
+
+
+def test_models_table_fits_80_columns() -> None:
+    rows = _narrow(["models"])
+    names = {line.split("│")[2].strip() for line in rows if line.startswith("│")}
+    assert {"post-1", "post-1_2", "wrapper-2_3"} <= names, names
+
+
+def test_backends_table_fits_80_columns() -> None:
+    rows = _narrow(["backends"])
+    names = {line.split("│")[1].strip() for line in rows if line.startswith("│")}
+    assert {"x264", "x265", "svtav1", "vvenc", "aom"} <= names, names

@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -91,11 +91,15 @@ class _Bar:
 
 
 def _progress(enabled: bool) -> Progress:
+    """The progress bar of encodes and benches on stderr, with an estimate of the time left
+    (from the pace so far: the work items are not all alike)."""
     return Progress(
         TextColumn("{task.description:<22}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         console=err_console,
         disable=not enabled,
         transient=True,
@@ -169,6 +173,10 @@ def _fitted_table(
     return out, len(columns) - len(shown)
 
 
+def _more(count: int, what: str) -> str:
+    return f"{count} more {what}{'s' if count > 1 else ''}"
+
+
 def _candidate_table(report: EncodeReport, width: int) -> Table:
     """The candidates, a line each with the option's full name; columns beyond option, QP,
     kbps, PSNR-YUV and J as far as ``width`` allows (``--json`` has every field)."""
@@ -205,7 +213,7 @@ def _candidate_table(report: EncodeReport, width: int) -> Table:
     title = f"{report.codec} QP {report.qp}" if report.qp is not None else None
     table, left_out = _fitted_table(columns, width, styles, title=title)
     if left_out:
-        table.caption = f"{left_out} more columns on a wider terminal; --json has every field"
+        table.caption = f"{_more(left_out, 'column')} on a wider terminal; --json has every field"
     return table
 
 
@@ -454,21 +462,26 @@ def list_backends(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"ffmpeg": ffmpeg.ffmpeg_exe(), "backends": rows}, indent=2))
         return
-    table = Table(title=f"ffmpeg {ffmpeg.capabilities().version}: {ffmpeg.ffmpeg_exe()}")
-    for col in ("name", "id", "codec", "encoder / decoder", "bit depths", "QP", "usable here"):
-        table.add_column(col)
-    for name, b in backends().items():
-        lacks = ffmpeg.missing(b)
-        table.add_row(
-            name,
-            str(b.codec_id),
-            b.description,
-            f"{b.encoder} / {b.decoder}",
-            ",".join(map(str, b.bitdepths)),
-            f"{b.qp_range[0]}..{b.qp_range[1]}",
-            "yes" if not lacks else "no: lacks " + ", ".join(lacks),
-        )
-    Console().print(table)
+    console = Console()
+    found = backends()
+    usable = {name: _usable(ffmpeg.missing(b)) for name, b in found.items()}
+    columns = [
+        _Column("name", list(found), right=False, required=True),
+        _Column("usable here", list(usable.values()), right=False, required=True),
+        _Column("QP", [f"{b.qp_range[0]}..{b.qp_range[1]}" for b in found.values()]),
+        _Column("bits", [",".join(map(str, b.bitdepths)) for b in found.values()]),
+        _Column("encoder / decoder", [f"{b.encoder} / {b.decoder}" for b in found.values()], False),
+        _Column("id", [str(b.codec_id) for b in found.values()]),
+    ]
+    title = f"ffmpeg {ffmpeg.capabilities().version}"
+    console.print(_fitted_table(columns, console.width, title=title)[0])
+    console.print(f"ffmpeg: {ffmpeg.ffmpeg_exe()}", soft_wrap=True)
+    for name, b in found.items():
+        console.print(f"[bold]{name}[/bold]: {b.description}")
+
+
+def _usable(missing: Sequence[str]) -> str:
+    return "yes" if not missing else "no: lacks " + ", ".join(missing)
 
 
 @cli.group(invoke_without_command=True)
@@ -500,30 +513,34 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"model bank {bank.id.hex()}: {bank.folder}")
-    for col in (
-        "option",
-        "name",
-        "post MAC/px",
-        "post params",
-        "pre MAC/px",
-        "steps",
-        "val BD-rate",
-    ):
-        table.add_column(col)
-    for r in rows:
-        bd = r["val_bd_rate"] or {}
-        assert isinstance(bd, dict)
-        table.add_row(
-            str(r["option"]),
-            str(r["name"]),
-            f"{r['macs_per_pixel']:.1f}",
-            str(r["params"]),
-            "-" if r["pre_macs_per_pixel"] is None else f"{r['pre_macs_per_pixel']:.0f}",
-            str(r["steps"]),
-            ", ".join(f"{k} {v:+.2f} %" for k, v in bd.items() if v is not None) or "-",
-        )
-    Console().print(table)
+
+    def first_bd(r: dict[str, Any]) -> str:  # the card's first rival: direct or Lanczos
+        bd = {k: v for k, v in (r["val_bd_rate"] or {}).items() if v is not None}
+        return next((f"{v:+.2f} % vs {k}" for k, v in bd.items()), "-")
+
+    columns = [
+        _Column("code", [str(r["option"]) for r in rows], required=True),
+        _Column("model", [str(r["name"]) for r in rows], right=False, required=True),
+        _Column("val BD-rate", [first_bd(r) for r in rows], required=True),
+        _Column("MAC/px", [f"{r['macs_per_pixel']:.1f}" for r in rows]),
+        _Column("params", [str(r["params"]) for r in rows]),
+        _Column(
+            "pre MAC/px",
+            [
+                "-" if r["pre_macs_per_pixel"] is None else f"{r['pre_macs_per_pixel']:.0f}"
+                for r in rows
+            ],
+        ),
+        _Column("steps", [str(r["steps"]) for r in rows]),
+    ]
+    console = Console()
+    table, left_out = _fitted_table(
+        columns, console.width, title=f"model bank {bank.id.hex()}: {bank.folder}"
+    )
+    table.caption = "val BD-rate: against the first rival of the card; --json has them all"
+    if left_out:
+        table.caption += f"; {_more(left_out, 'column')} on a wider terminal"
+    console.print(table)
 
 
 @models.command(name="speed")
@@ -769,7 +786,7 @@ def bench(
     )
     folder = Path(out or f"bench-{Path(dataset).stem}-{codec}")
     command = _resolved_command("bench", dataset, skip=("jobs", "threads", "dask", "out"))
-    with _bench_progress(sys.stderr.isatty()) as progress:
+    with _progress(sys.stderr.isatty()) as progress:
         results, written = bench_run.run_bench(config, folder, command, _Bar(progress, "points"))
     console = Console()
     console.print(_bd_table(results, console.width))
@@ -798,21 +815,6 @@ def _resolved_command(name: str, dataset: str, skip: tuple[str, ...]) -> str:
     return shlex.join(["wrapcodec", name, dataset, *flags])
 
 
-def _bench_progress(enabled: bool) -> Progress:
-    """The benches' progress bar on stderr, with an estimate of the time left."""
-    return Progress(
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=not enabled,
-        transient=True,
-    )
-
-
 def _bd_table(results: BenchResults, width: int) -> Table:
     """The envelope BD-rates (PSNR-YUV) as a table of at most ``width`` characters: a line
     per row with its full name, the average sequence and the mean of sequences, then as many
@@ -832,7 +834,7 @@ def _bd_table(results: BenchResults, width: int) -> Table:
     title = f"BD-rate vs direct {results.config.codec}, PSNR-YUV, RD envelope"
     table, left_out = _fitted_table(columns, width, title=title)
     if left_out:
-        caption += f"; {left_out} more sequences in report.md"
+        caption += f"; {_more(left_out, 'sequence')} in report.md"
     table.caption = caption
     return table
 
@@ -902,7 +904,7 @@ def bench_effort(
     )
     folder = Path(out or f"bench-effort-{Path(dataset).stem}-{codec}")
     command = _resolved_command("bench-effort", dataset, skip=("out",))
-    with _bench_progress(sys.stderr.isatty()) as progress:
+    with _progress(sys.stderr.isatty()) as progress:
         _, report = bench_effort_lib.run_effort_bench(
             config, folder, command, _Bar(progress, "encodes")
         )
