@@ -172,7 +172,8 @@ def test_pairs_train_post_processors_only(cache: Path) -> None:
 
 def test_cli_pairs_refuses_bad_lists_in_one_line(runner: CliRunner, tmp_path: Path) -> None:
     for args, message in (
-        (["--qps", "22,x"], "QP 'x' is not a whole number"),
+        (["--qps", "22,x"], "--qps: not a list of integers"),
+        (["--qps", "22,99"], "--qps 99: x265 takes QPs 0..51"),
         (["--ratios", "1,3/4"], "ratio '3/4' is not one of"),
         (["--codecs", "nosuch"], "unknown codec backend 'nosuch'"),
     ):

@@ -31,14 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from torch import Tensor
 
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.dataset import Picture, image_files, read_picture
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PostProcessor, unit
-from wrapcodec.options import OPTIONS, Option
+from wrapcodec.options import OPTIONS, Option, parse_qps
 from wrapcodec.paths import atomic_write
 from wrapcodec.pipeline import Layout, decode_bottleneck, encode_stream
 from wrapcodec.resample import resample_plane
@@ -343,17 +342,8 @@ def iter_points_text(codecs: str, ratios: str, qps: str) -> Iterator[Point]:
         if text not in {"1", "1/2", "2/3", "1/4"}:
             raise InputError(f"ratio {text!r} is not one of 1, 1/2, 2/3, 1/4")
         ratio_values.append(Fraction(text))
-    qp_values = []
-    for text in qps.split(","):
-        if not (text.isascii() and text.isdigit()):
-            raise InputError(f"QP {text!r} is not a whole number")
-        qp_values.append(int(text))
-    for codec in codecs.split(","):
-        backend = get_backend(codec)
-        for qp in qp_values:
-            try:
-                settings = EncodeSettings(qp=qp, preset=backend.default_preset)
-            except ValidationError:
-                raise InputError(f"QP {qp} is out of range") from None
-            backend.validate(settings)
+    backends = [get_backend(codec) for codec in codecs.split(",")]
+    qp_values: list[int] = []
+    for backend in backends:  # the same QPs for every codec: each must take them all
+        qp_values = parse_qps(qps, backend.name, backend.qp_range, minimum=1)
     yield from points(codecs.split(","), ratio_values, qp_values)
