@@ -3,71 +3,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from procs import alive, children, one_line, requires_proc, start, wait_for
 
 from wrapcodec.cli import cli
 from wrapcodec.y4m import count_frames
-
-
-def _start(args: list[str], tmp: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "wrapcodec", *args],
-        env={**os.environ, "TMPDIR": str(tmp)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        # A runner started in the background ignores SIGINT, and children inherit that;
-        # a user's terminal does not, so give the child the default dispositions.
-        preexec_fn=lambda: [
-            signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)
-        ],
-    )
-
-
-def _wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 120
-    while not ready() and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    assert ready(), f"{what} never happened"
-
-
-def _children(pid: int) -> list[int]:
-    """The processes ``pid`` started (ffmpeg), from every thread."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:  # the thread ended meanwhile
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _one_line(err: bytes, line: str) -> None:
-    lines = [x for x in err.decode().splitlines() if x.strip()]
-    assert lines == [line], err.decode()
-
-
-requires_proc = pytest.mark.skipif(
-    not Path(f"/proc/{os.getpid()}/task").is_dir(), reason="needs /proc to see child processes"
-)
 
 
 @requires_proc
@@ -80,19 +27,19 @@ def test_sigterm_encode(tmp_path: Path, parkjoy: Path, jobs: str) -> None:
     out.mkdir()
     args = ["encode", str(parkjoy), "-o", str(out / "o.wrp"), "--codec", "x265", "--qp", "30"]
     args += ["--preset", "slow", "--options", "0,9,10,12,13", "--effort", "exhaustive"]
-    proc = _start([*args, "--jobs", jobs], tmp, tmp_path)
-    _wait_for(proc, lambda: bool(list(tmp.glob("wrapcodec-*/*.265"))), "encoding")
+    proc = start([*args, "--jobs", jobs], tmp, tmp_path)
+    wait_for(proc, lambda: bool(list(tmp.glob("wrapcodec-*/*.265"))), "encoding")
     time.sleep(0.5)
-    coders = _children(proc.pid)
+    coders = children(proc.pid)
     assert coders, "no ffmpeg running"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    _one_line(err, "Terminated.")
+    one_line(err, "Terminated.")
     assert list(tmp.iterdir()) == []
     assert list(out.iterdir()) == []
     time.sleep(0.2)
-    assert not [pid for pid in coders if _alive(pid)], "ffmpeg left running"
+    assert not [pid for pid in coders if alive(pid)], "ffmpeg left running"
 
 
 @pytest.fixture(scope="module")
@@ -113,29 +60,29 @@ def test_sigterm_decode(tmp_path: Path, wrapper_wrp: Path) -> None:
     tmp, out = tmp_path / "tmp", tmp_path / "out"
     tmp.mkdir()
     out.mkdir()
-    proc = _start(["decode", str(wrapper_wrp), "-o", str(out / "o.y4m")], tmp, tmp_path)
-    _wait_for(proc, lambda: bool(list(out.glob(".o.y4m.*.tmp"))), "writing")
-    decoders = _children(proc.pid)
+    proc = start(["decode", str(wrapper_wrp), "-o", str(out / "o.y4m")], tmp, tmp_path)
+    wait_for(proc, lambda: bool(list(out.glob(".o.y4m.*.tmp"))), "writing")
+    decoders = children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    _one_line(err, "Terminated.")
+    one_line(err, "Terminated.")
     assert list(tmp.iterdir()) == []
     assert list(out.iterdir()) == []
     time.sleep(0.2)
-    assert not [pid for pid in decoders if _alive(pid)], "ffmpeg left running"
+    assert not [pid for pid in decoders if alive(pid)], "ffmpeg left running"
 
 
 @pytest.mark.slow  # the command line in a child process
 def test_sigterm_while_starting(tmp_path: Path) -> None:
     """SIGTERM while the command line is still importing: one line, 143."""
-    proc = _start(["backends"], tmp_path, tmp_path)
+    proc = start(["backends"], tmp_path, tmp_path)
     time.sleep(0.5)  # the imports take seconds
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    _one_line(err, "Terminated.")
+    one_line(err, "Terminated.")
 
 
 _SWALLOWED = """
@@ -154,14 +101,14 @@ entry.main()
 """
 
 
-def test_sigterm_that_breaks_an_import_still_ends_with_one_line(tmp_path: Path) -> None:
+def test_sigterm_that_breaks_an_import_still_ends_withone_line(tmp_path: Path) -> None:
     """A signal inside an import can leave a half-initialised module whose next user fails
     with another error: once a signal has come, that error ends as the signal does."""
     done = subprocess.run(
         [sys.executable, "-c", _SWALLOWED], cwd=tmp_path, capture_output=True, timeout=120
     )
     assert done.returncode == 143, done.stderr
-    _one_line(done.stderr, "Terminated.")
+    one_line(done.stderr, "Terminated.")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -177,7 +124,7 @@ def test_signal_after_the_decode_wrote_its_output(
     for when in ("renamed", "renamed", "said", "said"):
         out = tmp_path / "o.y4m"
         out.unlink(missing_ok=True)
-        proc = _start(["decode", str(wrapper_wrp), "-o", str(out)], tmp_path, tmp_path)
+        proc = start(["decode", str(wrapper_wrp), "-o", str(out)], tmp_path, tmp_path)
         assert proc.stderr is not None
         said = b""
         if when == "renamed":

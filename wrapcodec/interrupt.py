@@ -18,6 +18,12 @@ reports one that arrived since then, flushes standard output and error and
 exits without the interpreter's teardown (a second or so of torch and numba), during which a
 signal would end the process without a word.
 
+A pool's worker process is set up by :func:`worker` (the pool's initializer) and runs each
+task inside :func:`working`: a signal during a task kills the task's ffmpeg processes and
+unwinds it as in the main program (its temporary folder removed); one while the worker waits
+for a task ends the worker on the spot, with nothing to clean up. So the parent stops its
+workers by sending them SIGTERM, and a terminal's Ctrl-C, which reaches them too, does the same.
+
 This module imports only the standard library's lightest modules, so that ``__main__`` can
 install the handlers before it imports the command line.
 """
@@ -34,6 +40,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Iterator
 
 EXIT_INTERRUPTED = 130
 """128 + SIGINT, as a shell reports a command that Ctrl-C ended."""
@@ -52,6 +59,8 @@ _late: list[int] = []  # signals that came after hold()
 _children: set[subprocess.Popen[bytes]] = set()
 _installed = False
 _held = False
+_worker = False  # this process is a pool's worker (see worker())
+_busy = False  # ... and runs a task (see working())
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:
@@ -88,6 +97,10 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _held:  # the command is over: finish() reports it
         _late.append(signum)
         return
+    if _worker and not _busy:  # a worker between tasks: nothing to clean up
+        for proc in list(_children):
+            _kill(proc)
+        os._exit(128 + signum)
     if _received:
         return  # cleaning up after the first one
     _received.append(signum)
@@ -108,6 +121,35 @@ def install() -> None:
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _handler)
         _installed = True
+
+
+def worker() -> None:
+    """Set up a pool's worker process (the pool's initializer): the handlers installed, as
+    :func:`install` does (a forked worker has them already, a spawned one not), and nothing
+    of the parent's state kept (its signals, its ffmpeg processes)."""
+    global _worker, _held
+    _received.clear()
+    _late.clear()
+    _children.clear()
+    _held = False
+    _worker = True
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    install()
+
+
+@contextlib.contextmanager
+def working() -> Iterator[None]:
+    """In a worker process, the span of one task: a signal inside it unwinds the task (see
+    the module's docstring). A task that comes after a signal is refused at once."""
+    global _busy
+    if _received:
+        raise _interruption(_received[0])
+    _busy = True
+    try:
+        yield
+    finally:
+        _busy = False
 
 
 def track(proc: subprocess.Popen[bytes]) -> None:

@@ -4,13 +4,15 @@ Dask distributed cluster, and ``wrapcodec bench`` as one call (:func:`run_bench`
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import contextlib
+import time
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel
 
-from wrapcodec import ffmpeg
+from wrapcodec import ffmpeg, interrupt
 from wrapcodec.backend import get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.bench.analysis import BenchResults, assemble
@@ -24,27 +26,70 @@ from wrapcodec.options import OPTIONS
 
 S = TypeVar("S", bound=Keyed)
 R = TypeVar("R", bound=BaseModel)
+_Measured = Generator[tuple[S, R], None, None]
 
 
-def _local(specs: Sequence[S], jobs: int, measure: Callable[[S], R]) -> Iterator[tuple[S, R]]:
-    """In this process one after the other (``jobs`` ≤ 1), else on ``jobs`` processes."""
+STOP_GRACE_S = 5.0
+"""How long the worker processes have to unwind their points after SIGTERM (kill their
+ffmpeg, remove their temporary folders) before they are killed."""
+
+
+def _in_worker(measure: Callable[[S], R], spec: S) -> R:
+    """``measure(spec)`` in a worker process, as one task (:func:`interrupt.working`)."""
+    with interrupt.working():
+        return measure(spec)
+
+
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel the points not started and stop the worker processes: SIGTERM, which makes each
+    unwind its point (:mod:`wrapcodec.interrupt`), then SIGKILL for one still there after
+    :data:`STOP_GRACE_S`. Waiting for the running points instead could take minutes."""
+    # The executor's own list of its processes (Python 3.14's terminate_workers() reads it
+    # too): the public shutdown() would wait for the running points or leave them running.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    try:
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError):
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in processes:
+            proc.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError):
+                if proc.exitcode is None:
+                    proc.kill()
+                    proc.join(1.0)
+
+
+def _local(specs: Sequence[S], jobs: int, measure: Callable[[S], R]) -> _Measured[S, R]:
+    """In this process one after the other (``jobs`` ≤ 1), else on ``jobs`` processes.
+
+    When the caller stops early (a signal, an error, the iterator closed), the points not
+    started are cancelled and the worker processes stopped (:func:`_stop`), with their ffmpeg
+    processes and temporary folders: nothing goes on running."""
     if jobs <= 1:
         for spec in specs:
             yield spec, measure(spec)
         return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(measure, s): s for s in specs}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=interrupt.worker)
+    try:
+        futures = {pool.submit(_in_worker, measure, s): s for s in specs}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
 
 
-def _dask(specs: Sequence[S], address: str, measure: Callable[[S], R]) -> Iterator[tuple[S, R]]:
-    """On the Dask scheduler at ``address`` (``measure`` must be a top-level function)."""
+def _dask(specs: Sequence[S], address: str, measure: Callable[[S], R]) -> _Measured[S, R]:
+    """On the Dask scheduler at ``address`` (``measure`` must be a top-level function).
+
+    When the caller stops early, the points are cancelled on the cluster (a point already
+    running on a worker thread runs to its end there, as Dask cannot stop a thread) and the
+    client closed; the cluster's workers are left alone."""
     try:
         from distributed import Client, as_completed
     except ImportError as exc:
@@ -58,8 +103,13 @@ def _dask(specs: Sequence[S], address: str, measure: Callable[[S], R]) -> Iterat
     with client:
         futures = client.map(measure, list(specs), pure=False)
         spec_of = {future.key: spec for future, spec in zip(futures, specs, strict=True)}
-        for future in as_completed(futures):
-            yield spec_of[future.key], future.result()
+        try:
+            for future in as_completed(futures):
+                yield spec_of[future.key], future.result()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.cancel(futures)
+            raise
 
 
 def run_cached(
@@ -85,14 +135,15 @@ def run_cached(
             done[spec.key()] = hit
             if on_result:
                 on_result(hit, True)
-    measured: Iterable[tuple[S, R]] = (
-        _dask(todo, dask, measure) if dask else _local(todo, jobs, measure)
-    )
-    for spec, result in measured:
-        cache.put(spec, result)
-        done[spec.key()] = result
-        if on_result:
-            on_result(result, False)
+    measured = _dask(todo, dask, measure) if dask else _local(todo, jobs, measure)
+    # Closed on the way out, whatever stops this loop (a signal here, not inside the
+    # iterator, included): the iterator stops its workers then, not when collected.
+    with contextlib.closing(measured):
+        for spec, result in measured:
+            cache.put(spec, result)
+            done[spec.key()] = result
+            if on_result:
+                on_result(result, False)
     return [done[s.key()] for s in specs], len(todo)
 
 

@@ -1,0 +1,161 @@
+"""Ctrl-C and SIGTERM stop every process a command started, at once: the bench's worker
+processes with their ffmpeg, the encoder's threads' ffmpeg. Sent for real to a real
+``python -m wrapcodec``, with the processes it started read off /proc before the signal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from procs import alive, children, command, descendants, one_line, requires_proc, start, wait_for
+from pydantic import BaseModel
+
+from wrapcodec.bench.cache import Cache
+from wrapcodec.bench.run import run_cached
+
+STOPPED_S = 10.0
+"""How soon after the signal the command must have ended, and everything it started with it
+(a point of the slow preset below takes a minute or more)."""
+
+SLOW = ["--codec", "vvenc", "--preset", "slower"]
+"""The codec at its slowest: whatever is running when the signal comes is far from done."""
+
+SIGNALS = pytest.mark.parametrize(
+    ("sig", "line", "status"),
+    [(signal.SIGTERM, "Terminated.", 143), (signal.SIGINT, "Interrupted.", 130)],
+)
+
+
+def _coders(pid: int) -> list[int]:
+    return [p for p in descendants(pid) if command(p).startswith("ffmpeg")]
+
+
+def _stopped(
+    proc: subprocess.Popen[bytes], busy: int, sig: signal.Signals, line: str, status: int
+) -> None:
+    """Once ``busy`` ffmpeg processes run under ``proc``, send ``sig``: ``proc`` ends with
+    ``status`` and ``line``, and every process it had started ends too, within
+    :data:`STOPPED_S` seconds."""
+    started: list[int] = []
+    try:
+        wait_for(proc, lambda: len(_coders(proc.pid)) >= busy, f"{busy} ffmpeg running")
+        time.sleep(0.5)
+        started = descendants(proc.pid)
+        proc.send_signal(sig)
+        signalled = time.monotonic()
+        ended = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            ended = proc.communicate(timeout=STOPPED_S)
+        assert ended is not None, f"still running {STOPPED_S:g} s after the signal"
+        err = ended[1]
+        assert proc.returncode == status, err
+        one_line(err, line)
+        while [p for p in started if alive(p)] and time.monotonic() - signalled < STOPPED_S:
+            time.sleep(0.05)
+        left = [f"{p} {command(p)}" for p in started if alive(p)]
+        assert not left, f"left running: {left}"
+    finally:  # a failed test leaves nothing behind either
+        for pid in [proc.pid, *started]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+
+
+@requires_proc
+@SIGNALS
+def test_signal_stops_the_bench_workers(
+    tmp_path: Path,
+    parkjoy: Path,
+    require_backend: Callable[[str], None],
+    sig: signal.Signals,
+    line: str,
+    status: int,
+) -> None:
+    """A signal while two worker processes each code a point and two more points wait: the
+    command ends at once with one line, the workers and their ffmpeg with it, and no
+    temporary folder is left."""
+    require_backend("vvenc")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = ["bench", str(parkjoy), *SLOW, "--qps", "22,27,32,37", "--options", "0"]
+    args += ["--jobs", "2", "--threads", "1", "--out", str(tmp_path / "bench")]
+    proc = start(args, tmp, tmp_path)
+    _stopped(proc, 2, sig, line, status)
+    assert list(tmp.iterdir()) == []
+
+
+@requires_proc
+@SIGNALS
+def test_signal_stops_the_encoder_threads(
+    tmp_path: Path,
+    parkjoy: Path,
+    require_backend: Callable[[str], None],
+    sig: signal.Signals,
+    line: str,
+    status: int,
+) -> None:
+    """A signal while three threads each code a candidate: the command ends at once with one
+    line, every ffmpeg with it, and neither a temporary folder nor an output is left."""
+    require_backend("vvenc")
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    args = ["encode", str(parkjoy), "-o", str(out / "o.wrp"), *SLOW, "--qp", "30"]
+    args += ["--options", "0,9,10,12,13", "--effort", "exhaustive", "--jobs", "3"]
+    proc = start(args, tmp, tmp_path)
+    _stopped(proc, 3, sig, line, status)
+    assert list(tmp.iterdir()) == []
+    assert list(out.iterdir()) == []
+
+
+class _Spec(BaseModel):
+    n: int
+    seconds: float = 0.0
+
+    def key(self) -> str:
+        return f"n{self.n}"
+
+
+class _Result(BaseModel):
+    n: int
+    pid: int
+
+
+def _measure(spec: _Spec) -> _Result:
+    time.sleep(spec.seconds)
+    return _Result(n=spec.n * spec.n, pid=os.getpid())
+
+
+def test_worker_processes_measure_in_order(tmp_path: Path) -> None:
+    """On two processes, every result comes back, in the order of the specs, from the
+    workers."""
+    specs = [_Spec(n=n) for n in range(6)]
+    results, measured = run_cached(specs, Cache(tmp_path, _Result), _measure, jobs=2)
+    assert [r.n for r in results] == [n * n for n in range(6)]
+    assert measured == 6
+    assert os.getpid() not in {r.pid for r in results}
+
+
+@requires_proc
+def test_stopping_while_taking_a_result_stops_the_workers(tmp_path: Path) -> None:
+    """A signal while the caller handles a result, outside the workers' iterator: the workers,
+    still measuring, are stopped at once all the same."""
+    specs = [_Spec(n=0), *(_Spec(n=n, seconds=60.0) for n in range(1, 5))]
+    workers: list[int] = []
+
+    def interrupted(_result: _Result, _hit: bool) -> None:
+        workers.extend(children(os.getpid()))
+        raise KeyboardInterrupt
+
+    begun = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_cached(specs, Cache(tmp_path, _Result), _measure, jobs=2, on_result=interrupted)
+    assert time.monotonic() - begun < STOPPED_S
+    assert workers
+    assert not [p for p in workers if alive(p)]
