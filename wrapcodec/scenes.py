@@ -28,10 +28,11 @@ an intra picture and carries a record and perhaps an update (tens to hundreds of
 a second of payload amortises; and a flash or a burst of quick cuts must not fragment the
 clip into segments too short to fit an update on."""
 MAX_SECONDS = 6.0
-"""Longest segment: as long as a clip the encoder already codes as one segment (and holds
-the training frames of for a fit), so that a scene without a cut costs no more memory than
-such a clip; at least twice :data:`MIN_SECONDS`, so that splitting a long segment evenly
-never leaves a part shorter than the minimum."""
+"""Longest segment: as long as a clip the encoder already codes as one segment, so a long
+scene without a cut is split where its content may have drifted from the first update's (the
+next update is sent as a difference, or inherited, at little cost), and its frames held for a
+fit are spread over no more than that; at least twice :data:`MIN_SECONDS`, so that splitting a
+long segment evenly never leaves a part shorter than the minimum."""
 
 
 def seconds_to_frames(seconds: float, fps_num: int, fps_den: int) -> int:
