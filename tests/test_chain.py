@@ -150,7 +150,7 @@ def test_budgets_parse_and_convert_without_a_clock() -> None:
     assert EFFORTS["exhaustive"].adapt_budget is None
 
 
-def test_long_clips_default_to_segments_of_three_seconds() -> None:
+def test_long_clips_without_scene_detection_fall_back_to_segments_of_three_seconds() -> None:
     assert default_segment_frames(10, 25, 1) is None  # the test clips: one segment
     assert default_segment_frames(150, 25, 1) is None  # 6 s
     assert default_segment_frames(151, 25, 1) == 75

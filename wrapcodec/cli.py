@@ -238,7 +238,8 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
         )
     if len(report.segments) > 1:
         choices = ", ".join(f"{s.first_frame}:{s.option_name}" for s in report.segments)
-        console.print(f"segments: {choices}")
+        how = " (cut at scene changes)" if report.segmentation == "scenes" else ""
+        console.print(f"segments{how}: {choices}")
     console.print(
         f"chosen: option {report.option} ({report.option_name}), {report.kbps:.1f} kbps, "
         f"PSNR-YUV {report.psnr_yuv:.3f} dB, PSNR-Y {report.psnr_y:.3f} dB → "
@@ -251,6 +252,25 @@ def _encode(input: str, output: str, config: EncodeConfig, as_json: bool) -> Enc
     """``config``'s encode of ``input`` to ``output``, with a progress bar on a terminal."""
     with _progress(not as_json and sys.stderr.isatty()) as progress:
         return encode_file(input, output, config, _Bar(progress, "encoding"))
+
+
+class _SegmentFrames(click.ParamType):
+    """``--segment-frames``: a count of frames (0 or more), or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | Literal["auto"]:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            count = int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of frames nor auto", param, ctx)
+        if count < 0:
+            self.fail(f"{count} is below 0", param, ctx)
+        return count
 
 
 _codec_opt = click.option(
@@ -321,10 +341,11 @@ _models_opt = click.option(
 @_options_opt
 @click.option(
     "--segment-frames",
-    type=int,
+    type=_SegmentFrames(),
     default=None,
-    help="Choose the option (and fit the update) per segment of N frames; 0: one segment "
-    "[one segment up to 6 s, else segments of 3 s].",
+    metavar="N|auto",
+    help="Choose the option (and fit the update) per segment of N frames; 0: one segment; "
+    "auto: segments cut at scene changes, 1 to 6 s long [one segment up to 6 s, else auto].",
 )
 @_effort_opt
 @click.option(
@@ -364,7 +385,7 @@ def encode(
     preset: str | None,
     bitdepth: str,
     options: str,
-    segment_frames: int | None,
+    segment_frames: int | Literal["auto"] | None,
     effort: str,
     jobs: int | None,
     pre_arithmetic: str,

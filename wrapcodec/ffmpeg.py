@@ -380,6 +380,77 @@ def run_filter(distorted: Path, reference: Path, graph: str) -> None:
             raise FFmpegError(f"metric filter failed (exit {rc})", cmd, _stderr_text(err))
 
 
+@functools.lru_cache(maxsize=4)
+def _filters(exe: str) -> frozenset[str]:
+    """Names in ``-filters``, whose lines read " .. scdet   V->V   Detect video scene change"
+    (" TSC scdet ..." in older builds)."""
+    names = set()
+    for line in _list(exe, "filters").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and "->" in parts[2]:
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def has_filter(name: str) -> bool:
+    """Whether the configured ffmpeg has the filter ``name`` (cached per binary)."""
+    return name in _filters(ffmpeg_exe())
+
+
+def scene_args(exe: str, in_path: str) -> list[str]:
+    """The command that runs ``scdet`` on the y4m file ``in_path`` and prints every frame's
+    scene score on stdout ("frame:N ..." then "lavfi.scd.score=S"), discarding the frames."""
+    graph = "scdet,metadata=mode=print:key=lavfi.scd.score:file=-"
+    return [
+        exe, "-hide_banner", "-nostdin", "-nostats", "-f", "yuv4mpegpipe", "-i", in_path,
+        "-vf", graph, "-an", "-f", "null", "-",
+    ]  # fmt: skip
+
+
+def parse_scene_scores(text: str) -> dict[int, float]:
+    """Frame number to score, from what :func:`scene_args` prints; lines it does not know
+    are passed over."""
+    scores: dict[int, float] = {}
+    frame = None
+    for line in text.splitlines():
+        if line.startswith("frame:"):
+            with contextlib.suppress(ValueError, IndexError):
+                frame = int(line[len("frame:") :].split()[0])
+        elif line.startswith("lavfi.scd.score=") and frame is not None:
+            with contextlib.suppress(ValueError):
+                scores[frame] = float(line.split("=", 1)[1])
+    return scores
+
+
+def scene_scores(in_path: Path, frame_count: int) -> list[float]:
+    """The ``scdet`` scene score (0 to 100) of each of the ``frame_count`` frames of the y4m
+    file ``in_path``: how much more frame *i* differs from frame *i*-1 than that frame from its
+    own predecessor (frame 0 scores 0, frame 1 its plain difference). Scores for another
+    number of frames, or a failed run, are an :class:`FFmpegError` with ffmpeg's stderr."""
+    cmd = scene_args(ffmpeg_exe(), str(in_path))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        try:
+            interrupt.track(proc)
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            interrupt.untrack(proc)
+        if rc != 0:
+            raise FFmpegError(f"scene detection failed (exit {rc})", cmd, _stderr_text(err))
+        out.seek(0)
+        scores = parse_scene_scores(out.read().decode("utf-8", "replace"))
+        if sorted(scores) != list(range(frame_count)):
+            raise FFmpegError(
+                f"scene detection scored {len(scores)} frames, expected {frame_count}",
+                cmd,
+                _stderr_text(err),
+            )
+    return [scores[i] for i in range(frame_count)]
+
+
 class _Watchdog:
     """Kills ``proc`` when it keeps its reader waiting more than ``limit`` seconds at a time.
 

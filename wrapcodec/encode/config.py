@@ -28,10 +28,11 @@ class EncodeConfig(BaseModel):
     options: tuple[Option, ...]
     bitrate_kbps: float | None = None
     """A bitrate budget in kbps instead of ``settings.qp``."""
-    segment_frames: int | None = None
-    """Frames per segment. None: one segment, or segments of
-    :data:`~wrapcodec.encode.encoder.SEGMENT_SECONDS` for a clip over
-    :data:`~wrapcodec.encode.encoder.LONG_CLIP_SECONDS`; 0: one segment whatever the length."""
+    segment_frames: int | Literal["auto"] | None = None
+    """Frames per segment; 0: one segment whatever the length; ``auto``: cut at scene changes
+    (:mod:`wrapcodec.scenes`); None: one segment, or ``auto`` for a clip over
+    :data:`~wrapcodec.encode.encoder.LONG_CLIP_SECONDS`
+    (:func:`~wrapcodec.encode.encoder.segmentation`)."""
     bank: Bank | None = None
     """Where neural options take their networks; its id goes into the header when the file
     uses one."""
@@ -57,9 +58,9 @@ class EncodeConfig(BaseModel):
 
     @field_validator("segment_frames")
     @classmethod
-    def _segment_frames(cls, v: int | None) -> int | None:
-        if v is not None and v < 0:
-            raise InputError("--segment-frames must be 0 (one segment) or more")
+    def _segment_frames(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 0:
+            raise InputError("--segment-frames must be 0 (one segment) or more, or auto")
         return v
 
     @field_validator("adapt")

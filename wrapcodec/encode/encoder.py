@@ -2,9 +2,9 @@
 for each (the search, :mod:`wrapcodec.encode.search`; content adaptation,
 :mod:`wrapcodec.encode.adapting`), write the ``.wrp`` file and report what was done.
 
-Segments: by default a clip longer than :data:`LONG_CLIP_SECONDS` is cut into segments of
-about :data:`SEGMENT_SECONDS` (:func:`default_segment_frames`), so the option and the update
-follow the content and each segment's update builds on the previous one's.
+Segments (:func:`segmentation`): by default a clip longer than :data:`LONG_CLIP_SECONDS` is
+cut at its scene changes (:mod:`wrapcodec.scenes`), so the option and the update follow the
+content and each segment's update builds on the previous one's.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from wrapcodec import ffmpeg, metrics
+from wrapcodec import ffmpeg, metrics, scenes
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
 from wrapcodec.encode.adapting import with_adaptation
 from wrapcodec.encode.config import EncodeConfig
@@ -29,36 +30,80 @@ from wrapcodec.encode.report import (
 )
 from wrapcodec.encode.search import exhaustive, probed
 from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
-from wrapcodec.errors import InputError
+from wrapcodec.errors import BackendError, InputError
 from wrapcodec.options import OPTIONS, Option, skip_reason
 from wrapcodec.paths import STDIO, display_name, spool_stdin
 from wrapcodec.pipeline import InForce
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
 
 SEGMENT_SECONDS = 3.0
-"""Default segment length of a long clip: long enough that a segment's update (tens to
-hundreds of bytes) and container record cost little against its payload, and that a fit has
-frames enough to learn from; short enough that the option and the update follow scene
-changes, and that each fit's training frames, held in memory, stay few. Updates after the
-first are sent as differences or inherited, so shorter segments cost little rate."""
+"""Segment length of a long clip when ffmpeg cannot detect scenes (it lacks ``scdet``): long
+enough that a segment's update (tens to hundreds of bytes) and container record cost little
+against its payload, and that a fit has frames enough to learn from; short enough that the
+option and the update follow scene changes, and that each fit's training frames, held in
+memory, stay few. Updates after the first are sent as differences or inherited, so shorter
+segments cost little rate."""
 LONG_CLIP_SECONDS = 2 * SEGMENT_SECONDS
 """Clips up to this long stay one segment (as before): cutting them would leave segments of
 a few seconds or less with nothing to amortise an update over."""
 
+Method = Literal["one", "fixed", "scenes"]
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """How a clip was cut: ``one`` segment, ``fixed`` lengths, or at ``scenes`` changes; the
+    segments as ``(first frame, frame count)``."""
+
+    method: Method
+    ranges: list[tuple[int, int]]
+
+    @property
+    def cuts(self) -> list[int]:
+        """The first frames of every segment after the first."""
+        return [first for first, _ in self.ranges[1:]]
+
 
 def default_segment_frames(frames: int, fps_num: int, fps_den: int) -> int | None:
-    """Frames per segment when ``--segment-frames`` is not given: None (one segment) for a
-    clip of at most :data:`LONG_CLIP_SECONDS`, else :data:`SEGMENT_SECONDS` at the clip's
-    frame rate (at least one frame)."""
+    """Fixed frames per segment for a clip whose scenes cannot be detected: None (one
+    segment) for a clip of at most :data:`LONG_CLIP_SECONDS`, else :data:`SEGMENT_SECONDS`
+    at the clip's frame rate (at least one frame)."""
     fps = fps_num / fps_den if fps_den > 0 and fps_num > 0 else 25.0
     if frames <= LONG_CLIP_SECONDS * fps:
         return None
     return max(1, round(SEGMENT_SECONDS * fps))
 
 
-def _segments(frames: int, segment_frames: int | None) -> list[tuple[int, int]]:
-    step = segment_frames or frames
-    return [(first, min(step, frames - first)) for first in range(0, frames, step)]
+def segmentation(
+    source: Path, frames: int, info: VideoInfo, segment_frames: int | Literal["auto"] | None
+) -> Segmentation:
+    """Where ``source`` (``frames`` frames) is cut as ``--segment-frames`` says: N frames a
+    segment, 0 one segment, ``auto`` at scene changes (:mod:`wrapcodec.scenes`, scored by
+    ffmpeg's ``scdet``), None (the default) one segment up to :data:`LONG_CLIP_SECONDS` and
+    ``auto`` beyond, or segments of :data:`SEGMENT_SECONDS` when this ffmpeg has no
+    ``scdet`` (asked for explicitly, ``auto`` then is a :class:`BackendError`)."""
+    fps_num, fps_den = info.fps_num, info.fps_den
+    if segment_frames is None:
+        fixed = default_segment_frames(frames, fps_num, fps_den)
+        if fixed is None:
+            return Segmentation("one", [(0, frames)])
+        if not ffmpeg.has_filter("scdet"):
+            return Segmentation("fixed", scenes.ranges(frames, scenes.fixed_cuts(frames, fixed)))
+        segment_frames = "auto"
+    if segment_frames == "auto":
+        if not ffmpeg.has_filter("scdet"):
+            raise BackendError(
+                f"--segment-frames auto: this ffmpeg ({ffmpeg.ffmpeg_exe()}) has no scdet filter"
+            )
+        cuts = scenes.scene_cuts(
+            ffmpeg.scene_scores(source, frames),
+            scenes.seconds_to_frames(scenes.MIN_SECONDS, fps_num, fps_den),
+            scenes.seconds_to_frames(scenes.MAX_SECONDS, fps_num, fps_den),
+        )
+        return Segmentation("scenes", scenes.ranges(frames, cuts))
+    if segment_frames == 0:
+        return Segmentation("one", [(0, frames)])
+    return Segmentation("fixed", scenes.ranges(frames, scenes.fixed_cuts(frames, segment_frames)))
 
 
 def encode_file(
@@ -81,10 +126,8 @@ def encode_file(
     with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
         workdir = Path(tmp)
         source, info, frames = _read_source(input_path, workdir)
-        segment_frames = config.segment_frames
-        if segment_frames is None:
-            segment_frames = default_segment_frames(frames, info.fps_num, info.fps_den)
-        ranges = _segments(frames, segment_frames)
+        cut = segmentation(source, frames, info, config.segment_frames)
+        ranges = cut.ranges
         job = _job(config, info, workdir, len(ranges))
         usable = [o for o in config.options if skip_reason(o, info.width, info.height) is None]
         if not usable:
@@ -113,7 +156,14 @@ def encode_file(
         "probe_s": timings.probe_s,
     }
     report = _report(input_path, output_path, config, info, frames, seg_reports, total_bits)
-    return report.model_copy(update={"timings": seconds, "encodes": job.streams.encodes})
+    return report.model_copy(
+        update={
+            "timings": seconds,
+            "encodes": job.streams.encodes,
+            "segmentation": cut.method,
+            "cuts": cut.cuts,
+        }
+    )
 
 
 @dataclass

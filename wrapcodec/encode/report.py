@@ -182,6 +182,8 @@ class EncodeReport(BaseModel):
     segments: list[SegmentReport]
     timings: dict[str, float]
     encodes: int  # encoder runs, probes included
+    segmentation: Literal["one", "fixed", "scenes"] = "one"  # how the clip was cut
+    cuts: list[int] = []  # first frames of the segments after the first
 
 
 def candidate_report(trial: Trial, count: int, info: VideoInfo) -> CandidateReport:
