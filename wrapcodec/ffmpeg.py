@@ -351,6 +351,20 @@ def encode(
     return count
 
 
+def _run_to_end(cmd: list[str], stdout: IO[bytes] | int, err: IO[bytes]) -> int:
+    """Run ``cmd`` with no input to its end, killed by a signal that stops the program
+    (:mod:`wrapcodec.interrupt`); its exit status."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
+    try:
+        interrupt.track(proc)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        interrupt.untrack(proc)
+
+
 def filter_args(exe: str, distorted: str, reference: str, graph: str) -> list[str]:
     """The command that runs the two-input filter ``graph`` (a metric: ``ssim``, ``libvmaf``)
     on ``distorted`` against ``reference``, in that order (the one those filters expect), and
@@ -365,17 +379,7 @@ def run_filter(distorted: Path, reference: Path, graph: str) -> None:
     """Run :func:`filter_args`; a failure is an :class:`FFmpegError` with ffmpeg's stderr."""
     cmd = filter_args(ffmpeg_exe(), str(distorted), str(reference), graph)
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-        )
-        try:
-            interrupt.track(proc)
-            rc = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            interrupt.untrack(proc)
+        rc = _run_to_end(cmd, subprocess.DEVNULL, err)
         if rc != 0:
             raise FFmpegError(f"metric filter failed (exit {rc})", cmd, _stderr_text(err))
 
@@ -429,15 +433,7 @@ def scene_scores(in_path: Path, frame_count: int) -> list[float]:
     number of frames, or a failed run, are an :class:`FFmpegError` with ffmpeg's stderr."""
     cmd = scene_args(ffmpeg_exe(), str(in_path))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        try:
-            interrupt.track(proc)
-            rc = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            interrupt.untrack(proc)
+        rc = _run_to_end(cmd, out, err)
         if rc != 0:
             raise FFmpegError(f"scene detection failed (exit {rc})", cmd, _stderr_text(err))
         out.seek(0)
