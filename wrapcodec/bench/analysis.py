@@ -67,29 +67,11 @@ METHOD = (
 )
 
 
-class BDFigures(BaseModel):
-    """One BD-rate and how it was computed (:class:`wrapcodec.bdrate.BDResult`'s fields)."""
-
-    bd_rate: float | None
-    method: str
-    interp: str
-    anchor_points: int
-    test_points: int
-    overlap: float
-    quality_range: tuple[float, float] | None
-    warning: str | None
-    options_used: tuple[int, ...] = ()
-
-    @classmethod
-    def of(cls, result: BDResult) -> BDFigures:
-        return cls(**result.__dict__)
-
-
 class SequenceBD(BaseModel):
     """A row's BD-rate on one sequence (or the average one), by both methods."""
 
-    envelope: BDFigures
-    pareto: BDFigures
+    envelope: BDResult
+    pareto: BDResult
 
 
 class MeanBD(BaseModel):
@@ -277,7 +259,7 @@ def _row_bd(
     else:
         envelope = bd_rate_envelopes([c for c in anchor_curves if c is not None], curves, interp)
     pareto = bd_rate_pareto(anchor, pool, interp)
-    return SequenceBD(envelope=BDFigures.of(envelope), pareto=BDFigures.of(pareto))
+    return SequenceBD(envelope=envelope, pareto=pareto)
 
 
 def _mean(per_sequence: dict[str, SequenceBD]) -> MeanBD:
