@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -88,6 +89,26 @@ class _Bar:
 
     def advance(self, label: str) -> None:
         self.progress.update(self.task, advance=1, description=label)
+
+
+class _SegmentBars(_Bar):
+    """:class:`_Bar` over all the work, and a bar for each segment being coded."""
+
+    def __init__(self, progress: Progress, what: str) -> None:
+        super().__init__(progress, what)
+        self.segments: dict[int, TaskID] = {}
+
+    def begin_segment(self, index: int, label: str, total: int) -> None:
+        self.segments[index] = self.progress.add_task(f"  {label}", total=total)
+
+    def advance_segment(self, index: int) -> None:
+        if index in self.segments:
+            self.progress.update(self.segments[index], advance=1)
+
+    def end_segment(self, index: int) -> None:
+        task = self.segments.pop(index, None)
+        if task is not None:
+            self.progress.remove_task(task)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -240,6 +261,8 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
         choices = ", ".join(f"{s.first_frame}:{s.option_name}" for s in report.segments)
         how = " (cut at scene changes)" if report.segmentation == "scenes" else ""
         console.print(f"segments{how}: {choices}")
+    if report.resumed:
+        console.print(f"{report.resumed} of {len(report.segments)} segments taken up, not coded")
     console.print(
         f"chosen: option {report.option} ({report.option_name}), {report.kbps:.1f} kbps, "
         f"PSNR-YUV {report.psnr_yuv:.3f} dB, PSNR-Y {report.psnr_y:.3f} dB → "
@@ -251,7 +274,7 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
 def _encode(input: str, output: str, config: EncodeConfig, as_json: bool) -> EncodeReport:
     """``config``'s encode of ``input`` to ``output``, with a progress bar on a terminal."""
     with _progress(not as_json and sys.stderr.isatty()) as progress:
-        return encode_file(input, output, config, _Bar(progress, "encoding"))
+        return encode_file(input, output, config, _SegmentBars(progress, "encoding"))
 
 
 class _SegmentFrames(click.ParamType):
@@ -352,7 +375,21 @@ _models_opt = click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Candidates coded at once [one per core, at most 4]; the result does not change.",
+    help="Segments coded at once, on N processes, where scene changes make them independent; "
+    "else candidates coded at once [segments one at a time; candidates one per core, at most "
+    "4]. The output does not change.",
+)
+@click.option(
+    "--dask",
+    default=None,
+    metavar="ADDRESS",
+    help="Code the segments on the workers of this Dask scheduler; the output does not change.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep each segment coded in OUT.wrp.parts/ and take up those found there, so that a "
+    "stopped encode restarted with the same settings finishes with the same bytes.",
 )
 @_pre_arithmetic_opt
 @click.option(
@@ -388,6 +425,8 @@ def encode(
     segment_frames: int | Literal["auto"] | None,
     effort: str,
     jobs: int | None,
+    dask: str | None,
+    resume: bool,
     pre_arithmetic: str,
     adapt_steps: int | None,
     adapt_budget: str | None,
@@ -420,6 +459,8 @@ def encode(
         adapt_budget=budget,
         effort=effort,
         jobs=jobs,
+        dask=dask,
+        resume=resume,
         pre_arithmetic=pre_arithmetic,
     )
     _print_report(_encode(input, output, config, as_json), as_json)

@@ -382,8 +382,9 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
 
 
 def source_frames(path: Path, first: int, count: int) -> Iterator[Frame]:
-    """Frames ``first`` .. ``first + count − 1`` of a y4m file, streamed."""
-    return itertools.islice(iter_frames(path), first, first + count)
+    """Frames ``first`` .. ``first + count − 1`` of a y4m file, streamed (the frames before
+    ``first`` seeked over, not decoded)."""
+    return itertools.islice(iter_frames(path, first), count)
 
 
 @dataclass

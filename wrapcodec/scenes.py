@@ -49,13 +49,31 @@ def scene_cuts(
     threshold: float = THRESHOLD,
 ) -> list[int]:
     """The first frames of every segment after the first, ascending, for a clip of
-    ``len(scores)`` frames: cuts where the score reaches ``threshold``, no segment shorter
-    than ``min_frames`` (unless the clip itself is) nor longer than ``max_frames``.
+    ``len(scores)`` frames: cuts where the score reaches ``threshold``
+    (:func:`scene_changes`), no segment shorter than ``min_frames`` (unless the clip itself
+    is) nor longer than ``max_frames``.
 
-    Ties between equal scores go to the earlier frame, so the result depends on the scores
-    alone. ``max_frames`` must be at least twice ``min_frames`` (see :data:`MAX_SECONDS`)."""
-    if min_frames < 1 or max_frames < 2 * min_frames:
+    ``max_frames`` must be at least twice ``min_frames`` (see :data:`MAX_SECONDS`)."""
+    if max_frames < 2 * min_frames:
         raise ValueError(f"segment lengths {min_frames}..{max_frames}: need 1 <= 2*min <= max")
+    frames = len(scores)
+    changes = scene_changes(scores, min_frames, threshold)
+    cuts: list[int] = []
+    for first, end in pairwise([0, *changes, frames]):
+        cuts.extend(first + split for split in even_splits(end - first, max_frames))
+        if end < frames:
+            cuts.append(end)
+    return cuts
+
+
+def scene_changes(
+    scores: Sequence[float], min_frames: int, threshold: float = THRESHOLD
+) -> list[int]:
+    """The frames, ascending, where a new scene starts: rules 1 and 2 of the module's
+    (ties between equal scores go to the earlier frame, so the result depends on the scores
+    alone)."""
+    if min_frames < 1:
+        raise ValueError(f"shortest segment {min_frames}: need at least 1 frame")
     frames = len(scores)
     candidates = sorted(
         (i for i in range(1, frames) if scores[i] >= threshold), key=lambda i: (-scores[i], i)
@@ -64,13 +82,7 @@ def scene_cuts(
     for i in candidates:
         if all(abs(i - k) >= min_frames for k in kept):
             kept.append(i)
-    cuts: list[int] = []
-    bounds = sorted(kept)
-    for first, end in pairwise(bounds):
-        cuts.extend(first + split for split in even_splits(end - first, max_frames))
-        if end < frames:
-            cuts.append(end)
-    return cuts
+    return sorted(kept)[1:-1]
 
 
 def even_splits(length: int, max_frames: int) -> list[int]:

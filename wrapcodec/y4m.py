@@ -445,6 +445,20 @@ class Y4MReader:
             self._owned = False
             self._stream.close()
 
+    def skip(self, frames: int) -> int:
+        """Pass over up to ``frames`` frames without decoding them (their data seeked over on
+        a regular file, read and discarded otherwise); returns how many there were."""
+        skipped = 0
+        while skipped < frames and self._read_frame_marker():
+            if self._size is None:
+                self._fill_buffer()
+            else:
+                self._check_available()
+                self._stream.seek(self.info.frame_bytes, os.SEEK_CUR)
+            self._advance()
+            skipped += 1
+        return skipped
+
     def count_remaining(self, validate: bool = False) -> int:
         """Consume the rest of the stream, counting frames without decoding pixels.
 
@@ -558,10 +572,28 @@ def read_info(path: str | os.PathLike[str], *, name: str | None = None) -> Video
         return reader.info
 
 
-def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
-    """Yield the frames of a y4m file, closing it when the iteration ends or is abandoned."""
+def iter_frames(path: str | os.PathLike[str], first: int = 0) -> Iterator[Frame]:
+    """Yield the frames of a y4m file from frame ``first`` on (those before passed over
+    undecoded, :meth:`Y4MReader.skip`), closing it when the iteration ends or is abandoned."""
     with Y4MReader(path) as reader:
+        reader.skip(first)
         yield from reader
+
+
+def clip_bytes(path: str | os.PathLike[str], first: int, count: int) -> bytes:
+    """Frames ``first`` .. ``first + count − 1`` of a y4m file (fewer where it ends sooner) as
+    the bytes of a y4m file of their own: the stream header as :func:`format_header` writes
+    it, each frame's data as it is (not decoded)."""
+    with Y4MReader(path) as reader:
+        reader.skip(first)
+        parts = [format_header(reader.info)]
+        for _ in range(count):
+            if not reader._read_frame_marker():
+                break
+            parts.append(FRAME_MARKER + b"\n")
+            parts.append(reader._fill_buffer().tobytes())
+            reader._advance()
+        return b"".join(parts)
 
 
 def count_frames(

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel
 
-from wrapcodec import ffmpeg, interrupt
+from wrapcodec import ffmpeg, workers
 from wrapcodec.backend import get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.bench.analysis import BenchResults, assemble
@@ -21,7 +20,6 @@ from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, run_point
 from wrapcodec.bench.report import versions, write_outputs
 from wrapcodec.encode import ProgressSink
-from wrapcodec.errors import WrapcodecError
 from wrapcodec.options import OPTIONS
 
 S = TypeVar("S", bound=Keyed)
@@ -29,59 +27,25 @@ R = TypeVar("R", bound=BaseModel)
 _Measured = Generator[tuple[S, R], None, None]
 
 
-STOP_GRACE_S = 5.0
-"""How long the worker processes have to unwind their points after SIGTERM (kill their
-ffmpeg, remove their temporary folders) before they are killed."""
-
-
-def _in_worker(measure: Callable[[S], R], spec: S) -> R:
-    """``measure(spec)`` in a worker process, as one task (:func:`interrupt.working`)."""
-    with interrupt.working():
-        return measure(spec)
-
-
-def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """Cancel the points not started and stop the worker processes: SIGTERM, which makes each
-    unwind its point (:mod:`wrapcodec.interrupt`), then SIGKILL for one still there after
-    :data:`STOP_GRACE_S`. Waiting for the running points instead could take minutes."""
-    # The executor's own list of its processes (Python 3.14's terminate_workers() reads it
-    # too): the public shutdown() would wait for the running points or leave them running.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    try:
-        for proc in processes:
-            with contextlib.suppress(OSError, ValueError):
-                proc.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in processes:
-            proc.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        for proc in processes:
-            with contextlib.suppress(OSError, ValueError):
-                if proc.exitcode is None:
-                    proc.kill()
-                    proc.join(1.0)
-
-
 def _local(specs: Sequence[S], jobs: int, measure: Callable[[S], R]) -> _Measured[S, R]:
     """In this process one after the other (``jobs`` ≤ 1), else on ``jobs`` processes.
 
     When the caller stops early (a signal, an error, the iterator closed), the points not
-    started are cancelled and the worker processes stopped (:func:`_stop`), with their ffmpeg
-    processes and temporary folders: nothing goes on running."""
+    started are cancelled and the worker processes stopped (:func:`wrapcodec.workers.stop`),
+    with their ffmpeg processes and temporary folders: nothing goes on running."""
     if jobs <= 1:
         for spec in specs:
             yield spec, measure(spec)
         return
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=interrupt.worker)
+    executor = workers.pool(jobs)
     try:
-        futures = {pool.submit(_in_worker, measure, s): s for s in specs}
+        futures = {executor.submit(workers.in_worker, measure, s): s for s in specs}
         for future in concurrent.futures.as_completed(futures):
             yield futures[future], future.result()
     except BaseException:
-        _stop(pool)
+        workers.stop(executor)
         raise
-    pool.shutdown()
+    executor.shutdown()
 
 
 def _dask(specs: Sequence[S], address: str, measure: Callable[[S], R]) -> _Measured[S, R]:
@@ -90,16 +54,9 @@ def _dask(specs: Sequence[S], address: str, measure: Callable[[S], R]) -> _Measu
     When the caller stops early, the points are cancelled on the cluster (a point already
     running on a worker thread runs to its end there, as Dask cannot stop a thread) and the
     client closed; the cluster's workers are left alone."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:
-        raise WrapcodecError(
-            "--dask needs dask.distributed: pip install 'wrapcodec[cluster]'"
-        ) from exc
-    try:
-        client = Client(address, timeout="20s")
-    except OSError as exc:
-        raise WrapcodecError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+    client = workers.dask_client(address)
+    from distributed import as_completed
+
     with client:
         futures = client.map(measure, list(specs), pure=False)
         spec_of = {future.key: spec for future, spec in zip(futures, specs, strict=True)}

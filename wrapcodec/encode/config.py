@@ -43,9 +43,19 @@ class EncodeConfig(BaseModel):
     """The rungs adaptation may fit (``"effort"``: the effort level's; None: no bound)."""
     effort: str = "exhaustive"
     """The search's level (:data:`~wrapcodec.encode.efforts.EFFORTS`)."""
+    chains: Literal["scenes", "one"] = "scenes"
+    """Where a segment's update stops building on the previous segment's: at each scene
+    change (``scenes``: the scenes' segments can be coded at once), or nowhere (``one``)."""
     jobs: int | None = None
-    """Candidates coded at once [:func:`~wrapcodec.encode.trials.default_jobs`]; the result
-    does not depend on it."""
+    """Segments coded at once on local processes where there are several chains, else
+    candidates coded at once [:func:`~wrapcodec.encode.trials.default_jobs`]; the result does
+    not depend on it."""
+    dask: str | None = None
+    """The address of a Dask scheduler whose workers code the segments (instead of
+    ``jobs``); the result does not depend on it."""
+    resume: bool = False
+    """Keep each segment coded in a work folder beside the output and take up the segments
+    found there (:mod:`wrapcodec.encode.parts`)."""
     pre_arithmetic: str = Field(default_factory=default_pre_arithmetic)
     """Of the wrappers' pre-processors [:func:`~wrapcodec.nets.default_pre_arithmetic`]."""
 
@@ -61,6 +71,13 @@ class EncodeConfig(BaseModel):
     def _segment_frames(cls, v: int | str | None) -> int | str | None:
         if isinstance(v, int) and v < 0:
             raise InputError("--segment-frames must be 0 (one segment) or more, or auto")
+        return v
+
+    @field_validator("jobs")
+    @classmethod
+    def _jobs(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise InputError("--jobs must be 1 or more")
         return v
 
     @field_validator("adapt")

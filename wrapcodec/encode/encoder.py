@@ -18,22 +18,13 @@ from typing import Literal
 
 from wrapcodec import ffmpeg, metrics, scenes
 from wrapcodec.container import NO_MODEL_BANK, Segment, WrpHeader, overhead_bytes, write_wrp
-from wrapcodec.encode.adapting import with_adaptation
 from wrapcodec.encode.config import EncodeConfig
-from wrapcodec.encode.report import (
-    EncodeReport,
-    ProgressSink,
-    SegmentReport,
-    Silent,
-    bare_report,
-    candidate_report,
-)
-from wrapcodec.encode.search import exhaustive, probed
-from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
+from wrapcodec.encode.parallel import Plan, chains_of, code_segments
+from wrapcodec.encode.parts import Parts, encode_key, folder_for
+from wrapcodec.encode.report import EncodeReport, ProgressSink, SegmentReport, Silent
 from wrapcodec.errors import BackendError, InputError
-from wrapcodec.options import OPTIONS, Option, skip_reason
+from wrapcodec.options import OPTIONS, skip_reason
 from wrapcodec.paths import STDIO, display_name, spool_stdin
-from wrapcodec.pipeline import InForce
 from wrapcodec.y4m import VideoInfo, count_frames, read_info
 
 SEGMENT_SECONDS = 3.0
@@ -57,11 +48,17 @@ class Segmentation:
 
     method: Method
     ranges: list[tuple[int, int]]
+    scenes: tuple[int, ...] = ()
+    """The cuts that are scene changes (the others split a long scene)."""
 
     @property
     def cuts(self) -> list[int]:
         """The first frames of every segment after the first."""
         return [first for first, _ in self.ranges[1:]]
+
+    def chains(self, how: Literal["scenes", "one"]) -> list[list[int]]:
+        """The segments' indices grouped into chains (``EncodeConfig.chains``)."""
+        return chains_of(self.ranges, self.scenes if how == "scenes" else ())
 
 
 def default_segment_frames(frames: int, fps_num: int, fps_den: int) -> int | None:
@@ -95,12 +92,13 @@ def segmentation(
             raise BackendError(
                 f"--segment-frames auto: this ffmpeg ({ffmpeg.ffmpeg_exe()}) has no scdet filter"
             )
+        scores = ffmpeg.scene_scores(source, frames)
+        shortest = scenes.seconds_to_frames(scenes.MIN_SECONDS, fps_num, fps_den)
         cuts = scenes.scene_cuts(
-            ffmpeg.scene_scores(source, frames),
-            scenes.seconds_to_frames(scenes.MIN_SECONDS, fps_num, fps_den),
-            scenes.seconds_to_frames(scenes.MAX_SECONDS, fps_num, fps_den),
+            scores, shortest, scenes.seconds_to_frames(scenes.MAX_SECONDS, fps_num, fps_den)
         )
-        return Segmentation("scenes", scenes.ranges(frames, cuts))
+        changes = tuple(scenes.scene_changes(scores, shortest))
+        return Segmentation("scenes", scenes.ranges(frames, cuts), changes)
     if segment_frames == 0:
         return Segmentation("one", [(0, frames)])
     return Segmentation("fixed", scenes.ranges(frames, scenes.fixed_cuts(frames, segment_frames)))
@@ -113,63 +111,64 @@ def encode_file(
     progress: ProgressSink | None = None,
 ) -> EncodeReport:
     """Choose an option for each segment of ``input_path`` by RDO as ``config`` says and
-    write ``output_path``; ``progress`` hears of every candidate judged.
+    write ``output_path``; ``progress`` hears of every candidate judged (and, a
+    :class:`~wrapcodec.encode.report.SegmentProgress`, of every segment).
 
     ``input_path`` ``-`` is standard input, spooled to a temporary file and fully read and
     validated up front, so that messages about it say "standard input" rather than the
-    spool's name."""
+    spool's name. With ``config.resume`` the segments coded are kept in a work folder beside
+    the output (:mod:`wrapcodec.encode.parts`) until it is written."""
     config.backend.validate(config.settings)
     ffmpeg.require(config.backend)
+    if config.resume and output_path == STDIO:
+        raise InputError("--resume needs an output file, not standard output")
     progress = progress or Silent()
     t_start = time.perf_counter()
-    timings = _Timings()
     with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
-        workdir = Path(tmp)
-        source, info, frames = _read_source(input_path, workdir)
+        source, info, frames = _read_source(input_path, Path(tmp))
         cut = segmentation(source, frames, info, config.segment_frames)
-        ranges = cut.ranges
-        job = _job(config, info, workdir, len(ranges))
         usable = [o for o in config.options if skip_reason(o, info.width, info.height) is None]
         if not usable:
             raise InputError(
                 f"{display_name(input_path)}: no option is usable at {info.width}x{info.height}"
             )
-        progress.start(len(usable) * len(ranges))
-        segments: list[Segment] = []
-        seg_reports: list[SegmentReport] = []
-        in_force: InForce | None = None  # the update in force after the last segment
-        for first, count in ranges:
-            clip = Clip(source, first, count)
-            best, seg_report = _choose(job, config, usable, clip, in_force, progress, timings)
-            segments.append(_segment(best, clip))
-            seg_reports.append(seg_report)
-            in_force = best.chain
+        plan = Plan(source, info, tuple(usable), cut.ranges, cut.chains(config.chains))
+        parts = None
+        if config.resume:
+            key = encode_key(config, source, cut.ranges)
+            parts = Parts(folder_for(output_path), key)
+        progress.start(len(usable) * len(cut.ranges))
+        kept = parts.load() if parts is not None else {}
+        done = code_segments(
+            config, plan, kept, parts.store if parts is not None else (lambda _: None), progress
+        )
+        segments = [d.segment for d in done]
         header = _header(config, info, frames, segments)
         write_wrp(output_path, header, segments)
-        total_bits = 8 * (
-            overhead_bytes(len(segments), version=header.version)
-            + sum(len(s.payload) + len(s.update) for s in segments)
-        )
+        if parts is not None:
+            parts.remove()
+    total_bits = 8 * (
+        overhead_bytes(len(segments), version=header.version)
+        + sum(len(s.payload) + len(s.update) for s in segments)
+    )
     seconds = {
         "total_s": time.perf_counter() - t_start,
-        "adapt_s": timings.adapt_s,
-        "probe_s": timings.probe_s,
+        "adapt_s": sum(d.adapt_s for d in done),
+        "probe_s": sum(d.probe_s for d in done),
     }
-    report = _report(input_path, output_path, config, info, frames, seg_reports, total_bits)
+    report = _report(
+        input_path, output_path, config, info, frames, [d.report for d in done], total_bits
+    )
     return report.model_copy(
         update={
             "timings": seconds,
-            "encodes": job.streams.encodes,
+            "encodes": sum(d.encodes for d in done),
             "segmentation": cut.method,
             "cuts": cut.cuts,
+            "chains": len(plan.chains),
+            "resumed": sum(kept.get(d.index) is d for d in done),
         }
     )
-
-
-@dataclass
-class _Timings:
-    adapt_s: float = 0.0  # content adaptation
-    probe_s: float = 0.0  # probing, bound included
 
 
 def _read_source(input_path: str, workdir: Path) -> tuple[Path, VideoInfo, int]:
@@ -183,90 +182,6 @@ def _read_source(input_path: str, workdir: Path) -> tuple[Path, VideoInfo, int]:
     if frames == 0:
         raise InputError(f"{name}: no frames")
     return source, info, frames
-
-
-def _job(config: EncodeConfig, info: VideoInfo, workdir: Path, n_segments: int) -> Job:
-    return Job(
-        config.backend,
-        config.settings,
-        info,
-        workdir,
-        n_segments,
-        config.bank,
-        config.level,
-        config.adaptation,
-        adapt_budget=config.budget,
-        jobs=config.jobs or default_jobs(),
-        pre_arithmetic=config.pre_arithmetic,
-    )
-
-
-def _choose(
-    job: Job,
-    config: EncodeConfig,
-    usable: Sequence[Option],
-    clip: Clip,
-    in_force: InForce | None,
-    progress: ProgressSink,
-    timings: _Timings,
-) -> tuple[Trial, SegmentReport]:
-    """The best trial of one segment (the lowest J at a QP, the highest PSNR-YUV within a
-    bitrate budget) and the report of every candidate option on it."""
-    budget = config.bitrate_kbps
-    search = exhaustive if job.effort.verify is None or len(usable) == 1 else probed
-    decision = search(job, usable, clip, budget, progress)
-    timings.probe_s += decision.probe_s
-    trials: list[Trial] = []
-    for trial in decision.trials:
-        adaptation = None
-        if job.adapt is not None and trial.option.neural:
-            t0 = time.perf_counter()
-            trial, adaptation = with_adaptation(job, trial, clip, budget, in_force)
-            timings.adapt_s += time.perf_counter() - t0
-        trials.append(trial)
-        report = candidate_report(trial, clip.count, job.info)
-        report.adaptation = adaptation
-        before = decision.reports.get(int(trial.option.code))
-        report.estimate = before.estimate if before is not None else None
-        decision.reports[int(trial.option.code)] = report
-    if not trials:
-        raise InputError(f"no option reaches {budget:g} kbps on frames {clip.first}..")
-    if budget is None:
-        best = min(trials, key=lambda t: t.cost)
-    else:
-        best = max(trials, key=lambda t: t.coded.psnr_yuv)
-    info = job.info
-    reports = [
-        decision.reports.get(int(o.code))
-        or bare_report(o, info, skipped=skip_reason(o, info.width, info.height))
-        for o in config.options
-    ]
-    for report in reports:
-        report.chosen = report.code == int(best.option.code) and report.qp is not None
-    return best, SegmentReport(
-        first_frame=clip.first,
-        frame_count=clip.count,
-        option=int(best.option.code),
-        option_name=best.option.name,
-        probe=decision.probe,
-        candidates=reports,
-    )
-
-
-def _segment(best: Trial, clip: Clip) -> Segment:
-    """The container's record of ``best`` chosen for ``clip``."""
-    bw, bh = best.layout.bottleneck
-    return Segment(
-        option=int(best.option.code),
-        first_frame=clip.first,
-        frame_count=clip.count,
-        bottleneck_width=bw,
-        bottleneck_height=bh,
-        payload=best.coded.stream.read_bytes(),
-        update=best.update,
-        inherit=best.inherit,
-        prior=best.layout.prior,
-    )
 
 
 def _header(

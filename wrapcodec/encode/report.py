@@ -5,7 +5,7 @@ the figures the choice compared."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -23,6 +23,18 @@ class ProgressSink(Protocol):
     def start(self, total: int) -> None: ...
 
     def advance(self, label: str) -> None: ...
+
+
+@runtime_checkable
+class SegmentProgress(Protocol):
+    """A :class:`ProgressSink` that also follows each segment being coded (the CLI draws a
+    bar per segment)."""
+
+    def begin_segment(self, index: int, label: str, total: int) -> None: ...
+
+    def advance_segment(self, index: int) -> None: ...
+
+    def end_segment(self, index: int) -> None: ...
 
 
 class Silent:
@@ -184,6 +196,8 @@ class EncodeReport(BaseModel):
     encodes: int  # encoder runs, probes included
     segmentation: Literal["one", "fixed", "scenes"] = "one"  # how the clip was cut
     cuts: list[int] = []  # first frames of the segments after the first
+    chains: int = 1  # runs of segments whose updates build on each other (restart at scenes)
+    resumed: int = 0  # segments taken up from the work folder (--resume), not coded again
 
 
 def candidate_report(trial: Trial, count: int, info: VideoInfo) -> CandidateReport:

@@ -1,0 +1,206 @@
+"""One segment coded: the search and content adaptation choose its option
+(:func:`choose`), and :func:`code_segment` runs that as one self-contained task, so that a
+worker process or a Dask worker can code it from the segment's frames and the model bank
+alone. :func:`chain_after` is the update a segment leaves in force for the next one, by the
+decoder's own rule.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wrapcodec.container import Segment
+from wrapcodec.encode.adapting import with_adaptation
+from wrapcodec.encode.config import EncodeConfig
+from wrapcodec.encode.report import (
+    ProgressSink,
+    SegmentReport,
+    Silent,
+    bare_report,
+    candidate_report,
+)
+from wrapcodec.encode.search import exhaustive, probed
+from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
+from wrapcodec.errors import InputError
+from wrapcodec.options import Option, option, skip_reason
+from wrapcodec.pipeline import InForce, Layout, segment_layout
+from wrapcodec.y4m import VideoInfo
+
+
+@dataclass
+class Timings:
+    """Where a segment's encode time went."""
+
+    adapt_s: float = 0.0  # content adaptation
+    probe_s: float = 0.0  # probing, bound included
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """What coding one segment needs: the encode, the source's header, the options usable at
+    its size, the segment's place in the file, its frames (the source's path, or the
+    segment's own frames as the bytes of a y4m file) and the update left in force by the
+    segment before it in its chain."""
+
+    config: EncodeConfig
+    info: VideoInfo
+    usable: tuple[Option, ...]
+    n_segments: int
+    index: int
+    first: int
+    count: int
+    source: Path | bytes
+    in_force: InForce | None
+    jobs: int | None = None  # candidates coded at once (None: the default)
+
+
+@dataclass(frozen=True)
+class SegmentDone:
+    """A segment coded: its container record and report, the encoder runs it took and
+    where its time went."""
+
+    index: int
+    segment: Segment
+    report: SegmentReport
+    encodes: int
+    adapt_s: float
+    probe_s: float
+
+
+def code_segment(task: SegmentTask, progress: ProgressSink | None = None) -> SegmentDone:
+    """Choose and code the option of ``task``'s segment, in a temporary folder of its own;
+    ``progress`` hears of every candidate judged."""
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
+        workdir = Path(tmp)
+        if isinstance(task.source, bytes):
+            path = workdir / "segment.y4m"
+            path.write_bytes(task.source)
+            clip = Clip(path, 0, task.count)
+        else:
+            clip = Clip(task.source, task.first, task.count)
+        job = make_job(task.config, task.info, workdir, task.n_segments, task.jobs)
+        timings = Timings()
+        best, report = choose(
+            job, task.config, task.usable, clip, task.in_force, progress or Silent(), timings
+        )
+        return SegmentDone(
+            index=task.index,
+            segment=record(best, task.first, task.count),
+            report=report.model_copy(update={"first_frame": task.first}),
+            encodes=job.streams.encodes,
+            adapt_s=timings.adapt_s,
+            probe_s=timings.probe_s,
+        )
+
+
+def make_job(
+    config: EncodeConfig, info: VideoInfo, workdir: Path, n_segments: int, jobs: int | None
+) -> Job:
+    """The shared state of ``config``'s candidates on a source of ``info``."""
+    return Job(
+        config.backend,
+        config.settings,
+        info,
+        workdir,
+        n_segments,
+        config.bank,
+        config.level,
+        config.adaptation,
+        adapt_budget=config.budget,
+        jobs=jobs or default_jobs(),
+        pre_arithmetic=config.pre_arithmetic,
+    )
+
+
+def choose(
+    job: Job,
+    config: EncodeConfig,
+    usable: Sequence[Option],
+    clip: Clip,
+    in_force: InForce | None,
+    progress: ProgressSink,
+    timings: Timings,
+) -> tuple[Trial, SegmentReport]:
+    """The best trial of one segment (the lowest J at a QP, the highest PSNR-YUV within a
+    bitrate budget) and the report of every candidate option on it."""
+    budget = config.bitrate_kbps
+    search = exhaustive if job.effort.verify is None or len(usable) == 1 else probed
+    decision = search(job, usable, clip, budget, progress)
+    timings.probe_s += decision.probe_s
+    trials: list[Trial] = []
+    for trial in decision.trials:
+        adaptation = None
+        if job.adapt is not None and trial.option.neural:
+            t0 = time.perf_counter()
+            trial, adaptation = with_adaptation(job, trial, clip, budget, in_force)
+            timings.adapt_s += time.perf_counter() - t0
+        trials.append(trial)
+        report = candidate_report(trial, clip.count, job.info)
+        report.adaptation = adaptation
+        before = decision.reports.get(int(trial.option.code))
+        report.estimate = before.estimate if before is not None else None
+        decision.reports[int(trial.option.code)] = report
+    if not trials:
+        raise InputError(f"no option reaches {budget:g} kbps on a segment of {clip.count} frames")
+    if budget is None:
+        best = min(trials, key=lambda t: t.cost)
+    else:
+        best = max(trials, key=lambda t: t.coded.psnr_yuv)
+    info = job.info
+    reports = [
+        decision.reports.get(int(o.code))
+        or bare_report(o, info, skipped=skip_reason(o, info.width, info.height))
+        for o in config.options
+    ]
+    for report in reports:
+        report.chosen = report.code == int(best.option.code) and report.qp is not None
+    return best, SegmentReport(
+        first_frame=clip.first,
+        frame_count=clip.count,
+        option=int(best.option.code),
+        option_name=best.option.name,
+        probe=decision.probe,
+        candidates=reports,
+    )
+
+
+def record(best: Trial, first: int, count: int) -> Segment:
+    """The container's record of ``best`` chosen for frames ``first`` .. ``first + count − 1``."""
+    bw, bh = best.layout.bottleneck
+    return Segment(
+        option=int(best.option.code),
+        first_frame=first,
+        frame_count=count,
+        bottleneck_width=bw,
+        bottleneck_height=bh,
+        payload=best.coded.stream.read_bytes(),
+        update=best.update,
+        inherit=best.inherit,
+        prior=best.layout.prior,
+    )
+
+
+def chain_after(
+    config: EncodeConfig, info: VideoInfo, segment: Segment, previous: InForce | None
+) -> InForce | None:
+    """The update in force after ``segment``, ``previous`` the one before it: what the decoder
+    derives from the container (:func:`~wrapcodec.pipeline.segment_layout`), and so what the
+    next segment of the chain is fitted from and measured with, however it was coded
+    (resumed from a work folder, or on another machine)."""
+    opt = option(segment.option)
+    if not opt.neural:
+        return None
+    layout = Layout.make(
+        info,
+        opt,
+        config.backend,
+        config.settings.bitdepth,
+        config.bank,
+        pre_arithmetic=config.pre_arithmetic,
+        prior=segment.prior,
+    )
+    return segment_layout(layout, segment.update, segment.inherit, previous)[1]

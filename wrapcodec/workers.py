@@ -1,0 +1,90 @@
+"""Work spread over processes: a local pool of worker processes that a signal or an error
+stops with everything they started, and a client of a Dask distributed scheduler. The bench
+measures its points and the encoder codes its segments through these.
+
+A pool's worker process is set up by :func:`wrapcodec.interrupt.worker` and runs each task
+inside :func:`wrapcodec.interrupt.working` (:func:`in_worker`), so that SIGTERM unwinds a task
+as it would the main program: its ffmpeg processes killed, its temporary folders removed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from wrapcodec import interrupt
+from wrapcodec.errors import WrapcodecError
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+    from distributed import Client
+
+S = TypeVar("S")
+R = TypeVar("R")
+
+STOP_GRACE_S = 5.0
+"""How long worker processes have to unwind their tasks after SIGTERM (kill their ffmpeg,
+remove their temporary folders) before they are killed."""
+
+
+def in_worker(task: Callable[[S], R], spec: S) -> R:
+    """``task(spec)`` in a worker process, as one task (:func:`interrupt.working`)."""
+    with interrupt.working():
+        return task(spec)
+
+
+def pool(
+    jobs: int,
+    initializer: Callable[..., object] = interrupt.worker,
+    initargs: tuple[Any, ...] = (),
+    context: BaseContext | None = None,
+) -> concurrent.futures.ProcessPoolExecutor:
+    """``jobs`` worker processes, each set up by ``initializer(*initargs)``, which must call
+    :func:`interrupt.worker` (the default is that function), started as ``context`` says
+    (the platform's default: on Linux, forked). A process that has run torch's OpenMP
+    threads cannot fork safely: it needs the ``spawn`` context."""
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=initializer, initargs=initargs
+    )
+
+
+def stop(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel the tasks not started and stop the worker processes: SIGTERM, which makes each
+    unwind its task (:mod:`wrapcodec.interrupt`), then SIGKILL for one still there after
+    :data:`STOP_GRACE_S`. Waiting for the running tasks instead could take minutes."""
+    # The executor's own list of its processes (Python 3.14's terminate_workers() reads it
+    # too): the public shutdown() would wait for the running tasks or leave them running.
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    try:
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError):
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in processes:
+            proc.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError):
+                if proc.exitcode is None:
+                    proc.kill()
+                    proc.join(1.0)
+
+
+def dask_client(address: str) -> Client:
+    """A client of the Dask scheduler at ``address``; a :class:`WrapcodecError` when
+    dask.distributed is not installed or the scheduler cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise WrapcodecError(
+            "--dask needs dask.distributed: pip install 'wrapcodec[cluster]'"
+        ) from exc
+    try:
+        return Client(address, timeout="20s")
+    except OSError as exc:
+        raise WrapcodecError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
