@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -91,3 +92,43 @@ def one_line(err: bytes, line: str) -> None:
     """``err`` holds ``line`` and nothing else."""
     lines = [x for x in err.decode().splitlines() if x.strip()]
     assert lines == [line], err.decode()
+
+
+STOPPED_S = 10.0
+"""How soon after the signal a command must have ended, and everything it started with it
+(a point or segment of a slow preset takes a minute or more)."""
+
+
+def coders(pid: int) -> list[int]:
+    return [p for p in descendants(pid) if command(p).startswith("ffmpeg")]
+
+
+def stopped(
+    proc: subprocess.Popen[bytes], busy: int, sig: signal.Signals, line: str, status: int
+) -> None:
+    """Once ``busy`` ffmpeg processes run under ``proc``, send ``sig``: ``proc`` ends with
+    ``status`` and ``line``, and every process it had started ends too, within
+    :data:`STOPPED_S` seconds."""
+    started: list[int] = []
+    try:
+        wait_for(proc, lambda: len(coders(proc.pid)) >= busy, f"{busy} ffmpeg running")
+        time.sleep(0.5)
+        started = descendants(proc.pid)
+        proc.send_signal(sig)
+        signalled = time.monotonic()
+        ended = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            ended = proc.communicate(timeout=STOPPED_S)
+        assert ended is not None, f"still running {STOPPED_S:g} s after the signal"
+        err = ended[1]
+        assert proc.returncode == status, err
+        one_line(err, line)
+        while [p for p in started if alive(p)] and time.monotonic() - signalled < STOPPED_S:
+            time.sleep(0.05)
+        left = [f"{p} {command(p)}" for p in started if alive(p)]
+        assert not left, f"left running: {left}"
+    finally:  # a failed test leaves nothing behind either
+        for pid in [proc.pid, *started]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from procs import requires_proc, start, wait_for
+from procs import requires_proc, start, stopped, wait_for
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import get_backend
@@ -246,3 +246,30 @@ def test_killed_then_resumed_gives_the_same_bytes(
     assert out.read_bytes() == reference
     assert not folder.exists()
     assert json.loads(rerun.stdout)["resumed"] >= 2  # the segments kept were not coded again
+
+
+@requires_proc
+@pytest.mark.parametrize(
+    ("sig", "line", "status"),
+    [(signal.SIGTERM, "Terminated.", 143), (signal.SIGINT, "Interrupted.", 130)],
+)
+def test_a_signal_stops_the_segment_workers(
+    scenes: Path,
+    tmp_path: Path,
+    require_backend: Callable[[str], None],
+    sig: signal.Signals,
+    line: str,
+    status: int,
+) -> None:
+    """A signal while two worker processes each code a scene: the command ends at once with
+    one line, the workers and their ffmpeg with it, and neither a temporary folder nor an
+    output is left."""
+    require_backend("vvenc")
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    args = ["encode", str(scenes), "-o", str(out / "o.wrp"), "--codec", "vvenc"]
+    args += ["--preset", "slower", "--qp", "30", "--options", "0", "--jobs", "2"]
+    stopped(start(args, tmp, tmp_path), 2, sig, line, status)
+    assert list(tmp.iterdir()) == []
+    assert list(out.iterdir()) == []

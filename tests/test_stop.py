@@ -4,24 +4,18 @@ processes with their ffmpeg, the encoder's threads' ffmpeg. Sent for real to a r
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from procs import alive, children, command, descendants, one_line, requires_proc, start, wait_for
+from procs import STOPPED_S, alive, children, requires_proc, start, stopped
 from pydantic import BaseModel
 
 from wrapcodec.bench.cache import Cache
 from wrapcodec.bench.run import run_cached
-
-STOPPED_S = 10.0
-"""How soon after the signal the command must have ended, and everything it started with it
-(a point of the slow preset below takes a minute or more)."""
 
 SLOW = ["--codec", "vvenc", "--preset", "slower"]
 """The codec at its slowest: whatever is running when the signal comes is far from done."""
@@ -30,41 +24,6 @@ SIGNALS = pytest.mark.parametrize(
     ("sig", "line", "status"),
     [(signal.SIGTERM, "Terminated.", 143), (signal.SIGINT, "Interrupted.", 130)],
 )
-
-
-def _coders(pid: int) -> list[int]:
-    return [p for p in descendants(pid) if command(p).startswith("ffmpeg")]
-
-
-def _stopped(
-    proc: subprocess.Popen[bytes], busy: int, sig: signal.Signals, line: str, status: int
-) -> None:
-    """Once ``busy`` ffmpeg processes run under ``proc``, send ``sig``: ``proc`` ends with
-    ``status`` and ``line``, and every process it had started ends too, within
-    :data:`STOPPED_S` seconds."""
-    started: list[int] = []
-    try:
-        wait_for(proc, lambda: len(_coders(proc.pid)) >= busy, f"{busy} ffmpeg running")
-        time.sleep(0.5)
-        started = descendants(proc.pid)
-        proc.send_signal(sig)
-        signalled = time.monotonic()
-        ended = None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            ended = proc.communicate(timeout=STOPPED_S)
-        assert ended is not None, f"still running {STOPPED_S:g} s after the signal"
-        err = ended[1]
-        assert proc.returncode == status, err
-        one_line(err, line)
-        while [p for p in started if alive(p)] and time.monotonic() - signalled < STOPPED_S:
-            time.sleep(0.05)
-        left = [f"{p} {command(p)}" for p in started if alive(p)]
-        assert not left, f"left running: {left}"
-    finally:  # a failed test leaves nothing behind either
-        for pid in [proc.pid, *started]:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        proc.communicate()
 
 
 @requires_proc
@@ -86,7 +45,7 @@ def test_signal_stops_the_bench_workers(
     args = ["bench", str(parkjoy), *SLOW, "--qps", "22,27,32,37", "--options", "0"]
     args += ["--jobs", "2", "--threads", "1", "--out", str(tmp_path / "bench")]
     proc = start(args, tmp, tmp_path)
-    _stopped(proc, 2, sig, line, status)
+    stopped(proc, 2, sig, line, status)
     assert list(tmp.iterdir()) == []
 
 
@@ -109,7 +68,7 @@ def test_signal_stops_the_encoder_threads(
     args = ["encode", str(parkjoy), "-o", str(out / "o.wrp"), *SLOW, "--qp", "30"]
     args += ["--options", "0,9,10,12,13", "--effort", "exhaustive", "--jobs", "3"]
     proc = start(args, tmp, tmp_path)
-    _stopped(proc, 3, sig, line, status)
+    stopped(proc, 3, sig, line, status)
     assert list(tmp.iterdir()) == []
     assert list(out.iterdir()) == []
 
