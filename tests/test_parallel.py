@@ -273,3 +273,41 @@ def test_a_signal_stops_the_segment_workers(
     stopped(start(args, tmp, tmp_path), 2, sig, line, status)
     assert list(tmp.iterdir()) == []
     assert list(out.iterdir()) == []
+
+
+class _Sink:
+    """Records what a progress display is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def start(self, total: int) -> None:
+        self.calls.append(("start", total))
+
+    def advance(self, label: str) -> None:
+        self.calls.append(("advance",))
+
+    def begin_segment(self, index: int, label: str, total: int) -> None:
+        self.calls.append(("begin", index, label, total))
+
+    def advance_segment(self, index: int) -> None:
+        self.calls.append(("step", index))
+
+    def end_segment(self, index: int) -> None:
+        self.calls.append(("end", index))
+
+
+def test_progress_counts_each_candidate_once_per_segment() -> None:
+    from wrapcodec.encode.parallel import _Tracker
+
+    sink = _Sink()
+    tracker = _Tracker(sink, per_segment=3, segments=4)
+    tracker.begin(2, 10)
+    tracker.event(2, "a")
+    tracker.end(2, "done")  # a worker that reported one candidate of three: topped up
+    tracker.event(2, "late")  # a report that arrives after the result: ignored
+    tracker.resumed("kept")  # a segment taken up from the work folder
+    assert sink.calls[0] == ("begin", 2, "segment 3/4 @10", 3)
+    assert sink.calls.count(("advance",)) == 6
+    assert sink.calls.count(("step", 2)) == 3
+    assert sink.calls[-4] == ("end", 2)

@@ -260,7 +260,7 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
     if len(report.segments) > 1:
         choices = ", ".join(f"{s.first_frame}:{s.option_name}" for s in report.segments)
         how = " (cut at scene changes)" if report.segmentation == "scenes" else ""
-        console.print(f"segments{how}: {choices}")
+        console.print(f"segments{how}: {choices}", highlight=False)
     if report.resumed:
         console.print(f"{report.resumed} of {len(report.segments)} segments taken up, not coded")
     console.print(

@@ -8,6 +8,9 @@ the search. The modules, from the entry point down:
 
 - :mod:`~wrapcodec.encode.config` — :class:`EncodeConfig`, what an encode is asked to do;
 - :mod:`~wrapcodec.encode.encoder` — :func:`encode_file`, one encode from source to ``.wrp``;
+- :mod:`~wrapcodec.encode.parallel` — the segments handed out, here, to processes or to Dask;
+- :mod:`~wrapcodec.encode.parts` — the work folder that ``--resume`` takes segments up from;
+- :mod:`~wrapcodec.encode.segments` — one segment's option chosen, as a self-contained task;
 - :mod:`~wrapcodec.encode.search` — which candidates of a segment are coded in full;
 - :mod:`~wrapcodec.encode.rules` — the search's estimates and pruning rules, pure;
 - :mod:`~wrapcodec.encode.efforts` — the effort levels as data;

@@ -1,10 +1,11 @@
 """One encode from start to finish: read the source, cut it into segments, choose an option
-for each (the search, :mod:`wrapcodec.encode.search`; content adaptation,
-:mod:`wrapcodec.encode.adapting`), write the ``.wrp`` file and report what was done.
+for each (:mod:`wrapcodec.encode.segments`, handed out by :mod:`wrapcodec.encode.parallel`),
+write the ``.wrp`` file and report what was done.
 
 Segments (:func:`segmentation`): by default a clip longer than :data:`LONG_CLIP_SECONDS` is
 cut at its scene changes (:mod:`wrapcodec.scenes`), so the option and the update follow the
-content and each segment's update builds on the previous one's.
+content; each segment's update builds on the previous one's within a scene, and the scenes'
+chains can be coded at once.
 """
 
 from __future__ import annotations

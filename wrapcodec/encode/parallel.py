@@ -60,16 +60,18 @@ class _Tracker:
     its end tops its count up (a Dask worker reports none; a local worker's last reports may
     arrive after its result)."""
 
-    def __init__(self, sink: ProgressSink, per_segment: int) -> None:
+    def __init__(self, sink: ProgressSink, per_segment: int, segments: int) -> None:
         self.sink = sink
         self.per_segment = per_segment
+        self.total = segments
         self.counts: dict[int, int] = {}
         self.segments = sink if isinstance(sink, SegmentProgress) else None
 
-    def begin(self, index: int, first: int, count: int) -> None:
+    def begin(self, index: int, first: int) -> None:
         self.counts[index] = 0
         if self.segments is not None:
-            self.segments.begin_segment(index, f"frames {first}+{count}", self.per_segment)
+            label = f"segment {index + 1}/{self.total} @{first}"
+            self.segments.begin_segment(index, label, self.per_segment)
 
     def event(self, index: int, label: str) -> None:
         if self.counts.get(index, self.per_segment) >= self.per_segment:
@@ -256,7 +258,7 @@ def code_segments(
     their chain has them all from its start, the others coded, each handed to ``keep`` as
     it finishes. The executor is ``config``'s: its Dask scheduler, else ``config.jobs``
     local processes where there are chains to run at once, else this process."""
-    tracker = _Tracker(progress, len(plan.usable))
+    tracker = _Tracker(progress, len(plan.usable), len(plan.ranges))
     results: dict[int, SegmentDone] = {}
     in_force: list[InForce | None] = []
     ready: deque[tuple[int, int]] = deque()  # (chain, position in it) ready to code
@@ -279,7 +281,7 @@ def code_segments(
                 c, position = ready.popleft()
                 index = plan.chains[c][position]
                 first, count = plan.ranges[index]
-                tracker.begin(index, first, count)
+                tracker.begin(index, first)
                 runner.submit(
                     SegmentTask(
                         config,
