@@ -213,34 +213,43 @@ def _code_from_bytes(task: SegmentTask, frames: bytes) -> SegmentDone:
 
 
 class _Dask:
-    """On the Dask scheduler at ``address``: each segment's frames are sent to the worker
-    that codes it. A signal or an error cancels the segments on the cluster (one already
-    running on a worker runs to its end there, as Dask cannot stop a thread)."""
+    """On the Dask scheduler at ``address``: each segment goes, with its frames, to the worker
+    with the most threads free (the scheduler would otherwise follow the frames, wherever
+    scattering them put them). A signal or an error cancels the segments on the cluster (one
+    already running on a worker runs to its end there, as Dask cannot stop a thread)."""
 
     def __init__(self, address: str) -> None:
         from distributed import as_completed
 
         self.client: Client = workers.dask_client(address)
-        self.slots = max(1, sum(self.client.nthreads().values()))
+        self.threads = {
+            w: int(info.get("nthreads", 1))
+            for w, info in self.client.scheduler_info()["workers"].items()
+        }
+        self.slots = max(1, sum(self.threads.values()))
         self.done = as_completed([])
-        self.futures: list[Any] = []
+        self.running: dict[Any, str] = {}  # future: the worker it runs on
 
     def submit(self, task: SegmentTask) -> None:
         assert isinstance(task.source, Path)
-        frames = self.client.scatter(clip_bytes(task.source, task.first, task.count))
-        future = self.client.submit(_code_from_bytes, task, frames, pure=False)
-        self.futures.append(future)
+        busy = list(self.running.values())
+        worker = max(sorted(self.threads), key=lambda w: self.threads[w] - busy.count(w))
+        frames = self.client.scatter(
+            clip_bytes(task.source, task.first, task.count), workers=[worker]
+        )
+        future = self.client.submit(_code_from_bytes, task, frames, workers=[worker], pure=False)
+        self.running[future] = worker
         self.done.add(future)
 
     def next_done(self) -> SegmentDone:
         future = next(self.done)
-        self.futures.remove(future)
+        self.running.pop(future, None)
         result: SegmentDone = future.result()
         return result
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self.client.cancel(self.futures)
+            self.client.cancel(list(self.running))
         self.client.close()
 
     def close(self) -> None:
