@@ -31,7 +31,8 @@ from wrapcodec.encode.parts import Parts, folder_for
 from wrapcodec.encode.report import SegmentReport
 from wrapcodec.encode.segments import SegmentDone
 from wrapcodec.errors import InputError
-from wrapcodec.y4m import Frame, VideoInfo, Y4MWriter, clip_bytes, iter_frames, read_info
+from wrapcodec.metrics import measure_files
+from wrapcodec.y4m import Frame, VideoInfo, Y4MReader, Y4MWriter, clip_bytes, iter_frames, read_info
 
 KODAK = Path(__file__).parent / "data" / "images" / "kodak-kodim08-160.png"
 WIDTH, HEIGHT, SCENE = 128, 96, 10  # each scene's frames: two segments of five
@@ -311,3 +312,47 @@ def test_progress_counts_each_candidate_once_per_segment() -> None:
     assert sink.calls.count(("advance",)) == 6
     assert sink.calls.count(("step", 2)) == 3
     assert sink.calls[-4] == ("end", 2)
+
+
+# Standard input, a segment at a time.
+
+
+def test_copy_frames_cuts_a_stream_into_segment_files(parkjoy: Path, tmp_path: Path) -> None:
+    whole = list(iter_frames(parkjoy))
+    got: list[Frame] = []
+    with Y4MReader(parkjoy) as reader:
+        counts = [reader.copy_frames(4, tmp_path / f"{k}.y4m") for k in range(4)]
+    assert counts == [4, 4, 2, 0]
+    assert not (tmp_path / "3.y4m").exists()
+    for k in range(3):
+        assert read_info(tmp_path / f"{k}.y4m") == read_info(parkjoy)
+        got += list(iter_frames(tmp_path / f"{k}.y4m"))
+    assert len(got) == len(whole)
+    for a, b in zip(got, whole, strict=True):
+        assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+
+
+def test_standard_input_is_coded_a_segment_at_a_time(
+    runner: CliRunner, scenes: Path, tmp_path: Path, needs: None
+) -> None:
+    """Read five frames at a time, coded as one chain: the same segments, and here the same
+    bytes, as the file read whole; the decoder shows what the encoder measured."""
+    args = [*ARGS, "--segment-frames", "5", "--json"]
+    out, whole, decoded = tmp_path / "in.wrp", tmp_path / "file.wrp", tmp_path / "in.y4m"
+    result = runner.invoke(cli, ["encode", "-", "-o", str(out), *args], input=scenes.read_bytes())
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads(result.stdout)
+    assert (report["segmentation"], report["cuts"], report["chains"]) == ("fixed", [5, 10, 15], 1)
+    assert report["frames"] == 20 and report["input"] == "-"
+    assert runner.invoke(cli, ["encode", str(scenes), "-o", str(whole), *args]).exit_code == 0
+    assert out.read_bytes() == whole.read_bytes()
+    assert runner.invoke(cli, ["decode", str(out), "-o", str(decoded)]).exit_code == 0
+    assert measure_files(str(scenes), str(decoded)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )
+    result = runner.invoke(
+        cli, ["encode", "-", "-o", str(out), *args, "-y", "--resume"], input=scenes.read_bytes()
+    )
+    assert result.exit_code == 1 and "--resume needs an input it can read again" in result.output
+    empty = runner.invoke(cli, ["encode", "-", "-o", str(tmp_path / "e.wrp"), *args], input=b"")
+    assert empty.exit_code == 1 and not (tmp_path / "e.wrp").exists()

@@ -459,6 +459,24 @@ class Y4MReader:
             skipped += 1
         return skipped
 
+    def copy_frames(self, count: int, dest: str | os.PathLike[str]) -> int:
+        """Write the next ``count`` frames (fewer where the stream ends sooner) to ``dest`` as
+        a y4m file of their own, each checked as :meth:`__iter__` checks it; returns how many
+        there were (0: none, and ``dest`` is not written)."""
+        copied = 0
+        with open(dest, "wb") as out:
+            while copied < count and self._read_frame_marker():
+                if copied == 0:
+                    out.write(format_header(self.info))
+                data = self._fill_buffer()
+                self._decode(data)  # the 10-bit range check
+                out.write(FRAME_MARKER + b"\n")
+                out.write(data.tobytes())
+                copied += 1
+        if copied == 0:
+            os.unlink(dest)
+        return copied
+
     def count_remaining(self, validate: bool = False) -> int:
         """Consume the rest of the stream, counting frames without decoding pixels.
 

@@ -23,10 +23,11 @@ from wrapcodec.encode.config import EncodeConfig
 from wrapcodec.encode.parallel import Plan, chains_of, code_segments
 from wrapcodec.encode.parts import Parts, encode_key, folder_for
 from wrapcodec.encode.report import EncodeReport, ProgressSink, SegmentReport, Silent
+from wrapcodec.encode.segments import SegmentDone, SegmentTask, chain_after, code_segment
 from wrapcodec.errors import BackendError, InputError
-from wrapcodec.options import OPTIONS, skip_reason
+from wrapcodec.options import OPTIONS, Option, skip_reason
 from wrapcodec.paths import STDIO, display_name, spool_stdin
-from wrapcodec.y4m import VideoInfo, count_frames, read_info
+from wrapcodec.y4m import VideoInfo, Y4MReader, count_frames, read_info
 
 SEGMENT_SECONDS = 3.0
 """Segment length of a long clip when ffmpeg cannot detect scenes (it lacks ``scdet``): long
@@ -115,61 +116,131 @@ def encode_file(
     write ``output_path``; ``progress`` hears of every candidate judged (and, a
     :class:`~wrapcodec.encode.report.SegmentProgress`, of every segment).
 
-    ``input_path`` ``-`` is standard input, spooled to a temporary file and fully read and
-    validated up front, so that messages about it say "standard input" rather than the
-    spool's name. With ``config.resume`` the segments coded are kept in a work folder beside
-    the output (:mod:`wrapcodec.encode.parts`) until it is written."""
+    ``input_path`` ``-`` is standard input. With ``--segment-frames N`` it is read a segment
+    at a time (:func:`_code_streamed`); otherwise it is spooled to a temporary file and fully
+    read and validated up front, since the segments depend on its length and scenes. Messages
+    about it say "standard input" rather than the spool's name. With ``config.resume`` the
+    segments coded are kept in a work folder beside the output
+    (:mod:`wrapcodec.encode.parts`) until it is written."""
     config.backend.validate(config.settings)
     ffmpeg.require(config.backend)
     if config.resume and output_path == STDIO:
         raise InputError("--resume needs an output file, not standard output")
+    streamed = input_path == STDIO and _fixed(config.segment_frames)
+    if config.resume and streamed:
+        raise InputError(
+            "--resume needs an input it can read again: standard input read a segment at a "
+            "time (--segment-frames N) cannot be; give a file, or --segment-frames auto"
+        )
     progress = progress or Silent()
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
-        source, info, frames = _read_source(input_path, Path(tmp))
-        cut = segmentation(source, frames, info, config.segment_frames)
-        usable = [o for o in config.options if skip_reason(o, info.width, info.height) is None]
-        if not usable:
-            raise InputError(
-                f"{display_name(input_path)}: no option is usable at {info.width}x{info.height}"
-            )
-        plan = Plan(source, info, tuple(usable), cut.ranges, cut.chains(config.chains))
-        parts = None
-        if config.resume:
-            key = encode_key(config, source, cut.ranges)
-            parts = Parts(folder_for(output_path), key)
-        progress.start(len(usable) * len(cut.ranges))
-        kept = parts.load() if parts is not None else {}
-        done = code_segments(
-            config, plan, kept, parts.store if parts is not None else (lambda _: None), progress
-        )
-        segments = [d.segment for d in done]
-        header = _header(config, info, frames, segments)
-        write_wrp(output_path, header, segments)
-        if parts is not None:
-            parts.remove()
+        if streamed:
+            coded = _code_streamed(config, Path(tmp), progress)
+        else:
+            coded = _code_source(input_path, output_path, config, Path(tmp), progress)
+    segments = [d.segment for d in coded.done]
+    header = _header(config, coded.info, coded.frames, segments)
+    write_wrp(output_path, header, segments)
+    if coded.parts is not None:
+        coded.parts.remove()
     total_bits = 8 * (
         overhead_bytes(len(segments), version=header.version)
         + sum(len(s.payload) + len(s.update) for s in segments)
     )
-    seconds = {
-        "total_s": time.perf_counter() - t_start,
-        "adapt_s": sum(d.adapt_s for d in done),
-        "probe_s": sum(d.probe_s for d in done),
-    }
-    report = _report(
-        input_path, output_path, config, info, frames, [d.report for d in done], total_bits
-    )
+    reports = [d.report for d in coded.done]
+    report = _report(input_path, output_path, config, coded.info, coded.frames, reports, total_bits)
     return report.model_copy(
         update={
-            "timings": seconds,
-            "encodes": sum(d.encodes for d in done),
-            "segmentation": cut.method,
-            "cuts": cut.cuts,
-            "chains": len(plan.chains),
-            "resumed": sum(kept.get(d.index) is d for d in done),
+            "timings": {
+                "total_s": time.perf_counter() - t_start,
+                "adapt_s": sum(d.adapt_s for d in coded.done),
+                "probe_s": sum(d.probe_s for d in coded.done),
+            },
+            "encodes": sum(d.encodes for d in coded.done),
+            "segmentation": coded.cut.method,
+            "cuts": coded.cut.cuts,
+            "chains": coded.chains,
+            "resumed": coded.resumed,
         }
     )
+
+
+@dataclass
+class _Coded:
+    """Every segment of a source coded, and how the source was cut."""
+
+    info: VideoInfo
+    frames: int
+    cut: Segmentation
+    chains: int
+    done: list[SegmentDone]
+    resumed: int = 0  # segments taken up from the work folder
+    parts: Parts | None = None  # the work folder, removed once the file is written
+
+
+def _fixed(segment_frames: int | Literal["auto"] | None) -> bool:
+    return isinstance(segment_frames, int) and segment_frames > 0
+
+
+def _code_source(
+    input_path: str, output_path: str, config: EncodeConfig, workdir: Path, progress: ProgressSink
+) -> _Coded:
+    """The segments of a file (standard input spooled into ``workdir``), cut by
+    :func:`segmentation` and coded by :func:`~wrapcodec.encode.parallel.code_segments`."""
+    source, info, frames = _read_source(input_path, workdir)
+    cut = segmentation(source, frames, info, config.segment_frames)
+    usable = _usable(config, info, input_path)
+    plan = Plan(source, info, usable, cut.ranges, cut.chains(config.chains))
+    parts = None
+    if config.resume:
+        parts = Parts(folder_for(output_path), encode_key(config, source, cut.ranges))
+    progress.start(len(usable) * len(cut.ranges))
+    kept = parts.load() if parts is not None else {}
+    keep = parts.store if parts is not None else (lambda _: None)
+    done = code_segments(config, plan, kept, keep, progress)
+    resumed = sum(kept.get(d.index) is d for d in done)
+    return _Coded(info, frames, cut, len(plan.chains), done, resumed, parts)
+
+
+def _code_streamed(config: EncodeConfig, workdir: Path, progress: ProgressSink) -> _Coded:
+    """The segments of standard input, ``config.segment_frames`` frames each, read, coded and
+    dropped one after another: the disk holds one segment's frames, whatever the length. The
+    segments make one chain, coded here. As the segment count is not known until the end,
+    each segment's candidates carry the container's whole header in their rate (as a clip of
+    one segment does), where a file's share it; the choice can differ from that of the same
+    frames read from a file only where two candidates' costs are that close."""
+    assert isinstance(config.segment_frames, int)
+    done: list[SegmentDone] = []
+    in_force = None
+    first = 0
+    with Y4MReader(STDIO, name=display_name(STDIO)) as reader:
+        info = reader.info
+        usable = _usable(config, info, STDIO)
+        part = workdir / "segment.y4m"
+        while count := reader.copy_frames(config.segment_frames, part):
+            index = len(done)
+            task = SegmentTask(
+                config, info, usable, 1, index, first, count, part, in_force, config.jobs, 0
+            )
+            finished = code_segment(task, progress)
+            done.append(finished)
+            in_force = chain_after(config, info, finished.segment, in_force)
+            first += count
+    if not done:
+        raise InputError(f"{display_name(STDIO)}: no frames")
+    cut = Segmentation("fixed", [(d.segment.first_frame, d.segment.frame_count) for d in done])
+    return _Coded(info, first, cut, 1, done)
+
+
+def _usable(config: EncodeConfig, info: VideoInfo, input_path: str) -> tuple[Option, ...]:
+    """The options of ``config`` usable at the source's size; none is an InputError."""
+    usable = tuple(o for o in config.options if skip_reason(o, info.width, info.height) is None)
+    if not usable:
+        raise InputError(
+            f"{display_name(input_path)}: no option is usable at {info.width}x{info.height}"
+        )
+    return usable
 
 
 def _read_source(input_path: str, workdir: Path) -> tuple[Path, VideoInfo, int]:

@@ -56,6 +56,7 @@ class SegmentTask:
     source: Path | bytes
     in_force: InForce | None
     jobs: int | None = None  # candidates coded at once (None: the default)
+    offset: int | None = None  # where the segment starts in ``source`` (None: at ``first``)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def code_segment(task: SegmentTask, progress: ProgressSink | None = None) -> Seg
             path.write_bytes(task.source)
             clip = Clip(path, 0, task.count)
         else:
-            clip = Clip(task.source, task.first, task.count)
+            start = task.first if task.offset is None else task.offset
+            clip = Clip(task.source, start, task.count)
         job = make_job(task.config, task.info, workdir, task.n_segments, task.jobs)
         timings = Timings()
         best, report = choose(
