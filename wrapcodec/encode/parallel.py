@@ -113,7 +113,9 @@ class _Runner(Protocol):
 
     def next_done(self) -> SegmentDone: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None: ...  # at once, on a signal or an error
+
+    def close(self) -> None: ...  # every segment done
 
 
 class _Inline:
@@ -134,6 +136,9 @@ class _Inline:
 
     def stop(self) -> None:
         self.tasks.clear()
+
+    def close(self) -> None:
+        pass
 
 
 _events: Any = None  # a local worker's queue of progress events
@@ -268,22 +273,9 @@ def code_segments(
     it finishes. The executor is ``config``'s: its Dask scheduler, else ``config.jobs``
     local processes where there are chains to run at once, else this process."""
     tracker = _Tracker(progress, len(plan.usable), len(plan.ranges))
-    results: dict[int, SegmentDone] = {}
-    in_force: list[InForce | None] = []
-    ready: deque[tuple[int, int]] = deque()  # (chain, position in it) ready to code
-    for c, chain in enumerate(plan.chains):
-        previous, position = None, 0
-        while position < len(chain) and chain[position] in done:
-            resumed = done[chain[position]]
-            results[resumed.index] = resumed
-            tracker.resumed(f"segment {resumed.index} kept")
-            previous = chain_after(config, plan.info, resumed.segment, previous)
-            position += 1
-        in_force.append(previous)
-        if position < len(chain):
-            ready.append((c, position))
-    runner, candidate_jobs = _runner(config, plan, len(ready), tracker)
-    running: dict[int, tuple[int, int]] = {}
+    results, in_force, ready = _taken_up(config, plan, done, tracker)
+    runner, candidate_jobs = _runner(config, len(ready), tracker)
+    running: dict[int, tuple[int, int]] = {}  # segment: (chain, position in it)
     try:
         while ready or running:
             while ready and len(running) < runner.slots:
@@ -310,22 +302,40 @@ def code_segments(
             c, position = running.pop(finished.index)
             keep(finished)
             results[finished.index] = finished
-            tracker.end(finished.index, f"segment {finished.index} done")
+            tracker.end(finished.index, f"segment {finished.index + 1} done")
             in_force[c] = chain_after(config, plan.info, finished.segment, in_force[c])
             if position + 1 < len(plan.chains[c]):
                 ready.appendleft((c, position + 1))  # finish a chain before starting another
     except BaseException:
         runner.stop()
         raise
-    close = getattr(runner, "close", None)
-    if close is not None:
-        close()
+    runner.close()
     return [results[k] for k in range(len(plan.ranges))]
 
 
-def _runner(
-    config: EncodeConfig, plan: Plan, chains: int, tracker: _Tracker
-) -> tuple[_Runner, int | None]:
+def _taken_up(
+    config: EncodeConfig, plan: Plan, done: dict[int, SegmentDone], tracker: _Tracker
+) -> tuple[dict[int, SegmentDone], list[InForce | None], deque[tuple[int, int]]]:
+    """The segments of ``done`` that each chain has from its start, the update in force after
+    them in each chain, and where each chain not finished goes on: ``(chain, position)``."""
+    results: dict[int, SegmentDone] = {}
+    in_force: list[InForce | None] = []
+    ready: deque[tuple[int, int]] = deque()
+    for c, chain in enumerate(plan.chains):
+        previous, position = None, 0
+        while position < len(chain) and chain[position] in done:
+            kept = done[chain[position]]
+            results[kept.index] = kept
+            tracker.resumed(f"segment {kept.index + 1} kept")
+            previous = chain_after(config, plan.info, kept.segment, previous)
+            position += 1
+        in_force.append(previous)
+        if position < len(chain):
+            ready.append((c, position))
+    return results, in_force, ready
+
+
+def _runner(config: EncodeConfig, chains: int, tracker: _Tracker) -> tuple[_Runner, int | None]:
     """The executor of ``config`` for ``chains`` chains to code, and the candidates each
     segment codes at once (None: the default)."""
     if config.dask is not None:
