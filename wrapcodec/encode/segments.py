@@ -28,6 +28,7 @@ from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
 from wrapcodec.errors import InputError
 from wrapcodec.options import Option, option, skip_reason
 from wrapcodec.pipeline import InForce, Layout, segment_layout
+from wrapcodec.workers import release_memory
 from wrapcodec.y4m import VideoInfo
 
 
@@ -74,7 +75,16 @@ class SegmentDone:
 
 def code_segment(task: SegmentTask, progress: ProgressSink | None = None) -> SegmentDone:
     """Choose and code the option of ``task``'s segment, in a temporary folder of its own;
-    ``progress`` hears of every candidate judged."""
+    ``progress`` hears of every candidate judged. The memory it used is given back when it
+    ends (:func:`~wrapcodec.workers.release_memory`), so that coding segment after segment
+    does not grow the process."""
+    try:
+        return _code_segment(task, progress)
+    finally:
+        release_memory()
+
+
+def _code_segment(task: SegmentTask, progress: ProgressSink | None) -> SegmentDone:
     with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
         workdir = Path(tmp)
         if isinstance(task.source, bytes):
