@@ -58,7 +58,7 @@ def _dask(specs: Sequence[S], address: str, measure: Callable[[S], R]) -> _Measu
     from distributed import as_completed
 
     with client:
-        futures = client.map(measure, list(specs), pure=False)
+        futures = client.map(workers.dask_task, [measure] * len(specs), list(specs), pure=False)
         spec_of = {future.key: spec for future, spec in zip(futures, specs, strict=True)}
         try:
             for future in as_completed(futures):

@@ -242,7 +242,9 @@ class _Dask:
         frames = self.client.scatter(
             clip_bytes(task.source, task.first, task.count), workers=[worker]
         )
-        future = self.client.submit(_code_from_bytes, task, frames, workers=[worker], pure=False)
+        future = self.client.submit(
+            workers.dask_task, _code_from_bytes, task, frames, workers=[worker], pure=False
+        )
         self.running[future] = worker
         self.done.add(future)
 
