@@ -49,7 +49,9 @@ class EncodeConfig(BaseModel):
     jobs: int | None = None
     """Segments coded at once on local processes where there are several chains, else
     candidates coded at once [:func:`~wrapcodec.encode.trials.default_jobs`]; the result does
-    not depend on it."""
+    not depend on it. The processes are spawned, so a script that calls
+    :func:`~wrapcodec.encode.encode_file` with several needs the
+    ``if __name__ == "__main__":`` guard of :mod:`multiprocessing`."""
     dask: str | None = None
     """The address of a Dask scheduler whose workers code the segments (instead of
     ``jobs``); the result does not depend on it."""
