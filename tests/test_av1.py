@@ -247,9 +247,11 @@ def test_libaom_decoder_gives_the_same_frames(
     used: list[str] = []
     real_args = ffmpeg.decode_args
 
-    def spy(exe: str, backend: Backend, in_path: str, bitdepth: int) -> list[str]:
+    def spy(
+        exe: str, backend: Backend, in_path: str, bitdepth: int, demuxer: str | None = None
+    ) -> list[str]:
         used.append(backend.decoder)
-        return real_args(exe, backend, in_path, bitdepth)
+        return real_args(exe, backend, in_path, bitdepth, demuxer)
 
     monkeypatch.setattr(ffmpeg, "decode_args", spy)
     decode(runner, wrp, tmp_path / "dav1d.y4m")

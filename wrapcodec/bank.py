@@ -34,6 +34,7 @@ from wrapcodec.exact import ARITHMETIC_VERSION, MAX_EXP, ExactPost, quantize_pos
 from wrapcodec.nets import PostConfig, PostProcessor, PreConfig, PreProcessor
 from wrapcodec.options import OPTIONS, RATIOS, Option, require_available
 from wrapcodec.paths import sha256_file
+from wrapcodec.prefilter import PreFilter
 
 #: Size at which the cards' MACs per pixel are counted.
 MAC_WIDTH, MAC_HEIGHT = 1920, 1080
@@ -345,3 +346,81 @@ def _bank(folder: str) -> Bank:
 def get_bank(folder: str | Path | None = None) -> Bank:
     """The bank in ``folder``, or the shipped one; loaded once per process."""
     return _bank(str(Path(folder).resolve()) if folder else str(shipped_folder()))
+
+
+# -- pre-filters of standard streams --------------------------------------------------------
+
+STANDARD_FOLDER = "standard"
+"""The bank's subfolder of pre-filters (``encode --standard``): ``prefilter-CODEC-METRIC``."""
+
+METRICS = ("psnr", "ms-ssim")
+
+
+class PreFilterCard(BaseModel):
+    """What a pre-filter is (its architecture, codec, metric and QPs), its weights' sha256,
+    and how it was trained and validated (free-form: figures with their commands)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    file: str
+    sha256: str
+    codec: str
+    metric: Literal["psnr", "ms-ssim"]
+    width: Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
+    layers: Annotated[int, Field(ge=2, le=MAX_BLOCKS)]
+    qp_range: tuple[int, int]
+    training: dict[str, object] = {}
+    validation: dict[str, object] = {}
+
+    @model_validator(mode="after")
+    def _plain_file(self) -> PreFilterCard:
+        if Path(self.file).name != self.file or not self.file.endswith(".safetensors"):
+            raise ValueError(f"weights file {self.file!r} is not a .safetensors in the folder")
+        return self
+
+
+def prefilter_name(codec: str, metric: str) -> str:
+    return f"prefilter-{codec}-{metric}"
+
+
+def prefilter_card(folder: Path, codec: str, metric: str) -> PreFilterCard | None:
+    """The card of ``codec``'s pre-filter for ``metric`` in the bank ``folder``, or None."""
+    path = folder / STANDARD_FOLDER / f"{prefilter_name(codec, metric)}.json"
+    if not path.is_file():
+        return None
+    try:
+        return PreFilterCard.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{path}: not a pre-filter card ({where}: {first['msg']})") from None
+
+
+def load_prefilter(folder: Path, card: PreFilterCard) -> PreFilter:
+    """The pre-filter of ``card`` in the bank ``folder``, its weights checked against the card
+    (sha256, finite values, the architecture)."""
+    path = folder / STANDARD_FOLDER / card.file
+    if not path.is_file():
+        raise InputError(f"{path}: model weights missing")
+    digest = sha256_file(path)
+    if digest != card.sha256:
+        raise InputError(f"{path}: sha256 {digest[:16]}… does not match its card")
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as exc:
+        raise InputError(f"{path}: unreadable weights ({exc})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"{path}: weight {name} holds a value that is not finite")
+    net = PreFilter(card.width, card.layers)
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not fit the card's architecture ({exc})") from None
+    return net.eval()
+
+
+def bank_folder(folder: str | Path | None = None) -> Path:
+    """``folder``, or the shipped bank's."""
+    return Path(folder) if folder else shipped_folder()

@@ -32,7 +32,7 @@ from rich.table import Table
 from wrapcodec import __version__, ffmpeg, interrupt
 from wrapcodec.adapt import AdaptConfig, check_steps
 from wrapcodec.backend import backends, get_backend
-from wrapcodec.bank import Bank, get_bank
+from wrapcodec.bank import Bank, bank_folder, get_bank, load_prefilter, prefilter_card
 from wrapcodec.bench import analysis as bench_analysis
 from wrapcodec.bench import effort as bench_effort_lib
 from wrapcodec.bench import plan as bench_plan
@@ -44,12 +44,20 @@ from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file
 from wrapcodec.encode.config import adaptation_for, settings_for
 from wrapcodec.encode.efforts import DEFAULT_EFFORT, EFFORTS, AdaptBudget, parse_budget
 from wrapcodec.encode.report import AdaptationReport, CandidateReport
+from wrapcodec.encode.standard import (
+    Metric,
+    StandardConfig,
+    StandardReport,
+    encode_standard,
+    parse_standard_options,
+)
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
 from wrapcodec.options import parse_options, parse_qps
 from wrapcodec.pairs import QPS
 from wrapcodec.paths import STDIO, check_input, check_output, display_name
+from wrapcodec.streams import stream_format
 
 err_console = Console(stderr=True)
 DEMO_CLIP = "parkjoy_480x270_10f.y4m"
@@ -238,6 +246,91 @@ def _candidate_table(report: EncodeReport, width: int) -> Table:
     return table
 
 
+_NOT_STANDARD = {
+    "bitrate": "--bitrate",
+    "bitdepth": "--bitdepth",
+    "segment_frames": "--segment-frames",
+    "jobs": "--jobs",
+    "dask": "--dask",
+    "resume": "--resume",
+    "adapt_steps": "--adapt-steps",
+    "adapt_budget": "--adapt-budget",
+    "pre_arithmetic": "--pre-arithmetic",
+}
+
+
+def _refuse_with_standard(ctx: click.Context) -> None:
+    """One line for an option that means nothing to a standard stream."""
+    for name, flag in _NOT_STANDARD.items():
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise InputError(f"{flag} does not apply to --standard")
+
+
+def _encode_standard(
+    input: str,
+    output: str,
+    codec: str,
+    qp: int,
+    preset: str | None,
+    options: str,
+    metric: Metric,
+    models: str | None,
+    overwrite: bool,
+    as_json: bool,
+) -> StandardReport:
+    backend = get_backend(codec)
+    candidates = parse_standard_options(options)
+    stream_format(output, backend.name)
+    check_input(input)
+    check_output(output, overwrite, source=input)
+    folder = bank_folder(models)
+    card = prefilter_card(folder, backend.name, metric)
+    net = load_prefilter(folder, card) if card is not None and "prefilter" in candidates else None
+    backend.check_qp(qp)
+    cfg = StandardConfig(
+        backend,
+        qp,
+        preset or backend.default_preset,
+        metric,
+        candidates,
+        net,
+        card.name if card else None,
+    )
+    with _progress(not as_json and sys.stderr.isatty()) as progress:
+        task = progress.add_task("coding", total=len(candidates))
+
+        def step(name: str) -> None:
+            progress.update(task, description=f"coding {name}", advance=0)
+
+        report = encode_standard(input, output, cfg, step)
+        progress.update(task, completed=len(candidates))
+    return report
+
+
+def _print_standard(report: StandardReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+        return
+    console = Console()
+    table = Table(title=f"{report.codec} QP {report.qp}, {report.metric}, λ {report.lam:.2f}")
+    for column in ("candidate", "kbps", "PSNR-YUV", "MS-SSIM dB", "J", ""):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for c in report.candidates:
+        ms = "–" if c.ms_ssim_db is None else f"{c.ms_ssim_db:.3f}"
+        mark = "chosen" if c.name == report.chosen else ""
+        table.add_row(c.name, f"{c.kbps:.1f}", f"{c.psnr_yuv:.3f}", ms, f"{c.cost:.3f}", mark)
+    console.print(table)
+    if report.note:
+        console.print(f"[dim]{report.note}[/dim]")
+    chosen = next(c for c in report.candidates if c.name == report.chosen)
+    console.print(
+        f"chosen: {report.chosen} → {display_name(report.output, output=True)} "
+        f"({report.format}, {chosen.bytes} bytes, decoded MD5 {chosen.decoded_md5}, "
+        f"{report.seconds:.1f} s)",
+        highlight=False,
+    )
+
+
 def _print_report(report: EncodeReport, as_json: bool) -> None:
     """The report on stdout, or on stderr when stdout carries the .wrp file (``-o -``)."""
     to_stderr = report.output == STDIO
@@ -410,10 +503,26 @@ _models_opt = click.option(
     "(by a fixed model of a training step), or none [fast: no adaptation, medium: 4x, "
     "exhaustive: none].",
 )
+@click.option(
+    "--standard",
+    is_flag=True,
+    help="Write a plain stream any player decodes (OUT.mp4, .mkv, .webm, .ivf or the codec's "
+    "raw stream), choosing between direct coding and the bank's pre-filter by what a plain "
+    "decoder shows; no post-processor.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["psnr", "ms-ssim"]),
+    default="psnr",
+    show_default=True,
+    help="With --standard: the quality the RDO (and the pre-filter) aims at.",
+)
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite the output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @_models_opt
+@click.pass_context
 def encode(
+    ctx: click.Context,
     input: str,
     output: str,
     codec: str,
@@ -430,15 +539,26 @@ def encode(
     pre_arithmetic: str,
     adapt_steps: int | None,
     adapt_budget: str | None,
+    standard: bool,
+    metric: Metric,
     overwrite: bool,
     as_json: bool,
     models: str | None,
 ) -> None:
     """Encode IN.y4m (`-` for stdin) with encoder-side RDO over the wrapper options.
 
-    With `-o -` the .wrp file goes to stdout and the report (table or --json) to stderr."""
+    With `-o -` the .wrp file goes to stdout and the report (table or --json) to stderr.
+    With --standard, OUT is a plain stream instead (docs/usage.md, "Standard streams")."""
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
+    if standard:
+        _refuse_with_standard(ctx)
+        assert qp is not None
+        report = _encode_standard(
+            input, output, codec, qp, preset, options, metric, models, overwrite, as_json
+        )
+        _print_standard(report, as_json)
+        return
     backend = get_backend(codec)
     settings = settings_for(backend, qp, preset, int(bitdepth))
     adapt = adaptation_for(effort, adapt_steps)
@@ -1073,6 +1193,65 @@ def train(**kw: Any) -> None:
 
         trainer.run(report)
     click.echo(f"wrote {out} (step {trainer.step})")
+
+
+@cli.command("train-prefilter")
+@click.option(
+    "--data", required=True, metavar="CACHE", help="A pair cache (`wrapcodec pairs`) with r = 1."
+)
+@click.option("--val", required=True, metavar="DIR", help="Validation photos (at least 256 px).")
+@click.option("--metric", type=click.Choice(["psnr", "ms-ssim"]), default="psnr", show_default=True)
+@click.option("--codec", default="x265", show_default=True, help="The codec in the loop.")
+@click.option("--steps", type=click.IntRange(min=0), default=1500, show_default=True)
+@click.option(
+    "--rate-steps",
+    type=click.IntRange(min=0),
+    default=600,
+    show_default=True,
+    help="Steps fitting the rate model to the cache's bits first.",
+)
+@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--rate-from",
+    default=None,
+    metavar="FILE.ckpt",
+    help="Start from this run's rate model instead of fitting one.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    required=True,
+    metavar="DIR/standard/prefilter-CODEC-METRIC.safetensors",
+    help="Weights; its card, checkpoint (resumed when there) and log go beside it.",
+)
+def train_prefilter(
+    data: str,
+    val: str,
+    metric: Metric,
+    codec: str,
+    steps: int,
+    rate_steps: int,
+    val_every: int,
+    rate_from: str | None,
+    seed: int,
+    out: str,
+) -> None:
+    """Train a standard-stream pre-filter with the real codec in the loop and a learned rate."""
+    from wrapcodec.prefilter_train import PreFilterTrainConfig, PreFilterTrainer
+
+    get_backend(codec)
+    cfg = PreFilterTrainConfig(
+        codec=codec,
+        target=metric,
+        steps=steps,
+        rate_pretrain_steps=rate_steps,
+        validate_every=val_every,
+        seed=seed,
+    )
+    trainer = PreFilterTrainer(cfg, Path(data), Path(val), Path(out))
+    if rate_from is not None and not trainer.checkpoint.exists():
+        trainer.take_rate_model(Path(rate_from))
+    trainer.run(lambda text: click.echo(text, err=True))
 
 
 @cli.command("pairs")

@@ -40,6 +40,7 @@ import ffmpeg as ffmpeg_python
 from wrapcodec import interrupt
 from wrapcodec.backend import Backend, EncodeSettings
 from wrapcodec.errors import BackendError, FFmpegError, InputError, Y4MError
+from wrapcodec.streams import StreamFormat
 from wrapcodec.y4m import Frame, VideoInfo, Y4MReader
 
 ENV_VAR = "WRAPCODEC_FFMPEG"
@@ -207,8 +208,10 @@ def encode_args(
     height: int,
     fps: str,
     out_path: str,
+    output: StreamFormat | None = None,
 ) -> list[str]:
-    """ffmpeg command that reads raw 4:2:0 frames on stdin and writes an Annex B stream."""
+    """ffmpeg command that reads raw 4:2:0 frames on stdin and writes an Annex B stream, or
+    the file ``output`` says (its muxer, with its arguments for this codec)."""
     stream = ffmpeg_python.input(
         "pipe:",
         format="rawvideo",
@@ -216,20 +219,23 @@ def encode_args(
         s=f"{width}x{height}",
         r=fps,
     )
-    stream = ffmpeg_python.output(
-        stream, out_path, format=backend.stream_format, vcodec=backend.encoder, an=None
-    )
+    muxer = backend.stream_format if output is None else output.muxer
+    stream = ffmpeg_python.output(stream, out_path, format=muxer, vcodec=backend.encoder, an=None)
     args: list[str] = ffmpeg_python.get_args(stream)
     # Codec options go after -c:v; they are ordered, so they are appended by hand.
     position = args.index(out_path)
     args[position:position] = backend.codec_args(
         backend.codec_qp(settings), settings.preset, settings.threads
-    )
+    ) + ([] if output is None else output.muxer_args(backend.name))
     return [exe, "-hide_banner", "-nostdin", "-nostats", "-y", *args]
 
 
-def decode_args(exe: str, backend: Backend, in_path: str, bitdepth: int) -> list[str]:
-    """ffmpeg command that decodes an Annex B stream to y4m on stdout.
+def decode_args(
+    exe: str, backend: Backend, in_path: str, bitdepth: int, demuxer: str | None = None
+) -> list[str]:
+    """ffmpeg command that decodes an Annex B stream (or a file of ``demuxer``'s format) to
+    y4m on stdout, every picture once (``-fps_mode passthrough``: none dropped or repeated
+    by timestamps).
 
     The pictures keep the stream's own pixel format (no ``-pix_fmt``), so the y4m header
     states the bit depth and size the stream really has and :func:`decode` can refuse a
@@ -239,10 +245,12 @@ def decode_args(exe: str, backend: Backend, in_path: str, bitdepth: int) -> list
     ``info`` level ("Reconfiguring filter graph") and refused by :func:`decode`.
     """
     del bitdepth  # checked against the output, never converted to
-    stream = ffmpeg_python.input(in_path, format=backend.stream_format, vcodec=backend.decoder)
+    stream = ffmpeg_python.input(
+        in_path, format=demuxer or backend.stream_format, vcodec=backend.decoder
+    )
     stream = ffmpeg_python.output(stream, "pipe:", format="yuv4mpegpipe", strict="-1")
     args: list[str] = ffmpeg_python.get_args(stream)
-    args.insert(args.index("pipe:"), "-noautoscale")
+    args[args.index("pipe:") : args.index("pipe:")] = ["-noautoscale", "-fps_mode", "passthrough"]
     return [exe, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
 
 
@@ -314,13 +322,15 @@ def encode(
     height: int,
     fps: str,
     out_path: Path,
+    output: StreamFormat | None = None,
 ) -> int:
-    """Encode ``frames`` (already at the coded size) to ``out_path``; returns the frame count.
+    """Encode ``frames`` (already at the coded size) to ``out_path``, an Annex B stream or the
+    file ``output`` says; returns the frame count.
 
     Frames stream through ffmpeg's stdin one at a time, so memory does not grow with length.
     """
     backend.validate(settings)
-    cmd = encode_args(ffmpeg_exe(), backend, settings, width, height, fps, str(out_path))
+    cmd = encode_args(ffmpeg_exe(), backend, settings, width, height, fps, str(out_path), output)
     count = 0
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
@@ -557,6 +567,7 @@ def decode(
     frame_count: int,
     *,
     stall_timeout: float = STALL_TIMEOUT_S,
+    demuxer: str | None = None,
 ) -> Iterator[Frame]:
     """Decode ``stream_path`` frame by frame, checking it against what was coded.
 
@@ -568,7 +579,7 @@ def decode(
     code), so a caller must consume the iterator to the end before trusting its output.
     """
     backend = with_available_decoder(backend)
-    cmd = decode_args(ffmpeg_exe(), backend, str(stream_path), bitdepth)
+    cmd = decode_args(ffmpeg_exe(), backend, str(stream_path), bitdepth, demuxer)
     name = backend.decoder
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)

@@ -1,0 +1,392 @@
+"""Training the standard-stream pre-filter with the real codec in the loop (Klopp et al.).
+
+Each step takes a batch of pseudo-video clips of the training photos (the post-processor
+priors' pair cache, :mod:`wrapcodec.pairs`), a random QP per clip, and:
+
+1. filters the clips (:class:`~wrapcodec.prefilter.PreFilter`) and rounds them to 8 bits;
+2. codes and decodes them with the real codec at 8 bits, as ``encode --standard`` does;
+3. takes the distortion of the real decoded pictures, its gradient passed straight through
+   the codec to the filtered pictures, and the rate of the learned
+   :class:`~wrapcodec.prefilter.RateModel`, ``J = D + λ(QP)·R̂`` per luma sample, λ the
+   encoder's own (:mod:`wrapcodec.encode.cost`);
+4. fits the rate model to the real bits of the filtered clips, so the rate the filter is
+   trained against follows what the filter makes.
+
+The rate model is first fitted to the cache's real bits of unfiltered clips. The distortion is
+the RDO's 6:1:1 YUV MSE (target ``psnr``), or for ``ms-ssim`` luma ``1 − MS-SSIM`` scaled to the
+MSE at the clip's operating point (so λ keeps its meaning) with chroma MSE beside it.
+
+Validation codes pseudo-videos of other photos (Kodak) at the cache's QPs, filtered and not,
+and reports the BD-rate of the filter against direct coding in the target's metric and in the
+other one, and how well the rate model ranks the real rates.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import save_file
+from scipy.stats import spearmanr
+from torch import Tensor
+
+from wrapcodec import ffmpeg
+from wrapcodec.backend import Backend, EncodeSettings, get_backend
+from wrapcodec.bank import PreFilterCard
+from wrapcodec.bdrate import Curve, bd_rate
+from wrapcodec.metrics import MsSsimAccumulator, PsnrAccumulator, kbps
+from wrapcodec.nets import from_unit, unit
+from wrapcodec.pairs import QPS, ClipSpec, make_clips
+from wrapcodec.paths import atomic_write, sha256_file
+from wrapcodec.prefilter import PreFilter, RateModel, ms_ssim
+from wrapcodec.y4m import Frame, iter_frames
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("psnr", "ms-ssim")
+
+
+class PreFilterTrainConfig(BaseModel):
+    """One training run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    codec: str = "x265"
+    target: Literal["psnr", "ms-ssim"] = "psnr"
+    steps: int = 1500
+    batch: int = 4
+    frames: int = 4
+    qp_range: tuple[int, int] = (22, 47)
+    lr: float = 5e-4
+    rate_lr: float = 1e-3
+    rate_pretrain_steps: int = 1500
+    width: int = 16
+    layers: int = 4
+    seed: int = 0
+    validate_every: int = 500
+    preset: str | None = None
+
+
+@dataclass
+class Batch:
+    """Clips as tensors in ``[-1, 1]``: ``y (N,T,H,W)``, ``uv (N,T,2,H/2,W/2)``."""
+
+    y: Tensor
+    uv: Tensor
+
+    @staticmethod
+    def of(clips: Sequence[Sequence[Frame]]) -> Batch:
+        y = np.stack([np.stack([f.y for f in c]) for c in clips])
+        uv = np.stack([np.stack([np.stack([f.u, f.v]) for f in c]) for c in clips])
+        return Batch(unit(torch.from_numpy(y).float(), 8), unit(torch.from_numpy(uv).float(), 8))
+
+
+def to_frames(y: Tensor, uv: Tensor) -> list[Frame]:
+    """One clip's pictures ``(T,H,W)``, ``(T,2,h,w)`` in ``[-1, 1]`` → 8-bit frames."""
+    ys = from_unit(y, 8).round().to(torch.uint8).numpy()
+    uvs = from_unit(uv, 8).round().to(torch.uint8).numpy()
+    return [Frame(ys[t], uvs[t, 0], uvs[t, 1]) for t in range(ys.shape[0])]
+
+
+def ste_round8(x: Tensor) -> Tensor:
+    """Rounded to the 8-bit grid forward, the identity backward."""
+    return x + (unit(from_unit(x, 8).round(), 8) - x).detach()
+
+
+def code_clip(
+    backend: Backend, qp: int, frames: Sequence[Frame], preset: str | None = None
+) -> tuple[int, list[Frame]]:
+    """``frames`` (8-bit) coded at ``qp`` by the real codec and decoded: bits and pictures."""
+    height, width = frames[0].y.shape
+    settings = EncodeSettings(qp=qp, preset=preset or backend.default_preset, bitdepth=8, threads=1)
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-prefilter-") as tmp:
+        stream = Path(tmp) / f"clip{backend.extension}"
+        ffmpeg.encode(backend, settings, frames, width, height, "25", stream)
+        decoded = list(ffmpeg.decode(backend, stream, width, height, 8, len(frames)))
+        return 8 * stream.stat().st_size, decoded
+
+
+def lam(backend: Backend, qp: int) -> float:
+    """The encoder's λ(QP) for 8-bit MSE per luma sample (:mod:`wrapcodec.encode.cost`)."""
+    return backend.lambda_factor * 2.0 ** ((qp - 12) / 3.0)
+
+
+def _mse_parts(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per clip: luma MSE and the sum of the two chroma MSEs, in 8-bit units."""
+    s = 127.5**2
+    mse_y = ((y - ty) ** 2).mean(dim=(1, 2, 3)) * s
+    mse_uv = ((uv - tuv) ** 2).mean(dim=(1, 3, 4)).sum(dim=1) * s
+    return mse_y, mse_uv
+
+
+def distortion(target: str, y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> Tensor:
+    """Per clip, in 8-bit MSE units: the 6:1:1 MSE (``psnr``), or luma ``1 − MS-SSIM``
+    times the luma MSE over its own ``1 − MS-SSIM`` held fixed (``ms-ssim``)."""
+    mse_y, mse_uv = _mse_parts(y, uv, ty, tuv)
+    if target == "psnr":
+        return (6 * mse_y + mse_uv) / 8
+    n, t = y.shape[:2]
+    score = (
+        ms_ssim(
+            from_unit(y, 8).reshape(n * t, 1, *y.shape[-2:]),
+            from_unit(ty, 8).reshape(n * t, 1, *y.shape[-2:]),
+        )
+        .view(n, t)
+        .mean(dim=1)
+    )
+    loss = 1.0 - score
+    scale = (mse_y / loss.clamp(min=1e-6)).detach()
+    return (6 * scale * loss + mse_uv) / 8
+
+
+class Clips:
+    """The training clips (8-bit pseudo-videos) held in memory."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        self.frames = [list(iter_frames(p)) for p in self.paths]
+
+    def sample(self, rng: np.random.Generator, n: int, frames: int) -> list[list[Frame]]:
+        out = []
+        for _ in range(n):
+            clip = self.frames[int(rng.integers(len(self.frames)))]
+            start = int(rng.integers(len(clip) - frames + 1))
+            out.append(clip[start : start + frames])
+        return out
+
+
+def cached_bits(cache: Path, codec: str) -> list[tuple[int, int, int]]:
+    """(clip index, QP, bits) of the unfiltered clips coded in the pair cache at r = 1."""
+    names = sorted(p.stem for p in (cache / "clips").glob("*.y4m"))
+    found = []
+    for qp in QPS:
+        folder = cache / codec / "1" / f"qp{qp:02d}"
+        for i, name in enumerate(names):
+            path = folder / f"{name}.npz"
+            if path.exists():
+                with np.load(path) as data:
+                    found.append((i, qp, int(data["bits"])))
+    return found
+
+
+class PreFilterTrainer:
+    """A resumable run: the filter, the rate model, their optimisers and the step."""
+
+    def __init__(self, cfg: PreFilterTrainConfig, cache: Path, val: Path, out: Path) -> None:
+        self.cfg, self.out = cfg, out
+        self.backend = get_backend(cfg.codec)
+        torch.manual_seed(cfg.seed)
+        self.filter = PreFilter(cfg.width, cfg.layers)
+        self.rate = RateModel()
+        self.opt = torch.optim.Adam(self.filter.parameters(), lr=cfg.lr)
+        self.rate_opt = torch.optim.Adam(self.rate.parameters(), lr=cfg.rate_lr)
+        self.step = 0
+        self.rate_step = 0
+        self.rng = np.random.default_rng(cfg.seed)
+        self.train = Clips(sorted((cache / "clips").glob("*.y4m")))
+        self.bits = cached_bits(cache, cfg.codec)
+        self.val = Clips(make_clips(val, out.parent / "val-clips", ClipSpec()))
+        self.pool = concurrent.futures.ThreadPoolExecutor(2)
+        self.history: list[dict[str, float]] = []
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out.with_suffix(".ckpt")
+
+    def save(self) -> None:
+        state = {
+            "filter": self.filter.state_dict(),
+            "rate": self.rate.state_dict(),
+            "opt": self.opt.state_dict(),
+            "rate_opt": self.rate_opt.state_dict(),
+            "step": torch.tensor(self.step),
+            "rate_step": torch.tensor(self.rate_step),
+        }
+        atomic_write(self.checkpoint, lambda p: torch.save(state, p))
+        history = json.dumps(self.history, indent=1)
+        atomic_write(self.out.with_suffix(".log.json"), lambda p: p.write_text(history))
+
+    def take_rate_model(self, checkpoint: Path) -> None:
+        """Start from the rate model of another run's checkpoint (its pre-training done)."""
+        state = torch.load(checkpoint, weights_only=True)
+        self.rate.load_state_dict(state["rate"])
+        self.rate_step = int(state["rate_step"])
+
+    def resume(self) -> None:
+        if not self.checkpoint.exists():
+            return
+        state = torch.load(self.checkpoint, weights_only=True)
+        self.filter.load_state_dict(state["filter"])
+        self.rate.load_state_dict(state["rate"])
+        self.opt.load_state_dict(state["opt"])
+        self.rate_opt.load_state_dict(state["rate_opt"])
+        self.step, self.rate_step = int(state["step"]), int(state["rate_step"])
+        self.rng = np.random.default_rng([self.cfg.seed, self.step, self.rate_step])
+        history = self.out.with_suffix(".log.json")
+        if history.exists():
+            self.history = json.loads(history.read_text())
+
+    # -- the rate model alone --------------------------------------------------------------
+
+    def rate_pretrain_step(self) -> float:
+        picks = [self.bits[int(self.rng.integers(len(self.bits)))] for _ in range(8)]
+        batch = Batch.of([self.train.frames[i] for i, _, _ in picks])
+        qp = torch.tensor([q for _, q, _ in picks])
+        real = torch.tensor([b for _, _, b in picks], dtype=torch.float32)
+        loss = ((self.rate(batch.y, batch.uv, qp).log2() - real.log2()) ** 2).mean()
+        self.rate_opt.zero_grad()
+        loss.backward()
+        self.rate_opt.step()
+        self.rate_step += 1
+        return loss.item()
+
+    # -- the filter ----------------------------------------------------------------------------
+
+    def _code_all(self, clips: list[list[Frame]], qps: list[int]) -> list[tuple[int, list[Frame]]]:
+        jobs = [
+            self.pool.submit(code_clip, self.backend, q, c, self.cfg.preset)
+            for c, q in zip(clips, qps, strict=True)
+        ]
+        return [j.result() for j in jobs]
+
+    def filter_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        clips = self.train.sample(self.rng, cfg.batch, cfg.frames)
+        qps = [int(self.rng.integers(cfg.qp_range[0], cfg.qp_range[1] + 1)) for _ in clips]
+        src = Batch.of(clips)
+        n, t = src.y.shape[:2]
+        q = torch.tensor(qps)
+        fy, fuv = self.filter(
+            src.y.flatten(0, 1)[:, None], src.uv.flatten(0, 1), q.repeat_interleave(t)
+        )
+        fy, fuv = ste_round8(fy.view_as(src.y)), ste_round8(fuv.view_as(src.uv))
+        coded = self._code_all([to_frames(fy[i].detach(), fuv[i].detach()) for i in range(n)], qps)
+        dec = Batch.of([d for _, d in coded])
+        bits = torch.tensor([b for b, _ in coded], dtype=torch.float32)
+        ry = fy + (dec.y - fy).detach()
+        ruv = fuv + (dec.uv - fuv).detach()
+        d = distortion(cfg.target, ry, ruv, src.y, src.uv)
+        for p in self.rate.parameters():
+            p.requires_grad_(False)
+        r_hat = self.rate(fy, fuv, q)
+        for p in self.rate.parameters():
+            p.requires_grad_(True)
+        samples = t * src.y.shape[-1] * src.y.shape[-2]
+        lams = torch.tensor([lam(self.backend, qp) for qp in qps])
+        j = (d + lams * r_hat / samples).mean()
+        self.opt.zero_grad()
+        j.backward()
+        self.opt.step()
+        # The rate model follows the real bits of what the filter now makes.
+        rate_loss = ((self.rate(fy.detach(), fuv.detach(), q).log2() - bits.log2()) ** 2).mean()
+        self.rate_opt.zero_grad()
+        rate_loss.backward()
+        self.rate_opt.step()
+        self.step += 1
+        real_j = (d.detach() + lams * bits / samples).mean()
+        return {"j": j.item(), "real_j": real_j.item(), "rate_loss": rate_loss.item()}
+
+    # -- validation ------------------------------------------------------------------------
+
+    def filtered(self, clip: Sequence[Frame], qp: int) -> list[Frame]:
+        """``clip`` through the filter at ``qp``, 8-bit."""
+        b = Batch.of([clip])
+        with torch.no_grad():
+            y, uv = self.filter(b.y[0][:, None], b.uv[0], torch.full((len(clip),), qp))
+        return to_frames(y[:, 0], uv)
+
+    def validate(self, qps: Sequence[int] = QPS) -> dict[str, float]:
+        """BD-rates of the filter against direct coding on the validation clips (rates and
+        qualities pooled over clips per QP), and the rate model's rank correlation."""
+        results: dict[str, dict[int, list[float]]] = {"direct": {}, "filter": {}}
+        predicted, real = [], []
+        for qp in qps:
+            for name, make in (("direct", lambda c, q: list(c)), ("filter", self.filtered)):
+                inputs = [make(c, qp) for c in self.val.frames]
+                coded = self._code_all(inputs, [qp] * len(inputs))
+                psnr_acc, ms_acc = PsnrAccumulator(8), MsSsimAccumulator(8)
+                for clip, (_, dec) in zip(self.val.frames, coded, strict=True):
+                    for a, b in zip(clip, dec, strict=True):
+                        psnr_acc.add(a, b)
+                        ms_acc.add(a, b)
+                bits = sum(b for b, _ in coded)
+                frames = sum(len(c) for c in self.val.frames)
+                results[name][qp] = [kbps(bits, frames, 25, 1), psnr_acc.psnr_yuv, ms_acc.db]
+                batch = Batch.of(inputs)
+                with torch.no_grad():
+                    guess = self.rate(batch.y, batch.uv, torch.full((len(inputs),), qp))
+                predicted += guess.tolist()
+                real += [float(b) for b, _ in coded]
+
+        def bd(metric: int) -> float:
+            a, b = results["direct"], results["filter"]
+            anchor = Curve.of([a[q][0] for q in qps], [a[q][metric] for q in qps])
+            test = Curve.of([b[q][0] for q in qps], [b[q][metric] for q in qps])
+            value = bd_rate(anchor, test).bd_rate
+            return float("nan") if value is None else float(value)
+
+        log_err = np.abs(np.log2(np.array(predicted)) - np.log2(np.array(real)))
+        return {
+            "step": float(self.step),
+            "bd_psnr": bd(1),
+            "bd_ms_ssim": bd(2),
+            "rate_spearman": float(spearmanr(predicted, real).statistic),
+            "rate_log2_error": float(log_err.mean()),
+        }
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def export(self, metrics: dict[str, float], seconds: float) -> None:
+        """The filter's weights and its card (:class:`~wrapcodec.bank.PreFilterCard`)."""
+        weights = {k: v.contiguous() for k, v in self.filter.state_dict().items()}
+        atomic_write(self.out, lambda p: save_file(weights, str(p)))
+        card = PreFilterCard(
+            name=self.out.stem,
+            file=self.out.name,
+            sha256=sha256_file(self.out),
+            codec=self.cfg.codec,
+            metric=self.cfg.target,
+            width=self.cfg.width,
+            layers=self.cfg.layers,
+            qp_range=self.cfg.qp_range,
+            training=self.cfg.model_dump() | {"seconds": round(seconds)},
+            validation=dict(metrics),
+        )
+        text = card.model_dump_json(indent=2) + "\n"
+        atomic_write(self.out.with_suffix(".json"), lambda p: p.write_text(text))
+
+    def run(self, report: Callable[[str], None]) -> None:
+        started = time.monotonic()
+        self.resume()
+        while self.rate_step < self.cfg.rate_pretrain_steps:
+            loss = self.rate_pretrain_step()
+            if self.rate_step % 100 == 0:
+                report(f"rate {self.rate_step}: log2 error² {loss:.3f}")
+                self.save()
+        if self.step == 0:
+            metrics = self.validate()
+            self.history.append(metrics)
+            report(f"before: {metrics}")
+        while self.step < self.cfg.steps:
+            out = self.filter_step()
+            if self.step % 20 == 0:
+                report(f"step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in out.items()))
+            if self.step % self.cfg.validate_every == 0 or self.step == self.cfg.steps:
+                self.save()
+                metrics = self.validate()
+                self.history.append(metrics)
+                report(f"validation: {metrics}")
+                self.save()
+        self.export(self.history[-1], time.monotonic() - started)
