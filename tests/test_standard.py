@@ -245,3 +245,24 @@ def test_standard_refusals(
     odd = ["encode", str(clip10_odd), "--standard", "--qp", "30", "-o", out]
     fails(runner, [*odd, "--options", "direct"], "161x97 is odd")
     assert not any(tmp_path.iterdir())
+
+
+def test_bench_standard_in_both_metrics_and_cached(
+    tmp_path: Path, parkjoy: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    from wrapcodec.bench.standard import run_standard_bench
+
+    bank = make_bank(tmp_path / "bank", "x265", "psnr")
+    done: list[str] = []
+    args = (parkjoy, "x265", [30, 38, 46], "psnr", tmp_path / "out", 3, "ultrafast", str(bank))
+    result = run_standard_bench(*args, progress=done.append)  # type: ignore[arg-type]
+    assert len(done) == 6 and len(result.points) == 6
+    curves = {r.curve: r for r in result.rows}
+    assert set(curves) == {"prefilter", "standard"}
+    assert all(r.bd_psnr is not None and r.bd_ms_ssim is not None for r in result.rows)
+    assert len(curves["standard"].chosen) == 3
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| **mean** | standard |" in report
+    again = run_standard_bench(*args, progress=done.append)  # type: ignore[arg-type]
+    assert len(done) == 6 and again.rows == result.rows  # every point from the cache

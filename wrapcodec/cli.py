@@ -39,6 +39,7 @@ from wrapcodec.bench import plan as bench_plan
 from wrapcodec.bench import report as bench_report
 from wrapcodec.bench import run as bench_run
 from wrapcodec.bench.analysis import BenchResults
+from wrapcodec.bench.standard import report_md, run_standard_bench
 from wrapcodec.decoder import decode_file, file_info
 from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file
 from wrapcodec.encode.config import adaptation_for, settings_for
@@ -919,6 +920,15 @@ def demo(
     help="Run the points on this Dask scheduler (tcp://host:8786).",
 )
 @_models_opt
+@click.option(
+    "--standard",
+    "standard",
+    type=click.Choice(["psnr", "ms-ssim"]),
+    default=None,
+    help="Bench `encode --standard` instead: direct coding, the bank's pre-filter for this "
+    "metric, and the encoder's choice between them, each decoded by plain ffmpeg; BD-rates in "
+    "PSNR-YUV and MS-SSIM (--qps, --frames, --preset, --out and --models apply).",
+)
 def bench(
     dataset: str,
     codec: str,
@@ -938,10 +948,25 @@ def bench(
     threads: int | None,
     dask: str | None,
     models: str | None,
+    standard: Metric | None,
 ) -> None:
     """RD curves, frontiers and BD-rates of every option on DATASET (.y4m folder or file)."""
     backend = get_backend(codec)
     qp_list = parse_qps(qps, codec, backend.qp_range, minimum=2)
+    if standard is not None:
+        folder = Path(out or f"bench-standard-{Path(dataset).stem}-{codec}-{standard}")
+        with _progress(sys.stderr.isatty()) as progress:
+            task = progress.add_task("points", total=None)
+
+            def step(text: str) -> None:
+                progress.update(task, description=text)
+
+            result = run_standard_bench(
+                Path(dataset), codec, qp_list, standard, folder, frames, preset, models, step
+            )
+        click.echo(report_md(result))
+        click.echo(f"wrote results.json and report.md to {folder}")
+        return
     check_steps(adapt_steps)
     if adapt_budget:
         parse_budget(adapt_budget)  # refused here, in one line, before any point

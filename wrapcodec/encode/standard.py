@@ -22,7 +22,7 @@ import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -150,19 +150,25 @@ def _inputs(source: Path, cfg: StandardConfig, name: str, bitdepth: int) -> Iter
 
 
 @dataclass
-class _Measured:
+class Measured:
+    """A candidate coded, decoded from its own file by plain ffmpeg, and measured."""
+
     path: Path
     bits: int
     psnr: PsnrAccumulator
     ms: MsSsimAccumulator | None
     md5: str
 
+    @property
+    def ms_ssim(self) -> float | None:
+        return None if self.ms is None else self.ms.ms_ssim
+
     def mse_planes(self) -> list[float]:
         scale = float(4 ** (self.psnr.bitdepth - 8)) * self.psnr.frames
         return [m / scale for m in self.psnr.mse_sum]
 
 
-def _code(
+def code_candidate(
     source: Path,
     info: VideoInfo,
     frames: int,
@@ -170,8 +176,9 @@ def _code(
     fmt: StreamFormat,
     name: str,
     folder: Path,
-) -> _Measured:
+) -> Measured:
     """Code candidate ``name`` into ``folder``, decode the file with plain ffmpeg, measure."""
+    # ``source`` has ``frames`` frames of ``info``; the file is ``folder/NAME.SUFFIX``.
     path = folder / f"{name}{fmt.suffixes[0]}"
     fps = f"{info.fps_num}/{info.fps_den}"
     frames_in = _inputs(source, cfg, name, info.bitdepth)
@@ -192,21 +199,25 @@ def _code(
             digest.update(plane.astype("<u2" if info.bitdepth > 8 else "u1").tobytes())
     for _ in decoded:  # to the end: the frame count and exit status are checked there
         pass
-    return _Measured(path, 8 * path.stat().st_size, psnr, ms, digest.hexdigest())
+    return Measured(path, 8 * path.stat().st_size, psnr, ms, digest.hexdigest())
 
 
-def _distortion(m: _Measured, metric: Metric, exchange: float | None) -> float:
-    y, u, v = m.mse_planes()
-    if metric == "psnr" or m.ms is None or exchange is None:
+def distortion(
+    mse: Sequence[float], ms_ssim: float | None, metric: Metric, exchange: float | None
+) -> float:
+    """D of a candidate from its per-plane MSE (8-bit units) and luma MS-SSIM (module
+    docstring); the 6:1:1 MSE when there is no MS-SSIM or exchange rate."""
+    y, u, v = mse
+    if metric == "psnr" or ms_ssim is None or exchange is None:
         return (6 * y + u + v) / 8
-    return (6 * exchange * (1.0 - m.ms.ms_ssim) + u + v) / 8
+    return (6 * exchange * (1.0 - ms_ssim) + u + v) / 8
 
 
-def _exchange(m: _Measured) -> float | None:
-    """Luma MSE per unit of ``1 − MS-SSIM`` at this candidate's operating point."""
-    if m.ms is None or m.ms.ms_ssim >= 1.0:
+def exchange_rate(mse_y: float, ms_ssim: float | None) -> float | None:
+    """Luma MSE per unit of ``1 − MS-SSIM`` at an operating point (direct coding's)."""
+    if ms_ssim is None or ms_ssim >= 1.0:
         return None
-    return m.mse_planes()[0] / (1.0 - m.ms.ms_ssim)
+    return mse_y / (1.0 - ms_ssim)
 
 
 def check_standard(source: Path, cfg: StandardConfig) -> VideoInfo:
@@ -248,18 +259,18 @@ def encode_standard(
         path = spool_stdin(folder / "input.y4m") if source == "-" else Path(source)
         info = check_standard(path, cfg)
         frames = count_frames(path)
-        measured: dict[str, _Measured] = {}
+        measured: dict[str, Measured] = {}
         for name in candidates:
             if progress is not None:
                 progress(name)
-            measured[name] = _code(path, info, frames, cfg, fmt, name, folder)
+            measured[name] = code_candidate(path, info, frames, cfg, fmt, name, folder)
         anchor = measured.get("direct", next(iter(measured.values())))
-        exchange = _exchange(anchor)
+        exchange = exchange_rate(anchor.mse_planes()[0], anchor.ms_ssim)
         lam = cfg.backend.qp_to_lambda(cfg.qp)
         samples = frames * info.width * info.height
         reports = []
         for name, m in measured.items():
-            d = _distortion(m, cfg.metric, exchange)
+            d = distortion(m.mse_planes(), m.ms_ssim, cfg.metric, exchange)
             reports.append(
                 StandardCandidate(
                     name=name,
