@@ -65,8 +65,9 @@ def test_models_json(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["models", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [r["option"] for r in rows if "prior" not in r] == NEURAL
-    assert all(r["option"] == 1 and r["qp_band"] for r in rows if "prior" in r)
+    posts = [r for r in rows if r["kind"] != "prefilter"]  # pre-filters: encoder side only
+    assert [r["option"] for r in posts if "prior" not in r] == NEURAL
+    assert all(r["option"] == 1 and r["qp_band"] for r in posts if "prior" in r)
     for r in rows:
         assert {"name", "kind", "ratio", "macs_per_pixel", "params", "sha256"} <= set(r)
         assert r["macs_per_pixel"] <= 516 and r["params"] <= 8200

@@ -266,3 +266,15 @@ def test_bench_standard_in_both_metrics_and_cached(
     assert "| **mean** | standard |" in report
     again = run_standard_bench(*args, progress=done.append)  # type: ignore[arg-type]
     assert len(done) == 6 and again.rows == result.rows  # every point from the cache
+
+
+def test_models_lists_prefilters(tmp_path: Path, runner: CliRunner) -> None:
+    bank = make_bank(tmp_path / "bank", "x265", "ms-ssim")
+    result = runner.invoke(cli, ["models", "--json", "--models", str(bank)])
+    assert result.exit_code == 0, result.output
+    (row,) = [r for r in json.loads(result.stdout) if r["kind"] == "prefilter"]
+    assert row["name"] == "prefilter-x265-ms-ssim" and row["metric"] == "ms-ssim"
+    assert row["macs_per_pixel"] == 0  # nothing at the decoder
+    assert row["pre_macs_per_pixel"] == PreFilter(8, 3).macs_per_pixel() > 0
+    table = runner.invoke(cli, ["models", "--models", str(bank)])
+    assert table.exit_code == 0 and "prefilter-x265-ms-ssim" in table.stdout

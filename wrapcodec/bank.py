@@ -384,17 +384,25 @@ def prefilter_name(codec: str, metric: str) -> str:
     return f"prefilter-{codec}-{metric}"
 
 
-def prefilter_card(folder: Path, codec: str, metric: str) -> PreFilterCard | None:
-    """The card of ``codec``'s pre-filter for ``metric`` in the bank ``folder``, or None."""
-    path = folder / STANDARD_FOLDER / f"{prefilter_name(codec, metric)}.json"
-    if not path.is_file():
-        return None
+def _read_prefilter_card(path: Path) -> PreFilterCard:
     try:
         return PreFilterCard.model_validate_json(path.read_text())
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"{path}: not a pre-filter card ({where}: {first['msg']})") from None
+
+
+def prefilter_card(folder: Path, codec: str, metric: str) -> PreFilterCard | None:
+    """The card of ``codec``'s pre-filter for ``metric`` in the bank ``folder``, or None."""
+    path = folder / STANDARD_FOLDER / f"{prefilter_name(codec, metric)}.json"
+    return _read_prefilter_card(path) if path.is_file() else None
+
+
+def prefilter_cards(folder: Path) -> list[PreFilterCard]:
+    """Every pre-filter card of the bank ``folder``, by name."""
+    found = sorted((folder / STANDARD_FOLDER).glob("prefilter-*.json"))
+    return [_read_prefilter_card(path) for path in found]
 
 
 def load_prefilter(folder: Path, card: PreFilterCard) -> PreFilter:

@@ -32,7 +32,15 @@ from rich.table import Table
 from wrapcodec import __version__, ffmpeg, interrupt
 from wrapcodec.adapt import AdaptConfig, check_steps
 from wrapcodec.backend import backends, get_backend
-from wrapcodec.bank import Bank, bank_folder, get_bank, load_prefilter, prefilter_card
+from wrapcodec.bank import (
+    Bank,
+    PreFilterCard,
+    bank_folder,
+    get_bank,
+    load_prefilter,
+    prefilter_card,
+    prefilter_cards,
+)
 from wrapcodec.bench import analysis as bench_analysis
 from wrapcodec.bench import effort as bench_effort_lib
 from wrapcodec.bench import plan as bench_plan
@@ -58,6 +66,7 @@ from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
 from wrapcodec.options import parse_options, parse_qps
 from wrapcodec.pairs import QPS
 from wrapcodec.paths import STDIO, check_input, check_output, display_name
+from wrapcodec.prefilter import PreFilter
 from wrapcodec.streams import stream_format
 
 err_console = Console(stderr=True)
@@ -693,6 +702,7 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
         | ({"prior": c.prior, "codecs": c.codecs, "qp_band": c.qp_band} if c.prior else {})
         for c in bank.all_cards()
     ]
+    rows += [_prefilter_row(c) for c in prefilter_cards(bank.folder)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -724,6 +734,31 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
     if left_out:
         table.caption += f"; {_more(left_out, 'column')} on a wider terminal"
     console.print(table)
+
+
+def _prefilter_row(card: PreFilterCard) -> dict[str, Any]:
+    """A pre-filter in ``wrapcodec models``: encoder-side only, so nothing at the decoder."""
+    net = PreFilter(card.width, card.layers)
+    val = card.validation
+    return {
+        "name": card.name,
+        "kind": "prefilter",
+        "ratio": "1",
+        "option": "std",
+        "macs_per_pixel": 0.0,
+        "params": 0,
+        "pre_macs_per_pixel": net.macs_per_pixel(),
+        "pre_params": sum(p.numel() for p in net.parameters()),
+        "steps": card.training.get("steps", 0),
+        "sha256": card.sha256,
+        "val_bd_rate": {
+            k: val[key]
+            for k, key in (("direct PSNR", "bd_psnr"), ("direct MS-SSIM", "bd_ms_ssim"))
+            if isinstance(val.get(key), float)
+        },
+        "codecs": [card.codec],
+        "metric": card.metric,
+    }
 
 
 @models.command(name="speed")

@@ -58,6 +58,13 @@ class PreFilter(nn.Module):
         if last.bias is not None:
             nn.init.zeros_(last.bias)
 
+    def macs_per_pixel(self) -> float:
+        """Multiply-accumulates per source luma pixel (convolutions at half resolution, as
+        :func:`wrapcodec.nets.count_macs` counts them, and the residual's additions)."""
+        convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
+        per_site = sum(c.in_channels * c.out_channels * 9 for c in convs) + 6
+        return per_site / 4
+
     def forward(self, y: Tensor, uv: Tensor, qp: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.cat([space_to_depth(y), uv], dim=1)
         r = self.body(torch.cat([x, qp_plane(qp, x)], dim=1))
