@@ -80,14 +80,17 @@ def test_training_runs_resumes_and_exports_a_card(tmp_path: Path, parkjoy: Path)
         preset="ultrafast",
         width=8,
         layers=3,
+        surrogate="error-model",
+        error_warmup_steps=1,
     )
     out = tmp_path / "bank" / "standard" / "prefilter-x265-psnr.safetensors"
     trainer = PreFilterTrainer(cfg, cache, val, out)
     trainer.run(lambda _: None)
-    assert trainer.step == 2 and trainer.rate_step == 2
+    # one warm-up step fits the codec models alone, then two move the filter too
+    assert trainer.step == 2 and trainer.rate_step == 2 and trainer.error_step == 3
     card = prefilter_card(tmp_path / "bank", "x265", "psnr")
     assert card is not None and card.training["steps"] == 2
-    assert {"bd_psnr", "bd_ms_ssim", "rate_spearman"} <= set(card.validation)
+    assert {"bd_psnr", "bd_ms_ssim", "rate_spearman", "error_spearman"} <= set(card.validation)
     net = load_prefilter(tmp_path / "bank", card)
     b = Batch.of([list(iter_frames(cache / "clips" / "c0.y4m"))[:1]])
     fy, _ = net(b.y[0][:, None], b.uv[0], torch.tensor([32]))

@@ -1277,6 +1277,14 @@ def train(**kw: Any) -> None:
     metavar="FILE.ckpt",
     help="Start from this run's rate model instead of fitting one.",
 )
+@click.option(
+    "--surrogate",
+    type=click.Choice(["straight-through", "error-model"]),
+    default=None,
+    help="How the codec's distortion reaches the filter: passed straight through the codec, "
+    "or the filter's own change plus the learned codec error [psnr: error-model, ms-ssim: "
+    "straight-through].",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -1293,6 +1301,7 @@ def train_prefilter(
     rate_steps: int,
     val_every: int,
     rate_from: str | None,
+    surrogate: Literal["straight-through", "error-model"] | None,
     seed: int,
     out: str,
 ) -> None:
@@ -1306,6 +1315,7 @@ def train_prefilter(
         steps=steps,
         rate_pretrain_steps=rate_steps,
         validate_every=val_every,
+        surrogate=surrogate or ("error-model" if metric == "psnr" else "straight-through"),
         seed=seed,
     )
     trainer = PreFilterTrainer(cfg, Path(data), Path(val), Path(out))

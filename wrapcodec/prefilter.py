@@ -1,8 +1,8 @@
 """The standard-stream networks: a pre-filter that a plain decoder needs nothing for, and the
-learned rate that trains it (Klopp et al., IEEE TIP 2020: a differentiable rate, the real
-codec for the reconstruction).
+learned codec models that train it (after Klopp et al., IEEE TIP 2020, a differentiable rate
+beside the real codec; after Qiu et al., a codec simulator).
 
-Both take a 4:2:0 picture as :mod:`wrapcodec.nets` does (``y (N,1,H,W)``, ``uv (N,2,H/2,W/2)``
+All take a 4:2:0 picture as :mod:`wrapcodec.nets` does (``y (N,1,H,W)``, ``uv (N,2,H/2,W/2)``
 in ``[-1, 1]``, luma space-to-depth inside, so the work is at H/2 × W/2) and the codec's QP:
 
 * :class:`PreFilter` — source → the picture the codec codes, at the same size. A small CNN
@@ -11,8 +11,10 @@ in ``[-1, 1]``, luma space-to-depth inside, so the work is at H/2 × W/2) and th
 * :class:`RateModel` — a clip (T pictures) at a QP → the bits the codec spends on it. Every
   picture gets a non-negative bit density on a quarter-resolution grid from itself, its
   difference from the previous picture (none for the first, which is intra coded) and the
-  QP; the clip's bits are the sum, plus a learned per-picture constant. It is differentiable
-  in the pictures, which is all the pre-filter's training asks of it.
+  QP; the clip's bits are the sum, plus a learned per-picture constant. The error model, its
+  twin, predicts the codec's MSE the same way: with the rate, a codec simulator that gives
+  what the codec costs and what it loses, differentiable in the pictures, which is all the
+  pre-filter's training asks of it.
 
 :func:`ms_ssim` is the torch twin of :func:`wrapcodec.metrics.ms_ssim_plane` (the same
 definition, to float rounding), so a pre-filter can be trained for the metric it is judged by.
@@ -93,18 +95,51 @@ class RateModel(nn.Module):
 
     def forward(self, y: Tensor, uv: Tensor, qp: Tensor) -> Tensor:
         n, t = y.shape[:2]
-        x = torch.cat([space_to_depth(y.flatten(0, 1)[:, None]), uv.flatten(0, 1)], dim=1)
-        x = x.view(n, t, 6, *x.shape[-2:])
-        previous = torch.cat([x[:, :1], x[:, :-1]], dim=1)
-        intra = torch.zeros_like(x[:, :, :1])
-        intra[:, 0] = 1.0
-        diff = (x - previous) * (1.0 - intra)
-        features = torch.cat([x, diff, intra], dim=2).flatten(0, 1)
-        q = qp.repeat_interleave(t)
-        density = F.softplus(self.body(torch.cat([features, qp_plane(q, features)], dim=1)))
+        density = F.softplus(self.body(clip_features(y, uv, qp)))
         # Bits per quarter-resolution site: 16 luma samples (and their chroma).
         bits = density.sum(dim=(1, 2, 3)).view(n, t) * 16.0
         return (bits + 2.0**self.per_picture).sum(dim=1)
+
+
+class ErrorModel(nn.Module):
+    """A clip at a QP → the codec's 6:1:1 MSE (8-bit units) of the decoded clip against it:
+    the distortion half of a codec simulator, as :class:`RateModel` is the rate half. Every
+    picture gets a non-negative error density on a quarter-resolution grid from the same
+    features; the clip's MSE is the mean. Pictures as :class:`RateModel` takes them."""
+
+    def __init__(self, width: int = 24) -> None:
+        super().__init__()
+        self.width = width
+        self.body = nn.Sequential(
+            nn.Conv2d(14, width, 3, padding=1, padding_mode="replicate"),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1, padding_mode="replicate"),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"),
+            nn.ReLU(),
+            nn.Conv2d(width, 1, 1),
+        )
+
+    def forward(self, y: Tensor, uv: Tensor, qp: Tensor) -> Tensor:
+        n = y.shape[0]
+        density = F.softplus(self.body(clip_features(y, uv, qp)))
+        return density.view(n, -1).mean(dim=1)
+
+
+def clip_features(y: Tensor, uv: Tensor, qp: Tensor) -> Tensor:
+    """Per picture of clips ``y (N,T,H,W)``, ``uv (N,T,2,H/2,W/2)``: the picture (six
+    half-resolution channels), its difference from the previous one (zero for the first),
+    an intra flag and the QP: ``(N·T, 14, H/2, W/2)``."""
+    n, t = y.shape[:2]
+    x = torch.cat([space_to_depth(y.flatten(0, 1)[:, None]), uv.flatten(0, 1)], dim=1)
+    x = x.view(n, t, 6, *x.shape[-2:])
+    previous = torch.cat([x[:, :1], x[:, :-1]], dim=1)
+    intra = torch.zeros_like(x[:, :, :1])
+    intra[:, 0] = 1.0
+    diff = (x - previous) * (1.0 - intra)
+    features = torch.cat([x, diff, intra], dim=2).flatten(0, 1)
+    q = qp.repeat_interleave(t)
+    return torch.cat([features, qp_plane(q, features)], dim=1)
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> Tensor:

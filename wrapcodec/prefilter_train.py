@@ -48,7 +48,7 @@ from wrapcodec.metrics import MsSsimAccumulator, PsnrAccumulator, kbps
 from wrapcodec.nets import from_unit, unit
 from wrapcodec.pairs import QPS, ClipSpec, make_clips
 from wrapcodec.paths import atomic_write, sha256_file
-from wrapcodec.prefilter import PreFilter, RateModel, ms_ssim
+from wrapcodec.prefilter import ErrorModel, PreFilter, RateModel, ms_ssim
 from wrapcodec.y4m import Frame, iter_frames
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,12 @@ class PreFilterTrainConfig(BaseModel):
     qp_range: tuple[int, int] = (22, 47)
     lr: float = 5e-4
     rate_lr: float = 1e-3
+    rate_online_lr: float = 2e-4
+    surrogate: Literal["straight-through", "error-model"] = "straight-through"
+    """How the real codec's distortion reaches the filter: its gradient passed straight
+    through the codec, or the filter's own change plus the learned codec error
+    (:class:`~wrapcodec.prefilter.ErrorModel`), the codec's noise not pre-compensated."""
+    error_warmup_steps: int = 150
     rate_pretrain_steps: int = 1500
     width: int = 16
     layers: int = 4
@@ -179,6 +185,10 @@ def cached_bits(cache: Path, codec: str) -> list[tuple[int, int, int]]:
     return found
 
 
+def _fmt(values: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.4g}" for k, v in values.items())
+
+
 class PreFilterTrainer:
     """A resumable run: the filter, the rate model, their optimisers and the step."""
 
@@ -188,10 +198,13 @@ class PreFilterTrainer:
         torch.manual_seed(cfg.seed)
         self.filter = PreFilter(cfg.width, cfg.layers)
         self.rate = RateModel()
+        self.error = ErrorModel()
         self.opt = torch.optim.Adam(self.filter.parameters(), lr=cfg.lr)
         self.rate_opt = torch.optim.Adam(self.rate.parameters(), lr=cfg.rate_lr)
+        self.error_opt = torch.optim.Adam(self.error.parameters(), lr=cfg.rate_lr)
         self.step = 0
         self.rate_step = 0
+        self.error_step = 0
         self.rng = np.random.default_rng(cfg.seed)
         self.train = Clips(sorted((cache / "clips").glob("*.y4m")))
         self.bits = cached_bits(cache, cfg.codec)
@@ -211,8 +224,11 @@ class PreFilterTrainer:
             "rate": self.rate.state_dict(),
             "opt": self.opt.state_dict(),
             "rate_opt": self.rate_opt.state_dict(),
+            "error": self.error.state_dict(),
+            "error_opt": self.error_opt.state_dict(),
             "step": torch.tensor(self.step),
             "rate_step": torch.tensor(self.rate_step),
+            "error_step": torch.tensor(self.error_step),
         }
         atomic_write(self.checkpoint, lambda p: torch.save(state, p))
         history = json.dumps(self.history, indent=1)
@@ -232,7 +248,10 @@ class PreFilterTrainer:
         self.rate.load_state_dict(state["rate"])
         self.opt.load_state_dict(state["opt"])
         self.rate_opt.load_state_dict(state["rate_opt"])
+        self.error.load_state_dict(state["error"])
+        self.error_opt.load_state_dict(state["error_opt"])
         self.step, self.rate_step = int(state["step"]), int(state["rate_step"])
+        self.error_step = int(state["error_step"])
         self.rng = np.random.default_rng([self.cfg.seed, self.step, self.rate_step])
         history = self.out.with_suffix(".log.json")
         if history.exists():
@@ -261,7 +280,35 @@ class PreFilterTrainer:
         ]
         return [j.result() for j in jobs]
 
+    def _predict(self, model: RateModel | ErrorModel, y: Tensor, uv: Tensor, q: Tensor) -> Tensor:
+        """``model``'s prediction, differentiable in the pictures, not in its parameters."""
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            return model(y, uv, q)
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+
+    def _fit(
+        self,
+        model: RateModel | ErrorModel,
+        opt: torch.optim.Optimizer,
+        inputs: tuple[Tensor, ...],
+        real: Tensor,
+    ) -> float:
+        """One step of ``model`` towards the real values (squared error of log2)."""
+        loss = ((model(*inputs).log2() - real.log2()) ** 2).mean()
+        for group in opt.param_groups:
+            group["lr"] = self.cfg.rate_online_lr
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
     def filter_step(self) -> dict[str, float]:
+        """One step (module docstring); while the error model warms up (``error-model``
+        surrogate), the codec models are fitted and the filter is left as it is."""
         cfg = self.cfg
         clips = self.train.sample(self.rng, cfg.batch, cfg.frames)
         qps = [int(self.rng.integers(cfg.qp_range[0], cfg.qp_range[1] + 1)) for _ in clips]
@@ -275,28 +322,33 @@ class PreFilterTrainer:
         coded = self._code_all([to_frames(fy[i].detach(), fuv[i].detach()) for i in range(n)], qps)
         dec = Batch.of([d for _, d in coded])
         bits = torch.tensor([b for b, _ in coded], dtype=torch.float32)
-        ry = fy + (dec.y - fy).detach()
-        ruv = fuv + (dec.uv - fuv).detach()
-        d = distortion(cfg.target, ry, ruv, src.y, src.uv)
-        for p in self.rate.parameters():
-            p.requires_grad_(False)
-        r_hat = self.rate(fy, fuv, q)
-        for p in self.rate.parameters():
-            p.requires_grad_(True)
+        codec_error = distortion("psnr", dec.y, dec.uv, fy.detach(), fuv.detach())
         samples = t * src.y.shape[-1] * src.y.shape[-2]
         lams = torch.tensor([lam(self.backend, qp) for qp in qps])
-        j = (d + lams * r_hat / samples).mean()
-        self.opt.zero_grad()
-        j.backward()
-        self.opt.step()
-        # The rate model follows the real bits of what the filter now makes.
-        rate_loss = ((self.rate(fy.detach(), fuv.detach(), q).log2() - bits.log2()) ** 2).mean()
-        self.rate_opt.zero_grad()
-        rate_loss.backward()
-        self.rate_opt.step()
-        self.step += 1
-        real_j = (d.detach() + lams * bits / samples).mean()
-        return {"j": j.item(), "real_j": real_j.item(), "rate_loss": rate_loss.item()}
+        real_d = distortion(cfg.target, dec.y, dec.uv, src.y, src.uv)
+        warming = cfg.surrogate == "error-model" and self.error_step < cfg.error_warmup_steps
+        out = {"real_j": (real_d + lams * bits / samples).mean().item()}
+        if not warming:
+            if cfg.surrogate == "error-model":
+                d = distortion(cfg.target, fy, fuv, src.y, src.uv)
+                d = d + self._predict(self.error, fy, fuv, q)
+            else:
+                ry = fy + (dec.y - fy).detach()
+                ruv = fuv + (dec.uv - fuv).detach()
+                d = distortion(cfg.target, ry, ruv, src.y, src.uv)
+            j = (d + lams * self._predict(self.rate, fy, fuv, q) / samples).mean()
+            self.opt.zero_grad()
+            j.backward()
+            self.opt.step()
+            self.step += 1
+            out["j"] = j.item()
+        # The codec models follow what the codec really does with what the filter now makes.
+        inputs = (fy.detach(), fuv.detach(), q)
+        out["rate_loss"] = self._fit(self.rate, self.rate_opt, inputs, bits)
+        if cfg.surrogate == "error-model":
+            out["error_loss"] = self._fit(self.error, self.error_opt, inputs, codec_error)
+            self.error_step += 1
+        return out
 
     # -- validation ------------------------------------------------------------------------
 
@@ -309,9 +361,10 @@ class PreFilterTrainer:
 
     def validate(self, qps: Sequence[int] = QPS) -> dict[str, float]:
         """BD-rates of the filter against direct coding on the validation clips (rates and
-        qualities pooled over clips per QP), and the rate model's rank correlation."""
+        qualities pooled over clips per QP), and how well the codec models predict the real
+        bits and codec MSE of each clip (Spearman rank correlation, mean |log2| error)."""
         results: dict[str, dict[int, list[float]]] = {"direct": {}, "filter": {}}
-        predicted, real = [], []
+        predicted, real, predicted_error, real_error = [], [], [], []
         for qp in qps:
             for name, make in (("direct", lambda c, q: list(c)), ("filter", self.filtered)):
                 inputs = [make(c, qp) for c in self.val.frames]
@@ -324,11 +377,13 @@ class PreFilterTrainer:
                 bits = sum(b for b, _ in coded)
                 frames = sum(len(c) for c in self.val.frames)
                 results[name][qp] = [kbps(bits, frames, 25, 1), psnr_acc.psnr_yuv, ms_acc.db]
-                batch = Batch.of(inputs)
+                batch, decoded = Batch.of(inputs), Batch.of([d for _, d in coded])
+                qp_batch = torch.full((len(inputs),), qp)
                 with torch.no_grad():
-                    guess = self.rate(batch.y, batch.uv, torch.full((len(inputs),), qp))
-                predicted += guess.tolist()
+                    predicted += self.rate(batch.y, batch.uv, qp_batch).tolist()
+                    predicted_error += self.error(batch.y, batch.uv, qp_batch).tolist()
                 real += [float(b) for b, _ in coded]
+                real_error += distortion("psnr", decoded.y, decoded.uv, batch.y, batch.uv).tolist()
 
         def bd(metric: int) -> float:
             a, b = results["direct"], results["filter"]
@@ -337,13 +392,17 @@ class PreFilterTrainer:
             value = bd_rate(anchor, test).bd_rate
             return float("nan") if value is None else float(value)
 
-        log_err = np.abs(np.log2(np.array(predicted)) - np.log2(np.array(real)))
+        def log2_error(a: list[float], b: list[float]) -> float:
+            return float(np.abs(np.log2(np.array(a)) - np.log2(np.array(b))).mean())
+
         return {
             "step": float(self.step),
             "bd_psnr": bd(1),
             "bd_ms_ssim": bd(2),
             "rate_spearman": float(spearmanr(predicted, real).statistic),
-            "rate_log2_error": float(log_err.mean()),
+            "rate_log2_error": log2_error(predicted, real),
+            "error_spearman": float(spearmanr(predicted_error, real_error).statistic),
+            "error_log2_error": log2_error(predicted_error, real_error),
         }
 
     # -- the run -----------------------------------------------------------------------------
@@ -380,9 +439,14 @@ class PreFilterTrainer:
             self.history.append(metrics)
             report(f"before: {metrics}")
         while self.step < self.cfg.steps:
+            before = self.step
             out = self.filter_step()
+            if self.step == before:
+                if self.error_step % 20 == 0:
+                    report(f"error warm-up {self.error_step}: " + _fmt(out))
+                continue
             if self.step % 20 == 0:
-                report(f"step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in out.items()))
+                report(f"step {self.step}: " + _fmt(out))
             if self.step % self.cfg.validate_every == 0 or self.step == self.cfg.steps:
                 self.save()
                 metrics = self.validate()
