@@ -233,9 +233,9 @@ def encode_args(
 def decode_args(
     exe: str, backend: Backend, in_path: str, bitdepth: int, demuxer: str | None = None
 ) -> list[str]:
-    """ffmpeg command that decodes an Annex B stream (or a file of ``demuxer``'s format) to
-    y4m on stdout, every picture once (``-fps_mode passthrough``: none dropped or repeated
-    by timestamps).
+    """ffmpeg command that decodes an Annex B stream to y4m on stdout; or a file of
+    ``demuxer``'s format, every picture once (``-fps_mode passthrough``: none dropped or
+    repeated by the container's timestamps).
 
     The pictures keep the stream's own pixel format (no ``-pix_fmt``), so the y4m header
     states the bit depth and size the stream really has and :func:`decode` can refuse a
@@ -250,7 +250,8 @@ def decode_args(
     )
     stream = ffmpeg_python.output(stream, "pipe:", format="yuv4mpegpipe", strict="-1")
     args: list[str] = ffmpeg_python.get_args(stream)
-    args[args.index("pipe:") : args.index("pipe:")] = ["-noautoscale", "-fps_mode", "passthrough"]
+    at = args.index("pipe:")
+    args[at:at] = ["-noautoscale"] + ([] if demuxer is None else ["-fps_mode", "passthrough"])
     return [exe, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
 
 
