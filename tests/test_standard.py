@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 import torch
 from cli_errors import fails
 from click.testing import CliRunner
+from procs import alive, children, one_line, requires_proc, start, wait_for
 from safetensors.torch import save_file
 
 from wrapcodec import ffmpeg
@@ -278,3 +281,37 @@ def test_models_lists_prefilters(tmp_path: Path, runner: CliRunner) -> None:
     assert row["pre_macs_per_pixel"] == PreFilter(8, 3).macs_per_pixel() > 0
     table = runner.invoke(cli, ["models", "--models", str(bank)])
     assert table.exit_code == 0 and "prefilter-x265-ms-ssim" in table.stdout
+
+
+@requires_proc
+def test_sigterm_standard_leaves_nothing(tmp_path: Path, parkjoy: Path) -> None:
+    """SIGTERM while ffmpeg writes a candidate's MP4: one line, 143, no temporary folder, no
+    output, no ffmpeg left."""
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    args = ["encode", str(parkjoy), "-o", str(out / "o.mp4"), "--standard", "--qp", "30"]
+    proc = start([*args, "--preset", "slow", "--options", "direct"], tmp, tmp_path)
+    wait_for(proc, lambda: bool(list(tmp.glob("wrapcodec-standard-*/direct.mp4"))), "encoding")
+    time.sleep(0.3)
+    coders = children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    one_line(err, "Terminated.")
+    assert list(tmp.iterdir()) == [] and list(out.iterdir()) == []
+    time.sleep(0.2)
+    assert not [pid for pid in coders if alive(pid)], "ffmpeg left running"
+
+
+def test_standard_reads_standard_input(
+    tmp_path: Path, clip8: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x265")
+    out = tmp_path / "o.265"
+    args = ["encode", "-", "-o", str(out), "--standard", "--qp", "34", "--options", "direct"]
+    result = runner.invoke(cli, [*args, "--json"], input=clip8.read_bytes())
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["input"] == "-" and report["frames"] == count_frames(clip8)
+    assert plain_decode(out)[0] == report["candidates"][0]["decoded_md5"]
