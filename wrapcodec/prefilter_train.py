@@ -65,7 +65,7 @@ class PreFilterTrainConfig(BaseModel):
     target: Literal["psnr", "ms-ssim"] = "psnr"
     steps: int = 1500
     batch: int = 4
-    frames: int = 4
+    frames: int = 8
     qp_range: tuple[int, int] = (22, 47)
     lr: float = 5e-4
     rate_lr: float = 1e-3
@@ -135,23 +135,31 @@ def _mse_parts(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> tuple[Tensor, 
     return mse_y, mse_uv
 
 
-def distortion(target: str, y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> Tensor:
+def exchange(y: Tensor, ty: Tensor) -> Tensor:
+    """Per clip: luma MSE (8-bit units) per unit of luma ``1 − MS-SSIM`` at this operating
+    point, held fixed (no gradient)."""
+    with torch.no_grad():
+        n, t = y.shape[:2]
+        flat = (n * t, 1, *y.shape[-2:])
+        score = ms_ssim(from_unit(y, 8).reshape(flat), from_unit(ty, 8).reshape(flat))
+        loss = (1.0 - score.view(n, t).mean(dim=1)).clamp(min=1e-6)
+        return ((y - ty) ** 2).mean(dim=(1, 2, 3)) * 127.5**2 / loss
+
+
+def distortion(
+    target: str, y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor, rate: Tensor | None = None
+) -> Tensor:
     """Per clip, in 8-bit MSE units: the 6:1:1 MSE (``psnr``), or luma ``1 − MS-SSIM``
-    times the luma MSE over its own ``1 − MS-SSIM`` held fixed (``ms-ssim``)."""
+    times an exchange rate (:func:`exchange`; ``rate``, or this picture's own) beside the
+    chroma MSE (``ms-ssim``)."""
     mse_y, mse_uv = _mse_parts(y, uv, ty, tuv)
     if target == "psnr":
         return (6 * mse_y + mse_uv) / 8
     n, t = y.shape[:2]
-    score = (
-        ms_ssim(
-            from_unit(y, 8).reshape(n * t, 1, *y.shape[-2:]),
-            from_unit(ty, 8).reshape(n * t, 1, *y.shape[-2:]),
-        )
-        .view(n, t)
-        .mean(dim=1)
-    )
-    loss = 1.0 - score
-    scale = (mse_y / loss.clamp(min=1e-6)).detach()
+    flat = (n * t, 1, *y.shape[-2:])
+    score = ms_ssim(from_unit(y, 8).reshape(flat), from_unit(ty, 8).reshape(flat))
+    loss = 1.0 - score.view(n, t).mean(dim=1)
+    scale = exchange(y, ty) if rate is None else rate
     return (6 * scale * loss + mse_uv) / 8
 
 
@@ -235,10 +243,13 @@ class PreFilterTrainer:
         atomic_write(self.out.with_suffix(".log.json"), lambda p: p.write_text(history))
 
     def take_rate_model(self, checkpoint: Path) -> None:
-        """Start from the rate model of another run's checkpoint (its pre-training done)."""
+        """Start from the codec models of another run's checkpoint (their fitting done)."""
         state = torch.load(checkpoint, weights_only=True)
         self.rate.load_state_dict(state["rate"])
         self.rate_step = int(state["rate_step"])
+        if "error" in state:
+            self.error.load_state_dict(state["error"])
+            self.error_step = int(state["error_step"])
 
     def resume(self) -> None:
         if not self.checkpoint.exists():
@@ -330,7 +341,10 @@ class PreFilterTrainer:
         out = {"real_j": (real_d + lams * bits / samples).mean().item()}
         if not warming:
             if cfg.surrogate == "error-model":
-                d = distortion(cfg.target, fy, fuv, src.y, src.uv)
+                # the filter's own change, in the target's units at the operating point the
+                # codec really reached, plus the codec's learned error
+                rate = exchange(dec.y, src.y) if cfg.target == "ms-ssim" else None
+                d = distortion(cfg.target, fy, fuv, src.y, src.uv, rate)
                 d = d + self._predict(self.error, fy, fuv, q)
             else:
                 ry = fy + (dec.y - fy).detach()
