@@ -74,7 +74,7 @@ class PreFilterTrainConfig(BaseModel):
     """How the real codec's distortion reaches the filter: its gradient passed straight
     through the codec, or the filter's own change plus the learned codec error
     (:class:`~wrapcodec.prefilter.ErrorModel`), the codec's noise not pre-compensated."""
-    error_warmup_steps: int = 150
+    error_warmup_steps: int = 300
     rate_pretrain_steps: int = 1500
     width: int = 16
     layers: int = 4
@@ -307,11 +307,12 @@ class PreFilterTrainer:
         opt: torch.optim.Optimizer,
         inputs: tuple[Tensor, ...],
         real: Tensor,
+        lr: float,
     ) -> float:
         """One step of ``model`` towards the real values (squared error of log2)."""
         loss = ((model(*inputs).log2() - real.log2()) ** 2).mean()
         for group in opt.param_groups:
-            group["lr"] = self.cfg.rate_online_lr
+            group["lr"] = lr
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -358,9 +359,10 @@ class PreFilterTrainer:
             out["j"] = j.item()
         # The codec models follow what the codec really does with what the filter now makes.
         inputs = (fy.detach(), fuv.detach(), q)
-        out["rate_loss"] = self._fit(self.rate, self.rate_opt, inputs, bits)
+        out["rate_loss"] = self._fit(self.rate, self.rate_opt, inputs, bits, cfg.rate_online_lr)
         if cfg.surrogate == "error-model":
-            out["error_loss"] = self._fit(self.error, self.error_opt, inputs, codec_error)
+            lr = cfg.rate_lr if warming else cfg.rate_online_lr  # a fresh model learns faster
+            out["error_loss"] = self._fit(self.error, self.error_opt, inputs, codec_error, lr)
             self.error_step += 1
         return out
 
