@@ -315,3 +315,11 @@ def test_standard_reads_standard_input(
     report = json.loads(result.stdout)
     assert report["input"] == "-" and report["frames"] == count_frames(clip8)
     assert plain_decode(out)[0] == report["candidates"][0]["decoded_md5"]
+
+
+def test_bench_standard_needs_a_prefilter(tmp_path: Path, clip8: Path, runner: CliRunner) -> None:
+    empty = tmp_path / "bank"
+    empty.mkdir()
+    args = ["bench", str(clip8), "--standard", "ms-ssim", "--models", str(empty)]
+    fails(runner, [*args, "--out", str(tmp_path / "b")], "no x265 pre-filter for ms-ssim")
+    assert not (tmp_path / "b").exists()
