@@ -335,10 +335,10 @@ def _print_standard(report: StandardReport, as_json: bool) -> None:
     chosen = next(c for c in report.candidates if c.name == report.chosen)
     console.print(
         f"chosen: {report.chosen} → {display_name(report.output, output=True)} "
-        f"({report.format}, {chosen.bytes} bytes, decoded MD5 {chosen.decoded_md5}, "
-        f"{report.seconds:.1f} s)",
+        f"({report.format}, {chosen.bytes} bytes, {report.seconds:.1f} s)",
         highlight=False,
     )
+    console.print(f"decoded MD5: {chosen.decoded_md5}", highlight=False)
 
 
 def _print_report(report: EncodeReport, as_json: bool) -> None:
