@@ -323,3 +323,7 @@ def test_bench_standard_needs_a_prefilter(tmp_path: Path, clip8: Path, runner: C
     args = ["bench", str(clip8), "--standard", "ms-ssim", "--models", str(empty)]
     fails(runner, [*args, "--out", str(tmp_path / "b")], "no x265 pre-filter for ms-ssim")
     assert not (tmp_path / "b").exists()
+    bank = make_bank(tmp_path / "bank2", "x265", "ms-ssim")
+    args = ["bench", str(clip8), "--standard", "ms-ssim", "--models", str(bank)]
+    fails(runner, [*args, "--out", str(tmp_path / "b")], "pj8 is 192x108")
+    assert not (tmp_path / "b").exists()

@@ -35,7 +35,7 @@ from wrapcodec.encode.standard import (
     exchange_rate,
 )
 from wrapcodec.errors import InputError
-from wrapcodec.metrics import kbps
+from wrapcodec.metrics import MS_SSIM_MIN_SIDE, kbps
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.streams import FORMATS
 from wrapcodec.y4m import Y4MWriter, count_frames, iter_frames, read_info
@@ -98,6 +98,7 @@ class StandardBench(BaseModel):
 def _measure(spec: StandardPointSpec, source: Path, cfg: StandardConfig) -> StandardPoint:
     started = time.monotonic()
     info = check_standard(source, cfg)
+
     raw = next(f for f in FORMATS if f.muxer == cfg.backend.stream_format)
     with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-standard-") as tmp:
         m: Measured = code_candidate(source, info, spec.frames, cfg, raw, spec.candidate, Path(tmp))
@@ -162,12 +163,20 @@ def run_standard_bench(
         raise InputError(f"bench --standard: the bank has no {codec} pre-filter for {metric}")
     net = load_prefilter(folder, card)
     preset = preset or backend.default_preset
+    found = sequences(dataset)
+    for src in found:  # refused before anything is written
+        info = read_info(src)
+        if min(info.width, info.height) < MS_SSIM_MIN_SIDE:
+            raise InputError(
+                f"bench --standard measures MS-SSIM, which needs pictures of at least "
+                f"{MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE}: {src.stem} is {info.width}x{info.height}"
+            )
     cache: Cache[StandardPoint] = Cache(out / "points", StandardPoint, lambda p: p.spec.key())
     points: list[StandardPoint] = []
     rows: list[StandardRow] = []
     trimmed = out / "sources"
     trimmed.mkdir(parents=True, exist_ok=True)
-    for src in sequences(dataset):
+    for src in found:
         source, n = _trim(src, frames, trimmed)
         info = read_info(source)
         samples = n * info.width * info.height
