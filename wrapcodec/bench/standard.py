@@ -98,7 +98,6 @@ class StandardBench(BaseModel):
 def _measure(spec: StandardPointSpec, source: Path, cfg: StandardConfig) -> StandardPoint:
     started = time.monotonic()
     info = check_standard(source, cfg)
-
     raw = next(f for f in FORMATS if f.muxer == cfg.backend.stream_format)
     with tempfile.TemporaryDirectory(prefix="wrapcodec-bench-standard-") as tmp:
         m: Measured = code_candidate(source, info, spec.frames, cfg, raw, spec.candidate, Path(tmp))
@@ -178,22 +177,22 @@ def run_standard_bench(
     trimmed.mkdir(parents=True, exist_ok=True)
     for src in found:
         source, n = _trim(src, frames, trimmed)
-        info = read_info(source)
-        samples = n * info.width * info.height
-        sha = sha256_file(source)
+        base = StandardPointSpec(
+            sequence=src.stem,
+            source_sha256=sha256_file(source),
+            frames=n,
+            codec=codec,
+            qp=0,
+            preset=preset,
+            candidate="direct",
+        )
         by: dict[str, list[StandardPoint]] = {"direct": [], "prefilter": []}
         for qp in qps:
             cfg = StandardConfig(backend, qp, preset, metric, prefilter=net)
             for candidate in by:
-                spec = StandardPointSpec(
-                    sequence=src.stem,
-                    source_sha256=sha,
-                    frames=n,
-                    codec=codec,
-                    qp=qp,
-                    preset=preset,
-                    candidate=candidate,
-                    filter_sha256=card.sha256 if candidate == "prefilter" else "",
+                sha = card.sha256 if candidate == "prefilter" else ""
+                spec = base.model_copy(
+                    update={"qp": qp, "candidate": candidate, "filter_sha256": sha}
                 )
                 point = cache.get(spec)
                 if point is None:
@@ -202,22 +201,9 @@ def run_standard_bench(
                     point = _measure(spec, source, cfg)
                     cache.put(spec, point)
                 by[candidate].append(point)
-                points.append(point)
-        chosen = []
-        for d, f in zip(by["direct"], by["prefilter"], strict=True):
-            rate = exchange_rate(d.mse[0], d.ms_ssim)
-            better = _cost(f, metric, rate, samples) < _cost(d, metric, rate, samples)
-            chosen.append(f if better else d)
-        for curve, test in (("prefilter", by["prefilter"]), ("standard", chosen)):
-            rows.append(
-                StandardRow(
-                    sequence=src.stem,
-                    curve=curve,
-                    bd_psnr=_bd(by["direct"], test, "psnr_yuv"),
-                    bd_ms_ssim=_bd(by["direct"], test, "ms_ssim_db"),
-                    chosen=[p.spec.candidate for p in test] if curve == "standard" else [],
-                )
-            )
+        points += by["direct"] + by["prefilter"]
+        info = read_info(source)
+        rows += _rows(src.stem, by, metric, n * info.width * info.height)
     result = StandardBench(
         codec=codec, metric=metric, qps=list(qps), prefilter=card.name, points=points, rows=rows
     )
@@ -225,6 +211,27 @@ def run_standard_bench(
     atomic_write(out / "results.json", lambda p: p.write_text(text))
     atomic_write(out / "report.md", lambda p: p.write_text(report_md(result)))
     return result
+
+
+def _rows(
+    sequence: str, by: dict[str, list[StandardPoint]], metric: Metric, samples: int
+) -> list[StandardRow]:
+    """BD-rates of the pre-filter and of the encoder's per-QP choice against direct."""
+    chosen = []
+    for d, f in zip(by["direct"], by["prefilter"], strict=True):
+        rate = exchange_rate(d.mse[0], d.ms_ssim)
+        better = _cost(f, metric, rate, samples) < _cost(d, metric, rate, samples)
+        chosen.append(f if better else d)
+    return [
+        StandardRow(
+            sequence=sequence,
+            curve=curve,
+            bd_psnr=_bd(by["direct"], test, "psnr_yuv"),
+            bd_ms_ssim=_bd(by["direct"], test, "ms_ssim_db"),
+            chosen=[p.spec.candidate for p in test] if curve == "standard" else [],
+        )
+        for curve, test in (("prefilter", by["prefilter"]), ("standard", chosen))
+    ]
 
 
 def _mean(values: list[float | None]) -> str:

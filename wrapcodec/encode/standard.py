@@ -235,6 +235,36 @@ def check_standard(source: Path, cfg: StandardConfig) -> VideoInfo:
     return info
 
 
+def _costed(
+    measured: dict[str, Measured], cfg: StandardConfig, info: VideoInfo, frames: int, lam: float
+) -> list[StandardCandidate]:
+    """Each candidate's figures and J (module docstring), direct coding's exchange rate for
+    MS-SSIM."""
+    anchor = measured.get("direct", next(iter(measured.values())))
+    exchange = exchange_rate(anchor.mse_planes()[0], anchor.ms_ssim)
+    samples = frames * info.width * info.height
+    reports = []
+    for name, m in measured.items():
+        d = distortion(m.mse_planes(), m.ms_ssim, cfg.metric, exchange)
+        reports.append(
+            StandardCandidate(
+                name=name,
+                bytes=m.bits // 8,
+                kbps=kbps(m.bits, frames, info.fps_num, info.fps_den),
+                psnr_y=m.psnr.psnr_planes[0],
+                psnr_u=m.psnr.psnr_planes[1],
+                psnr_v=m.psnr.psnr_planes[2],
+                psnr_yuv=m.psnr.psnr_yuv,
+                ms_ssim=m.ms_ssim,
+                ms_ssim_db=None if m.ms is None else m.ms.db,
+                distortion=d,
+                cost=d + lam * m.bits / samples,
+                decoded_md5=m.md5,
+            )
+        )
+    return reports
+
+
 def encode_standard(
     source: str,
     output: str,
@@ -264,29 +294,8 @@ def encode_standard(
             if progress is not None:
                 progress(name)
             measured[name] = code_candidate(path, info, frames, cfg, fmt, name, folder)
-        anchor = measured.get("direct", next(iter(measured.values())))
-        exchange = exchange_rate(anchor.mse_planes()[0], anchor.ms_ssim)
         lam = cfg.backend.qp_to_lambda(cfg.qp)
-        samples = frames * info.width * info.height
-        reports = []
-        for name, m in measured.items():
-            d = distortion(m.mse_planes(), m.ms_ssim, cfg.metric, exchange)
-            reports.append(
-                StandardCandidate(
-                    name=name,
-                    bytes=m.bits // 8,
-                    kbps=kbps(m.bits, frames, info.fps_num, info.fps_den),
-                    psnr_y=m.psnr.psnr_planes[0],
-                    psnr_u=m.psnr.psnr_planes[1],
-                    psnr_v=m.psnr.psnr_planes[2],
-                    psnr_yuv=m.psnr.psnr_yuv,
-                    ms_ssim=None if m.ms is None else m.ms.ms_ssim,
-                    ms_ssim_db=None if m.ms is None else m.ms.db,
-                    distortion=d,
-                    cost=d + lam * m.bits / samples,
-                    decoded_md5=m.md5,
-                )
-            )
+        reports = _costed(measured, cfg, info, frames, lam)
         best = min(reports, key=lambda c: (c.cost, c.bytes))
         chosen = measured[best.name].path
         atomic_write(Path(output), lambda p: shutil.copyfile(chosen, p))
