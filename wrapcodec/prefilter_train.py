@@ -1,31 +1,34 @@
-"""Training the standard-stream pre-filter with the real codec in the loop (Klopp et al.).
+"""Training the standard-stream pre-filter with the real codec in the loop.
 
 Each step takes a batch of pseudo-video clips of the training photos (the post-processor
 priors' pair cache, :mod:`wrapcodec.pairs`), a random QP per clip, and:
 
 1. filters the clips (:class:`~wrapcodec.prefilter.PreFilter`) and rounds them to 8 bits;
 2. codes and decodes them with the real codec at 8 bits, as ``encode --standard`` does;
-3. takes the distortion of the real decoded pictures, its gradient passed straight through
-   the codec to the filtered pictures, and the rate of the learned
-   :class:`~wrapcodec.prefilter.RateModel`, ``J = D + λ(QP)·R̂`` per luma sample, λ the
-   encoder's own (:mod:`wrapcodec.encode.cost`);
-4. fits the rate model to the real bits of the filtered clips, so the rate the filter is
-   trained against follows what the filter makes.
+3. minimises ``J = D + λ(QP)·R̂`` per luma sample, λ the encoder's own
+   (:meth:`~wrapcodec.backend.Backend.qp_to_lambda`), R̂ the learned
+   :class:`~wrapcodec.prefilter.RateModel`, and D the distortion against the source, which
+   reaches the filter in one of two ways (``surrogate``): that of the real decoded pictures
+   with its gradient passed straight through the codec (after Klopp et al.), or the filter's
+   own change plus the codec's error as the learned :class:`~wrapcodec.prefilter.ErrorModel`
+   predicts it (the codec's noise is then not pre-compensated);
+4. fits the codec models to what the codec really did with the filtered clips (its bits,
+   its MSE against them), so what the filter is trained against follows what it makes.
 
-The rate model is first fitted to the cache's real bits of unfiltered clips. The distortion is
-the RDO's 6:1:1 YUV MSE (target ``psnr``), or for ``ms-ssim`` luma ``1 − MS-SSIM`` scaled to the
-MSE at the clip's operating point (so λ keeps its meaning) with chroma MSE beside it.
+Before the filter moves, the rate model is fitted to the cache's real bits of unfiltered
+clips and the error model warms up on real encodes of them. D is the RDO's 6:1:1 YUV MSE
+(target ``psnr``), or for ``ms-ssim`` luma ``1 − MS-SSIM`` in MSE units at the operating point
+the codec reached (so λ keeps its meaning) beside the chroma MSE.
 
 Validation codes pseudo-videos of other photos (Kodak) at the cache's QPs, filtered and not,
-and reports the BD-rate of the filter against direct coding in the target's metric and in the
-other one, and how well the rate model ranks the real rates.
+and reports the BD-rate of the filter against direct coding in both metrics, and how well the
+codec models predict the real bits and MSE of each clip.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
-import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -50,10 +53,6 @@ from wrapcodec.pairs import QPS, ClipSpec, make_clips
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.prefilter import ErrorModel, PreFilter, RateModel, ms_ssim
 from wrapcodec.y4m import Frame, iter_frames
-
-log = logging.getLogger(__name__)
-
-TARGETS = ("psnr", "ms-ssim")
 
 
 class PreFilterTrainConfig(BaseModel):
@@ -120,11 +119,6 @@ def code_clip(
         ffmpeg.encode(backend, settings, frames, width, height, "25", stream)
         decoded = list(ffmpeg.decode(backend, stream, width, height, 8, len(frames)))
         return 8 * stream.stat().st_size, decoded
-
-
-def lam(backend: Backend, qp: int) -> float:
-    """The encoder's λ(QP) for 8-bit MSE per luma sample (:mod:`wrapcodec.encode.cost`)."""
-    return backend.lambda_factor * 2.0 ** ((qp - 12) / 3.0)
 
 
 def _mse_parts(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> tuple[Tensor, Tensor]:
@@ -336,7 +330,7 @@ class PreFilterTrainer:
         bits = torch.tensor([b for b, _ in coded], dtype=torch.float32)
         codec_error = distortion("psnr", dec.y, dec.uv, fy.detach(), fuv.detach())
         samples = t * src.y.shape[-1] * src.y.shape[-2]
-        lams = torch.tensor([lam(self.backend, qp) for qp in qps])
+        lams = torch.tensor([self.backend.qp_to_lambda(qp) for qp in qps])
         real_d = distortion(cfg.target, dec.y, dec.uv, src.y, src.uv)
         warming = cfg.surrogate == "error-model" and self.error_step < cfg.error_warmup_steps
         out = {"real_j": (real_d + lams * bits / samples).mean().item()}
