@@ -245,6 +245,8 @@ def test_standard_refusals(
     fails(runner, [*base, "-o", out, "--jobs", "2"], "--jobs does not apply to --standard")
     fails(runner, [*base, "-o", out, "--bitdepth", "10"], "--bitdepth does not apply")
     fails(runner, [*base, "-o", out, "--metric", "ms-ssim", "--options", "direct"], "176")
+    plain = ["encode", str(clip8), "--qp", "30", "-o", str(tmp_path / "o.wrp")]
+    fails(runner, [*plain, "--metric", "ms-ssim"], "--metric applies to --standard")
     odd = ["encode", str(clip10_odd), "--standard", "--qp", "30", "-o", out]
     fails(runner, [*odd, "--options", "direct"], "161x97 is odd")
     assert not any(tmp_path.iterdir())

@@ -353,6 +353,7 @@ def get_bank(folder: str | Path | None = None) -> Bank:
 STANDARD_FOLDER = "standard"
 """The bank's subfolder of pre-filters (``encode --standard``): ``prefilter-CODEC-METRIC``."""
 
+
 class PreFilterCard(BaseModel):
     """What a pre-filter is (its architecture, codec, metric and QPs), its weights' sha256,
     and how it was trained and validated (free-form: figures with their commands)."""

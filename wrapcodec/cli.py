@@ -561,6 +561,11 @@ def encode(
     With --standard, OUT is a plain stream instead (docs/usage.md, "Standard streams")."""
     if (qp is None) == (bitrate is None):
         raise click.UsageError("give exactly one of --qp and --bitrate")
+    if (
+        not standard
+        and ctx.get_parameter_source("metric") == click.core.ParameterSource.COMMANDLINE
+    ):
+        raise InputError("--metric applies to --standard streams only")
     if standard:
         _refuse_with_standard(ctx)
         assert qp is not None
