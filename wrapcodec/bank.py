@@ -293,12 +293,13 @@ class Bank:
         return self._loaded[key]
 
 
-def load_processors(folder: Path, card: ModelCard) -> Processors:
-    path = folder / card.file
+def checked_weights(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file whose sha256 its card gives, every float finite; an
+    :class:`InputError` (one line) for a missing, altered, unreadable or non-finite file."""
     if not path.is_file():
         raise InputError(f"{path}: model weights missing")
     digest = sha256_file(path)
-    if digest != card.sha256:
+    if digest != sha256:
         raise InputError(f"{path}: sha256 {digest[:16]}… does not match its card")
     try:
         tensors = load_file(str(path))
@@ -307,6 +308,12 @@ def load_processors(folder: Path, card: ModelCard) -> Processors:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"{path}: weight {name} holds a value that is not finite")
+    return tensors
+
+
+def load_processors(folder: Path, card: ModelCard) -> Processors:
+    path = folder / card.file
+    tensors = checked_weights(path, card.sha256)
     post = PostProcessor(card.fraction, card.post)
     pre = PreProcessor(card.fraction, card.pre) if card.kind == "wrapper" else None
     try:
@@ -407,18 +414,7 @@ def load_prefilter(folder: Path, card: PreFilterCard) -> PreFilter:
     """The pre-filter of ``card`` in the bank ``folder``, its weights checked against the card
     (sha256, finite values, the architecture)."""
     path = folder / STANDARD_FOLDER / card.file
-    if not path.is_file():
-        raise InputError(f"{path}: model weights missing")
-    digest = sha256_file(path)
-    if digest != card.sha256:
-        raise InputError(f"{path}: sha256 {digest[:16]}… does not match its card")
-    try:
-        tensors = load_file(str(path))
-    except SafetensorError as exc:
-        raise InputError(f"{path}: unreadable weights ({exc})") from None
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise InputError(f"{path}: weight {name} holds a value that is not finite")
+    tensors = checked_weights(path, card.sha256)
     net = PreFilter(card.width, card.layers)
     try:
         net.load_state_dict(tensors)

@@ -75,6 +75,20 @@ class PreFilter(nn.Module):
         return out_y, out_uv
 
 
+def site_net(width: int) -> nn.Sequential:
+    """The codec models' network: :func:`clip_features` (14 channels at half resolution) →
+    one value per quarter-resolution site, before the non-negative link."""
+    return nn.Sequential(
+        nn.Conv2d(14, width, 3, padding=1, padding_mode="replicate"),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, stride=2, padding=1, padding_mode="replicate"),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"),
+        nn.ReLU(),
+        nn.Conv2d(width, 1, 1),
+    )
+
+
 class RateModel(nn.Module):
     """A clip at a QP → its bits (module docstring). Pictures are a batch of clips:
     ``y (N,T,H,W)``, ``uv (N,T,2,H/2,W/2)``; the result is ``(N,)`` bits."""
@@ -82,15 +96,7 @@ class RateModel(nn.Module):
     def __init__(self, width: int = 24) -> None:
         super().__init__()
         self.width = width
-        self.body = nn.Sequential(
-            nn.Conv2d(14, width, 3, padding=1, padding_mode="replicate"),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1, padding_mode="replicate"),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"),
-            nn.ReLU(),
-            nn.Conv2d(width, 1, 1),
-        )
+        self.body = site_net(width)
         self.per_picture = nn.Parameter(torch.tensor(6.0))  # log2 bits of headers
 
     def forward(self, y: Tensor, uv: Tensor, qp: Tensor) -> Tensor:
@@ -110,15 +116,7 @@ class ErrorModel(nn.Module):
     def __init__(self, width: int = 24) -> None:
         super().__init__()
         self.width = width
-        self.body = nn.Sequential(
-            nn.Conv2d(14, width, 3, padding=1, padding_mode="replicate"),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1, padding_mode="replicate"),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"),
-            nn.ReLU(),
-            nn.Conv2d(width, 1, 1),
-        )
+        self.body = site_net(width)
 
     def forward(self, y: Tensor, uv: Tensor, qp: Tensor) -> Tensor:
         n = y.shape[0]

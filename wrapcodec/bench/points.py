@@ -171,7 +171,8 @@ def _filter_metrics(
     return out
 
 
-def _trimmed_source(src: Path, frames: int, dest: Path) -> Path:
+def trimmed_source(src: Path, frames: int, dest: Path) -> Path:
+    """The first ``frames`` frames of ``src`` written to ``dest``."""
     with Y4MWriter(dest, read_info(src)) as writer:
         for frame in source_frames(src, 0, frames):
             writer.write(frame)
@@ -219,7 +220,7 @@ def run_point(spec: PointSpec) -> Point:
                         sink=writer.write,
                     )
         if extra:
-            ref = _trimmed_source(source, spec.frames, workdir / "ref.y4m")
+            ref = trimmed_source(source, spec.frames, workdir / "ref.y4m")
             scores = _filter_metrics(ref, rec_path, extra, workdir)
         else:
             scores = {}

@@ -25,6 +25,8 @@ from wrapcodec.bank import bank_folder, load_prefilter, prefilter_card
 from wrapcodec.bdrate import Curve, bd_rate
 from wrapcodec.bench.cache import Cache, digest
 from wrapcodec.bench.plan import sequences
+from wrapcodec.bench.points import trimmed_source
+from wrapcodec.encode.cost import rd_cost
 from wrapcodec.encode.standard import (
     Measured,
     Metric,
@@ -38,7 +40,7 @@ from wrapcodec.errors import InputError
 from wrapcodec.metrics import MS_SSIM_MIN_SIDE, kbps
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.streams import FORMATS
-from wrapcodec.y4m import Y4MWriter, count_frames, iter_frames, read_info
+from wrapcodec.y4m import VideoInfo, count_frames, read_info
 
 REVISION = 1
 
@@ -121,13 +123,7 @@ def _trim(src: Path, frames: int | None, folder: Path) -> tuple[Path, int]:
     if frames is None or frames >= total:
         return src, total
     dest = folder / src.name
-    if not dest.exists():
-        with Y4MWriter(dest, read_info(src)) as writer:
-            for i, frame in enumerate(iter_frames(src)):
-                if i == frames:
-                    break
-                writer.write(frame)
-    return dest, frames
+    return (dest if dest.exists() else trimmed_source(src, frames, dest)), frames
 
 
 def _bd(anchor: list[StandardPoint], test: list[StandardPoint], quality: str) -> float | None:
@@ -137,10 +133,11 @@ def _bd(anchor: list[StandardPoint], test: list[StandardPoint], quality: str) ->
     return bd_rate(curve(anchor), curve(test)).bd_rate
 
 
-def _cost(p: StandardPoint, metric: Metric, exchange: float | None, samples: int) -> float:
+def _cost(p: StandardPoint, metric: Metric, exchange: float | None, info: VideoInfo) -> float:
     """J of a point as ``encode --standard`` computes it."""
     lam = get_backend(p.spec.codec).qp_to_lambda(p.spec.qp)
-    return distortion(p.mse, p.ms_ssim, metric, exchange) + lam * p.bits / samples
+    d = distortion(p.mse, p.ms_ssim, metric, exchange)
+    return rd_cost(d, p.bits, p.spec.frames, info, lam)
 
 
 def run_standard_bench(
@@ -202,8 +199,7 @@ def run_standard_bench(
                     cache.put(spec, point)
                 by[candidate].append(point)
         points += by["direct"] + by["prefilter"]
-        info = read_info(source)
-        rows += _rows(src.stem, by, metric, n * info.width * info.height)
+        rows += _rows(src.stem, by, metric, read_info(source))
     result = StandardBench(
         codec=codec, metric=metric, qps=list(qps), prefilter=card.name, points=points, rows=rows
     )
@@ -214,13 +210,13 @@ def run_standard_bench(
 
 
 def _rows(
-    sequence: str, by: dict[str, list[StandardPoint]], metric: Metric, samples: int
+    sequence: str, by: dict[str, list[StandardPoint]], metric: Metric, info: VideoInfo
 ) -> list[StandardRow]:
     """BD-rates of the pre-filter and of the encoder's per-QP choice against direct."""
     chosen = []
     for d, f in zip(by["direct"], by["prefilter"], strict=True):
         rate = exchange_rate(d.mse[0], d.ms_ssim)
-        better = _cost(f, metric, rate, samples) < _cost(d, metric, rate, samples)
+        better = _cost(f, metric, rate, info) < _cost(d, metric, rate, info)
         chosen.append(f if better else d)
     return [
         StandardRow(

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, EncodeSettings
+from wrapcodec.encode.cost import rd_cost
 from wrapcodec.errors import InputError, OptionError
 from wrapcodec.metrics import (
     MS_SSIM_MIN_SIDE,
@@ -242,7 +243,6 @@ def _costed(
     MS-SSIM."""
     anchor = measured.get("direct", next(iter(measured.values())))
     exchange = exchange_rate(anchor.mse_planes()[0], anchor.ms_ssim)
-    samples = frames * info.width * info.height
     reports = []
     for name, m in measured.items():
         d = distortion(m.mse_planes(), m.ms_ssim, cfg.metric, exchange)
@@ -258,7 +258,7 @@ def _costed(
                 ms_ssim=m.ms_ssim,
                 ms_ssim_db=None if m.ms is None else m.ms.db,
                 distortion=d,
-                cost=d + lam * m.bits / samples,
+                cost=rd_cost(d, m.bits, frames, info, lam),
                 decoded_md5=m.md5,
             )
         )
