@@ -111,6 +111,53 @@ def test_sigterm_that_breaks_an_import_still_ends_withone_line(tmp_path: Path) -
     one_line(done.stderr, "Terminated.")
 
 
+_IN_A_CALLBACK = """
+import os, signal, sys, weakref
+from wrapcodec import __main__ as entry
+
+class Lock:
+    pass
+
+def lose_a_signal():
+    # The interpreter reports and ignores an exception raised in a weakref callback (the
+    # import system's module locks use them): the signal's exception is lost there.
+    lock = Lock()
+    ref = weakref.ref(lock, lambda _: os.kill(os.getpid(), signal.SIGTERM))
+    del lock
+
+def main():
+    if sys.argv[1] == "command":
+        lose_a_signal()
+    print("the command ran")
+
+class Cli:  # stands for the module wrapcodec.cli
+    @property
+    def main(self):
+        if sys.argv[1] == "import":
+            lose_a_signal()
+        return main
+
+sys.modules["wrapcodec.cli"] = Cli()
+entry.main()
+"""
+
+
+@pytest.mark.parametrize("when", ["import", "command"])
+def test_sigterm_lost_in_a_callback_still_ends_with_one_line(tmp_path: Path, when: str) -> None:
+    """A signal whose exception the interpreter ignores (it came inside a weakref callback,
+    as while the imports take their module locks): no traceback, and the program still ends
+    as the signal does, not with status 0; one that came while importing runs no command."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IN_A_CALLBACK, when],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 143, done.stderr
+    one_line(done.stderr, "Terminated.")
+    assert (b"the command ran" in done.stdout) == (when == "command")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_after_the_decode_wrote_its_output(
     tmp_path: Path, wrapper_wrp: Path, sig: signal.Signals

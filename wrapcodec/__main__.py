@@ -25,6 +25,9 @@ def main() -> None:
     try:
         from wrapcodec.cli import main as cli_main
 
+        stop = interrupt.received()
+        if stop is not None:  # it came inside the imports, where its exception was lost
+            raise stop
         cli_main()
     except KeyboardInterrupt as exc:  # while importing, or outside the command itself
         interrupt.hold()

@@ -12,6 +12,11 @@ reaches only wrapcodec. So the handler also kills the ffmpeg processes started t
 refuses any new one, so work still queued cannot start one. Repeated signals are ignored while
 the program cleans up (SIGKILL still ends it).
 
+A signal can come where its exception cannot propagate (a weakref callback, as the import
+system's module locks use): the interpreter then ignores it. The handler has noted the
+signal all the same, so the traceback is not printed, no command starts after the imports,
+and a command that returns as if nothing happened still ends as the signal does.
+
 Once a command has finished, its outputs are complete: after :func:`hold` the two signals no
 longer raise (the main thread blocks them, the handler notes them), and :func:`finish`
 reports one that arrived since then, flushes standard output and error and
@@ -36,11 +41,11 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 EXIT_INTERRUPTED = 130
 """128 + SIGINT, as a shell reports a command that Ctrl-C ended."""
@@ -109,12 +114,30 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     raise _interruption(signum)
 
 
+def _unraisable(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """``sys.unraisablehook`` that stays silent about the handler's own exception.
+
+    The interpreter ignores an exception raised where it cannot propagate (a weakref
+    callback, such as the import system's module locks use; a ``__del__``) and prints its
+    traceback. The signal is not lost for that: :func:`received` has it, and the program
+    ends as the signal does (:func:`finish`)."""
+
+    def silent(unraisable: Any) -> object:
+        if _received and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return None
+        return hook(unraisable)
+
+    return silent
+
+
 def install() -> None:
     """Handle SIGINT and SIGTERM as described above (from the main thread; a signal the
     program was started ignoring, as a shell does for background jobs, stays ignored)."""
     global _installed
     if threading.current_thread() is not threading.main_thread():
         return
+    if not _installed:
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _handler)
         _installed = True
@@ -177,21 +200,27 @@ def hold() -> None:
 
 
 def finish(status: int) -> NoReturn:
-    """Exit with ``status``, or 130/143 with its line if a signal came after :func:`hold`.
+    """Exit with ``status``, or 130/143 with its line if a signal came after :func:`hold`,
+    or came before and its exception was lost (see :func:`_unraisable`) while ``status`` says
+    the command succeeded.
 
     With the handlers installed, the process ends here, without the interpreter's teardown:
     the command's files are closed and its output flushed, and a signal during that second
     would kill the process silently."""
     hold()
-    if _held and not _received:
+    exc: KeyboardInterrupt | None = None
+    if _received and status == 0:  # its exception was lost where it could not propagate
+        exc = _interruption(_received[0])
+    elif _held and not _received:
         pending = set(_late) | (signal.sigpending() & _SIGNALS)
         if pending:
             exc = _interruption(signal.SIGTERM if signal.SIGTERM in pending else signal.SIGINT)
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdout.flush()
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(message(exc) + "\n")
-            status = exit_status(exc)
+    if exc is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(message(exc) + "\n")
+        status = exit_status(exc)
     if not _held:
         sys.exit(status)
     for stream in (sys.stdout, sys.stderr):
