@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_errors import fails
 from click.testing import CliRunner
 
+from wrapcodec.backend import get_backend
 from wrapcodec.bank import Bank, get_bank, sha256_file
 from wrapcodec.cli import cli
 from wrapcodec.errors import InputError
@@ -209,24 +211,28 @@ def test_models_speed(runner: CliRunner) -> None:
     assert bad.exit_code == 1 and "expected WIDTHxHEIGHT" in bad.stderr
 
 
+@pytest.mark.parametrize("codec", ["x265", "svtav1"])
 def test_models_install_writes_a_validated_card(
-    runner: CliRunner, tmp_path: Path, require_backend: Callable[[str], None]
+    runner: CliRunner, tmp_path: Path, require_backend: Callable[[str], None], codec: str
 ) -> None:
-    require_backend("x265")
+    """Validated with the codec asked for, at its default preset (SVT-AV1 has no 'medium')."""
+    require_backend(codec)
     images = Path(__file__).parent / "data" / "images"
     weights = tmp_path / "run" / "p.safetensors"
     args = ["train", "--kind", "post", "--ratio", "1/2", "--data", str(images), "--steps", "2"]
     result = runner.invoke(cli, [*args, "--batch", "2", "--crop", "64", "--out", str(weights)])
     assert result.exit_code == 0, result.output
     dest = tmp_path / "bank"
-    result = runner.invoke(
-        cli, ["models", "install", str(weights), "--dest", str(dest), "--val", str(images)]
-    )
+    install = ["models", "install", str(weights), "--dest", str(dest), "--val", str(images)]
+    fails(runner, [*install, "--codec", "nosuch"], "nosuch")
+    assert not dest.exists()  # refused before anything was written
+    result = runner.invoke(cli, [*install, "--codec", codec])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in dest.iterdir()) == ["post-1_2.json", "post-1_2.safetensors"]
     card = Bank(dest).cards[2]
     assert card.sha256 == sha256_file(dest / card.file)
-    assert card.validation is not None
+    assert card.validation is not None and card.validation.codec == codec
+    assert card.validation.preset == get_backend(codec).default_preset
     assert set(card.validation.curves) == {"post-1/2", "lanczos-1/2", "bilinear-1/2"}
     assert all(len(c) == 6 for c in card.validation.curves.values())
     listed = runner.invoke(cli, ["models", "--json", "--models", str(dest)])

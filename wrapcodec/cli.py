@@ -849,6 +849,8 @@ def models_install(
     from wrapcodec import cards, validation
 
     check_input(weights)
+    if val:
+        get_backend(codec)  # an unknown codec is refused before anything is written
     card = cards.install(Path(weights), Path(dest), about, prior)
     if val:
         bank = Bank(Path(dest))

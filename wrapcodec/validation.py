@@ -44,11 +44,13 @@ def validate(
     card: ModelCard,
     pictures: Path,
     codec: str = "x265",
-    preset: str = "medium",
+    preset: str | None = None,
     about: str = "",
 ) -> Validation:
-    """Code the pictures with the model's option and its linear rivals at every VAL_QP."""
+    """Code the pictures with the model's option and its linear rivals at every VAL_QP, at
+    ``preset`` (None: the codec's default)."""
     backend = get_backend(codec)
+    preset = preset or backend.default_preset
     opt = OPTIONS[card.option]
     rivals: list[Option] = (
         [OPTIONS[0]]
