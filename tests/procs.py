@@ -23,7 +23,8 @@ def start(args: list[str], tmp: Path, cwd: Path) -> subprocess.Popen[bytes]:
     """``python -m wrapcodec ARGS`` in ``cwd``, with ``tmp`` as its temporary folder."""
     return subprocess.Popen(
         [sys.executable, "-m", "wrapcodec", *args],
-        env={**os.environ, "TMPDIR": str(tmp)},
+        # A crash (a signal the program does not survive) prints every thread's stack.
+        env={**os.environ, "TMPDIR": str(tmp), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=cwd,

@@ -228,7 +228,8 @@ def test_ctrl_c_leaves_no_temp_files(tmp_path: Path, parkjoy: Path) -> None:
     tmp.mkdir()
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp)}
+    # A crash (a signal the program does not survive) prints every thread's stack.
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -158,6 +158,51 @@ def test_sigterm_lost_in_a_callback_still_ends_with_one_line(tmp_path: Path, whe
     assert (b"the command ran" in done.stdout) == (when == "command")
 
 
+_SLOW_MODULE = """
+import os, signal, time
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.2)  # the rest of the module's initialisation
+WHOLE = True
+"""
+
+_IMPORTS_IT = """
+import sys, threading, time
+from wrapcodec import interrupt
+
+interrupt.install()
+if sys.argv[2] == "threads":  # another thread might use the module
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+sys.path.insert(0, sys.argv[1])
+start = time.monotonic()
+try:
+    import slow_module
+    print("imported", slow_module.WHOLE, flush=True)
+    time.sleep(30)
+    print("never interrupted")
+except KeyboardInterrupt as exc:
+    print(type(exc).__name__, "slow_module" in sys.modules, time.monotonic() - start < 10)
+"""
+
+
+@pytest.mark.parametrize("threads", ["threads", "alone"])
+def test_signal_inside_an_import_waits_for_its_end(tmp_path: Path, threads: str) -> None:
+    """A signal while a module is being imported, with other threads running, does not cut
+    the import short (a half-initialised module for them to find): the import ends whole, and
+    the signal's exception is raised right after, even inside a blocking call. With no other
+    thread (the command line still loading) it raises at once."""
+    (tmp_path / "slow_module.py").write_text(_SLOW_MODULE)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_IT, str(tmp_path), threads],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    whole = ["imported", "True", "Terminated", "True", "True"]
+    cut_short = ["Terminated", "False", "True"]
+    assert done.stdout.decode().split() == (whole if threads == "threads" else cut_short)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_after_the_decode_wrote_its_output(
     tmp_path: Path, wrapper_wrp: Path, sig: signal.Signals

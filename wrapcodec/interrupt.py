@@ -12,6 +12,12 @@ reaches only wrapcodec. So the handler also kills the ffmpeg processes started t
 refuses any new one, so work still queued cannot start one. Repeated signals are ignored while
 the program cleans up (SIGKILL still ends it).
 
+A signal that comes while the main thread imports a module, with other threads running, does
+not raise there: an import cut short can leave a module half-initialised (a C extension's,
+numba's threading layer) for those threads to find while the program unwinds. The handler
+kills the ffmpeg processes at once, and the exception is raised as soon as the import is over
+(the signal is delivered again every few milliseconds until then).
+
 A signal can come where its exception cannot propagate (a weakref callback, as the import
 system's module locks use): the interpreter then ignores it. The handler has noted the
 signal all the same, so the traceback is not printed, no command starts after the imports,
@@ -61,6 +67,7 @@ class Terminated(KeyboardInterrupt):
 
 _received: list[int] = []  # the first signal handled, if any
 _late: list[int] = []  # signals that came after hold()
+_deferred: list[int] = []  # redeliveries pending while an import runs
 _children: set[subprocess.Popen[bytes]] = set()
 _installed = False
 _held = False
@@ -106,12 +113,51 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         for proc in list(_children):
             _kill(proc)
         os._exit(128 + signum)
-    if _received:
+    if _received and not _deferred:
         return  # cleaning up after the first one
-    _received.append(signum)
-    for proc in list(_children):
-        _kill(proc)
-    raise _interruption(signum)
+    if not _received:
+        _received.append(signum)
+        for proc in list(_children):
+            _kill(proc)
+    if _importing(frame) and _others_running():
+        _deliver_again(signum)
+        return
+    _deferred.clear()
+    raise _interruption(_received[0])
+
+
+REDELIVERY_S = 0.005
+"""How often a signal deferred by an import is delivered again."""
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside an import (the import system's frames are below it)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _others_running() -> bool:
+    """Whether a thread besides the main one (and this module's own) runs Python code."""
+    main = threading.main_thread()
+    return any(t is not main and t.name != _REDELIVERY for t in threading.enumerate())
+
+
+_REDELIVERY = "wrapcodec-signal"
+
+
+def _deliver_again(signum: int) -> None:
+    """Send ``signum`` to the main thread again in :data:`REDELIVERY_S` (a real signal, so
+    that a blocking call returns to the handler as it did the first time)."""
+    _deferred[:] = [signum]
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(REDELIVERY_S, signal.pthread_kill, (main, signum))
+    timer.name = _REDELIVERY
+    timer.daemon = True
+    timer.start()
 
 
 def _unraisable(hook: Callable[[Any], object]) -> Callable[[Any], object]:
@@ -153,6 +199,7 @@ def worker() -> None:
     global _worker, _held
     _received.clear()
     _late.clear()
+    _deferred.clear()
     _children.clear()
     _held = False
     _worker = True
