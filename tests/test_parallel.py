@@ -41,7 +41,7 @@ ARGS = [
     "--codec",
     "x264",
     "--qp",
-    "24",
+    "18",
     "--preset",
     "ultrafast",
     "--options",
