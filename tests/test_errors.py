@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +12,7 @@ from pathlib import Path
 import pytest
 from cli_errors import fails
 from click.testing import CliRunner
+from procs import start, wait_for
 
 from wrapcodec import backend as backend_registry
 from wrapcodec.cli import cli
@@ -228,37 +225,9 @@ def test_ctrl_c_leaves_no_temp_files(tmp_path: Path, parkjoy: Path) -> None:
     tmp.mkdir()
     out = tmp_path / "out"
     out.mkdir()
-    # A crash (a signal the program does not survive) prints every thread's stack.
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wrapcodec",
-            "encode",
-            str(parkjoy),
-            "-o",
-            str(out / "o.wrp"),
-            "--codec",
-            "x265",
-            "--qp",
-            "30",
-            "--preset",
-            "slow",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-        # A runner started in the background ignores SIGINT, and children inherit that;
-        # a user's terminal does not, so give the child the default disposition.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 60
-    while not list(tmp.glob("wrapcodec-*/*.265")) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    assert list(tmp.glob("wrapcodec-*/*.265")), "encoding never started"
+    args = ["encode", str(parkjoy), "-o", str(out / "o.wrp"), "--codec", "x265", "--qp", "30"]
+    proc = start([*args, "--preset", "slow"], tmp, tmp_path)
+    wait_for(proc, lambda: bool(list(tmp.glob("wrapcodec-*/*.265"))), "encoding")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

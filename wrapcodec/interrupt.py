@@ -128,6 +128,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 REDELIVERY_S = 0.005
 """How often a signal deferred by an import is delivered again."""
+_REDELIVERY = "wrapcodec-signal"  # the name of the thread that delivers it
 
 
 def _importing(frame: FrameType | None) -> bool:
@@ -143,9 +144,6 @@ def _others_running() -> bool:
     """Whether a thread besides the main one (and this module's own) runs Python code."""
     main = threading.main_thread()
     return any(t is not main and t.name != _REDELIVERY for t in threading.enumerate())
-
-
-_REDELIVERY = "wrapcodec-signal"
 
 
 def _deliver_again(signum: int) -> None:
