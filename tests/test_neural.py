@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from wrapcodec.backend import get_backend
 from wrapcodec.bank import Bank, get_bank, sha256_file
+from wrapcodec.cards import install
 from wrapcodec.cli import cli
 from wrapcodec.errors import InputError
 from wrapcodec.metrics import measure_files
@@ -237,3 +238,28 @@ def test_models_install_writes_a_validated_card(
     assert all(len(c) == 6 for c in card.validation.curves.values())
     listed = runner.invoke(cli, ["models", "--json", "--models", str(dest)])
     assert [r["name"] for r in json.loads(listed.stdout)] == ["post-1_2"]
+
+
+@pytest.mark.slow  # trains twice
+def test_a_run_from_a_bank_model_keeps_its_cards_stages(runner: CliRunner, tmp_path: Path) -> None:
+    """Fine-tuning a bank's model (``--init`` its weights, which have a card but no
+    ``.train.json``): the new card lists the card's stages, then the new run's."""
+    images = Path(__file__).parent / "data" / "images"
+    common = ["train", "--kind", "post", "--ratio", "1/2", "--data", str(images), "--batch", "2"]
+
+    def train(out: Path, *extra: str) -> None:
+        result = runner.invoke(cli, [*common, "--crop", "64", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+
+    train(tmp_path / "a" / "a.safetensors", "--steps", "1")
+    first = install(tmp_path / "a" / "a.safetensors", tmp_path / "bank")
+    shipped = tmp_path / "bank" / first.file
+    train(tmp_path / "b" / "b.safetensors", "--steps", "2", "--init", str(shipped))
+    card = install(tmp_path / "b" / "b.safetensors", tmp_path / "bank2")
+    assert len(first.training) == 1 and card.training[:1] == first.training
+    assert [s["steps"] for s in card.training] == [1, 2]
+    assert card.training[1]["config"]["init"] == str(shipped)  # type: ignore[index]
+
+    shipped.write_bytes(shipped.read_bytes()[:-1] + b"\x00")  # no longer the card's weights
+    with pytest.raises(InputError, match=r"post-1_2\.train\.json: missing"):
+        install(tmp_path / "b" / "b.safetensors", tmp_path / "bank3")

@@ -54,13 +54,20 @@ from wrapcodec.y4m import ChromaTag, Frame, VideoInfo
 
 
 def training_stages(weights: Path) -> list[dict[str, object]]:
-    """The ``.train.json`` records of a run and of the runs it was initialised from."""
+    """The ``.train.json`` records of a run and of the runs it was initialised from.
+
+    A run started from a bank's model (``--init models/post-1.safetensors``) has no
+    ``.train.json`` there; its card, if it describes those very weights (same sha256), gives
+    the stages before."""
     stages: list[dict[str, object]] = []
     path: Path | None = weights
     while path is not None:
         meta_path = path.with_suffix(".train.json")
         if not meta_path.is_file():
-            raise InputError(f"{meta_path}: missing (written by wrapcodec train)")
+            carded = _card_stages(path)
+            if carded is None:
+                raise InputError(f"{meta_path}: missing (written by wrapcodec train)")
+            return carded + stages
         meta = json.loads(meta_path.read_text())
         history = meta.get("history") or [{}]
         stages.insert(0, {"config": meta["config"], "steps": meta["step"], "last": history[-1]})
@@ -71,6 +78,20 @@ def training_stages(weights: Path) -> list[dict[str, object]]:
             else (Path(init) if init else None)
         )
     return stages
+
+
+def _card_stages(weights: Path) -> list[dict[str, object]] | None:
+    """The training stages of the model card beside ``weights``, if it is theirs."""
+    card_path = weights.with_suffix(".json")
+    if not (card_path.is_file() and weights.is_file()):
+        return None
+    try:
+        card = ModelCard.model_validate_json(card_path.read_text())
+    except ValueError:
+        return None
+    if card.sha256 != sha256_file(weights):
+        return None
+    return list(card.training)
 
 
 def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) -> ModelCard:
