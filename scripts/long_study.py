@@ -7,6 +7,9 @@ For each clip × QP, one JSON line per configuration on stdout (resumable: lines
     python scripts/long_study.py CLIP.y4m [CLIP.y4m …] --codec x265 --qps 22,27,32,37,42,47 \
         --log long.jsonl [--wrapcodec PATH] [--extra 'MORE ENCODE ARGUMENTS']
 
+Plain coding (the codec alone, 8 bits) is measured for x265 and x264; leave ``plain`` out of
+``--configs`` for the others.
+
 ``--wrapcodec`` runs another installation (an older release, to measure a baseline).
 """
 
@@ -25,7 +28,10 @@ from wrapcodec.bdrate import Curve, bd_rate
 from wrapcodec.metrics import measure_files
 
 CONFIGS = {"direct": ["--options", "0"], "post-1/1": ["--options", "1"], "all": []}
-PLAIN = {"x265": ("libx265", "-x265-params", "qp={qp}:log-level=warning", "hevc")}
+PLAIN = {
+    "x265": ("libx265", "-x265-params", "qp={qp}:log-level=warning", "hevc"),
+    "x264": ("libx264", "-qp", "{qp}", "h264"),
+}
 
 
 def encode(exe: str, clip: Path, codec: str, qp: int, options: list[str], extra: list[str]) -> dict:
@@ -120,9 +126,15 @@ def main() -> None:
     ap.add_argument("--qps", default="22,27,32,37,42,47")
     ap.add_argument("--log", type=Path, required=True)
     ap.add_argument("--wrapcodec", default="wrapcodec")
-    ap.add_argument("--configs", default="direct,post-1/1,all,plain")
+    ap.add_argument(
+        "--configs",
+        default="direct,post-1/1,all,plain",
+        help=f"plain: the codec alone ({', '.join(PLAIN)})",
+    )
     ap.add_argument("--extra", default="", help="more encode arguments, one string")
     args = ap.parse_args()
+    if "plain" in args.configs.split(",") and args.codec not in PLAIN:
+        sys.exit(f"plain coding is measured for {', '.join(PLAIN)} only: leave it out of --configs")
     from imageio_ffmpeg import get_ffmpeg_exe
 
     from wrapcodec.y4m import count_frames, read_info
