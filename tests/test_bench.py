@@ -19,6 +19,7 @@ from wrapcodec import ffmpeg
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
+from wrapcodec.bench.analysis import analyse, without_updates
 from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, post_kmacs_per_pixel
 from wrapcodec.bench.run import run_points
@@ -62,6 +63,7 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
     report = (out / "report.md").read_text()
     assert "RD envelope" in report and "Pareto" in report and "PCHIP" in report
     assert "Content adaptation" not in report and results["adaptation"] == []
+    assert "Without the update" not in report and results["bd_rate_without_update"] == {}
     # the rerun reuses every point: no encode at all
     again = runner.invoke(cli, ["bench", str(dataset), *ARGS, "--out", str(out)])
     assert again.exit_code == 0, again.output
@@ -336,6 +338,26 @@ def test_adaptation_report_files(adapted_run: tuple[Path, list[Point], list[Poin
     assert {r["adapt_steps"] for r in rows} == {"0", str(ADAPT_STEPS)}
     for r in rows:
         assert (r["adapt_gain_db"] != "") == (r["option"] == "2"), r
+
+
+def test_rows_without_the_update_are_the_run_without_adaptation(
+    adapted_run: tuple[Path, list[Point], list[Point]],
+) -> None:
+    """The adapted run's points taken without their updates are the points of the same run
+    without adaptation (same bitstreams), and so are their BD-rates in results.json."""
+    out, with_update, without = adapted_run
+    assert any(p.adapt_used for p in with_update)  # so that a rate is taken apart
+    for a, p in zip(without_updates(with_update), without, strict=True):
+        assert a.spec.option == p.spec.option and a.spec.qp == p.spec.qp
+        assert a.bits == p.bits and a.kbps == pytest.approx(p.kbps)
+        assert a.psnr_yuv == pytest.approx(p.psnr_yuv)
+    expected = analyse(without, ["psnr_yuv"], "pchip")["post-only"]["psnr_yuv"]
+    stored = json.loads((out / "results.json").read_text())["bd_rate_without_update"]
+    assert set(stored) == {"post-only", "post + wrapper", "all options"}
+    row = stored["post-only"]["psnr_yuv"]["pj_a"]
+    assert row["envelope"]["bd_rate"] == pytest.approx(expected.value("pj_a", "envelope"))
+    assert row["pareto"]["bd_rate"] == pytest.approx(expected.value("pj_a", "pareto"))
+    assert "## Without the update: PSNR-YUV" in (out / "report.md").read_text()
 
 
 def test_ssim_is_of_the_chosen_reconstruction(

@@ -172,6 +172,7 @@ class BenchResults(BaseModel):
     speed: list[SpeedRow]
     post_gain: list[PostGainRow]
     adaptation: list[AdaptationRow]
+    bd_rate_without_update: BDTable = {}  # PSNR-YUV, rows with neural options (adapted runs)
     notes: list[str]
     points: list[Point]
     computed_points: int
@@ -365,6 +366,32 @@ def adaptation(points: Sequence[Point]) -> list[AdaptationRow]:
     return rows
 
 
+def without_updates(points: Sequence[Point]) -> list[Point]:
+    """The points as they would be without content adaptation: each adapted neural point with
+    the bank's post-processor as it is on the same bitstream (its PSNR-YUV without the
+    update, its rate without the update's bytes). Only ``psnr_yuv`` is that variant's; the
+    other qualities are left as measured, so analyse PSNR-YUV alone."""
+    out = []
+    for p in points:
+        if p.psnr_yuv_without_update is None:
+            out.append(p)
+            continue
+        bits = p.bits - 8 * (p.adapt_bytes or 0) if p.adapt_used else p.bits
+        plain = {"bits": bits, "kbps": p.kbps * bits / p.bits, "adapt_used": False}
+        out.append(p.model_copy(update={**plain, "psnr_yuv": p.psnr_yuv_without_update}))
+    return out
+
+
+def without_update_table(points: Sequence[Point], interp: Interp) -> BDTable:
+    """PSNR-YUV BD-rates of the rows with neural options, every adapted point taken without
+    its update (:func:`without_updates`); empty when no point was adapted."""
+    if all(p.psnr_yuv_without_update is None for p in points):
+        return {}
+    table = analyse(without_updates(points), ["psnr_yuv"], interp)
+    neural = {row for row, codes in ROWS.items() if any(OPTIONS[c].neural for c in codes)}
+    return {row: per for row, per in table.items() if row in neural}
+
+
 def _adaptation_figures(group: Sequence[Point]) -> AdaptationFigures:
     n = len(group)
     return AdaptationFigures(
@@ -404,6 +431,7 @@ def assemble(
         speed=speed_table(points),
         post_gain=post_gain(points),
         adaptation=adaptation(points),
+        bd_rate_without_update=without_update_table(points, interp),
         notes=list(notes),
         points=list(points),
         computed_points=computed,

@@ -21,6 +21,7 @@ from wrapcodec.bench.analysis import (
     ROWS,
     AdaptationMean,
     AdaptationRow,
+    BDTable,
     BenchResults,
     all_rows,
     average_points,
@@ -130,6 +131,8 @@ def markdown(results: BenchResults) -> str:
         lines += ["", *_post_gain_markdown(results)]
     if results.adaptation:
         lines += ["", *_adaptation_markdown(results.adaptation)]
+    if results.bd_rate_without_update:
+        lines += ["", *_without_update_markdown(results)]
     lines += ["", "## Method", "", results.method, ""]
     warnings = sorted(
         {
@@ -156,12 +159,40 @@ TITLES = {
 
 def _bd_markdown(results: BenchResults, method: str, metric: str) -> list[str]:
     """One BD-rate table of report.md: every row by sequence, the average and the mean."""
+    lines = [f"## {TITLES[method]}: {QUALITY[metric]}", ""]
+    return lines + _bd_rows(
+        results, results.bd_rate, list(all_rows(results.config.rivals)), method, metric
+    )
+
+
+def _without_update_markdown(results: BenchResults) -> list[str]:
+    """The section of report.md with the neural rows' BD-rates without the updates."""
+    table = results.bd_rate_without_update
+    lines = [
+        "## Without the update: PSNR-YUV",
+        "",
+        "The rows with neural options, each adapted point taken with the bank's "
+        "post-processor as it is on the same bitstream (its rate without the update's bytes): "
+        "what the models give without content adaptation. BD-rate against direct.",
+        "",
+    ]
+    for method in METHODS:
+        lines += [f"{TITLES[method]}:", ""]
+        lines += _bd_rows(
+            results, table, [r for r in all_rows(()) if r in table], method, "psnr_yuv"
+        )
+    return lines
+
+
+def _bd_rows(
+    results: BenchResults, table: BDTable, rows: Sequence[str], method: str, metric: str
+) -> list[str]:
+    """A BD-rate table: ``rows`` of ``table`` by sequence, the average and the mean."""
     columns = [*results.sequences, AVERAGE, MEAN]
     header = ["row", *columns]
-    lines = [f"## {TITLES[method]}: {QUALITY[metric]}", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in all_rows(results.config.rivals):
-        per = results.bd_rate.get(row, {}).get(metric)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        per = table.get(row, {}).get(metric)
         if per is None:
             lines.append("| " + " | ".join([row, *["n/a"] * (len(header) - 1)]) + " |")
             continue
