@@ -260,6 +260,7 @@ def test_a_run_from_a_bank_model_keeps_its_cards_stages(runner: CliRunner, tmp_p
     assert [s["steps"] for s in card.training] == [1, 2]
     assert card.training[1]["config"]["init"] == str(shipped)  # type: ignore[index]
 
-    shipped.write_bytes(shipped.read_bytes()[:-1] + b"\x00")  # no longer the card's weights
+    data = shipped.read_bytes()
+    shipped.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # no longer the card's weights
     with pytest.raises(InputError, match=r"post-1_2\.train\.json: missing"):
         install(tmp_path / "b" / "b.safetensors", tmp_path / "bank3")
