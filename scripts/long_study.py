@@ -11,6 +11,8 @@ Plain coding (the codec alone, 8 bits) is measured for x265 and x264; leave ``pl
 ``--configs`` for the others.
 
 ``--wrapcodec`` runs another installation (an older release, to measure a baseline).
+``direct`` is direct coding at the bit depth ``encode`` chooses (``--bitdepth auto``, two
+encodes), ``direct-10`` at 10 bits (one encode: the times are relative to it where measured).
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from pathlib import Path
 from wrapcodec.bdrate import Curve, bd_rate
 from wrapcodec.metrics import measure_files
 
-CONFIGS = {"direct": ["--options", "0"], "post-1/1": ["--options", "1"], "all": []}
+CONFIGS = {
+    "direct": ["--options", "0"],
+    "direct-10": ["--options", "0", "--bitdepth", "10"],
+    "post-1/1": ["--options", "1"],
+    "all": [],
+}
 PLAIN = {
     "x265": ("libx265", "-x265-params", "qp={qp}:log-level=warning", "hevc"),
     "x264": ("libx264", "-qp", "{qp}", "h264"),
@@ -55,6 +62,7 @@ def encode(exe: str, clip: Path, codec: str, qp: int, options: list[str], extra:
         "kbps": report["kbps"],
         "psnr_yuv": report["psnr_yuv"],
         "option": report["option_name"],
+        "bitdepths": [s.get("bitdepth") for s in report["segments"]],
         "update_bytes": update,
         "wall_s": wall,
         "total_s": report["timings"]["total_s"],
@@ -94,7 +102,8 @@ def _row(clip: str, config: str, by: dict[str, dict[int, dict]]) -> str:
     pick = {k: [by[k][q] for q in qps] for k in (config, "direct", "plain") if k in by}
     bd = {k: bd_rate(_curve(pick[k]), _curve(pick[config])).bd_rate for k in pick if k != config}
     shares = [p.get("update_bytes", 0) * 8 / p["bits"] * 100 for p in pick[config]]
-    times = [p["wall_s"] / d["wall_s"] for p, d in zip(pick[config], pick["direct"], strict=True)]
+    one = by["direct-10"] if set(qps) <= set(by.get("direct-10", {})) else by["direct"]
+    times = [p["wall_s"] / one[q]["wall_s"] for p, q in zip(pick[config], qps, strict=True)]
     return (
         f"| {clip} | {config} | {qps[0]}–{qps[-1]} | {bd.get('direct') or 0.0:+.2f} % | "
         f"{bd.get('plain') or float('nan'):+.2f} % | {shares[0]:.3f}–{shares[-1]:.3f} % | "
@@ -105,7 +114,7 @@ def _row(clip: str, config: str, by: dict[str, dict[int, dict]]) -> str:
 def table(rows: list[dict]) -> str:
     lines = [
         "| clip | config | QPs | BD-rate vs direct | BD-rate vs plain 8-bit "
-        "| update share (min–max QP) | time × direct |",
+        "| update share (min–max QP) | time × one direct encode |",
         "|---|---|---|---|---|---|---|",
     ]
     for clip in sorted({r["clip"] for r in rows}):
@@ -113,7 +122,7 @@ def table(rows: list[dict]) -> str:
         for r in rows:
             if r["clip"] == clip:
                 by.setdefault(r["config"], {})[r["qp"]] = r
-        for config in ("post-1/1", "all", "direct"):
+        for config in ("post-1/1", "all", "direct-10", "direct"):
             if config in by and "direct" in by:
                 lines.append(_row(clip, config, by))
     return "\n".join(lines)
@@ -128,7 +137,7 @@ def main() -> None:
     ap.add_argument("--wrapcodec", default="wrapcodec")
     ap.add_argument(
         "--configs",
-        default="direct,post-1/1,all,plain",
+        default="direct,direct-10,post-1/1,all,plain",
         help=f"plain: the codec alone ({', '.join(PLAIN)})",
     )
     ap.add_argument("--extra", default="", help="more encode arguments, one string")

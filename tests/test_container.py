@@ -24,6 +24,7 @@ from wrapcodec.container import (
     overhead_bytes,
     pack,
     read_wrp,
+    segment_bitdepth,
     unpack,
     write_wrp,
 )
@@ -78,6 +79,7 @@ EXAMPLE_SEGMENTS_V2 = [
 HEADER_SIZE = 42  # hand-computed: 4+1+1+2 + 1+1+1+1 + 8 + 2+2 + 4+4 + 2+2 + 4 + 2
 SEGMENT_SIZE = 17  # version 1: 1 + 4 + 4 + 2 + 2 + 4
 SEGMENT_SIZE_V2 = 21  # version 2: 1 + 4 + 4 + 2 + 2 + 4 (update_length) + 4
+SEGMENT_SIZE_V4 = 22  # version 4: 1 + 4 + 4 + 2 + 2 + 1 (bottleneck_bitdepth) + 4 + 4
 
 
 def _header(**kw: object) -> WrpHeader:
@@ -102,6 +104,24 @@ def _example_v2() -> bytearray:
     return bytearray(pack(EXAMPLE_HEADER_V2, EXAMPLE_SEGMENTS_V2))
 
 
+def _example_v4() -> bytearray:
+    return bytearray(pack(DEPTH_HEADER, DEPTH_SEGMENTS))
+
+
+def _read_back(header: WrpHeader, segments: list[Segment]) -> list[Segment]:
+    """``segments`` as unpack returns them: version 4 states every segment's bit depth,
+    versions 1-3 none."""
+    return [
+        Segment(
+            **{
+                **s.__dict__,
+                "bottleneck_bitdepth": segment_bitdepth(header, s) if header.version == 4 else None,
+            }
+        )
+        for s in segments
+    ]
+
+
 def _recrc(data: bytes | bytearray) -> bytes:
     """Fix the trailing CRC so a test reaches the field checks behind it."""
     body = bytes(data[:-4])
@@ -121,12 +141,16 @@ def test_struct_sizes_and_overhead() -> None:
     assert c.HEADER.size == HEADER_SIZE
     assert c.SEGMENT.size == c.SEGMENT_V1.size == c.SEGMENT_STRUCTS[1].size == SEGMENT_SIZE
     assert c.SEGMENT_V2.size == c.SEGMENT_STRUCTS[2].size == SEGMENT_SIZE_V2
+    assert c.SEGMENT_STRUCTS[3].size == SEGMENT_SIZE_V2
+    assert c.SEGMENT_V4.size == c.SEGMENT_STRUCTS[4].size == SEGMENT_SIZE_V4
     assert overhead_bytes(1, version=1) == HEADER_SIZE + SEGMENT_SIZE + 4 == 63
     assert overhead_bytes(1, version=2) == HEADER_SIZE + SEGMENT_SIZE_V2 + 4 == 67
+    assert overhead_bytes(1, version=4) == HEADER_SIZE + SEGMENT_SIZE_V4 + 4 == 68
     assert overhead_bytes(1) == 67  # the default is the version new files are written in
     assert overhead_bytes(3, version=1) == 42 + 17 * 3 + 4
-    assert overhead_bytes(3) == 42 + 21 * 3 + 4
-    for version in (1, 2):
+    assert overhead_bytes(3) == overhead_bytes(3, version=3) == 42 + 21 * 3 + 4
+    assert overhead_bytes(3, version=4) == 42 + 22 * 3 + 4
+    for version in VERSIONS:
         for n in (1, 2, 3, 7):
             segs = _segments([1] * n)
             data = pack(_header(frame_count=n, version=version), segs)
@@ -135,7 +159,7 @@ def test_struct_sizes_and_overhead() -> None:
             )
 
 
-@pytest.mark.parametrize("version", [0, 4, 255, True])
+@pytest.mark.parametrize("version", [0, 5, 255, True])
 def test_overhead_bytes_rejects_unknown_version(version: int) -> None:
     with pytest.raises(ContainerError):
         overhead_bytes(1, version=version)
@@ -276,10 +300,25 @@ def test_offset_tables_match_hand_layout() -> None:
             "payload_length": 17,
         }
     )
+    assert c.SEGMENT_OFFSETS_BY_VERSION[3] == c.SEGMENT_OFFSETS_V2
+    assert (
+        c.SEGMENT_OFFSETS_V4
+        == c.SEGMENT_OFFSETS_BY_VERSION[4]
+        == {
+            "option": 0,
+            "first_frame": 1,
+            "frame_count": 5,
+            "bottleneck_width": 9,
+            "bottleneck_height": 11,
+            "bottleneck_bitdepth": 13,
+            "update_length": 14,
+            "payload_length": 18,
+        }
+    )
 
 
 def test_enums_are_fixed() -> None:
-    assert MAGIC == b"WRPC" and VERSION == 2 and VERSIONS == (1, 2, 3)
+    assert MAGIC == b"WRPC" and VERSION == 2 and VERSIONS == (1, 2, 3, 4)
     assert sorted(NEURAL_OPTIONS) == list(range(1, 9))
     assert OptionCode.POST_1_1 in NEURAL_OPTIONS and OptionCode.WRAP_1_4 in NEURAL_OPTIONS
     assert [(m.name, m.value) for m in CodecId] == [
@@ -297,14 +336,15 @@ def test_enums_are_fixed() -> None:
 # --- round trips ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 @pytest.mark.parametrize("counts", [[5], [2, 1, 2]])
 def test_round_trip(counts: list[int], version: int) -> None:
     header = _header(frame_count=sum(counts), model_bank_id=bytes(8), version=version)
     segs = _segments(counts, OptionCode.LANCZOS_2_3)
     header2, segs2 = unpack(pack(header, segs))
     assert header2 == header
-    assert segs2 == segs
+    assert segs2 == _read_back(header, segs)
+    assert pack(header2, segs2) == pack(header, segs)
     assert all(isinstance(s.payload, bytes) for s in segs2)
 
 
@@ -315,11 +355,11 @@ def test_codec_ids_accepted(codec: int) -> None:
     assert header.codec_id == codec
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_unknown_aspect_and_all_options_round_trip(version: int) -> None:
     segs = [Segment(op, op, 1, 8, 8, b"") for op in range(15)]
     header = _header(aspect_num=0, aspect_den=0, frame_count=15, bitdepth=10, version=version)
-    assert unpack(pack(header, segs)) == (header, segs)
+    assert unpack(pack(header, segs)) == (header, _read_back(header, segs))
 
 
 def test_round_trip_with_updates() -> None:
@@ -349,6 +389,9 @@ def test_unpack_accepts_bytearray_and_memoryview() -> None:
     data = _example_v2()
     expected = (EXAMPLE_HEADER_V2, EXAMPLE_SEGMENTS_V2)
     assert unpack(data) == unpack(memoryview(bytes(data))) == expected
+    data = _example_v4()
+    expected = (DEPTH_HEADER, DEPTH_SEGMENTS)
+    assert unpack(data) == unpack(memoryview(bytes(data))) == expected
 
 
 # --- errors: unpack ---------------------------------------------------------------------------
@@ -361,11 +404,11 @@ def test_wrong_magic() -> None:
     _raises(b"hello", "bad magic")
 
 
-@pytest.mark.parametrize("version", [0, 4, 255])
+@pytest.mark.parametrize("version", [0, 5, 255])
 def test_unknown_version(version: int) -> None:
-    for data in (_example(), _example_v2()):
+    for data in (_example(), _example_v2(), _example_v4()):
         data[4] = version
-        _raises(data, f"unsupported .wrp version {version} (this wrapcodec reads versions 1 to 3)")
+        _raises(data, f"unsupported .wrp version {version} (this wrapcodec reads versions 1 to 4)")
         _raises(_recrc(data), f"unsupported .wrp version {version}")
     _raises(b"WRPC" + bytes([version]), f"unsupported .wrp version {version}")
 
@@ -373,12 +416,13 @@ def test_unknown_version(version: int) -> None:
 def test_known_versions_on_a_short_prefix_read_as_truncated() -> None:
     _raises(b"WRPC\x01", "truncated header")
     _raises(b"WRPC\x02", "truncated header")
+    _raises(b"WRPC\x04", "truncated header")
 
 
 @pytest.mark.parametrize(
     ("version", "fragment"),
     [
-        (4, "unsupported .wrp version 4 (this wrapcodec writes versions 1 to 3)"),
+        (5, "unsupported .wrp version 5 (this wrapcodec writes versions 1 to 4)"),
         (0, "unsupported .wrp version 0"),
         (256, "version 256 out of range 0..255"),
         (True, "version must be an int, got bool"),
@@ -420,7 +464,7 @@ def test_truncated_update_and_payload_v2() -> None:
     _raises(_recrc(data), "truncated update: segment 0 needs 4294967295 bytes")
 
 
-@pytest.mark.parametrize("make", [_example, _example_v2])
+@pytest.mark.parametrize("make", [_example, _example_v2, _example_v4])
 def test_every_truncation_reports_truncation_not_crc(make: Callable[[], bytearray]) -> None:
     data = bytes(make())
     for n in range(1, len(data)):
@@ -782,7 +826,7 @@ def test_fuzz_any_bytes(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.sampled_from([1, 2, 3]), st.binary(max_size=512))
+@given(st.sampled_from([1, 2, 3, 4]), st.binary(max_size=512))
 def test_fuzz_any_bytes_after_magic(version: int, tail: bytes) -> None:
     _parses_or_container_error(b"WRPC" + bytes([version]) + tail)
 
@@ -805,19 +849,23 @@ def _mutate(data: bytes, draw: st.DataObject) -> bytes:
     return bytes(buf)
 
 
+def _example_of(version: int) -> bytes:
+    """The example file of ``version`` 1, 2 or 4, packed from the constants above."""
+    return bytes({1: _example, 2: _example_v2, 4: _example_v4}[version]())
+
+
 @FUZZ
-@given(st.sampled_from([1, 2]), st.data())
+@given(st.sampled_from([1, 2, 4]), st.data())
 def test_fuzz_mutated_valid_file(version: int, data: st.DataObject) -> None:
-    base = _example() if version == 1 else _example_v2()
-    _parses_or_container_error(_mutate(bytes(base), data))
+    _parses_or_container_error(_mutate(_example_of(version), data))
 
 
 @FUZZ
-@given(st.sampled_from([1, 2]), st.data())
+@given(st.sampled_from([1, 2, 4]), st.data())
 def test_fuzz_mutated_header_with_fixed_crc(version: int, data: st.DataObject) -> None:
     # mutate only the header/table and repair the CRC, so the field checks are reached
-    base = bytes(_example() if version == 1 else _example_v2())
-    cut = HEADER_SIZE + 2 * (SEGMENT_SIZE if version == 1 else SEGMENT_SIZE_V2)
+    base = _example_of(version)
+    cut = HEADER_SIZE + base[40] * c.SEGMENT_STRUCTS[version].size
     head = _mutate(base[:cut], data)
     mutated = head + base[cut:]
     _parses_or_container_error(_recrc(mutated) if len(mutated) >= 4 else mutated)
@@ -852,21 +900,25 @@ _headers = st.builds(
             st.integers(1, 65535),
             st.binary(max_size=32),
             st.binary(max_size=16),
+            st.sampled_from([None, 8, 10]),
         ),
         min_size=1,
         max_size=6,
     ),
 )
 def test_fuzz_valid_round_trip(
-    header: WrpHeader, rows: list[tuple[int, int, int, int, bytes, bytes]]
+    header: WrpHeader, rows: list[tuple[int, int, int, int, bytes, bytes, int | None]]
 ) -> None:
     segs: list[Segment] = []
     refused = False  # would the drawn updates have been refused?
     first = 0
-    for option, count, bw, bh, payload, update in rows:
+    for k, (option, count, bw, bh, payload, update, depth) in enumerate(rows):
         allowed = header.version >= 2 and option in NEURAL_OPTIONS
         refused = refused or (bool(update) and not allowed)
-        segs.append(Segment(option, first, count, bw, bh, payload, update if allowed else b""))
+        own = header.version == 4 and k > 0  # may this segment's depth differ from the header's?
+        bd = depth if own or depth is None else header.bottleneck_bitdepth
+        kept = update if allowed else b""
+        segs.append(Segment(option, first, count, bw, bh, payload, kept, bottleneck_bitdepth=bd))
         first += count
     header = WrpHeader(**{**header.__dict__, "frame_count": first})
     data = pack(header, segs)
@@ -874,7 +926,8 @@ def test_fuzz_valid_round_trip(
     assert len(data) == overhead_bytes(len(segs), version=header.version) + sum(
         len(s.payload) + len(s.update) for s in segs
     )
-    assert unpack(data) == (header, segs)
+    assert unpack(data) == (header, _read_back(header, segs))
+    assert pack(*unpack(data)) == data
     if refused:
         raw = [
             Segment(
@@ -991,7 +1044,7 @@ def test_a_prior_needs_version_3_and_a_neural_option() -> None:
     for version in (1, 2):
         header = WrpHeader(**{**PRIOR_HEADER.__dict__, "version": version})
         plain = [Segment(**{**s.__dict__, "update": b"", "inherit": False}) for s in (s0, s1, s2)]
-        with pytest.raises(ContainerError, match="only version 3 files say one"):
+        with pytest.raises(ContainerError, match="only versions 3 and 4 say one"):
             pack(header, plain)
     with pytest.raises(ContainerError, match="option code 0 has no neural post-processor"):
         pack(PRIOR_HEADER, [s0, s1, Segment(**{**s2.__dict__, "prior": 2})])
@@ -1018,3 +1071,210 @@ def test_priors_are_checked_when_reading() -> None:
 @given(st.data())
 def test_fuzz_mutated_v3_file(data: st.DataObject) -> None:
     _parses_or_container_error(_mutate(FIXTURE_V3.read_bytes(), data))
+
+
+# --- version 4: a bottleneck bit depth per segment --------------------------------------------
+
+FIXTURE_V4 = DATA / "format_v4_example.wrp"
+DEPTH_HEADER = WrpHeader(**{**PRIOR_HEADER.__dict__, "version": 4, "bottleneck_bitdepth": 10})
+DEPTH_SEGMENTS = [
+    Segment(OptionCode.DIRECT, 0, 2, 480, 270, b"\x00\x00\x01de", bottleneck_bitdepth=10),
+    Segment(
+        OptionCode.POST_1_1,
+        2,
+        2,
+        480,
+        270,
+        b"\x00\x00\x01a",
+        b"\x01\x02u",
+        prior=1,
+        bottleneck_bitdepth=8,
+    ),
+    Segment(
+        OptionCode.POST_1_1,
+        4,
+        2,
+        480,
+        270,
+        b"\x00\x00\x01b",
+        inherit=True,
+        prior=1,
+        bottleneck_bitdepth=8,
+    ),
+]
+# where segment k's bottleneck_bitdepth byte lies in the v4 fixture: 42 + 22·k + 13
+DEPTH_AT = [HEADER_SIZE + k * SEGMENT_SIZE_V4 + 13 for k in range(3)]
+
+
+def test_stored_bytes_match_v4_fixture() -> None:
+    data = pack(DEPTH_HEADER, DEPTH_SEGMENTS)
+    assert data == FIXTURE_V4.read_bytes()
+    # header 42 + 3 records of 22 + payload 5 + update 3 + payload 4 + payload 4 + CRC 4
+    assert len(data) == HEADER_SIZE + 3 * SEGMENT_SIZE_V4 + 5 + 3 + 4 + 4 + 4 == 128
+    assert data[4] == 4  # version
+    assert data[6:8] == (42).to_bytes(2, "little")  # header_size: unchanged in version 4
+    assert data[8] == 2  # codec_id x265
+    assert data[9] == 8 and data[11] == 10  # bitdepth; bottleneck_bitdepth, segment 0's
+    assert data[36:40] == bytes([6, 0, 0, 0])  # frame_count
+    assert data[40:42] == bytes([3, 0])  # segment_count
+    # option bytes: code in the high nibble, prior in bits 3-1, inherit in bit 0 (as in v3)
+    assert [data[HEADER_SIZE + k * SEGMENT_SIZE_V4] for k in range(3)] == [0x00, 0x12, 0x13]
+    assert [data[at] for at in DEPTH_AT] == [10, 8, 8]
+    # segment 1 at 64 = 42 + 22: first_frame 2, 480x270, depth 8, update 3, payload 4
+    assert data[64:86] == bytes.fromhex("12 02000000 02000000 e001 0e01 08 03000000 04000000")
+    # data area at 108 = 42 + 3 * 22: payload 0, update 1, payload 1, payload 2
+    assert data[108:124] == b"\x00\x00\x01de" + b"\x01\x02u" + b"\x00\x00\x01a\x00\x00\x01b"
+    assert data[124:128] == zlib.crc32(data[:124]).to_bytes(4, "little")
+    assert data[124:128] == bytes.fromhex("10f89718")
+    assert unpack(data) == (DEPTH_HEADER, DEPTH_SEGMENTS)
+    assert [segment_bitdepth(DEPTH_HEADER, s) for s in DEPTH_SEGMENTS] == [10, 8, 8]
+
+
+@pytest.mark.parametrize("first", [8, 10])
+@pytest.mark.parametrize("second", [8, 10])
+@pytest.mark.parametrize("own", [False, True])
+def test_v4_round_trip(first: int, second: int, own: bool) -> None:
+    # segment 0's depth is the header's, said again (own) or left None; segment 1's any
+    header = _header(frame_count=5, version=4, bottleneck_bitdepth=first)
+    depth0 = first if own else None
+    segs = [
+        Segment(
+            OptionCode.WRAP_1_2, 0, 3, 240, 135, b"p", b"\x01\x02u", bottleneck_bitdepth=depth0
+        ),
+        Segment(
+            OptionCode.WRAP_1_2, 3, 2, 480, 270, b"q", inherit=True, bottleneck_bitdepth=second
+        ),
+    ]
+    data = pack(header, segs)
+    assert data[4] == 4
+    assert len(data) == overhead_bytes(2, version=4) + 1 + 3 + 1
+    assert [data[at] for at in DEPTH_AT[:2]] == [first, second]
+    header2, segs2 = unpack(data)
+    assert header2 == header
+    assert segs2 == _read_back(header, segs)
+    assert [s.bottleneck_bitdepth for s in segs2] == [first, second]
+    assert pack(header2, segs2) == data
+
+
+def test_segment_bitdepth() -> None:
+    seg = Segment(OptionCode.DIRECT, 0, 5, 8, 8, b"")
+    assert seg.bottleneck_bitdepth is None
+    assert segment_bitdepth(EXAMPLE_HEADER, seg) == 8
+    assert segment_bitdepth(DEPTH_HEADER, seg) == 10
+    own = Segment(**{**seg.__dict__, "bottleneck_bitdepth": 8})
+    assert segment_bitdepth(DEPTH_HEADER, own) == 8
+
+
+@pytest.mark.parametrize(
+    ("depth", "fragment"),
+    [
+        (9, "segment 1 bottleneck_bitdepth 9 is not 8 or 10"),
+        (12, "segment 1 bottleneck_bitdepth 12 is not 8 or 10"),
+        (256, "segment 1 bottleneck_bitdepth 256 out of range 0..255"),
+        ("8", "segment 1 bottleneck_bitdepth must be an int, got str"),
+        (True, "segment 1 bottleneck_bitdepth must be an int, got bool"),
+    ],
+)
+def test_pack_rejects_bad_segment_bitdepth(depth: object, fragment: str) -> None:
+    s0, s1, s2 = DEPTH_SEGMENTS
+    bad = Segment(**{**s1.__dict__, "bottleneck_bitdepth": depth})
+    for version in VERSIONS:  # the value is checked before whether the version may say it
+        header = WrpHeader(**{**DEPTH_HEADER.__dict__, "version": version})
+        with pytest.raises(ContainerError) as info:
+            pack(header, [s0, bad, s2])
+        assert fragment in str(info.value) and "offset" not in str(info.value)
+
+
+@pytest.mark.parametrize("k", range(3))
+@pytest.mark.parametrize("depth", [0, 9, 16, 255])
+def test_bad_segment_bitdepth_is_checked_when_reading(k: int, depth: int) -> None:
+    data = _example_v4()
+    data[DEPTH_AT[k]] = depth
+    _raises(_recrc(data), f"segment {k} bottleneck_bitdepth {depth} is not 8 or 10")
+    _raises(_recrc(data), f"is not 8 or 10 at offset {DEPTH_AT[k]}")
+
+
+def test_header_bitdepth_is_segment_0s() -> None:
+    s0, s1, s2 = DEPTH_SEGMENTS
+    header8 = WrpHeader(**{**DEPTH_HEADER.__dict__, "bottleneck_bitdepth": 8})
+    with pytest.raises(ContainerError, match="header bottleneck_bitdepth 8 is not segment 0's 10"):
+        pack(header8, DEPTH_SEGMENTS)
+    s0_8 = Segment(**{**s0.__dict__, "bottleneck_bitdepth": 8})
+    with pytest.raises(ContainerError, match="header bottleneck_bitdepth 10 is not segment 0's 8"):
+        pack(DEPTH_HEADER, [s0_8, s1, s2])
+    assert unpack(pack(header8, [s0_8, s1, s2]))[0] == header8
+    # segment 0 without a depth of its own takes the header's, and reads back with it
+    s0_none = Segment(**{**s0.__dict__, "bottleneck_bitdepth": None})
+    assert pack(DEPTH_HEADER, [s0_none, s1, s2]) == FIXTURE_V4.read_bytes()
+    # read: either side changed names segment 0's field, at 42 + 13
+    data = _example_v4()
+    data[11] = 8
+    _raises(_recrc(data), "header bottleneck_bitdepth 8 is not segment 0's 10 at offset 55")
+    data = _example_v4()
+    data[DEPTH_AT[0]] = 8
+    _raises(_recrc(data), "header bottleneck_bitdepth 10 is not segment 0's 8 at offset 55")
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_own_segment_bitdepth_needs_version_4(version: int) -> None:
+    header = _header(frame_count=5, version=version)  # bottleneck_bitdepth 8
+    segs = _segments([3, 2])
+    ten = [segs[0], Segment(**{**segs[1].__dict__, "bottleneck_bitdepth": 10})]
+    with pytest.raises(ContainerError) as info:
+        pack(header, ten)
+    msg = str(info.value)
+    assert "segment 1 bottleneck_bitdepth 10 differs from the header's 8" in msg
+    assert "only version 4 files give a segment its own bit depth" in msg
+    # the header's depth said again is no depth of its own: the same bytes, read back as None
+    eight = [Segment(**{**s.__dict__, "bottleneck_bitdepth": 8}) for s in segs]
+    data = pack(header, eight)
+    assert data == pack(header, segs)
+    assert unpack(data) == (header, segs)
+    assert all(s.bottleneck_bitdepth is None for s in unpack(data)[1])
+    v4 = WrpHeader(**{**header.__dict__, "version": 4})
+    assert unpack(pack(v4, ten))[1] == _read_back(v4, ten)
+
+
+@pytest.mark.parametrize("fixture", [FIXTURE, FIXTURE_V2, FIXTURE_INHERIT, FIXTURE_V3])
+def test_versions_1_to_3_read_no_segment_bitdepth(fixture: Path) -> None:
+    raw = fixture.read_bytes()
+    header, segments = unpack(raw)
+    assert header.version < 4
+    assert all(s.bottleneck_bitdepth is None for s in segments)
+    assert all(segment_bitdepth(header, s) == header.bottleneck_bitdepth for s in segments)
+    assert pack(header, segments) == raw
+
+
+def test_updates_and_inheritance_span_bitdepths() -> None:
+    # the update is to the network, which sees samples in [0, 1] at either depth
+    s0, s1, s2 = DEPTH_SEGMENTS
+    for depth in (8, 10):
+        s2_depth = Segment(**{**s2.__dict__, "bottleneck_bitdepth": 18 - depth})
+        segs = [s0, Segment(**{**s1.__dict__, "bottleneck_bitdepth": depth}), s2_depth]
+        assert unpack(pack(DEPTH_HEADER, segs)) == (DEPTH_HEADER, segs)
+
+
+def test_v4_record_checks_name_v4_offsets() -> None:
+    data = _example_v4()
+    data[DEPTH_AT[0] + 1] = 1  # segment 0 (direct) with a 1-byte update taken from its payload
+    data[DEPTH_AT[0] + 5] = 4
+    _raises(_recrc(data), "segment 0 has a 1-byte update, but option code 0 (DIRECT)")
+    _raises(_recrc(data), "carry updates at offset 56")
+    data = _example_v4()
+    data[HEADER_SIZE + SEGMENT_SIZE_V4 + 1] = 3  # segment 1 first_frame 2 -> 3
+    _raises(_recrc(data), "segment 1 starts at frame 3, expected 2 at offset 65")
+    data = _example_v4()
+    data[HEADER_SIZE + 2 * SEGMENT_SIZE_V4] = 0x15  # segment 2 inherits with prior 2
+    _raises(_recrc(data), "whose prior 1 is not its own 2 at offset 86")
+    _raises(_example_v4()[:100], "truncated segment table: 3 segments need 66 bytes at offset 42")
+    _raises(_example_v4()[:110], "truncated payload: segment 0 needs 5 bytes at offset 108")
+    _raises(bytes(_example_v4()) + b"x", "trailing garbage: 1 bytes after the CRC32 at offset 128")
+    data = _example_v4()
+    data[4] = 3  # the same bytes read as version 3: segment 0's depth 10 reads as update_length
+    _raises(_recrc(data), "segment 0 has a 10-byte update, but option code 0 (DIRECT)")
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_mutated_v4_file(data: st.DataObject) -> None:
+    _parses_or_container_error(_mutate(FIXTURE_V4.read_bytes(), data))

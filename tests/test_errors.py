@@ -171,7 +171,7 @@ def _with_crc(data: bytes) -> bytes:
     ("mutate", "fragment"),
     [
         (lambda d: b"XXXX" + d[4:], "bad magic"),
-        (lambda d: d[:4] + b"\x04" + d[5:], "unsupported .wrp version 4"),
+        (lambda d: d[:4] + b"\x05" + d[5:], "unsupported .wrp version 5"),
         (lambda d: d[: len(d) // 2], "truncated"),
         (lambda d: d[:-10] + bytes([d[-10] ^ 0xFF]) + d[-9:], "CRC mismatch"),
         (lambda d: _with_crc(d[:8] + b"\x07" + d[9:]), "codec id 7"),

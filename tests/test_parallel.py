@@ -174,7 +174,8 @@ def test_a_dask_cluster_writes_the_same_bytes(
 
 
 def _done(index: int, payload: bytes) -> SegmentDone:
-    segment = Segment(1, 5 * index, 5, 128, 96, payload, b"\x01\x02", False, 0)
+    depth = (10, 8)[index % 2]  # segments of one file may be coded at different depths
+    segment = Segment(1, 5 * index, 5, 128, 96, payload, b"\x01\x02", False, 0, depth)
     report = SegmentReport(
         first_frame=5 * index, frame_count=5, option=1, option_name="post-1/1", candidates=[]
     )

@@ -341,6 +341,17 @@ def _print_standard(report: StandardReport, as_json: bool) -> None:
     console.print(f"decoded MD5: {chosen.decoded_md5}", highlight=False)
 
 
+def _depths_line(report: EncodeReport) -> str:
+    """``--bitdepth auto``: the depth each segment was coded at, and direct coding's J at
+    each depth tried."""
+    parts = []
+    for s in report.segments:
+        costs = ", ".join(f"{d.cost:.4g} at {d.bitdepth}" for d in s.depths)
+        where = f"frame {s.first_frame}: " if len(report.segments) > 1 else ""
+        parts.append(f"{where}{s.bitdepth} bits (direct J {costs})")
+    return "bottleneck bit depth: " + "; ".join(parts)
+
+
 def _print_report(report: EncodeReport, as_json: bool) -> None:
     """The report on stdout, or on stderr when stdout carries the .wrp file (``-o -``)."""
     to_stderr = report.output == STDIO
@@ -366,6 +377,8 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
         console.print(f"segments{how}: {choices}", highlight=False)
     if report.resumed:
         console.print(f"{report.resumed} of {len(report.segments)} segments taken up, not coded")
+    if any(s.depths for s in report.segments):
+        console.print(_depths_line(report), highlight=False)
     console.print(
         f"chosen: option {report.option} ({report.option_name}), {report.kbps:.1f} kbps, "
         f"PSNR-YUV {report.psnr_yuv:.3f} dB, PSNR-Y {report.psnr_y:.3f} dB → "
@@ -463,7 +476,14 @@ _models_opt = click.option(
 @click.option("--qp", type=int, help="Fixed QP of the codec.")
 @click.option("--bitrate", type=float, metavar="KBPS", help="Rate budget instead of --qp.")
 @_preset_opt
-@_bitdepth_opt
+@click.option(
+    "--bitdepth",
+    type=click.Choice(["auto", "8", "10"]),
+    default="auto",
+    show_default=True,
+    help="Bit depth of the coded bottleneck; auto: per segment, the depth at which direct "
+    "coding has the lower J (10 under --bitrate).",
+)
 @_options_opt
 @click.option(
     "--segment-frames",
@@ -575,7 +595,9 @@ def encode(
         _print_standard(report, as_json)
         return
     backend = get_backend(codec)
-    settings = settings_for(backend, qp, preset, int(bitdepth))
+    auto = bitdepth == "auto"
+    depth = max(backend.bitdepths) if auto else int(bitdepth)
+    settings = settings_for(backend, qp, preset, depth)
     adapt = adaptation_for(effort, adapt_steps)
     budget: AdaptBudget | Literal["effort"] | None = "effort"  # the effort level's
     if adapt_budget is not None:
@@ -597,6 +619,7 @@ def encode(
         dask=dask,
         resume=resume,
         pre_arithmetic=pre_arithmetic,
+        auto_bitdepth=auto,
     )
     _print_report(_encode(input, output, config, as_json), as_json)
 
@@ -630,7 +653,8 @@ def info(input: str, as_json: bool) -> None:
     for s in meta.segments:
         click.echo(
             f"segment @{s.first_frame:<6} {s.frame_count} frames, option {s.option} "
-            f"({s.option_name}), bottleneck {s.bottleneck}, {s.payload_bytes} bytes"
+            f"({s.option_name}), bottleneck {s.bottleneck} at {s.bottleneck_bitdepth} bits, "
+            f"{s.payload_bytes} bytes"
             + (f" + post-processor update {s.update_bytes} bytes" if s.update_bytes else "")
             + (", post-processor update of the previous segment" if s.inherits_update else "")
         )

@@ -1,21 +1,26 @@
 """The ``.wrp`` container: one fixed header, a segment table, the segment data and a CRC32.
 
 The byte layout is documented in ``docs/format.md`` and pinned by
-``tests/data/format_v1_example.wrp`` and ``tests/data/format_v2_example.wrp``. All integers
+``tests/data/format_v1_example.wrp`` to ``tests/data/format_v4_example.wrp``. All integers
 are little-endian and every struct is packed without padding (``<`` format). Layout::
 
     version 1: HEADER (42 bytes) | SEGMENT (17 bytes) x segment_count | payloads | CRC32 (uint32)
     version 2: HEADER (42 bytes) | SEGMENT (21 bytes) x segment_count
                | (update, payload) x segment_count | CRC32 (uint32)
     version 3: as version 2
+    version 4: HEADER (42 bytes) | SEGMENT (22 bytes) x segment_count
+               | (update, payload) x segment_count | CRC32 (uint32)
 
 Version 2 adds to every segment record an ``update_length`` and puts that many opaque update
 bytes (the decoder-side neural post-processor's parameter update) right before the segment's
 payload; only neural options (codes 1-8) may carry a non-empty update. Version 3 gives bits
 3-1 of a segment's option byte, reserved before, to the *prior*: which of the bank's models
 for the segment's option (0 its default, 1-7 one trained for an operating point, a QP band of
-a codec) the segment uses. New files are written in :data:`VERSION`, or in version 3 where a
-segment uses a prior; every version in :data:`VERSIONS` is read and can still be written.
+a codec) the segment uses. Version 4 adds to every segment record its
+``bottleneck_bitdepth``, the bit depth the codec coded that segment at (the header's field is
+segment 0's). New files are written in :data:`VERSION`, in version 3 where a segment uses a
+prior, or in version 4 where segments' bit depths differ; every version in :data:`VERSIONS`
+is read and can still be written.
 
 The CRC is ``zlib.crc32`` over every byte before it. ``unpack`` accepts exactly the byte
 strings that ``pack`` can produce: anything else raises :class:`ContainerError`.
@@ -43,7 +48,7 @@ MAGIC = b"WRPC"
 #: The version new files are written in (``WrpHeader.version`` defaults to it).
 VERSION = 2
 #: Every version this module reads, and writes when ``WrpHeader.version`` asks for it.
-VERSIONS = (1, 2, 3)
+VERSIONS = (1, 2, 3, 4)
 
 
 class CodecId(IntEnum):
@@ -130,10 +135,18 @@ SEGMENT_FIELDS_V2: tuple[tuple[str, str], ...] = (
     SEGMENT_FIELDS_V1[-1],
 )
 
+# Version 4 inserts bottleneck_bitdepth after bottleneck_height: the segment's own bit depth.
+SEGMENT_FIELDS_V4: tuple[tuple[str, str], ...] = (
+    *SEGMENT_FIELDS_V2[:5],
+    ("bottleneck_bitdepth", "B"),
+    *SEGMENT_FIELDS_V2[5:],
+)
+
 SEGMENT_FIELDS_BY_VERSION: dict[int, tuple[tuple[str, str], ...]] = {
     1: SEGMENT_FIELDS_V1,
     2: SEGMENT_FIELDS_V2,
     3: SEGMENT_FIELDS_V2,  # the same record; the option byte's bits 3-1 hold the prior
+    4: SEGMENT_FIELDS_V4,  # the option byte as in version 3
 }
 #: Version 1 record layout under its historical name.
 SEGMENT_FIELDS = SEGMENT_FIELDS_V1
@@ -162,8 +175,10 @@ SEGMENT_OFFSETS_BY_VERSION: dict[int, dict[str, int]] = {
 # Per-version names; SEGMENT and SEGMENT_OFFSETS keep meaning the version 1 record.
 SEGMENT_V1 = SEGMENT = SEGMENT_STRUCTS[1]
 SEGMENT_V2 = SEGMENT_STRUCTS[2]
+SEGMENT_V4 = SEGMENT_STRUCTS[4]
 SEGMENT_OFFSETS_V1 = SEGMENT_OFFSETS = SEGMENT_OFFSETS_BY_VERSION[1]
 SEGMENT_OFFSETS_V2 = SEGMENT_OFFSETS_BY_VERSION[2]
+SEGMENT_OFFSETS_V4 = SEGMENT_OFFSETS_BY_VERSION[4]
 
 #: Version 2 header ``flags``, bits 1-0: the source's y4m ``XCOLORRANGE`` (0 = not said).
 COLOR_RANGE_CODES: dict[ColorRange | None, int] = {None: 0, "LIMITED": 1, "FULL": 2}
@@ -219,6 +234,9 @@ class Segment:
     (version 2) says the segment uses the update in force for the previous segment, which must
     have the same option and prior and carry or inherit an update; it carries none of its own.
     ``prior`` (version 3, neural options only) picks one of the bank's models for the option.
+    ``bottleneck_bitdepth`` (version 4) is the bit depth the codec coded the segment at; None
+    means the header's (:func:`segment_bitdepth`). An update or ``inherit`` may span segments
+    of different depths: the network sees samples scaled to [0, 1] at either depth.
     """
 
     option: int
@@ -230,6 +248,14 @@ class Segment:
     update: bytes = b""
     inherit: bool = False
     prior: int = 0  # version 3: which of the bank's models for the option (0: its default)
+    bottleneck_bitdepth: int | None = None  # version 4: the segment's own (None: the header's)
+
+
+def segment_bitdepth(header: WrpHeader, segment: Segment) -> int:
+    """The bit depth the codec coded ``segment`` at: its own, or else the header's."""
+    if segment.bottleneck_bitdepth is None:
+        return header.bottleneck_bitdepth
+    return segment.bottleneck_bitdepth
 
 
 # --- validation (shared by pack and unpack) --------------------------------------------------
@@ -253,7 +279,7 @@ def _check_version(version: object, where: str) -> int:
     value = _int_in("version", version, 0, 255, where)
     if value not in VERSIONS:
         raise ContainerError(
-            f"unsupported .wrp version {value}{where} (this wrapcodec writes versions 1 to 3)"
+            f"unsupported .wrp version {value}{where} (this wrapcodec writes versions 1 to 4)"
         )
     return value
 
@@ -355,7 +381,7 @@ def _check_update(k: int, option: int, update_length: int, version: int, base: i
         raise ContainerError(
             f"segment {k} has a {update_length}-byte update, but option code {option} "
             f"({OptionCode(option).name}) has no neural post-processor; only option codes "
-            f"1-8 carry updates{_at(base, SEGMENT_OFFSETS_V2['update_length'])}"
+            f"1-8 carry updates{_at(base, SEGMENT_OFFSETS_BY_VERSION[version]['update_length'])}"
         )
 
 
@@ -364,11 +390,41 @@ def _check_prior(k: int, option: int, prior: object, version: int, base: int | N
     where = _at(base, SEGMENT_OFFSETS_V2["option"])
     value = _int_in(f"segment {k} prior", prior, 0, MAX_PRIOR, where)
     if value and version < 3:
-        raise ContainerError(f"segment {k} uses prior {value}, but only version 3 files say one")
+        raise ContainerError(f"segment {k} uses prior {value}, but only versions 3 and 4 say one")
     if value and option not in NEURAL_OPTIONS:
         raise ContainerError(
             f"segment {k} uses prior {value}, but option code {option} has no neural "
             f"post-processor{where}"
+        )
+    return value
+
+
+def _check_segment_bitdepth(
+    k: int, depth: object, header: WrpHeader, base: int | None
+) -> int | None:
+    """Segment k's ``bottleneck_bitdepth`` as ``header.version`` stores it (None: not stored).
+
+    ``depth`` is 8, 10 or None (the header's). Versions 1-3 store none, so it must be the
+    header's; in version 4 segment 0's must be the header's, the others may differ.
+    """
+    where = _at(base, SEGMENT_OFFSETS_V4["bottleneck_bitdepth"])
+    value = header.bottleneck_bitdepth
+    if depth is not None:
+        value = _int_in(f"segment {k} bottleneck_bitdepth", depth, 0, 255, where)
+        if value not in BITDEPTHS:
+            raise ContainerError(f"segment {k} bottleneck_bitdepth {value} is not 8 or 10{where}")
+    if header.version < 4:
+        if value != header.bottleneck_bitdepth:
+            raise ContainerError(
+                f"segment {k} bottleneck_bitdepth {value} differs from the header's "
+                f"{header.bottleneck_bitdepth}, but only version 4 files give a segment its own "
+                "bit depth"
+            )
+        return None
+    if k == 0 and value != header.bottleneck_bitdepth:
+        raise ContainerError(
+            f"header bottleneck_bitdepth {header.bottleneck_bitdepth} is not segment 0's "
+            f"{value}{where}"
         )
     return value
 
@@ -437,8 +493,8 @@ def _check_total_frames(covered: int, frame_count: int, where: str) -> None:
 def overhead_bytes(segment_count: int, *, version: int = VERSION) -> int:
     """Bytes of a file with ``segment_count`` segments that are neither payload nor update.
 
-    That is the header, the segment table and the CRC: ``42 + 17·n + 4`` in version 1 and
-    ``42 + 21·n + 4`` in version 2.
+    That is the header, the segment table and the CRC: ``42 + 17·n + 4`` in version 1,
+    ``42 + 21·n + 4`` in versions 2 and 3 and ``42 + 22·n + 4`` in version 4.
     """
     version = _check_version(version, "")
     return HEADER.size + segment_count * SEGMENT_STRUCTS[version].size + CRC.size
@@ -448,11 +504,11 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
     """Serialise a header and its segments in ``header.version``'s layout.
 
     Raises ContainerError on any invalid value, including a non-empty update in a version 1
-    file or on a non-neural option.
+    file or on a non-neural option, and a segment bit depth other than the header's before
+    version 4.
     """
     _check_header(header, len(segments), None)
     version = header.version
-    record = SEGMENT_STRUCTS[version]
     parts: list[bytes] = [
         HEADER.pack(
             MAGIC,
@@ -489,6 +545,7 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
             version,
             None,
         )
+        depth = _check_segment_bitdepth(k, seg.bottleneck_bitdepth, header, None)
         payload = _check_blob(k, "payload", seg.payload)
         update = _check_blob(k, "update", seg.update)
         _check_update(k, seg.option, len(update), version, None)
@@ -498,27 +555,61 @@ def pack(header: WrpHeader, segments: Sequence[Segment]) -> bytes:
         _check_inherit(k, seg.option, seg.inherit, len(update), previous, version, None, prior)
         previous = (seg.option, bool(update) or seg.inherit, prior)
         next_frame += seg.frame_count
-        fields = (
+        option_byte = (
             seg.option << OPTION_CODE_SHIFT
             | prior << OPTION_PRIOR_SHIFT
-            | (OPTION_INHERIT if seg.inherit else 0),
+            | (OPTION_INHERIT if seg.inherit else 0)
+        )
+        record = _Record(
+            option_byte,
             seg.first_frame,
             seg.frame_count,
             seg.bottleneck_width,
             seg.bottleneck_height,
+            depth,
+            len(update),
+            len(payload),
         )
-        if version == 1:
-            parts.append(record.pack(*fields, len(payload)))
-        else:
-            parts.append(record.pack(*fields, len(update), len(payload)))
+        parts.append(_pack_record(record, version))
         data_area += (update, payload)
     _check_total_frames(next_frame, header.frame_count, "")
     body = b"".join(parts + data_area)
     return body + CRC.pack(zlib.crc32(body))
 
 
+class _Record(NamedTuple):
+    """One segment record's fields, named as in :data:`SEGMENT_FIELDS_BY_VERSION`; ``option``
+    is the whole option byte. A version without a field has 0 (``update_length``) or None
+    (``bottleneck_bitdepth``) there."""
+
+    option: int
+    first_frame: int
+    frame_count: int
+    bottleneck_width: int
+    bottleneck_height: int
+    bottleneck_bitdepth: int | None
+    update_length: int
+    payload_length: int
+
+
+def _pack_record(record: _Record, version: int) -> bytes:
+    """``record`` in the layout of ``version``, which stores the fields it names."""
+    values = record._asdict()
+    fields = SEGMENT_FIELDS_BY_VERSION[version]
+    return SEGMENT_STRUCTS[version].pack(*(values[name] for name, _ in fields))
+
+
+def _unpack_record(data: bytes, base: int, version: int) -> _Record:
+    """The segment record of ``version`` at ``base``; fields it lacks are 0 or None."""
+    fields = SEGMENT_FIELDS_BY_VERSION[version]
+    names = [name for name, _ in fields]
+    values = dict(zip(names, SEGMENT_STRUCTS[version].unpack_from(data, base), strict=True))
+    return _Record(**{"update_length": 0, "bottleneck_bitdepth": None, **values})
+
+
 class _Row(NamedTuple):
-    """One segment-table record as read; ``update_length`` is 0 in version 1."""
+    """One segment-table record as read and checked; ``update_length`` is 0 in version 1 and
+    ``bottleneck_bitdepth`` None before version 4."""
 
     option: int
     first: int
@@ -529,6 +620,7 @@ class _Row(NamedTuple):
     payload_length: int
     inherit: bool
     prior: int
+    bottleneck_bitdepth: int | None
 
 
 def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segment]]:
@@ -541,7 +633,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
         raise ContainerError(f".wrp data must be bytes, got {type(data).__name__}")
     data = bytes(data)
     header, segment_count = _unpack_header(data)
-    rows = _unpack_table(data, header.version, segment_count)
+    rows = _unpack_table(data, header, segment_count)
     _check_total_frames(
         sum(row.frames for row in rows),
         header.frame_count,
@@ -567,6 +659,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[WrpHeader, list[Segmen
                 update,
                 row.inherit,
                 row.prior,
+                row.bottleneck_bitdepth,
             )
         )
     return header, segments
@@ -585,7 +678,7 @@ def _unpack_header(data: bytes) -> tuple[WrpHeader, int]:
     version_at = HEADER_OFFSETS["version"]
     if size > version_at and data[version_at] not in VERSIONS:
         raise ContainerError(
-            f"unsupported .wrp version {data[version_at]} (this wrapcodec reads versions 1 to 3)"
+            f"unsupported .wrp version {data[version_at]} (this wrapcodec reads versions 1 to 4)"
         )
     if size < HEADER.size:
         raise ContainerError(f"truncated header: need {HEADER.size} bytes, file has {size}")
@@ -651,10 +744,11 @@ def _color_range(flags: int, version: int) -> ColorRange | None:
     return {code: name for name, code in COLOR_RANGE_CODES.items()}[range_code]
 
 
-def _unpack_table(data: bytes, version: int, segment_count: int) -> list[_Row]:
+def _unpack_table(data: bytes, header: WrpHeader, segment_count: int) -> list[_Row]:
     """The checked segment table of ``data`` (every record against the one before it)."""
-    record = SEGMENT_STRUCTS[version]
-    table_end = HEADER.size + segment_count * record.size
+    version = header.version
+    size = SEGMENT_STRUCTS[version].size
+    table_end = HEADER.size + segment_count * size
     if len(data) < table_end:
         raise ContainerError(
             f"truncated segment table: {segment_count} segments need {table_end - HEADER.size} "
@@ -664,14 +758,10 @@ def _unpack_table(data: bytes, version: int, segment_count: int) -> list[_Row]:
     next_frame = 0
     previous: tuple[int, bool, int] | None = None
     for k in range(segment_count):
-        base = HEADER.size + k * record.size
-        if version == 1:
-            option_byte, first, count, bw, bh, length = record.unpack_from(data, base)
-            update_length = 0
-        else:
-            option_byte, first, count, bw, bh, update_length, length = record.unpack_from(
-                data, base
-            )
+        base = HEADER.size + k * size
+        option_byte, first, count, bw, bh, depth, update_length, length = _unpack_record(
+            data, base, version
+        )
         mask = {1: OPTION_RESERVED_MASK, 2: OPTION_RESERVED_MASK_V2}.get(version, 0)
         reserved = option_byte & mask
         if reserved:
@@ -683,12 +773,15 @@ def _unpack_table(data: bytes, version: int, segment_count: int) -> list[_Row]:
         inherit = version > 1 and bool(option_byte & OPTION_INHERIT)
         prior = option_byte >> OPTION_PRIOR_SHIFT & MAX_PRIOR if version > 2 else 0
         _check_segment_fields(k, option, first, count, bw, bh, next_frame, version, base)
+        _check_segment_bitdepth(k, depth, header, base)
         _check_update(k, option, update_length, version, base)
         _check_prior(k, option, prior, version, base)
         _check_inherit(k, option, inherit, update_length, previous, version, base, prior)
         previous = (option, update_length > 0 or inherit, prior)
         next_frame += count
-        rows.append(_Row(option, first, count, bw, bh, update_length, length, inherit, prior))
+        rows.append(
+            _Row(option, first, count, bw, bh, update_length, length, inherit, prior, depth)
+        )
     return rows
 
 

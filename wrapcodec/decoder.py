@@ -3,7 +3,8 @@
 Decoding checks every header field it can against what it finds: the codec id must name an
 installed backend whose decoder this ffmpeg has, a file without neural options must store no
 model bank id, and each segment's stream must decode to exactly its frame count of pictures
-at the coded bottleneck size and the header's ``bottleneck_bitdepth``, without changing
+at the coded bottleneck size and the segment's bottleneck bit depth (its own in a version 4
+file, else the header's ``bottleneck_bitdepth``), without changing
 format in mid-stream. A mismatch is one line naming the file and the segment, and leaves no
 output file. The source bit depth (header byte 9) cannot be checked: any value fits any
 stream, it only scales the output. ``-`` as the input is standard input, read whole (as a file
@@ -27,6 +28,7 @@ from wrapcodec.container import (
     WrpHeader,
     overhead_bytes,
     read_wrp,
+    segment_bitdepth,
     unpack_named,
 )
 from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputError
@@ -58,6 +60,7 @@ class SegmentInfo(BaseModel):
     option: int
     option_name: str
     bottleneck: str
+    bottleneck_bitdepth: int  # the bit depth the codec coded this segment at
     payload_bytes: int
     update_bytes: int  # the post-processor update fitted to this segment (0: none)
     inherits_update: bool  # uses the previous segment's update
@@ -136,6 +139,7 @@ def file_info(path: str) -> FileInfo:
                 option=s.option,
                 option_name=option(s.option).name,
                 bottleneck=f"{s.bottleneck_width}x{s.bottleneck_height}",
+                bottleneck_bitdepth=segment_bitdepth(header, s),
                 payload_bytes=len(s.payload),
                 update_bytes=len(s.update),
                 inherits_update=s.inherit,
@@ -214,7 +218,7 @@ def _layout(
             info,
             opt,
             backend,
-            header.bottleneck_bitdepth,
+            segment_bitdepth(header, segment),
             bank,
             header.integer,
             prior=segment.prior,
@@ -247,7 +251,7 @@ def _where(input_path: str, k: int, segment: Segment, header: WrpHeader, backend
     return (
         f"{input_path}: segment {k} (frames {segment.first_frame}-{last}, codec id "
         f"{header.codec_id} = {backend.name}, bottleneck {segment.bottleneck_width}x"
-        f"{segment.bottleneck_height} at {header.bottleneck_bitdepth} bits)"
+        f"{segment.bottleneck_height} at {segment_bitdepth(header, segment)} bits)"
     )
 
 

@@ -60,6 +60,11 @@ class EncodeConfig(BaseModel):
     found there (:mod:`wrapcodec.encode.parts`)."""
     pre_arithmetic: str = Field(default_factory=default_pre_arithmetic)
     """Of the wrappers' pre-processors [:func:`~wrapcodec.nets.default_pre_arithmetic`]."""
+    auto_bitdepth: bool = False
+    """Choose each segment's bottleneck bit depth among the backend's (``--bitdepth auto``):
+    direct coding at each depth, the lowest J's depth for every candidate
+    (:func:`~wrapcodec.encode.segments.at_best_depth`). Under a bitrate budget, and for a
+    backend of one depth, ``settings.bitdepth`` is used."""
 
     @field_validator("bitrate_kbps")
     @classmethod
@@ -103,6 +108,14 @@ class EncodeConfig(BaseModel):
         if v not in PRE_ARITHMETICS:
             raise InputError(f"--pre-arithmetic {v!r}: one of {', '.join(PRE_ARITHMETICS)}")
         return v
+
+    @property
+    def bitdepths(self) -> tuple[int, ...]:
+        """The bottleneck bit depths a segment may be coded at, ``settings.bitdepth`` first."""
+        depth = self.settings.bitdepth
+        if not self.auto_bitdepth or self.bitrate_kbps is not None:
+            return (depth,)
+        return (depth, *(d for d in self.backend.bitdepths if d != depth))
 
     @property
     def level(self) -> Effort:

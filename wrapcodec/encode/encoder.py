@@ -259,9 +259,11 @@ def _read_source(input_path: str, workdir: Path) -> tuple[Path, VideoInfo, int]:
 def _header(
     config: EncodeConfig, info: VideoInfo, frames: int, segments: Sequence[Segment]
 ) -> WrpHeader:
-    """The file's header: the model bank's id only when a segment uses a network, version 3
-    only when one uses a prior (files without priors stay version 2)."""
+    """The file's header: the model bank's id only when a segment uses a network; version 4
+    where the segments' bottleneck bit depths differ, else 3 where one uses a prior, else 2
+    (docs/format.md); the bottleneck bit depth of the first segment."""
     bank = config.bank
+    depths = [s.bottleneck_bitdepth or config.settings.bitdepth for s in segments]
     neural = bank is not None and any(OPTIONS[s.option].neural for s in segments)
     return WrpHeader(
         codec_id=config.backend.codec_id,
@@ -271,15 +273,22 @@ def _header(
         height=info.height,
         bitdepth=info.bitdepth,
         chroma=int(info.chroma),
-        bottleneck_bitdepth=config.settings.bitdepth,
+        bottleneck_bitdepth=depths[0],
         fps_num=info.fps_num,
         fps_den=info.fps_den,
         aspect_num=info.aspect_num,
         aspect_den=info.aspect_den,
         frame_count=frames,
         color_range=info.color_range,
-        version=3 if any(s.prior for s in segments) else 2,
+        version=_version(segments, depths),
     )
+
+
+def _version(segments: Sequence[Segment], depths: Sequence[int]) -> int:
+    """The oldest container version that holds ``segments`` coded at ``depths``."""
+    if len(set(depths)) > 1:
+        return 4
+    return 3 if any(s.prior for s in segments) else 2
 
 
 def _report(
@@ -304,7 +313,8 @@ def _report(
         preset=settings.preset,
         effort=config.effort,
         pre_arithmetic=config.pre_arithmetic,
-        bitdepth=settings.bitdepth,
+        bitdepth=seg_reports[0].bitdepth or settings.bitdepth,
+        auto_bitdepth=any(s.depths for s in seg_reports),
         qp=None if bitrate else settings.qp,
         bitrate_budget_kbps=bitrate,
         rdo_lambda=None if bitrate else config.backend.qp_to_lambda(settings.qp),

@@ -34,7 +34,7 @@ from wrapcodec.encode.segments import SegmentDone
 from wrapcodec.errors import InputError
 from wrapcodec.paths import sha256_file
 
-FORMAT = 1
+FORMAT = 2
 """Of the work folder's files; a folder of another format is not resumed."""
 
 
@@ -53,6 +53,7 @@ class _Stored(BaseModel):
     bottleneck_height: int
     inherit: bool
     prior: int
+    bottleneck_bitdepth: int | None  # None: the encode's (format 2 on)
     payload_bytes: int
     payload_sha256: str
     update_bytes: int
@@ -83,6 +84,7 @@ def encode_key(config: EncodeConfig, source: Path, ranges: Sequence[tuple[int, i
         "budget": repr(config.budget),
         "effort": config.effort,
         "pre_arithmetic": config.pre_arithmetic,
+        "bitdepths": list(config.bitdepths),
         "chains": config.chains,
         "source": sha256_file(source),
         "ranges": [list(r) for r in ranges],
@@ -151,6 +153,7 @@ class Parts:
             update=update,
             inherit=stored.inherit,
             prior=stored.prior,
+            bottleneck_bitdepth=stored.bottleneck_bitdepth,
         )
         return SegmentDone(
             index, segment, stored.report, stored.encodes, stored.adapt_s, stored.probe_s
@@ -167,6 +170,7 @@ class Parts:
             bottleneck_height=s.bottleneck_height,
             inherit=s.inherit,
             prior=s.prior,
+            bottleneck_bitdepth=s.bottleneck_bitdepth,
             payload_bytes=len(s.payload),
             payload_sha256=_sha(s.payload),
             update_bytes=len(s.update),

@@ -157,11 +157,22 @@ class ProbeReport(BaseModel):
     seconds: float  # probing, bound included
 
 
+class DepthReport(BaseModel):
+    """Direct coding of a segment at one bottleneck bit depth (``--bitdepth auto``)."""
+
+    bitdepth: int
+    kbps: float
+    psnr_yuv: float
+    cost: float  # J at the segment's QP; the lowest one's depth codes every candidate
+
+
 class SegmentReport(BaseModel):
     first_frame: int
     frame_count: int
     option: int
     option_name: str
+    bitdepth: int | None = None  # of the coded bottleneck (None: reports made before it)
+    depths: list[DepthReport] = []  # --bitdepth auto: direct coding at each depth tried
     probe: ProbeReport | None = None
     candidates: list[CandidateReport]
 
@@ -175,7 +186,8 @@ class EncodeReport(BaseModel):
     preset: str
     effort: str
     pre_arithmetic: str  # of the wrappers' pre-processors (nets.PRE_ARITHMETICS)
-    bitdepth: int
+    bitdepth: int  # of the first segment's bottleneck (segments[k].bitdepth: each one's)
+    auto_bitdepth: bool = False  # chosen per segment (--bitdepth auto; segments[k].depths)
     qp: int | None
     bitrate_budget_kbps: float | None
     rdo_lambda: float | None

@@ -17,6 +17,7 @@ from wrapcodec.container import Segment
 from wrapcodec.encode.adapting import with_adaptation
 from wrapcodec.encode.config import EncodeConfig
 from wrapcodec.encode.report import (
+    DepthReport,
     ProgressSink,
     SegmentReport,
     Silent,
@@ -26,7 +27,7 @@ from wrapcodec.encode.report import (
 from wrapcodec.encode.search import exhaustive, probed
 from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
 from wrapcodec.errors import InputError
-from wrapcodec.options import Option, option, skip_reason
+from wrapcodec.options import Option, OptionCode, option, skip_reason
 from wrapcodec.pipeline import InForce, Layout, segment_layout
 from wrapcodec.workers import release_memory
 from wrapcodec.y4m import VideoInfo
@@ -96,9 +97,11 @@ def _code_segment(task: SegmentTask, progress: ProgressSink | None) -> SegmentDo
             clip = Clip(task.source, start, task.count)
         job = make_job(task.config, task.info, workdir, task.n_segments, task.jobs)
         timings = Timings()
+        job, depths = at_best_depth(job, task.config, clip)
         best, report = choose(
             job, task.config, task.usable, clip, task.in_force, progress or Silent(), timings
         )
+        report = report.model_copy(update={"bitdepth": job.settings.bitdepth, "depths": depths})
         return SegmentDone(
             index=task.index,
             segment=record(best, task.first, task.count),
@@ -126,6 +129,34 @@ def make_job(
         jobs=jobs or default_jobs(),
         pre_arithmetic=config.pre_arithmetic,
     )
+
+
+def at_best_depth(job: Job, config: EncodeConfig, clip: Clip) -> tuple[Job, list[DepthReport]]:
+    """``job`` at the bottleneck bit depth of ``config.bitdepths`` whose direct coding of
+    ``clip`` has the lowest J (the first of equals), and that coding at each depth; ``job``
+    itself and no report where there is one depth. The direct bitstream of the depth chosen
+    is kept in the job's streams, so a candidate that codes the same one reuses it.
+
+    The choice is direct coding's, made once for every candidate: a codec that codes the
+    source better at one depth (x264 codes camera content at 8 bits better at low QPs, at 10
+    bits at high ones) codes the pre- and post-processed options' bottlenecks better there
+    too, and coding every candidate at each depth would double the encode."""
+    if len(config.bitdepths) == 1:
+        return job, []
+    direct = option(OptionCode.DIRECT)
+    reports: list[DepthReport] = []
+    best: tuple[float, Job] | None = None
+    for depth in config.bitdepths:
+        at = job.at_depth(depth)
+        trial = at.trial(direct, at.settings.qp, clip)
+        kbps = at.kbps(trial.bits, clip.count)
+        reports.append(
+            DepthReport(bitdepth=depth, kbps=kbps, psnr_yuv=trial.coded.psnr_yuv, cost=trial.cost)
+        )
+        if best is None or trial.cost < best[0]:
+            best = (trial.cost, at)
+    assert best is not None
+    return best[1], reports
 
 
 def choose(
@@ -193,6 +224,7 @@ def record(best: Trial, first: int, count: int) -> Segment:
         update=best.update,
         inherit=best.inherit,
         prior=best.layout.prior,
+        bottleneck_bitdepth=best.layout.bitdepth,
     )
 
 
@@ -210,7 +242,7 @@ def chain_after(
         info,
         opt,
         config.backend,
-        config.settings.bitdepth,
+        segment.bottleneck_bitdepth or config.settings.bitdepth,
         config.bank,
         pre_arithmetic=config.pre_arithmetic,
         prior=segment.prior,

@@ -17,7 +17,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from wrapcodec import metrics
@@ -117,8 +117,9 @@ class Stream:
     coded_by: str
 
 
-StreamKey = tuple[Clip, str, int, str]
-"""A bitstream's identity: clip, :func:`~wrapcodec.pipeline.stream_key`, QP and preset."""
+StreamKey = tuple[Clip, str, int, str, int]
+"""A bitstream's identity: clip, :func:`~wrapcodec.pipeline.stream_key`, QP, preset and
+bottleneck bit depth."""
 
 
 class Streams:
@@ -193,6 +194,11 @@ class Job:
             prior=prior,
         )
 
+    def at_depth(self, bitdepth: int) -> Job:
+        """This job coding its bottleneck at ``bitdepth``, sharing its bitstreams and
+        folder."""
+        return replace(self, settings=self.settings.model_copy(update={"bitdepth": bitdepth}))
+
     def kbps(self, bits: int, frames: int) -> float:
         """``bits`` over ``frames`` frames of the source, in kbit/s."""
         return metrics.kbps(bits, frames, self.info.fps_num, self.info.fps_den)
@@ -221,8 +227,9 @@ class Job:
         ``picks`` of the clip (:attr:`Trial.sampled`)."""
         settings = (self.probe_settings if probe else self.settings).model_copy(update={"qp": qp})
         layout = self.layout(opt, qp)
-        key = (clip, stream_key(opt), qp, settings.preset)
+        key = (clip, stream_key(opt), qp, settings.preset, settings.bitdepth)
         name = f"{'p' if probe else 'f'}{clip.first}-{key[1].replace('/', '_')}-q{qp}"
+        name += f"-b{settings.bitdepth}"
         path = self.workdir / f"{name}{self.backend.extension}"
         stream, reused = self.streams.get(
             key, path, lambda p: clip.encode(self.backend, settings, layout, p), opt.name

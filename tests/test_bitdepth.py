@@ -1,0 +1,102 @@
+"""The bottleneck's bit depth chosen per segment (``--bitdepth auto``), and files whose
+segments were coded at different depths (container version 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from wrapcodec.cli import cli
+from wrapcodec.container import Segment, read_wrp, write_wrp
+from wrapcodec.encode.encoder import _version
+from wrapcodec.y4m import iter_frames
+
+
+def _encode(runner: CliRunner, src: Path, out: Path, *args: str) -> dict:
+    fixed = ["--codec", "x264", "--preset", "fast", "--adapt-steps", "0", "--effort", "exhaustive"]
+    result = runner.invoke(cli, ["encode", str(src), "-o", str(out), "--json", *fixed, *args])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return json.loads(result.stdout)
+
+
+def _frames(path: Path) -> list[bytes]:
+    return [b"".join(p.tobytes() for p in (f.y, f.u, f.v)) for f in iter_frames(path)]
+
+
+@pytest.mark.parametrize("qp", ["22", "44"])
+def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
+    runner: CliRunner,
+    tmp_path: Path,
+    clip8: Path,
+    qp: str,
+    require_backend: Callable[[str], None],
+) -> None:
+    require_backend("x264")
+    report = _encode(runner, clip8, tmp_path / "auto.wrp", "--qp", qp, "--options", "0,1")
+    (segment,) = report["segments"]
+    assert report["auto_bitdepth"]
+    assert [d["bitdepth"] for d in segment["depths"]] == [10, 8]
+    lowest = min(segment["depths"], key=lambda d: d["cost"])
+    assert segment["bitdepth"] == report["bitdepth"] == lowest["bitdepth"]
+    direct = next(c for c in segment["candidates"] if c["code"] == 0)
+    assert direct["cost"] == lowest["cost"]  # the same bitstream, measured alike
+    header, _ = read_wrp(tmp_path / "auto.wrp")
+    assert header.bottleneck_bitdepth == lowest["bitdepth"] and header.version == 2
+
+    # The file is the one a fixed --bitdepth of that depth writes, byte for byte.
+    fixed = tmp_path / "fixed.wrp"
+    _encode(
+        runner, clip8, fixed, "--qp", qp, "--options", "0,1", "--bitdepth", str(lowest["bitdepth"])
+    )
+    assert (tmp_path / "auto.wrp").read_bytes() == fixed.read_bytes()
+
+
+def test_one_depth_under_a_bitrate_budget_or_when_asked(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x264")
+    budget = _encode(runner, clip8, tmp_path / "b.wrp", "--bitrate", "300", "--options", "0")
+    assert not budget["auto_bitdepth"] and budget["bitdepth"] == 10
+    assert budget["segments"][0]["depths"] == []
+    eight = _encode(
+        runner, clip8, tmp_path / "e.wrp", "--qp", "30", "--options", "0", "--bitdepth", "8"
+    )
+    assert not eight["auto_bitdepth"] and eight["segments"][0]["bitdepth"] == 8
+
+
+def test_segments_coded_at_different_depths_decode_as_coded(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    """Segment 0 of a 10-bit encode and segment 1 of an 8-bit one, in one version 4 file,
+    decode to exactly those encodes' frames."""
+    require_backend("x264")
+    coded = {}
+    for depth in (10, 8):
+        wrp = tmp_path / f"d{depth}.wrp"
+        args = ["--qp", "30", "--options", "0", "--bitdepth", str(depth), "--segment-frames", "2"]
+        _encode(runner, clip8, wrp, *args)
+        header, segments = read_wrp(wrp)
+        assert len(segments) == 2
+        result = runner.invoke(cli, ["decode", str(wrp), "-o", str(tmp_path / f"d{depth}.y4m")])
+        assert result.exit_code == 0, result.output
+        coded[depth] = (header, segments, _frames(tmp_path / f"d{depth}.y4m"))
+    header10, (first, _), frames10 = coded[10]
+    _, (_, second), frames8 = coded[8]
+    mixed: list[Segment] = [
+        dataclasses.replace(first, bottleneck_bitdepth=10),
+        dataclasses.replace(second, bottleneck_bitdepth=8),
+    ]
+    assert _version(mixed, [10, 8]) == 4
+    out = tmp_path / "mixed.wrp"
+    write_wrp(out, dataclasses.replace(header10, version=4), mixed)
+    result = runner.invoke(cli, ["decode", str(out), "-o", str(tmp_path / "mixed.y4m")])
+    assert result.exit_code == 0, result.output
+    assert _frames(tmp_path / "mixed.y4m") == frames10[:2] + frames8[2:]
+    assert frames10[2:] != frames8[2:]  # the two depths do code differently
+    info = runner.invoke(cli, ["info", str(out)])
+    assert "at 10 bits" in info.stdout and "at 8 bits" in info.stdout
