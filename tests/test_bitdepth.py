@@ -100,3 +100,14 @@ def test_segments_coded_at_different_depths_decode_as_coded(
     assert frames10[2:] != frames8[2:]  # the two depths do code differently
     info = runner.invoke(cli, ["info", str(out)])
     assert "at 10 bits" in info.stdout and "at 8 bits" in info.stdout
+
+
+def test_the_table_report_says_the_depth_and_why(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    require_backend("x264")
+    args = ["--codec", "x264", "--preset", "fast", "--qp", "30", "--options", "0"]
+    result = runner.invoke(cli, ["encode", str(clip8), "-o", str(tmp_path / "t.wrp"), *args])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("bottleneck bit depth"))
+    assert " at 10, " in line and line.endswith(" at 8)")
