@@ -45,6 +45,7 @@ def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
     assert segment["bitdepth"] == report["bitdepth"] == lowest["bitdepth"]
     direct = next(c for c in segment["candidates"] if c["code"] == 0)
     assert direct["cost"] == lowest["cost"]  # the same bitstream, measured alike
+    assert direct["shares"] is None and direct["encode_s"] > 0  # its own, coded once
     header, _ = read_wrp(tmp_path / "auto.wrp")
     assert header.bottleneck_bitdepth == lowest["bitdepth"] and header.version == 2
 

@@ -234,10 +234,11 @@ class Job:
         stream, reused = self.streams.get(
             key, path, lambda p: clip.encode(self.backend, settings, layout, p), opt.name
         )
-        encode_s = 0.0 if reused else stream.encode_s
+        shares = reused and stream.coded_by != opt.name  # not its own (the depth test's)
+        encode_s = 0.0 if shares else stream.encode_s
         coded = self.measure(stream.path, layout, clip, sampled, picks, qp, encode_s)
         trial = self.score(opt, layout, coded, qp, clip.count)
-        trial.shares = stream.coded_by if reused else None
+        trial.shares = stream.coded_by if shares else None
         trial.sampled = dict(zip(sampled, coded.sampled, strict=True))
         return trial
 
