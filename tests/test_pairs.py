@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,11 +14,13 @@ from click.testing import CliRunner
 
 from wrapcodec import ffmpeg, pairs
 from wrapcodec.backend import get_backend
+from wrapcodec.bank import Bank, shipped_folder
 from wrapcodec.cli import cli
 from wrapcodec.dataset import Picture
 from wrapcodec.errors import InputError
 from wrapcodec.metrics import mse, psnr
 from wrapcodec.nets import mse_8bit
+from wrapcodec.options import OPTIONS
 from wrapcodec.resample import bottleneck_size
 from wrapcodec.train import TrainConfig, Trainer
 from wrapcodec.y4m import iter_frames
@@ -176,6 +180,7 @@ def test_cli_pairs_refuses_bad_lists_in_one_line(runner: CliRunner, tmp_path: Pa
         (["--qps", "22,99"], "--qps 99: x265 takes QPs 0..51"),
         (["--ratios", "1,3/4"], "ratio '3/4' is not one of"),
         (["--codecs", "nosuch"], "unknown codec backend 'nosuch'"),
+        (["--codecs", "vvenc", "--bitdepth", "8"], "--bitdepth 8: vvenc codes (10,)"),
     ):
         result = runner.invoke(cli, ["pairs", "--data", str(IMAGES), "--out", str(tmp_path), *args])
         assert result.exit_code != 0 and message in result.output, result.output
@@ -195,3 +200,42 @@ def test_cli_pairs_then_train(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, train)
     assert result.exit_code == 0, result.output
     assert out.exists()
+
+
+def test_pairs_at_8_bits_are_kept_apart_and_train_a_prior_for_8_bits(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """An 8-bit cache holds 8-bit samples in CODEC-8bit/, which 10-bit training does not see;
+    a post-processor trained on it and installed as a prior serves 8-bit bottlenecks only."""
+    _require_backend("x264")
+    cache = tmp_path / "cache"
+    args = ["--size", "64", "--frames", "2", "--qps", "22", "--ratios", "1", "--codecs", "x264"]
+    made = ["pairs", "--data", str(IMAGES), "--out", str(cache), "--bitdepth", "8", *args]
+    result = runner.invoke(cli, made)
+    assert result.exit_code == 0, result.output
+    folder = pairs.Point("x264", Fraction(1), 22, 8).folder(cache)
+    assert folder == cache / "x264-8bit" / "1" / "qp22"
+    with np.load(folder / "kodak-kodim03-160.npz") as data:
+        assert int(data["y"].max()) < 256 and int(data["y"].max()) > 128
+    with pytest.raises(InputError, match="at 10 bits"):
+        pairs.cached_qps(cache, ["x264"], Fraction(1), 22, 47)
+    loaded = pairs.load_pairs(cache, ["x264"], Fraction(1), [22], bitdepth=8)
+    assert {p.bitdepth for p in loaded} == {8}
+    (y, _), (ty, _) = pairs.sample_batch(np.random.default_rng(0), loaded, 4, 64)
+    assert float((y - ty).abs().mean()) < 0.02  # scaled as 8-bit samples: QP 22 is close
+
+    out = tmp_path / "post.safetensors"
+    train = ["train", "--kind", "post", "--ratio", "1", "--data", str(cache), "--proxy", "pairs"]
+    train += ["--codec", "x264", "--qp-range", "22-22", "--bitdepth", "8", "--steps", "2"]
+    result = runner.invoke(cli, [*train, "--crop", "64", "--batch", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    bank = tmp_path / "bank"
+    shutil.copytree(shipped_folder(), bank, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    install = ["models", "install", str(out), "--dest", str(bank), "--prior", "4"]
+    result = runner.invoke(cli, [*install, "--codec", "x264"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((bank / "post-1-p4.json").read_text())
+    assert (card["codecs"], card["qp_band"], card["bitdepths"]) == (["x264"], [22, 22], [8])
+    prior_bank = Bank(bank)
+    assert prior_bank.prior_for(OPTIONS[1], "x264", 22, 8) == 4
+    assert prior_bank.prior_for(OPTIONS[1], "x264", 22, 10) == 0

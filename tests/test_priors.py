@@ -23,7 +23,12 @@ from wrapcodec.options import OPTIONS
 from wrapcodec.paths import sha256_file
 
 
-def _add_prior(folder: Path, band: tuple[int, int], codecs: list[str] | None) -> ModelCard:
+def _add_prior(
+    folder: Path,
+    band: tuple[int, int],
+    codecs: list[str] | None,
+    bitdepths: list[int] | None = None,
+) -> ModelCard:
     """post-1's weights with every bias of the post-processor moved a little, as prior 1."""
     tensors = load_file(str(folder / "post-1.safetensors"))
     moved = {k: v + 0.01 if k.endswith(".bias") else v for k, v in tensors.items()}
@@ -37,6 +42,7 @@ def _add_prior(folder: Path, band: tuple[int, int], codecs: list[str] | None) ->
             "prior": 1,
             "codecs": codecs,
             "qp_band": band,
+            "bitdepths": bitdepths,
         }
     )
     (folder / "post-1-p1.json").write_text(prior.model_dump_json(indent=1))
@@ -54,15 +60,27 @@ def bank_with_prior(tmp_path: Path) -> Path:
 def test_the_bank_picks_the_prior_for_the_operating_point(bank_with_prior: Path) -> None:
     bank = Bank(bank_with_prior)
     post, wrapper = OPTIONS[1], OPTIONS[5]
-    assert bank.prior_for(post, "x264", 25) == bank.prior_for(post, "x264", 35) == 1
-    assert bank.prior_for(post, "x264", 24) == bank.prior_for(post, "x264", 36) == 0
-    assert bank.prior_for(post, "x265", 30) == 0  # another codec
-    assert bank.prior_for(wrapper, "x264", 30) == 0  # another option
+    assert bank.prior_for(post, "x264", 25, 10) == bank.prior_for(post, "x264", 35, 8) == 1
+    assert bank.prior_for(post, "x264", 24, 10) == bank.prior_for(post, "x264", 36, 10) == 0
+    assert bank.prior_for(post, "x265", 30, 10) == 0  # another codec
+    assert bank.prior_for(wrapper, "x264", 30, 10) == 0  # another option
     assert bank.card(post, 1).name == "post-1-p1" and bank.card(post).name == "post-1"
     with pytest.raises(InputError, match="has no prior 7 for post-1/1"):
         bank.card(post, 7)
     # the prior counts in the bank id
     assert bank.id != Bank(shipped_folder()).id
+
+
+def test_a_prior_for_one_bottleneck_depth_serves_only_it(tmp_path: Path) -> None:
+    folder = tmp_path / "bank"
+    shutil.copytree(shipped_folder(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    _add_prior(folder, (22, 47), ["x264"], [8])
+    bank, post = Bank(folder), OPTIONS[1]
+    assert bank.prior_for(post, "x264", 30, 8) == 1
+    assert bank.prior_for(post, "x264", 30, 10) == 0
+    card = ModelCard.model_validate_json((shipped_folder() / "post-1.json").read_text())
+    with pytest.raises(ValueError, match="bitdepths"):
+        ModelCard.model_validate({**card.model_dump(), "bitdepths": [9]})
 
 
 def test_a_prior_needs_a_default_model_and_is_post_only(tmp_path: Path) -> None:

@@ -104,10 +104,12 @@ class ModelCard(BaseModel):
     validation: Validation | None = None
     arithmetic: Arithmetic | None = None  # the post-processor's integer arithmetic
     # A prior (1-7; 0: the option's default model) is the option's model for an operating
-    # point: segments coded by one of ``codecs`` (None: any) at a QP within ``qp_band``.
+    # point: segments coded by one of ``codecs`` (None: any) at a QP within ``qp_band``, with
+    # a bottleneck of one of ``bitdepths`` (None: either).
     prior: int = Field(default=0, ge=0, le=MAX_PRIOR)
     codecs: list[str] | None = None
     qp_band: tuple[int, int] | None = None
+    bitdepths: list[Literal[8, 10]] | None = None
 
     @model_validator(mode="after")
     def _in_range(self) -> ModelCard:
@@ -142,11 +144,13 @@ class ModelCard(BaseModel):
     def fraction(self) -> Fraction:
         return Fraction(self.ratio)
 
-    def serves(self, codec: str, qp: int) -> bool:
-        """This prior is the model for segments coded by ``codec`` at ``qp``."""
+    def serves(self, codec: str, qp: int, bitdepth: int) -> bool:
+        """This prior is the model for segments coded by ``codec`` at ``qp`` with a
+        ``bitdepth``-bit bottleneck."""
         assert self.qp_band is not None
         lo, hi = self.qp_band
-        return (self.codecs is None or codec in self.codecs) and lo <= qp <= hi
+        depth = self.bitdepths is None or bitdepth in self.bitdepths
+        return (self.codecs is None or codec in self.codecs) and lo <= qp <= hi and depth
 
     @property
     def key(self) -> str:
@@ -237,11 +241,12 @@ class Bank:
             *(self.priors[k] for k in sorted(self.priors)),
         ]
 
-    def prior_for(self, opt: Option, codec: str, qp: int) -> int:
-        """The prior a segment of ``opt`` coded by ``codec`` at ``qp`` uses: the lowest-numbered
-        one that serves that operating point, 0 (the default model) where none does."""
+    def prior_for(self, opt: Option, codec: str, qp: int, bitdepth: int) -> int:
+        """The prior a segment of ``opt`` coded by ``codec`` at ``qp`` with a ``bitdepth``-bit
+        bottleneck uses: the lowest-numbered one that serves that operating point, 0 (the
+        default model) where none does."""
         for (code, prior), card in sorted(self.priors.items()):
-            if code == int(opt.code) and card.serves(codec, qp):
+            if code == int(opt.code) and card.serves(codec, qp, bitdepth):
                 return prior
         return 0
 

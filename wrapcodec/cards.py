@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -98,7 +99,9 @@ def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) 
     """Copy trained weights into the bank ``dest`` and write their card (no validation).
 
     With ``prior`` (1-7) a post-processor becomes the option's prior of that number for the
-    codecs and QP band its last training stage drew from (``NAME-pN``)."""
+    codecs and QP band its last training stage drew from (``NAME-pN``), and for the bottleneck
+    bit depth it trained at where the stage says one (stages before ``bitdepth`` existed were
+    10-bit runs, and their priors serve either depth, as they always did)."""
     stages = training_stages(weights)
     cfg = stages[-1]["config"]
     assert isinstance(cfg, dict)
@@ -107,11 +110,14 @@ def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) 
     name = model_name(kind, ratio) + (f"-p{prior}" if prior else "")
     codecs: list[str] | None = None
     qp_band: tuple[int, int] | None = None
+    bitdepths: list[Literal[8, 10]] | None = None
     if prior:
         if kind != "post":
             raise InputError(f"{weights}: only post-processors are installed as priors")
         codecs = str(cfg.get("codec", "x265")).split(",")
         qp_band = (int(str(cfg["qp_min"])), int(str(cfg["qp_max"])))
+        if "bitdepth" in cfg:
+            bitdepths = [8] if str(cfg["bitdepth"]) == "8" else [10]
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{name}.safetensors"
     atomic_write(target, lambda p: shutil.copyfile(weights, p))
@@ -135,6 +141,7 @@ def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) 
         prior=prior,
         codecs=codecs,
         qp_band=qp_band,
+        bitdepths=bitdepths,
     )
     write_card(dest, card)
     return card

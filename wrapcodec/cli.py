@@ -728,7 +728,11 @@ def models(ctx: click.Context, as_json: bool, models: str | None) -> None:
             "sha256": c.sha256,
             "val_bd_rate": c.validation.bd_rate if c.validation else None,
         }
-        | ({"prior": c.prior, "codecs": c.codecs, "qp_band": c.qp_band} if c.prior else {})
+        | (
+            {"prior": c.prior, "codecs": c.codecs, "qp_band": c.qp_band, "bitdepths": c.bitdepths}
+            if c.prior
+            else {}
+        )
         for c in bank.all_cards()
     ]
     rows += [_prefilter_row(c) for c in prefilter_cards(bank.folder)]
@@ -1212,6 +1216,13 @@ def bench_effort(
 @click.option(
     "--qp-range", default="22-47", show_default=True, help="QPs drawn (--proxy codec, pairs)."
 )
+@click.option(
+    "--bitdepth",
+    type=click.Choice(["8", "10"]),
+    default="10",
+    show_default=True,
+    help="Bottleneck bit depth of the pairs (`pairs --bitdepth`) or of the codec in the loop.",
+)
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -1257,6 +1268,7 @@ def train(**kw: Any) -> None:
         },
         qp_min=qp_min,
         qp_max=qp_max,
+        bitdepth=8 if kw["bitdepth"] == "8" else 10,
     )
     trainer = Trainer(cfg, out)
     if kw["resume"]:
@@ -1366,6 +1378,13 @@ def train_prefilter(
 @click.option("--frames", type=click.IntRange(2, 64), default=8, show_default=True)
 @click.option("--size", type=click.IntRange(64, 1024), default=256, show_default=True)
 @click.option("--preset", default=None, help="Encoder preset [backend default].")
+@click.option(
+    "--bitdepth",
+    type=click.Choice(["8", "10"]),
+    default="10",
+    show_default=True,
+    help="Bit depth of the coded bottleneck (8: kept apart, in CODEC-8bit/).",
+)
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True)
 def pairs_command(
     data: str,
@@ -1376,6 +1395,7 @@ def pairs_command(
     frames: int,
     size: int,
     preset: str | None,
+    bitdepth: str,
     jobs: int,
 ) -> None:
     """Code pseudo-videos of training photos with real codecs, for `train --proxy pairs`.
@@ -1387,7 +1407,7 @@ def pairs_command(
     from wrapcodec import pairs
 
     spec = pairs.ClipSpec(frames=frames, size=size)
-    points = list(pairs.iter_points_text(codecs, ratios, qps))
+    points = list(pairs.iter_points_text(codecs, ratios, qps, int(bitdepth)))
     cache = Path(out)
     clips = pairs.make_clips(Path(data), cache, spec)
     with Progress(

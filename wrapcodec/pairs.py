@@ -4,7 +4,8 @@ A post-processor needs no proxy: its input is whatever the codec decoded. This m
 short *pseudo-videos* of the training photos (crops that pan, and some that zoom, so the codec
 predicts between pictures as it does on video), codes each one through the encoder's own
 pipeline (:func:`wrapcodec.pipeline.encode_stream`: the bilinear downsampling of the post-only
-options, 10-bit bottleneck, the backend's arguments) at each ratio and QP, decodes it as the
+options, a 10-bit bottleneck or, asked for, an 8-bit one, the backend's arguments) at each
+ratio and QP, decodes it as the
 decoder does, and keeps the decoded bottleneck beside its source. Training
 (:mod:`wrapcodec.train`, ``--pairs``) is then plain supervised learning with the RDO's 6:1:1
 YUV MSE, thousands of steps for the price of one pass of encodes.
@@ -14,6 +15,7 @@ resumes where it stopped)::
 
     CACHE/clips/NAME.y4m                      the pseudo-video of photo NAME (8-bit)
     CACHE/CODEC/RATIO/qpNN/NAME.npz           y (T,h,w), u, v (T,h/2,w/2) uint16, bits (int)
+    CACHE/CODEC-8bit/RATIO/qpNN/NAME.npz      the same with an 8-bit bottleneck
 
 RATIO is ``1``, ``1_2``, ``2_3`` or ``1_4``. Never build a cache from evaluation sequences.
 """
@@ -157,16 +159,27 @@ def make_clips(folder: Path, cache: Path, spec: ClipSpec, seed: int = 0) -> list
 # -- coding ---------------------------------------------------------------------------------
 
 
+BITDEPTHS = (8, 10)
+"""The bottleneck bit depths a cache may be coded at."""
+
+
+def codec_dir(codec: str, bitdepth: int) -> str:
+    """A codec's folder in a cache: its name at 10 bits (the default), ``NAME-8bit`` at 8."""
+    return codec if bitdepth == 10 else f"{codec}-{bitdepth}bit"
+
+
 @dataclass(frozen=True)
 class Point:
-    """One operating point of a cache: codec, ratio and QP."""
+    """One operating point of a cache: codec, ratio, QP and the bottleneck's bit depth."""
 
     codec: str
     ratio: Fraction
     qp: int
+    bitdepth: int = 10
 
     def folder(self, cache: Path) -> Path:
-        return cache / self.codec / ratio_dir(self.ratio) / f"qp{self.qp:02d}"
+        top = codec_dir(self.codec, self.bitdepth)
+        return cache / top / ratio_dir(self.ratio) / f"qp{self.qp:02d}"
 
 
 def code_clip(clip: Path, point: Point, preset: str | None = None) -> dict[str, np.ndarray]:
@@ -175,9 +188,9 @@ def code_clip(clip: Path, point: Point, preset: str | None = None) -> dict[str, 
     backend = get_backend(point.codec)
     info = read_info(clip)
     frames = count_frames(clip)
-    layout = Layout.make(info, coding_option(point.ratio), backend, bitdepth=10)
+    layout = Layout.make(info, coding_option(point.ratio), backend, bitdepth=point.bitdepth)
     settings = EncodeSettings(
-        qp=point.qp, preset=preset or backend.default_preset, bitdepth=10, threads=1
+        qp=point.qp, preset=preset or backend.default_preset, bitdepth=point.bitdepth, threads=1
     )
     backend.validate(settings)
     with tempfile.TemporaryDirectory(prefix="wrapcodec-pairs-") as tmp:
@@ -237,9 +250,11 @@ def build(
     return done
 
 
-def points(codecs: Iterable[str], ratios: Iterable[Fraction], qps: Iterable[int]) -> list[Point]:
-    """Every combination, in a fixed order (codec, ratio, QP)."""
-    return [Point(c, Fraction(r), q) for c in codecs for r in ratios for q in qps]
+def points(
+    codecs: Iterable[str], ratios: Iterable[Fraction], qps: Iterable[int], bitdepth: int = 10
+) -> list[Point]:
+    """Every combination at ``bitdepth``, in a fixed order (codec, ratio, QP)."""
+    return [Point(c, Fraction(r), q, bitdepth) for c in codecs for r in ratios for q in qps]
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -250,11 +265,12 @@ class Pair:
     """One coded pseudo-video as integer samples (a cache of a few thousand clips fits in
     memory; tensors are made per crop): decoded bottleneck and source, frame by frame."""
 
-    decoded_y: np.ndarray  # (T,h,w) uint16, 10-bit
+    decoded_y: np.ndarray  # (T,h,w) uint16, at ``bitdepth``
     decoded_uv: np.ndarray  # (T,2,h/2,w/2) uint16
     source_y: np.ndarray  # (T,H,W) uint8
     source_uv: np.ndarray  # (T,2,H/2,W/2) uint8
     qp: int
+    bitdepth: int = 10  # of the decoded bottleneck
 
 
 def _planes(frames: Sequence[Frame] | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -264,40 +280,46 @@ def _planes(frames: Sequence[Frame] | dict[str, np.ndarray]) -> tuple[np.ndarray
 
 
 def cached_qps(
-    cache: Path, codecs: Sequence[str], ratio: Fraction, qp_min: int, qp_max: int
+    cache: Path,
+    codecs: Sequence[str],
+    ratio: Fraction,
+    qp_min: int,
+    qp_max: int,
+    bitdepth: int = 10,
 ) -> list[int]:
     """The QPs in ``qp_min``..``qp_max`` that ``cache`` holds pairs of for ``ratio``, with
-    any of ``codecs``, ascending."""
+    any of ``codecs`` at ``bitdepth``, ascending."""
     found = set()
     for codec in codecs:
-        folder = cache / codec / ratio_dir(ratio)
+        folder = cache / codec_dir(codec, bitdepth) / ratio_dir(ratio)
         for sub in folder.glob("qp*") if folder.is_dir() else []:
             if sub.name[2:].isdecimal() and qp_min <= int(sub.name[2:]) <= qp_max:
                 found.add(int(sub.name[2:]))
     if not found:
         raise InputError(
             f"{cache}: no coded pairs for ratio {ratio} at QPs {qp_min}-{qp_max} "
-            f"with {', '.join(codecs)} (make them with `wrapcodec pairs`)"
+            f"with {', '.join(codecs)} at {bitdepth} bits (make them with `wrapcodec pairs`)"
         )
     return sorted(found)
 
 
 def load_pairs(
-    cache: Path, codecs: Sequence[str], ratio: Fraction, qps: Sequence[int]
+    cache: Path, codecs: Sequence[str], ratio: Fraction, qps: Sequence[int], bitdepth: int = 10
 ) -> list[Pair]:
-    """Every pair of ``cache`` for ``ratio`` at ``qps`` with any of ``codecs``."""
+    """Every pair of ``cache`` for ``ratio`` at ``qps`` with any of ``codecs`` at
+    ``bitdepth``."""
     sources: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     found = []
     for codec in codecs:
         for qp in qps:
-            folder = Point(codec, ratio, qp).folder(cache)
+            folder = Point(codec, ratio, qp, bitdepth).folder(cache)
             for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
                 if path.stem not in sources:
                     clip = cache / "clips" / f"{path.stem}.y4m"
                     sources[path.stem] = _planes(list(iter_frames(clip)))
                 with np.load(path) as data:
                     decoded = _planes({k: data[k] for k in ("y", "u", "v")})
-                found.append(Pair(*decoded, *sources[path.stem], qp))
+                found.append(Pair(*decoded, *sources[path.stem], qp, bitdepth))
     if not found:
         raise InputError(
             f"{cache}: no coded pairs for ratio {ratio} at QPs {list(qps)} with {', '.join(codecs)}"
@@ -320,7 +342,8 @@ def sample_batch(
         pair = pairs[int(rng.integers(len(pairs)))]
         t = int(rng.integers(pair.source_y.shape[0]))
         height, width = pair.source_y.shape[-2:]
-        dy, duv = _tensor(pair.decoded_y[t : t + 1], 10), _tensor(pair.decoded_uv[t], 10)
+        depth = pair.bitdepth
+        dy, duv = _tensor(pair.decoded_y[t : t + 1], depth), _tensor(pair.decoded_uv[t], depth)
         y, uv = PostProcessor.upsample(dy, duv, height, width)
         top = 2 * int(rng.integers((height - crop) // 2 + 1))
         left = 2 * int(rng.integers((width - crop) // 2 + 1))
@@ -334,16 +357,20 @@ def sample_batch(
     return (cat(xs_y), cat(xs_uv)), (cat(ts_y), cat(ts_uv))
 
 
-def iter_points_text(codecs: str, ratios: str, qps: str) -> Iterator[Point]:
-    """Points from comma-separated lists (the CLI's form); an :class:`InputError` names a
-    ratio, QP or codec that is not one."""
+def iter_points_text(codecs: str, ratios: str, qps: str, bitdepth: int = 10) -> Iterator[Point]:
+    """Points from comma-separated lists (the CLI's form) at ``bitdepth``; an
+    :class:`InputError` names a ratio, QP or codec that is not one, or a codec that does
+    not code that depth."""
     ratio_values = []
     for text in ratios.split(","):
         if text not in {"1", "1/2", "2/3", "1/4"}:
             raise InputError(f"ratio {text!r} is not one of 1, 1/2, 2/3, 1/4")
         ratio_values.append(Fraction(text))
     backends = [get_backend(codec) for codec in codecs.split(",")]
+    for backend in backends:
+        if bitdepth not in backend.bitdepths:
+            raise InputError(f"--bitdepth {bitdepth}: {backend.name} codes {backend.bitdepths}")
     qp_values: list[int] = []
     for backend in backends:  # the same QPs for every codec: each must take them all
         qp_values = parse_qps(qps, backend.name, backend.qp_range, minimum=1)
-    yield from points(codecs.split(","), ratio_values, qp_values)
+    yield from points(codecs.split(","), ratio_values, qp_values, bitdepth)

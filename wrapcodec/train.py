@@ -94,6 +94,9 @@ class TrainConfig(BaseModel):
         default="x265", description="the codec in the loop; with pairs, a comma-separated list"
     )
     preset: str = "medium"
+    bitdepth: Literal[8, 10] = Field(
+        default=10, description="the bottleneck's bit depth: of the pairs, or of the codec"
+    )
     qp_min: int = 22
     qp_max: int = 47
     q_init: float = Field(default=8.0, gt=0)
@@ -213,7 +216,9 @@ def rd_step(
     lam = cfg.lam
     if backend is not None:
         qp = qp if qp is not None else int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
-        yd, uvd, bits = codec_roundtrip(backend, yb, uvb, qp, cfg.clip_len, cfg.preset)
+        yd, uvd, bits = codec_roundtrip(
+            backend, yb, uvb, qp, cfg.clip_len, cfg.preset, cfg.bitdepth
+        )
         # the proxy's smooth coefficient count at the codec's own step, scaled to the
         # bits the codec spent, weighed by the encoder's RDO λ at that QP
         q_scale = codec_step(qp) / float(nets.proxy.q)
@@ -313,8 +318,11 @@ class Trainer:
         self.pictures: list[Picture] = []
         if cfg.proxy == "pairs":
             cache = Path(cfg.data)
-            qps = coded_pairs.cached_qps(cache, cfg.codecs, cfg.fraction, cfg.qp_min, cfg.qp_max)
-            self.pairs = coded_pairs.load_pairs(cache, cfg.codecs, cfg.fraction, qps)
+            depth = cfg.bitdepth
+            qps = coded_pairs.cached_qps(
+                cache, cfg.codecs, cfg.fraction, cfg.qp_min, cfg.qp_max, depth
+            )
+            self.pairs = coded_pairs.load_pairs(cache, cfg.codecs, cfg.fraction, qps, depth)
             self.val_qps = qps[:: max(1, len(qps) - 1)]  # the band's ends
         else:
             self.pictures = load_pictures(Path(cfg.data), min_size=cfg.crop)

@@ -135,7 +135,8 @@ def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
                         option=code,
                         qp=qp,
                         model_hash=bank.card(
-                            OPTIONS[code], bank.prior_for(OPTIONS[code], config.codec, qp)
+                            OPTIONS[code],
+                            bank.prior_for(OPTIONS[code], config.codec, qp, config.bitdepth),
                         ).key
                         if neural
                         else "",

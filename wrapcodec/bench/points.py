@@ -261,7 +261,7 @@ def _set_up(spec: PointSpec) -> tuple[Backend, Bank | None, Layout]:
         backend = backend.with_rival(spec.rival)
     opt = OPTIONS[spec.option]
     bank = get_bank(spec.models) if opt.neural else None
-    prior = bank.prior_for(opt, backend.name, spec.qp) if bank is not None else 0
+    prior = bank.prior_for(opt, backend.name, spec.qp, spec.bitdepth) if bank is not None else 0
     if bank is not None and bank.card(opt, prior).key != spec.model_hash:
         raise InputError(f"{spec.models}: the model of option {spec.option} has changed")
     info = read_info(Path(spec.path))

@@ -183,7 +183,7 @@ class Job:
         for this codec and QP where it has one (docs/format.md, "Prior")."""
         prior = 0
         if self.bank is not None and qp is not None:
-            prior = self.bank.prior_for(opt, self.backend.name, qp)
+            prior = self.bank.prior_for(opt, self.backend.name, qp, self.settings.bitdepth)
         return Layout.make(
             self.info,
             opt,
