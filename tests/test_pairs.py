@@ -232,10 +232,11 @@ def test_pairs_at_8_bits_are_kept_apart_and_train_a_prior_for_8_bits(
     bank = tmp_path / "bank"
     shutil.copytree(shipped_folder(), bank, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     install = ["models", "install", str(out), "--dest", str(bank), "--prior", "4"]
-    result = runner.invoke(cli, [*install, "--codec", "x264"])
+    result = runner.invoke(cli, [*install, "--codec", "x264", "--val", str(IMAGES)])
     assert result.exit_code == 0, result.output
     card = json.loads((bank / "post-1-p4.json").read_text())
     assert (card["codecs"], card["qp_band"], card["bitdepths"]) == (["x264"], [22, 22], [8])
+    assert card["validation"]["bitdepth"] == 8  # validated at the depth it serves
     prior_bank = Bank(bank)
     assert prior_bank.prior_for(OPTIONS[1], "x264", 22, 8) == 4
     assert prior_bank.prior_for(OPTIONS[1], "x264", 22, 10) == 0

@@ -66,6 +66,7 @@ class Validation(BaseModel):
     pictures: int
     codec: str
     preset: str
+    bitdepth: int = 10  # of the coded bottleneck
     curves: dict[str, list[RatePoint]]  # option name → points
     bd_rate: dict[str, float | None]  # the model against each other option, % (PSNR-YUV)
     psnr_gain_same_qp: dict[str, float]  # mean dB over the QPs against each other option

@@ -48,9 +48,11 @@ def validate(
     about: str = "",
 ) -> Validation:
     """Code the pictures with the model's option and its linear rivals at every VAL_QP, at
-    ``preset`` (None: the codec's default)."""
+    ``preset`` (None: the codec's default), with a 10-bit bottleneck, or the one a prior's
+    card names."""
     backend = get_backend(codec)
     preset = preset or backend.default_preset
+    depth = card.bitdepths[0] if card.bitdepths else 10
     opt = OPTIONS[card.option]
     rivals: list[Option] = (
         [OPTIONS[0]]
@@ -65,10 +67,10 @@ def validate(
         info, count = _clip(pictures, source)
         for o in [opt, *rivals]:
             prior = card.prior if o == opt else 0  # a prior is validated over all the QPs
-            layout = Layout.make(info, o, backend, 10, bank, prior=prior)
+            layout = Layout.make(info, o, backend, depth, bank, prior=prior)
             points = []
             for qp in VAL_QPS:
-                settings = EncodeSettings(qp=qp, preset=preset, bitdepth=10)
+                settings = EncodeSettings(qp=qp, preset=preset, bitdepth=depth)
                 stream = Path(tmp) / f"o{int(o.code)}-q{qp}{backend.extension}"
                 coded = code_and_measure(backend, settings, source, layout, 0, count, stream)
                 bpp = 8 * coded.payload_bytes / (count * info.width * info.height)
@@ -91,6 +93,7 @@ def validate(
         pictures=count,
         codec=codec,
         preset=preset,
+        bitdepth=depth,
         curves=curves,
         bd_rate=bd,
         psnr_gain_same_qp=gain,
