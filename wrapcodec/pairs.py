@@ -5,8 +5,8 @@ short *pseudo-videos* of the training photos (crops that pan, and some that zoom
 predicts between pictures as it does on video), codes each one through the encoder's own
 pipeline (:func:`wrapcodec.pipeline.encode_stream`: the bilinear downsampling of the post-only
 options, a 10-bit bottleneck or, asked for, an 8-bit one, the backend's arguments) at each
-ratio and QP, decodes it as the
-decoder does, and keeps the decoded bottleneck beside its source. Training
+ratio and QP, decodes it as the decoder does, and keeps the decoded bottleneck beside its
+source. Training
 (:mod:`wrapcodec.train`, ``--pairs``) is then plain supervised learning with the RDO's 6:1:1
 YUV MSE, thousands of steps for the price of one pass of encodes.
 
@@ -157,10 +157,6 @@ def make_clips(folder: Path, cache: Path, spec: ClipSpec, seed: int = 0) -> list
 
 
 # -- coding ---------------------------------------------------------------------------------
-
-
-BITDEPTHS = (8, 10)
-"""The bottleneck bit depths a cache may be coded at."""
 
 
 def codec_dir(codec: str, bitdepth: int) -> str:
