@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
 from wrapcodec.container import Segment, read_wrp, write_wrp
 from wrapcodec.encode.encoder import _version
+from wrapcodec.metrics import measure_files
+from wrapcodec.options import OPTIONS
 from wrapcodec.y4m import iter_frames
 
 
@@ -46,8 +49,9 @@ def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
     direct = next(c for c in segment["candidates"] if c["code"] == 0)
     assert direct["cost"] == lowest["cost"]  # the same bitstream, measured alike
     assert direct["shares"] is None and direct["encode_s"] > 0  # its own, coded once
-    header, _ = read_wrp(tmp_path / "auto.wrp")
-    assert header.bottleneck_bitdepth == lowest["bitdepth"] and header.version == 2
+    header, (coded,) = read_wrp(tmp_path / "auto.wrp")
+    assert header.bottleneck_bitdepth == lowest["bitdepth"]
+    assert header.version == (3 if coded.prior else 2)  # one depth: no version 4
 
     # The file is the one a fixed --bitdepth of that depth writes, byte for byte.
     fixed = tmp_path / "fixed.wrp"
@@ -112,3 +116,25 @@ def test_the_table_report_says_the_depth_and_why(
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("bottleneck bit depth"))
     assert " at 10, " in line and line.endswith(" at 8)")
+
+
+def test_an_8_bit_bottleneck_takes_the_banks_prior_for_8_bits(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    """The shipped bank's x264 prior for 8-bit bottlenecks codes post-1/1 at 8 bits, and only
+    there; the file names it and decodes to what the encoder measured."""
+    require_backend("x264")
+    bank, post = get_bank(), OPTIONS[1]
+    expected = {8: bank.prior_for(post, "x264", 30, 8), 10: bank.prior_for(post, "x264", 30, 10)}
+    assert expected[8] != 0 and expected[10] == 0
+    for depth, prior in expected.items():
+        wrp = tmp_path / f"p{depth}.wrp"
+        args = ["--qp", "30", "--options", "1", "--bitdepth", str(depth)]
+        report = _encode(runner, clip8, wrp, *args)
+        header, (segment,) = read_wrp(wrp)
+        assert segment.prior == prior and header.version == (3 if prior else 2)
+        out = tmp_path / f"p{depth}.y4m"
+        assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
+        assert measure_files(str(clip8), str(out)).psnr_yuv == pytest.approx(
+            report["psnr_yuv"], abs=1e-9
+        )
