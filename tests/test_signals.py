@@ -236,3 +236,23 @@ def test_signal_after_the_decode_wrote_its_output(
         assert count_frames(out) == 10
         reported += proc.returncode == status
     assert reported, "every signal came after the program had ended"
+
+
+def test_after_a_signal_a_finaliser_error_is_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal that cuts a constructor short leaves a half-built object whose ``__del__``
+    may fail (llvmlite's, while numba compiles): once a signal has come, such an error is
+    its consequence and prints nothing; before, it reaches the interpreter's hook."""
+    from types import SimpleNamespace
+
+    from wrapcodec import interrupt
+
+    seen: list[object] = []
+    hook = interrupt._unraisable(seen.append)
+    error = SimpleNamespace(exc_value=AttributeError("'PassBuilder' object has no attribute"))
+    monkeypatch.setattr(interrupt, "_received", [])
+    hook(error)
+    assert seen == [error]
+    monkeypatch.setattr(interrupt, "_received", [signal.SIGTERM])
+    hook(error)
+    hook(SimpleNamespace(exc_value=interrupt.Terminated()))
+    assert seen == [error]

@@ -159,15 +159,18 @@ def _deliver_again(signum: int) -> None:
 
 
 def _unraisable(hook: Callable[[Any], object]) -> Callable[[Any], object]:
-    """``sys.unraisablehook`` that stays silent about the handler's own exception.
+    """``sys.unraisablehook`` that stays silent once a signal has come.
 
     The interpreter ignores an exception raised where it cannot propagate (a weakref
     callback, such as the import system's module locks use; a ``__del__``) and prints its
     traceback. The signal is not lost for that: :func:`received` has it, and the program
-    ends as the signal does (:func:`finish`)."""
+    ends as the signal does (:func:`finish`). Nor is any other such exception after the
+    signal worth a traceback: it is the signal's consequence, as when the signal cut short
+    the constructor of an object whose ``__del__`` then finds it half-built (llvmlite's,
+    while numba compiles)."""
 
     def silent(unraisable: Any) -> object:
-        if _received and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if _received:
             return None
         return hook(unraisable)
 
