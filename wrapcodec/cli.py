@@ -416,13 +416,21 @@ _codec_opt = click.option(
     "--codec", default="x265", show_default=True, help="Codec backend (see `wrapcodec backends`)."
 )
 _preset_opt = click.option("--preset", default=None, help="Encoder preset [backend default].")
-_bitdepth_opt = click.option(
-    "--bitdepth",
-    type=click.Choice(["8", "10"]),
-    default="10",
-    show_default=True,
-    help="Bit depth of the coded bottleneck.",
-)
+
+
+def _bitdepth_option(help: str, auto: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """``--bitdepth 8|10`` (default 10), or with ``auto`` ``auto|8|10`` (default auto)."""
+    choices = ["auto", "8", "10"] if auto else ["8", "10"]
+    return click.option(
+        "--bitdepth",
+        type=click.Choice(choices),
+        default="auto" if auto else "10",
+        show_default=True,
+        help=help,
+    )
+
+
+_bitdepth_opt = _bitdepth_option("Bit depth of the coded bottleneck.")
 _options_opt = click.option(
     "--options",
     "options",
@@ -476,13 +484,10 @@ _models_opt = click.option(
 @click.option("--qp", type=int, help="Fixed QP of the codec.")
 @click.option("--bitrate", type=float, metavar="KBPS", help="Rate budget instead of --qp.")
 @_preset_opt
-@click.option(
-    "--bitdepth",
-    type=click.Choice(["auto", "8", "10"]),
-    default="auto",
-    show_default=True,
-    help="Bit depth of the coded bottleneck; auto: per segment, the depth at which direct "
+@_bitdepth_option(
+    "Bit depth of the coded bottleneck; auto: per segment, the depth at which direct "
     "coding has the lower J (10 under --bitrate).",
+    auto=True,
 )
 @_options_opt
 @click.option(
@@ -1216,12 +1221,8 @@ def bench_effort(
 @click.option(
     "--qp-range", default="22-47", show_default=True, help="QPs drawn (--proxy codec, pairs)."
 )
-@click.option(
-    "--bitdepth",
-    type=click.Choice(["8", "10"]),
-    default="10",
-    show_default=True,
-    help="Bottleneck bit depth of the pairs (`pairs --bitdepth`) or of the codec in the loop.",
+@_bitdepth_option(
+    "Bottleneck bit depth of the pairs (`pairs --bitdepth`) or of the codec in the loop."
 )
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True)
@@ -1378,13 +1379,7 @@ def train_prefilter(
 @click.option("--frames", type=click.IntRange(2, 64), default=8, show_default=True)
 @click.option("--size", type=click.IntRange(64, 1024), default=256, show_default=True)
 @click.option("--preset", default=None, help="Encoder preset [backend default].")
-@click.option(
-    "--bitdepth",
-    type=click.Choice(["8", "10"]),
-    default="10",
-    show_default=True,
-    help="Bit depth of the coded bottleneck (8: kept apart, in CODEC-8bit/).",
-)
+@_bitdepth_option("Bit depth of the coded bottleneck (8: kept apart, in CODEC-8bit/).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True)
 def pairs_command(
     data: str,

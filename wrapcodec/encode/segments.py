@@ -144,19 +144,19 @@ def at_best_depth(job: Job, config: EncodeConfig, clip: Clip) -> tuple[Job, list
     if len(config.bitdepths) == 1:
         return job, []
     direct = option(OptionCode.DIRECT)
-    reports: list[DepthReport] = []
-    best: tuple[float, Job] | None = None
-    for depth in config.bitdepths:
-        at = job.at_depth(depth)
-        trial = at.trial(direct, at.settings.qp, clip)
-        kbps = at.kbps(trial.bits, clip.count)
-        reports.append(
-            DepthReport(bitdepth=depth, kbps=kbps, psnr_yuv=trial.coded.psnr_yuv, cost=trial.cost)
+    jobs = [job.at_depth(depth) for depth in config.bitdepths]
+    trials = [at.trial(direct, at.settings.qp, clip) for at in jobs]
+    reports = [
+        DepthReport(
+            bitdepth=at.settings.bitdepth,
+            kbps=at.kbps(t.bits, clip.count),
+            psnr_yuv=t.coded.psnr_yuv,
+            cost=t.cost,
         )
-        if best is None or trial.cost < best[0]:
-            best = (trial.cost, at)
-    assert best is not None
-    return best[1], reports
+        for at, t in zip(jobs, trials, strict=True)
+    ]
+    best = min(range(len(jobs)), key=lambda k: trials[k].cost)  # the first of equals
+    return jobs[best], reports
 
 
 def choose(
