@@ -7,7 +7,8 @@ arithmetic) then runs on the same decoded frames. The first column is an untrain
 post-processor (bilinear upsampling) on the same bitstream, through the same normalisation
 as the networks: at r = 1 that is 0.01–0.16 dB below what direct decoding shows (the
 networks' [-1, 1] normalisation divides by 2^d − 1, direct decoding shifts), so compare
-weights with each other here and with direct coding through the model cards::
+weights with each other here and with direct coding through the model cards. With
+``--bitdepth 8`` (an 8-bit bottleneck) it is direct decoding itself::
 
     python scripts/prior_eval.py ../shared/data/images/val --ratio 1 --codec x265 \
         --qps 22,27,32,37,42,47 models/post-1.safetensors new.safetensors
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--ratio", default="1")
     ap.add_argument("--codec", default="x265")
     ap.add_argument("--qps", default="22,27,32,37,42,47")
+    ap.add_argument("--bitdepth", type=int, choices=(8, 10), default=10)
     args = ap.parse_args()
     torch.set_num_threads(1)
     ratio = Fraction(args.ratio)
@@ -58,17 +60,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "val.y4m"
         info, count = _clip(args.pictures, clip)
-        layout = Layout.make(info, coding_option(ratio), backend, 10)
+        layout = Layout.make(info, coding_option(ratio), backend, args.bitdepth)
         sources = list(iter_frames(clip))
         for qp in (int(q) for q in args.qps.split(",")):
             stream = Path(tmp) / f"q{qp}{backend.extension}"
-            settings = EncodeSettings(qp=qp, preset=backend.default_preset, bitdepth=10)
+            settings = EncodeSettings(
+                qp=qp, preset=backend.default_preset, bitdepth=args.bitdepth
+            )
             encode_stream(backend, settings, clip, layout, 0, count, stream)
             decoded = list(decode_bottleneck(backend, stream, layout, count))
             accs = [PsnrAccumulator(8) for _ in posts]
             with torch.inference_mode():
                 for frame, source in zip(decoded, sources, strict=True):
-                    y, uv = to_tensors(frame, 10)
+                    y, uv = to_tensors(frame, args.bitdepth)
                     for post, acc in zip(posts, accs, strict=True):
                         y_hat, uv_hat = post(y, uv, info.height, info.width)
                         acc.add(source, from_tensors(y_hat, uv_hat, info.width, info.height, 8))

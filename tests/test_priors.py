@@ -23,36 +23,45 @@ from wrapcodec.options import OPTIONS
 from wrapcodec.paths import sha256_file
 
 
+def _copy_without_priors(folder: Path) -> None:
+    """The shipped bank's default models (no priors) in ``folder``."""
+    skip = shutil.ignore_patterns("*.py", "__pycache__", "post-*-p*")
+    shutil.copytree(shipped_folder(), folder, ignore=skip)
+
+
 def _add_prior(
     folder: Path,
     band: tuple[int, int],
     codecs: list[str] | None,
     bitdepths: list[int] | None = None,
+    number: int = 1,
 ) -> ModelCard:
-    """post-1's weights with every bias of the post-processor moved a little, as prior 1."""
+    """post-1's weights with every bias of the post-processor moved a little, as prior
+    ``number``."""
+    name = f"post-1-p{number}"
     tensors = load_file(str(folder / "post-1.safetensors"))
-    moved = {k: v + 0.01 if k.endswith(".bias") else v for k, v in tensors.items()}
-    save_file(moved, str(folder / "post-1-p1.safetensors"))
+    moved = {k: v + 0.01 * number if k.endswith(".bias") else v for k, v in tensors.items()}
+    save_file(moved, str(folder / f"{name}.safetensors"))
     card = ModelCard.model_validate_json((folder / "post-1.json").read_text())
     prior = card.model_copy(
         update={
-            "name": "post-1-p1",
-            "file": "post-1-p1.safetensors",
-            "sha256": sha256_file(folder / "post-1-p1.safetensors"),
-            "prior": 1,
+            "name": name,
+            "file": f"{name}.safetensors",
+            "sha256": sha256_file(folder / f"{name}.safetensors"),
+            "prior": number,
             "codecs": codecs,
             "qp_band": band,
             "bitdepths": bitdepths,
         }
     )
-    (folder / "post-1-p1.json").write_text(prior.model_dump_json(indent=1))
+    (folder / f"{name}.json").write_text(prior.model_dump_json(indent=1))
     return prior
 
 
 @pytest.fixture()
 def bank_with_prior(tmp_path: Path) -> Path:
     folder = tmp_path / "bank"
-    shutil.copytree(shipped_folder(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    _copy_without_priors(folder)
     _add_prior(folder, (25, 35), ["x264"])
     return folder
 
@@ -73,7 +82,7 @@ def test_the_bank_picks_the_prior_for_the_operating_point(bank_with_prior: Path)
 
 def test_a_prior_for_one_bottleneck_depth_serves_only_it(tmp_path: Path) -> None:
     folder = tmp_path / "bank"
-    shutil.copytree(shipped_folder(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    _copy_without_priors(folder)
     _add_prior(folder, (22, 47), ["x264"], [8])
     bank, post = Bank(folder), OPTIONS[1]
     assert bank.prior_for(post, "x264", 30, 8) == 1
@@ -81,6 +90,38 @@ def test_a_prior_for_one_bottleneck_depth_serves_only_it(tmp_path: Path) -> None
     card = ModelCard.model_validate_json((shipped_folder() / "post-1.json").read_text())
     with pytest.raises(ValueError, match="bitdepths"):
         ModelCard.model_validate({**card.model_dump(), "bitdepths": [9]})
+
+
+def test_the_narrowest_band_serves_then_the_lowest_number(tmp_path: Path) -> None:
+    folder = tmp_path / "bank"
+    _copy_without_priors(folder)
+    _add_prior(folder, (22, 47), ["x265"], [8], number=1)
+    _add_prior(folder, (22, 27), ["x265", "x264"], [8], number=2)
+    _add_prior(folder, (22, 27), ["x265"], [8], number=3)
+    bank, post = Bank(folder), OPTIONS[1]
+    assert bank.prior_for(post, "x265", 22, 8) == 2  # narrower than 1; numbered before 3
+    assert bank.prior_for(post, "x265", 28, 8) == 1
+    assert bank.prior_for(post, "x264", 27, 8) == 2
+    assert bank.prior_for(post, "x265", 22, 10) == 0
+
+
+def test_the_shipped_bank_routes_each_operating_point_to_its_prior() -> None:
+    bank, post = Bank(shipped_folder()), OPTIONS[1]
+    routes = {
+        ("x265", 22, 10): 1,
+        ("x265", 47, 10): 2,
+        ("x265", 32, 10): 0,
+        ("svtav1", 32, 10): 3,
+        ("x264", 32, 8): 4,
+        ("x264", 32, 10): 0,
+        ("x265", 22, 8): 5,
+        ("x264", 27, 8): 5,
+        ("x265", 42, 8): 6,
+        ("x264", 47, 8): 6,
+        ("x265", 32, 8): 7,
+        ("x265", 37, 8): 7,
+    }
+    assert {point: bank.prior_for(post, *point) for point in routes} == routes
 
 
 def test_a_prior_needs_a_default_model_and_is_post_only(tmp_path: Path) -> None:

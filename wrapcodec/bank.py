@@ -244,12 +244,17 @@ class Bank:
 
     def prior_for(self, opt: Option, codec: str, qp: int, bitdepth: int) -> int:
         """The prior a segment of ``opt`` coded by ``codec`` at ``qp`` with a ``bitdepth``-bit
-        bottleneck uses: the lowest-numbered one that serves that operating point, 0 (the
-        default model) where none does."""
-        for (code, prior), card in sorted(self.priors.items()):
-            if code == int(opt.code) and card.serves(codec, qp, bitdepth):
-                return prior
-        return 0
+        bottleneck uses: of those that serve that operating point, the one with the narrowest
+        QP band (the most specialised), then the lowest-numbered; 0 (the default model) where
+        none does."""
+        serving = [
+            (card.qp_band[1] - card.qp_band[0], prior)
+            for (code, prior), card in self.priors.items()
+            if code == int(opt.code)
+            and card.qp_band is not None
+            and card.serves(codec, qp, bitdepth)
+        ]
+        return min(serving)[1] if serving else 0
 
     def id_for(self, integer: bool) -> bytes:
         """8-byte id of this bank in float or integer arithmetic: the first 8 bytes of the
