@@ -64,9 +64,7 @@ def main() -> None:
         sources = list(iter_frames(clip))
         for qp in (int(q) for q in args.qps.split(",")):
             stream = Path(tmp) / f"q{qp}{backend.extension}"
-            settings = EncodeSettings(
-                qp=qp, preset=backend.default_preset, bitdepth=args.bitdepth
-            )
+            settings = EncodeSettings(qp=qp, preset=backend.default_preset, bitdepth=args.bitdepth)
             encode_stream(backend, settings, clip, layout, 0, count, stream)
             decoded = list(decode_bottleneck(backend, stream, layout, count))
             accs = [PsnrAccumulator(8) for _ in posts]
