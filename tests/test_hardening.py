@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import stat
 import struct
 import subprocess
@@ -18,6 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from banks import copy_bank
 from cli_errors import fails
 from click.testing import CliRunner
 
@@ -111,13 +111,6 @@ def test_ffmpeg_listing_with_bytes_that_are_not_utf8(
 # --- model banks with broken weights or cards -------------------------------------------------
 
 
-def _bank_copy(dest: Path) -> Path:
-    from wrapcodec.bank import shipped_folder
-
-    shutil.copytree(shipped_folder(), dest, ignore=shutil.ignore_patterns("__*"))
-    return dest
-
-
 def test_bank_with_a_nan_weight(tmp_path: Path, clip8: Path) -> None:
     """A NaN in the weights, the card's sha256 made to match: refused in one line, no file."""
     import torch
@@ -125,7 +118,7 @@ def test_bank_with_a_nan_weight(tmp_path: Path, clip8: Path) -> None:
 
     from wrapcodec.paths import sha256_file
 
-    bank = _bank_copy(tmp_path / "bank")
+    bank = copy_bank(tmp_path / "bank")
     weights = bank / "post-1_2.safetensors"
     tensors = load_file(str(weights))
     name = next(k for k in tensors if k.startswith("post.") and k.endswith("weight"))
@@ -155,7 +148,7 @@ def test_bank_with_a_nan_weight(tmp_path: Path, clip8: Path) -> None:
 def test_bank_card_out_of_range(
     runner: CliRunner, tmp_path: Path, field: tuple[str, ...], value: object, fragment: str
 ) -> None:
-    bank = _bank_copy(tmp_path / "bank")
+    bank = copy_bank(tmp_path / "bank")
     path = bank / "post-1_2.json"
     card = json.loads(path.read_text())
     node = card

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from banks import copy_bank
 from click.testing import CliRunner
 
 from wrapcodec import ffmpeg, pairs
 from wrapcodec.backend import get_backend
-from wrapcodec.bank import Bank, shipped_folder
+from wrapcodec.bank import Bank
 from wrapcodec.cli import cli
 from wrapcodec.dataset import Picture
 from wrapcodec.errors import InputError
@@ -230,7 +230,7 @@ def test_pairs_at_8_bits_are_kept_apart_and_train_a_prior_for_8_bits(
     result = runner.invoke(cli, [*train, "--crop", "64", "--batch", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     bank = tmp_path / "bank"
-    shutil.copytree(shipped_folder(), bank, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    copy_bank(bank, priors=False)
     install = ["models", "install", str(out), "--dest", str(bank), "--prior", "4"]
     result = runner.invoke(cli, [*install, "--codec", "x264", "--val", str(IMAGES)])
     assert result.exit_code == 0, result.output

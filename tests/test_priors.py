@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from banks import copy_bank
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
@@ -21,12 +22,6 @@ from wrapcodec.errors import InputError
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import OPTIONS
 from wrapcodec.paths import sha256_file
-
-
-def _copy_without_priors(folder: Path) -> None:
-    """The shipped bank's default models (no priors) in ``folder``."""
-    skip = shutil.ignore_patterns("*.py", "__pycache__", "post-*-p*")
-    shutil.copytree(shipped_folder(), folder, ignore=skip)
 
 
 def _add_prior(
@@ -61,7 +56,7 @@ def _add_prior(
 @pytest.fixture()
 def bank_with_prior(tmp_path: Path) -> Path:
     folder = tmp_path / "bank"
-    _copy_without_priors(folder)
+    copy_bank(folder, priors=False)
     _add_prior(folder, (25, 35), ["x264"])
     return folder
 
@@ -82,7 +77,7 @@ def test_the_bank_picks_the_prior_for_the_operating_point(bank_with_prior: Path)
 
 def test_a_prior_for_one_bottleneck_depth_serves_only_it(tmp_path: Path) -> None:
     folder = tmp_path / "bank"
-    _copy_without_priors(folder)
+    copy_bank(folder, priors=False)
     _add_prior(folder, (22, 47), ["x264"], [8])
     bank, post = Bank(folder), OPTIONS[1]
     assert bank.prior_for(post, "x264", 30, 8) == 1
@@ -94,7 +89,7 @@ def test_a_prior_for_one_bottleneck_depth_serves_only_it(tmp_path: Path) -> None
 
 def test_the_narrowest_band_serves_then_the_lowest_number(tmp_path: Path) -> None:
     folder = tmp_path / "bank"
-    _copy_without_priors(folder)
+    copy_bank(folder, priors=False)
     _add_prior(folder, (22, 47), ["x265"], [8], number=1)
     _add_prior(folder, (22, 27), ["x265", "x264"], [8], number=2)
     _add_prior(folder, (22, 27), ["x265"], [8], number=3)
