@@ -256,3 +256,23 @@ def test_after_a_signal_a_finaliser_error_is_not_printed(monkeypatch: pytest.Mon
     hook(error)
     hook(SimpleNamespace(exc_value=interrupt.Terminated()))
     assert seen == [error]
+
+
+def test_an_error_after_a_signal_ends_as_the_signal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The handler kills the ffmpeg whose output is being read; if the reader sees the cut
+    output before the signal's exception reaches it, the error it raises is the signal's
+    consequence: the command ends with 'Terminated.' and 143, not with that error."""
+    from wrapcodec import interrupt
+
+    damaged = tmp_path / "d.y4m"
+    damaged.write_bytes(b"YUV4MPEG2 W8 H8 F25:1 C420jpeg\nFRAME\n" + bytes(10))
+    args = ["info", str(damaged)]
+    plain = CliRunner().invoke(cli, args)
+    assert plain.exit_code == 1 and "Error:" in plain.output, plain.output
+    monkeypatch.setattr(interrupt, "_received", [signal.SIGTERM])
+    monkeypatch.setattr(interrupt, "_held", False)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 143, result.output
+    assert result.output.strip().splitlines() == ["Terminated."]

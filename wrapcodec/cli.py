@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import click
 import torch
@@ -80,10 +80,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (wrapcodec.interrupt)
-            interrupt.hold()
-            click.echo(interrupt.message(exc), err=True)
-            ctx.exit(interrupt.exit_status(exc))
+            _interrupted(ctx, exc)
         except WrapcodecError as exc:
+            # After a signal, an error is its consequence (the handler killed an ffmpeg whose
+            # output was being read): the signal is what ended the command.
+            signalled = interrupt.received()
+            if signalled is not None:
+                _interrupted(ctx, signalled)
             raise click.ClickException(str(exc)) from None
         except ValidationError as exc:
             fields = "; ".join(
@@ -93,6 +96,12 @@ class _Group(click.Group):
         finally:
             # The command is over: a signal from now on is reported when the program exits.
             interrupt.hold()
+
+
+def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
+    interrupt.hold()
+    click.echo(interrupt.message(exc), err=True)
+    ctx.exit(interrupt.exit_status(exc))
 
 
 class _Bar:
