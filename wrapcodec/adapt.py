@@ -27,8 +27,8 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -97,6 +97,9 @@ class Fitted:
     steps: int = 0  # steps run
     subset: Subset = Subset.BIAS_TAIL  # what the update carries
     relative: bool = False  # the update is a change to the update in force
+    # the trained float weights of ``subset``, by name (before quantisation): where a higher
+    # rung's training may begin (:func:`fit_forms`'s ``init``)
+    weights: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
 
 
 def training_frames(count: int, max_frames: int) -> list[int]:
@@ -381,11 +384,17 @@ def fit_forms(
     *,
     start: Update | None = None,
     segment_frames: int | None = None,
+    init: Mapping[str, Tensor] | None = None,
 ) -> list[Fitted]:
     """:func:`fit` trained once and encoded in each of ``forms`` (``True``: relative to
     ``start``, ``False``: absolute): a warm-started absolute update and a relative one come
     from the very same weights, so trying both costs one fit. ``seconds`` of each is the
-    training plus its own encoding."""
+    training plus its own encoding.
+
+    ``init``: weights (by name, within ``cfg.subset``) the training begins from instead of
+    ``start``'s, such as a lower rung's :attr:`Fitted.weights` on the same pictures; the
+    update is still coded against ``start`` (relative) or the bank (absolute), so the
+    decoder needs nothing of them."""
     for relative in forms:
         _check(decoded, sources, replace(cfg, relative=relative), start)
     t0 = time.perf_counter()
@@ -401,8 +410,11 @@ def fit_forms(
         names = subset_names(model, cfg.subset)
         params = dict(model.named_parameters())
         in_force = {n: params[n].detach().clone() for n in names}
+        if init is not None:
+            _begin_at(params, names, init)
         losses = _train(model, names, (upsampled, sources), size, steps, cfg)
         trained = time.perf_counter() - t0
+        weights = {n: params[n].detach().clone() for n in names}
         for relative in forms:
             t1 = time.perf_counter()
             form = replace(cfg, relative=relative)
@@ -419,9 +431,22 @@ def fit_forms(
                     steps=steps,
                     subset=subset,
                     relative=relative,
+                    weights=weights,
                 )
             )
     return out
+
+
+def _begin_at(
+    params: Mapping[str, Tensor], names: Sequence[str], init: Mapping[str, Tensor]
+) -> None:
+    """Set the parameters of ``init`` (all of them among ``names``) to its values."""
+    outside = set(init) - set(names)
+    if outside:
+        raise ValueError(f"init holds parameters outside the subset trained: {sorted(outside)}")
+    with torch.no_grad():
+        for name, value in init.items():
+            params[name].copy_(value)
 
 
 def ladder_plan(

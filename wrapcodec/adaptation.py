@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from wrapcodec.adapt import AdaptConfig, Fitted, fit, fit_forms, held_frames
 from wrapcodec.backend import Backend
@@ -125,7 +126,10 @@ def climb(
 
     Updates are quantisation 3 at the RDO's ``lam``. When ``previous`` is in force for this
     option, each rung starts from it (warm start) and is sent both absolute and relative
-    (one fit, two encodings). The climb stops after a rung whose best J (``cost`` of the
+    (one fit, two encodings). Each rung above the first begins its training where the rung
+    below it ended (its float weights; the update is coded as ever, against the bank or the
+    update in force), so a larger rung builds on the steps spent below it instead of starting
+    over. The climb stops after a rung whose best J (``cost`` of the
     measured output and the update's bytes) is not below the best of the rungs below it:
     a larger rung rarely wins where a smaller one has stopped paying."""
     layout = seg.layout
@@ -138,6 +142,7 @@ def climb(
     forms = (False, True) if base is not None else (False,)
     variants: list[Variant] = []
     best = math.inf
+    below: dict[str, Tensor] | None = None  # where the rung below ended
     for rung, steps in plan:
         rung_cfg = replace(
             cfg, subset=rung, steps=steps, grow=False, budget_s=None, quant=Quant.RD, rd_lambda=lam
@@ -150,7 +155,9 @@ def climb(
             forms,
             start=base,
             segment_frames=seg.count,
+            init=below,
         )
+        below = fits[0].weights
         rung_best = math.inf
         for fitted in fits:
             adapted, chain = segment_layout(layout, fitted.update, False, previous)
