@@ -240,3 +240,19 @@ def test_pairs_at_8_bits_are_kept_apart_and_train_a_prior_for_8_bits(
     prior_bank = Bank(bank)
     assert prior_bank.prior_for(OPTIONS[1], "x264", 22, 8) == 4
     assert prior_bank.prior_for(OPTIONS[1], "x264", 22, 10) == 0
+    # what a prior serves can be set at install: codecs beside its run's, and depths
+    again = ["models", "install", str(out), "--dest", str(bank), "--prior", "5"]
+    result = runner.invoke(cli, [*again, "--serves", "x264,x265", "--bitdepths", "8,10"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((bank / "post-1-p5.json").read_text())
+    assert (card["codecs"], card["bitdepths"]) == (["x264", "x265"], [8, 10])
+    prior_bank = Bank(bank)
+    assert prior_bank.prior_for(OPTIONS[1], "x264", 22, 8) == 4  # same band: the lower number
+    assert prior_bank.prior_for(OPTIONS[1], "x265", 22, 10) == 5
+    for extra, said in (
+        (["--serves", "hevc"], "unknown codec backend 'hevc'"),
+        (["--prior", "0", "--bitdepths", "8"], "apply to a prior"),
+    ):
+        result = runner.invoke(cli, [*again, *extra, "--dest", str(tmp_path / "other")])
+        assert result.exit_code == 1 and said in result.output, result.output
+        assert not (tmp_path / "other").exists()

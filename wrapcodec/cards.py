@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -95,13 +95,25 @@ def _card_stages(weights: Path) -> list[dict[str, object]] | None:
     return list(card.training)
 
 
-def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) -> ModelCard:
+def install(
+    weights: Path,
+    dest: Path,
+    training_data: str = "",
+    prior: int = 0,
+    *,
+    serves: Sequence[str] | None = None,
+    bitdepths: Sequence[int] | None = None,
+) -> ModelCard:
     """Copy trained weights into the bank ``dest`` and write their card (no validation).
 
     With ``prior`` (1-7) a post-processor becomes the option's prior of that number for the
     codecs and QP band its last training stage drew from (``NAME-pN``), and for the bottleneck
     bit depth it trained at where the stage says one (stages before ``bitdepth`` existed were
-    10-bit runs, and their priors serve either depth, as they always did)."""
+    10-bit runs, and their priors serve either depth, as they always did). ``serves`` and
+    ``bitdepths`` replace the codecs and depths a prior serves (one trained on x265's output
+    may serve x264 too, where it measures better there than x264's own)."""
+    if not prior and (serves or bitdepths):
+        raise InputError("--serves and --bitdepths apply to a prior (--prior N)")
     stages = training_stages(weights)
     cfg = stages[-1]["config"]
     assert isinstance(cfg, dict)
@@ -110,14 +122,16 @@ def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) 
     name = model_name(kind, ratio) + (f"-p{prior}" if prior else "")
     codecs: list[str] | None = None
     qp_band: tuple[int, int] | None = None
-    bitdepths: list[Literal[8, 10]] | None = None
+    depths: list[Literal[8, 10]] | None = None
     if prior:
         if kind != "post":
             raise InputError(f"{weights}: only post-processors are installed as priors")
-        codecs = str(cfg.get("codec", "x265")).split(",")
+        codecs = list(serves) if serves else str(cfg.get("codec", "x265")).split(",")
         qp_band = (int(str(cfg["qp_min"])), int(str(cfg["qp_max"])))
-        if "bitdepth" in cfg:
-            bitdepths = [8] if str(cfg["bitdepth"]) == "8" else [10]
+        if bitdepths:
+            depths = [8 if d == 8 else 10 for d in sorted(set(bitdepths))]
+        elif "bitdepth" in cfg:
+            depths = [8] if str(cfg["bitdepth"]) == "8" else [10]
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{name}.safetensors"
     atomic_write(target, lambda p: shutil.copyfile(weights, p))
@@ -141,7 +155,7 @@ def install(weights: Path, dest: Path, training_data: str = "", prior: int = 0) 
         prior=prior,
         codecs=codecs,
         qp_band=qp_band,
-        bitdepths=bitdepths,
+        bitdepths=depths,
     )
     write_card(dest, card)
     return card

@@ -884,8 +884,28 @@ def models_calibrate(data: str, pictures: int, crop: int, models: str | None) ->
     help="Install a post-processor as the option's prior N (1-7) for the codecs and QP band "
     "it was trained on (--codec, --qp-range of its run), beside its default model (0).",
 )
+@click.option(
+    "--serves",
+    default=None,
+    metavar="CODECS",
+    help="Comma-separated codecs the prior serves [the codecs of its run].",
+)
+@click.option(
+    "--bitdepths",
+    type=click.Choice(["8", "10", "8,10"]),
+    default=None,
+    help="Bottleneck bit depths the prior serves [its run's; either, for runs before 8 bits].",
+)
 def models_install(
-    weights: str, dest: str, val: str | None, codec: str, about: str, val_about: str, prior: int
+    weights: str,
+    dest: str,
+    val: str | None,
+    codec: str,
+    about: str,
+    val_about: str,
+    prior: int,
+    serves: str | None,
+    bitdepths: str | None,
 ) -> None:
     """Copy trained weights into a bank with their card, and validate them."""
     from wrapcodec import cards, validation
@@ -893,7 +913,11 @@ def models_install(
     check_input(weights)
     if val:
         get_backend(codec)  # an unknown codec is refused before anything is written
-    card = cards.install(Path(weights), Path(dest), about, prior)
+    codecs = [c.strip() for c in serves.split(",")] if serves is not None else None
+    for name in codecs or []:
+        get_backend(name)
+    depths = [int(d) for d in bitdepths.split(",")] if bitdepths else None
+    card = cards.install(Path(weights), Path(dest), about, prior, serves=codecs, bitdepths=depths)
     if val:
         bank = Bank(Path(dest))
         card.validation = validation.validate(bank, card, Path(val), codec, about=val_about)
