@@ -21,6 +21,7 @@ from wrapcodec.adapt import (
     REFERENCE_SAMPLES,
     AdaptConfig,
     fit,
+    fit_forms,
     held_frames,
     planned_steps,
     sensitivity,
@@ -281,6 +282,30 @@ def test_warm_start_continues_from_the_update_in_force(post: PostProcessor) -> N
         warm_abs.subset == Subset.BIAS_TAIL
         and decode_update(warm_abs.update, post).subset == Subset.BIAS_TAIL
     )
+
+
+@pytest.mark.slow  # three fits of a real network
+def test_a_higher_rung_begins_where_the_rung_below_ended(post: PostProcessor) -> None:
+    """``init`` starts the training from a lower rung's float weights: the first loss is
+    that rung's neighbourhood, not the bank's, and the update is still coded against the
+    bank (absolute) or the update in force (relative), over the higher rung."""
+    decoded, sources = _pictures()
+    bias = fit(post, decoded, sources, AdaptConfig(**{**RD.__dict__, "subset": Subset.BIAS}))
+    assert set(bias.weights) == set(subset_names(post, Subset.BIAS))
+    cold = fit(post, decoded, sources, RD)
+    (warm,) = fit_forms(post, decoded, sources, RD, (False,), init=bias.weights)
+    assert warm.loss_first < cold.loss_first
+    assert warm.loss_first <= bias.loss_last * 1.5
+    update = decode_update(warm.update, post)
+    assert not update.relative and update.subset == Subset.BIAS_TAIL
+    # a delta of the absolute update is the trained weight minus the bank's, to its step
+    bank = dict(post.named_parameters())
+    name = "tail.bias"
+    step = (warm.weights[name] - bank[name].detach() - update.deltas[name]).abs().max()
+    assert step < 0.5 * (warm.weights[name] - bank[name].detach()).abs().max()
+    with pytest.raises(ValueError, match="outside the subset"):
+        bigger = {**cold.weights, "head.weight": torch.zeros(1)}
+        fit_forms(post, decoded, sources, RD, (False,), init=bigger)
 
 
 @pytest.mark.slow  # 100 backward passes through a real network
