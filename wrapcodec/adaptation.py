@@ -125,13 +125,13 @@ def climb(
     each update; every variant tried, in order.
 
     Updates are quantisation 3 at the RDO's ``lam``. When ``previous`` is in force for this
-    option, each rung starts from it (warm start) and is sent both absolute and relative
-    (one fit, two encodings). Each rung above the first begins its training where the rung
-    below it ended (its float weights; the update is coded as ever, against the bank or the
-    update in force), so a larger rung builds on the steps spent below it instead of starting
-    over. The climb stops after a rung whose best J (``cost`` of the
-    measured output and the update's bytes) is not below the best of the rungs below it:
-    a larger rung rarely wins where a smaller one has stopped paying."""
+    option, the first rung starts from it (warm start) and every rung is sent both absolute
+    and relative (one fit, two encodings). Each rung above the first begins its training
+    where the rung below it ended (its float weights; the update is still coded against the
+    bank or the update in force), so a larger rung builds on the steps spent below it instead
+    of starting over. The climb stops after a rung whose best J (``cost`` of the measured
+    output and the update's bytes) is not below the best of the rungs below it: a larger
+    rung rarely wins where a smaller one has stopped paying."""
     layout = seg.layout
     if layout.processors is None or not plan:
         return []
