@@ -71,6 +71,51 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
     assert "32 from cache" in again.stdout
 
 
+def test_bench_auto_depth_takes_direct_codings_lower_j(
+    runner: CliRunner, dataset: Path, tmp_path: Path
+) -> None:
+    """``--bitdepth auto`` codes direct at 10 and 8 bits, then every point of a sequence and
+    QP at the depth whose direct coding has the lower J, as the encoder chooses it; a direct
+    point cached before points recorded their J is measured again."""
+    out = tmp_path / "bench"
+    args = ["bench", str(dataset), "--codec", "x264", "--qps", "22,44", "--preset", "ultrafast"]
+    args += ["--options", "9", "--jobs", "1", "--out", str(out), "--bitdepth", "auto"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["bitdepth"] == "auto"
+    assert results["computed_points"] == 2 * 2 * 2 + 2 * 2  # direct twice, Lanczos once
+    cache = point_cache(out / "cache")
+    for seq in ("pj_a", "pj_b"):
+        for qp in (22, 44):
+            here = [
+                p["spec"]
+                for p in results["points"]
+                if p["spec"]["sequence"] == seq and p["spec"]["qp"] == qp
+            ]
+            direct = next(spec for spec in here if spec["option"] == 0)
+            costs = {}
+            for depth in (10, 8):
+                hit = cache.get(PointSpec(**{**direct, "bitdepth": depth}))
+                assert hit is not None and hit.cost is not None
+                costs[depth] = hit.cost
+            chosen = min((10, 8), key=lambda d: costs[d])
+            assert {spec["bitdepth"] for spec in here} == {chosen}, (seq, qp, costs)
+    rows = list(csv.DictReader(io.StringIO((out / "points.csv").read_text())))
+    assert {r["bitdepth"] for r in rows} <= {"8", "10"} and len(rows) == 8
+    assert "chosen per sequence and QP" in (out / "report.md").read_text()
+    # a direct point cached without its J (an older cache) is measured again
+    stale = next(
+        f for f in (out / "cache").iterdir() if json.loads(f.read_text())["spec"]["option"] == 0
+    )
+    entry = json.loads(stale.read_text())
+    entry["cost"] = None
+    stale.write_text(json.dumps(entry))
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "results.json").read_text())["computed_points"] == 1
+
+
 def test_printed_table_fits_80_columns(dataset: Path, tmp_path: Path) -> None:
     """At 80 columns the table names every row in full and cuts nothing."""
     args = ["bench", str(dataset), "--codec", "x264", "--qps", "30,40", "--preset", "ultrafast"]

@@ -427,13 +427,16 @@ _codec_opt = click.option(
 _preset_opt = click.option("--preset", default=None, help="Encoder preset [backend default].")
 
 
-def _bitdepth_option(help: str, auto: bool = False) -> Callable[[Callable[..., Any]], Any]:
-    """``--bitdepth 8|10`` (default 10), or with ``auto`` ``auto|8|10`` (default auto)."""
+def _bitdepth_option(
+    help: str, auto: bool = False, default: str | None = None
+) -> Callable[[Callable[..., Any]], Any]:
+    """``--bitdepth 8|10`` (default 10), or with ``auto`` ``auto|8|10`` (default auto, or
+    ``default``)."""
     choices = ["auto", "8", "10"] if auto else ["8", "10"]
     return click.option(
         "--bitdepth",
         type=click.Choice(choices),
-        default="auto" if auto else "10",
+        default=default or ("auto" if auto else "10"),
         show_default=True,
         help=help,
     )
@@ -987,7 +990,12 @@ def demo(
 @click.option("--qps", default="22,27,32,37,42,47", show_default=True, help="Comma-separated QPs.")
 @click.option("--frames", type=int, default=None, help="Use the first N frames of each sequence.")
 @_preset_opt
-@_bitdepth_opt
+@_bitdepth_option(
+    "Bit depth of the coded bottleneck; auto: per sequence and QP, the depth whose direct coding "
+    "has the lower J, as `encode` chooses it.",
+    auto=True,
+    default="10",
+)
 @click.option(
     "--options",
     "options",
@@ -1086,7 +1094,7 @@ def bench(
         qps=qp_list,
         frames=frames,
         preset=preset,
-        bitdepth=int(bitdepth),
+        bitdepth="auto" if bitdepth == "auto" else int(bitdepth),
         options=sorted({0, *(int(o.code) for o in parse_options(options, bank.has, bank.where))}),
         metrics=_list(metrics),
         jobs=n_jobs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,7 +57,7 @@ class BenchConfig(BaseModel):
     qps: list[int] = Field(default_factory=lambda: [22, 27, 32, 37, 42, 47])
     frames: int | None = None
     preset: str | None = None
-    bitdepth: int = 10
+    bitdepth: int | Literal["auto"] = 10  # auto: direct coding's lower J per sequence and QP
     options: list[int] = Field(default_factory=lambda: [0, 9, 10, 11, 12, 13, 14])
     metrics: list[str] = Field(default_factory=lambda: ["psnr"])
     jobs: int = 1
@@ -83,8 +83,19 @@ def sequences(dataset: Path) -> list[Path]:
     return found
 
 
+def bitdepths(config: BenchConfig) -> tuple[int, ...]:
+    """The bottleneck depths the run codes at: the one asked for or, with ``auto``, every
+    depth the codec takes, the highest first (as ``encode --bitdepth auto`` tries them: on
+    equal J the first wins)."""
+    if config.bitdepth != "auto":
+        return (config.bitdepth,)
+    return tuple(sorted(get_backend(config.codec).bitdepths, reverse=True))
+
+
 def plan(config: BenchConfig) -> tuple[list[PointSpec], list[str]]:
-    """All point specs of a run, and notes on skipped options."""
+    """All point specs of a run at one bottleneck depth, and notes on skipped options."""
+    if config.bitdepth == "auto":
+        raise ValueError("plan() codes one depth: plan each of bitdepths(config)")
     backend = get_backend(config.codec)
     preset = config.preset or backend.default_preset
     for m in config.metrics:

@@ -113,6 +113,9 @@ class Point(BaseModel):
     decode_fps: float
     post_kmacs_per_pixel: float
     psnr_yuv_lanczos_post: float | None = None  # neural options: same bitstream, Lanczos up
+    # J = D + λ·R of the point as the encoder computes it (encode.rd_cost; None: a point
+    # cached before it was recorded)
+    cost: float | None = None
     # Content adaptation (neural options with spec.adapt_steps > 0; None/False otherwise). The
     # figures above are those of the variant with the lower J, as the encoder decides.
     adapt_gain_db: float | None = None  # PSNR-YUV with the update minus without
@@ -226,6 +229,7 @@ def run_point(spec: PointSpec) -> Point:
             scores = {}
         lanczos_post = _lanczos_post(backend, source, layout, stream, spec.frames) if bank else None
     bits = _bits(coded, update)
+    cost = rd_cost(coded.mse_8bit, bits, spec.frames, info, backend.qp_to_lambda(spec.qp))
     bw, bh = layout.bottleneck
     return Point(
         spec=spec,
@@ -247,6 +251,7 @@ def run_point(spec: PointSpec) -> Point:
         decode_fps=spec.frames / coded.decode_s,
         post_kmacs_per_pixel=post_kmacs_per_pixel(spec.option, info.width, info.height, bank),
         psnr_yuv_lanczos_post=lanczos_post,
+        cost=cost,
         **adaptation,
     )
 

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def points_csv(points: Sequence[Point]) -> str:
         "codec",
         "preset",
         "qp",
+        "bitdepth",
         "frames",
         "bits",
         "kbps",
@@ -100,7 +102,7 @@ def points_csv(points: Sequence[Point]) -> str:
         row.update(
             {
                 k: getattr(p.spec, k)
-                for k in ("sequence", "option", "codec", "preset", "qp", "frames")
+                for k in ("sequence", "option", "codec", "preset", "qp", "bitdepth", "frames")
             }
         )
         row["adapt_steps"] = p.spec.adapt_steps
@@ -120,7 +122,7 @@ def markdown(results: BenchResults) -> str:
         "",
         f"wrapcodec {results.versions['wrapcodec']}, ffmpeg {results.versions['ffmpeg']}, "
         f"{config.codec} {results.versions['encoder']}; QPs {config.qps}, preset "
-        f"{results.preset}, {config.bitdepth}-bit bottleneck.",
+        f"{results.preset}, {_depth_text(results)}.",
         "",
     ]
     for method in METHODS:
@@ -155,6 +157,20 @@ TITLES = {
     "envelope": "BD-rate, RD envelope (continuous RDO; primary)",
     "pareto": "BD-rate, discrete Pareto frontier (the paper's variant; biased by interpolation)",
 }
+
+
+def _depth_text(results: BenchResults) -> str:
+    """The bottleneck depth of the run: the one asked for, or with ``auto`` the points each
+    depth was chosen for."""
+    if results.config.bitdepth != "auto":
+        return f"{results.config.bitdepth}-bit bottleneck"
+    anchors = [p for p in results.points if p.spec.option == 0 and not p.spec.rival]
+    counts = Counter(p.spec.bitdepth for p in anchors)
+    at = ", ".join(f"{d} bits at {counts[d]}" for d in sorted(counts, reverse=True))
+    return (
+        "bottleneck depth chosen per sequence and QP by direct coding's J, as `encode "
+        f"--bitdepth auto` chooses it ({at} of the {len(anchors)} sequence-QP pairs)"
+    )
 
 
 def _bd_markdown(results: BenchResults, method: str, metric: str) -> list[str]:

@@ -16,7 +16,7 @@ from wrapcodec.backend import get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.bench.analysis import BenchResults, assemble
 from wrapcodec.bench.cache import Cache, Keyed
-from wrapcodec.bench.plan import BenchConfig, plan
+from wrapcodec.bench.plan import BenchConfig, bitdepths, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, run_point
 from wrapcodec.bench.report import versions, write_outputs
 from wrapcodec.encode import ProgressSink
@@ -127,17 +127,23 @@ def run_bench(
     and the files written."""
     backend = get_backend(config.codec)
     ffmpeg.require(backend)
-    specs, notes = plan(config)
-    if progress is not None:
-        progress.start(len(specs))
+    cache = point_cache(folder / "cache")
 
     def advance(point: Point, _hit: bool) -> None:
         if progress is not None:
             progress.advance(f"{point.spec.sequence[:12]} {point.option_name}")
 
-    points, computed = run_points(
-        specs, point_cache(folder / "cache"), config.jobs, config.dask, advance
-    )
+    plans = {d: plan(config.model_copy(update={"bitdepth": d})) for d in bitdepths(config)}
+    first, notes = next(iter(plans.values()))
+    specs, anchored = first, 0
+    if len(plans) > 1:
+        anchors = [s for d, (p, _) in plans.items() for s in p if s.option == 0 and not s.rival]
+        if progress is not None:
+            progress.start(len(anchors) + len(first))
+        specs, anchored = _at_best_depths(config, plans, anchors, cache, advance)
+    elif progress is not None:
+        progress.start(len(specs))
+    points, computed = run_points(specs, cache, config.jobs, config.dask, advance)
     neural = any(OPTIONS[c].neural for c in config.options)
     results = assemble(
         config,
@@ -146,6 +152,38 @@ def run_bench(
         notes,
         command,
         versions(backend, get_bank(config.models) if neural else None),
-        computed,
+        computed + anchored,
     )
     return results, write_outputs(folder, results, points)
+
+
+def _at_best_depths(
+    config: BenchConfig,
+    plans: dict[int, tuple[list[PointSpec], list[str]]],
+    anchors: Sequence[PointSpec],
+    cache: Cache[Point],
+    advance: Callable[[Point, bool], None],
+) -> tuple[list[PointSpec], int]:
+    """``--bitdepth auto``: direct coding (``anchors``) measured at every depth of ``plans``
+    (highest first), then every point of a sequence and QP at the depth whose direct coding
+    has the lower J (the first of equals), as ``encode`` chooses it for a segment. Returns
+    those specs, in the order of the first plan, and how many anchors were measured now."""
+    for spec in anchors:
+        hit = cache.get(spec)
+        if hit is not None and hit.cost is None:  # cached before points recorded their J
+            cache.path(spec).unlink()
+    measured, computed = run_points(anchors, cache, config.jobs, config.dask, advance)
+    cost: dict[tuple[str, int, int], float] = {}
+    for p in measured:
+        assert p.cost is not None
+        cost[(p.spec.sequence, p.spec.qp, p.spec.bitdepth)] = p.cost
+    depths = list(plans)
+    best = {(seq, qp): min(depths, key=lambda d: cost[(seq, qp, d)]) for seq, qp, _ in cost}
+    chosen = {
+        (s.sequence, s.option, s.qp, s.rival): s
+        for d in depths
+        for s in plans[d][0]
+        if best[(s.sequence, s.qp)] == d
+    }
+    first = plans[depths[0]][0]
+    return [chosen[(s.sequence, s.option, s.qp, s.rival)] for s in first], computed
