@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import shutil
+import signal
 import struct
 import zlib
 from collections.abc import Callable
@@ -448,6 +449,38 @@ def test_same_input_same_file(
     again = tmp_path / "again.wrp"
     _encode(runner, clip8, again, "--options", "0,2", "--adapt-steps", "40")
     assert again.read_bytes() == wrp.read_bytes()
+
+
+@pytest.mark.slow  # two encodes, each adapting two candidates
+def test_candidates_adapted_at_once_give_the_file_of_one_after_the_other(
+    clip8: Path, tmp_path: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    """With --jobs 2 the neural candidates are adapted on two threads at once: the same
+    updates, report figures and bytes as with --jobs 1."""
+    require_backend("x265")
+    args = ["--options", "0,1,5", "--effort", "exhaustive", "--adapt-steps", "30"]
+    one = _encode(runner, clip8, tmp_path / "one.wrp", *args, "--jobs", "1")
+    two = _encode(runner, clip8, tmp_path / "two.wrp", *args, "--jobs", "2")
+    assert (tmp_path / "one.wrp").read_bytes() == (tmp_path / "two.wrp").read_bytes()
+
+    def tried(report: dict) -> list[list[dict]]:  # every update fitted, less its seconds
+        runs = [(c.get("adaptation") or {}).get("tried") or [] for c in report["candidates"]]
+        return [[{k: v for k, v in t.items() if k != "seconds"} for t in run] for run in runs]
+
+    assert tried(one) == tried(two) and len([run for run in tried(two) if run]) == 2
+
+
+def test_a_fit_ends_when_a_signal_has_come(
+    post: PostProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit on a worker thread, which the signal handler does not interrupt, checks for a
+    signal at every step and ends with its exception."""
+    from wrapcodec import interrupt
+
+    decoded, sources = _pictures()
+    monkeypatch.setattr(interrupt, "_received", [signal.SIGTERM])
+    with pytest.raises(interrupt.Terminated):
+        fit(post, decoded, sources, RD)
 
 
 def test_corrupt_update_is_refused_with_one_line(

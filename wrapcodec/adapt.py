@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wrapcodec import interrupt
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PEAK_8BIT, PostProcessor, mse_8bit
 from wrapcodec.update import (
@@ -180,7 +181,9 @@ def step_count(cfg: AdaptConfig, samples: int, crop: tuple[int, int]) -> int:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread inside the block (a process-wide setting: fits run at once on
+    several Python threads enter it once, around all of them)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -250,6 +253,9 @@ def _train(
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
     for _ in range(steps):
+        stop = interrupt.received()
+        if stop is not None:  # a signal: a fit on a worker thread ends with the program
+            raise stop
         (y, uv), (ty, tuv) = _batch(*data, size, cfg, gen)
         y_hat, uv_hat = model.restore(y, uv)
         loss = mse_8bit(y_hat, uv_hat, ty, tuv)
@@ -399,7 +405,7 @@ def fit_forms(
         _check(decoded, sources, replace(cfg, relative=relative), start)
     t0 = time.perf_counter()
     out = []
-    with _one_thread():
+    with one_torch_thread():
         model = copy.deepcopy(post) if start is None else apply_update(post, start)
         height, width = sources[0][0].shape[-2:]
         with torch.no_grad():

@@ -10,13 +10,16 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from wrapcodec.adapt import one_torch_thread
 from wrapcodec.container import Segment
 from wrapcodec.encode.adapting import with_adaptation
 from wrapcodec.encode.config import EncodeConfig
 from wrapcodec.encode.report import (
+    AdaptationReport,
     DepthReport,
     ProgressSink,
     SegmentReport,
@@ -175,12 +178,7 @@ def choose(
     decision = search(job, usable, clip, budget, progress)
     timings.probe_s += decision.probe_s
     trials: list[Trial] = []
-    for trial in decision.trials:
-        adaptation = None
-        if job.adapt is not None and trial.option.neural:
-            t0 = time.perf_counter()
-            trial, adaptation = with_adaptation(job, trial, clip, budget, in_force)
-            timings.adapt_s += time.perf_counter() - t0
+    for trial, adaptation in _adapted(job, decision.trials, clip, budget, in_force, timings):
         trials.append(trial)
         report = candidate_report(trial, clip.count, job.info)
         report.adaptation = adaptation
@@ -209,6 +207,39 @@ def choose(
         probe=decision.probe,
         candidates=reports,
     )
+
+
+def _adapted(
+    job: Job,
+    trials: Sequence[Trial],
+    clip: Clip,
+    budget: float | None,
+    in_force: InForce | None,
+    timings: Timings,
+) -> list[tuple[Trial, AdaptationReport | None]]:
+    """Each of ``trials``, a neural one with content adaptation (:func:`with_adaptation`).
+
+    The neural ones are adapted on up to ``job.jobs`` threads at once, one torch thread
+    each: every fit is seeded and single-threaded, so the figures are those of one after
+    the other, in about the time of the longest."""
+    neural = [k for k, t in enumerate(trials) if job.adapt is not None and t.option.neural]
+    out: list[tuple[Trial, AdaptationReport | None]] = [(t, None) for t in trials]
+    if not neural:
+        return out
+
+    def adapt(k: int) -> tuple[Trial, AdaptationReport]:
+        return with_adaptation(job, trials[k], clip, budget, in_force)
+
+    t0 = time.perf_counter()
+    if job.jobs <= 1 or len(neural) == 1:
+        done = [adapt(k) for k in neural]
+    else:
+        with one_torch_thread(), ThreadPoolExecutor(max_workers=job.jobs) as pool:
+            done = list(pool.map(adapt, neural))
+    timings.adapt_s += time.perf_counter() - t0
+    for k, result in zip(neural, done, strict=True):
+        out[k] = result
+    return out
 
 
 def record(best: Trial, first: int, count: int) -> Segment:
