@@ -42,6 +42,28 @@ def test_sigterm_encode(tmp_path: Path, parkjoy: Path, jobs: str) -> None:
     assert not [pid for pid in coders if alive(pid)], "ffmpeg left running"
 
 
+@requires_proc
+def test_sigterm_while_candidates_adapt_on_threads(tmp_path: Path, parkjoy: Path) -> None:
+    """SIGTERM while two candidates are fitted on worker threads (long fits, which the handler
+    cannot interrupt there): they stop at their next step, 'Terminated.', 143, nothing left."""
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    args = ["encode", str(parkjoy), "-o", str(out / "o.wrp"), "--codec", "x265", "--qp", "30"]
+    args += ["--preset", "ultrafast", "--options", "0,1,5", "--effort", "exhaustive"]
+    proc = start([*args, "--adapt-steps", "10000", "--jobs", "2"], tmp, tmp_path)
+    wait_for(proc, lambda: bool(list(tmp.glob("wrapcodec-*/*wrapper*"))), "coding")
+    time.sleep(4)  # both candidates measured; their fits (10,000 steps a rung) running
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    one_line(err, "Terminated.")
+    assert time.monotonic() - t0 < 30, "the fits ran on after the signal"
+    assert list(tmp.iterdir()) == []
+    assert list(out.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def wrapper_wrp(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Park Joy clip through the 1/2 wrapper (a neural post-processor: a slow decode)."""

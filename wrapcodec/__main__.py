@@ -9,7 +9,9 @@ module imports nothing heavy itself, installs the signal handlers of
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 from wrapcodec import interrupt
 
@@ -17,10 +19,19 @@ EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
 """128 + SIGINT, as a shell reports a command that Ctrl-C ended."""
 
 
+def _no_compiler_cache_folder() -> None:
+    """torch makes its compiler's cache folder (``$TMPDIR/torchinductor_USER``) as it first
+    imports the compiler, which content adaptation's optimiser does. wrapcodec compiles
+    nothing, so the folder would only be left behind, empty: point the cache at the
+    temporary folder itself, which exists (a setting of the user's own is kept)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.gettempdir())
+
+
 def main() -> None:
     """Import the command line and run it; a Ctrl-C or SIGTERM while importing, or after the
     command, exits 130 or 143 with one line."""
     interrupt.install()
+    _no_compiler_cache_folder()
     status = 0
     try:
         from wrapcodec.cli import main as cli_main
