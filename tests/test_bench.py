@@ -85,6 +85,8 @@ def test_bench_auto_depth_takes_direct_codings_lower_j(
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["bitdepth"] == "auto"
     assert results["computed_points"] == 2 * 2 * 2 + 2 * 2  # direct twice, Lanczos once
+    said = "8 points (8 computed, 0 from cache, and direct coding at 4 points of the depth not"
+    assert said in " ".join(result.stdout.split()), result.stdout
     cache = point_cache(out / "cache")
     for seq in ("pj_a", "pj_b"):
         for qp in (22, 44):

@@ -1113,10 +1113,12 @@ def bench(
         results, written = bench_run.run_bench(config, folder, command, _Bar(progress, "points"))
     console = Console()
     console.print(_bd_table(results, console.width))
-    computed = results.computed_points
+    cached = results.cached_points
+    other = results.computed_points - (len(results.points) - cached)
+    beside = f", and direct coding at {other} points of the depth not chosen" if other else ""
     console.print(
-        f"{len(results.points)} points ({computed} computed, "
-        f"{len(results.points) - computed} from cache); wrote "
+        f"{len(results.points)} points ({len(results.points) - cached} computed, "
+        f"{cached} from cache{beside}); wrote "
         f"{', '.join(p.name for p in written[:3])} and {len(written) - 3} plots to {folder}"
     )
 

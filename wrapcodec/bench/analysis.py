@@ -175,7 +175,8 @@ class BenchResults(BaseModel):
     bd_rate_without_update: BDTable = {}  # PSNR-YUV, rows with neural options (adapted runs)
     notes: list[str]
     points: list[Point]
-    computed_points: int
+    computed_points: int  # measured by this run (with `auto`, direct at the other depth too)
+    cached_points: int = 0  # of ``points``, those read from the cache
 
 
 def _curve(points: Sequence[Point], metric: str) -> Curve | None:
@@ -411,8 +412,10 @@ def assemble(
     command: str,
     versions: dict[str, str],
     computed: int,
+    cached: int | None = None,
 ) -> BenchResults:
-    """The results of a run: ``computed`` of its ``points`` measured now, the others cached."""
+    """The results of a run: ``computed`` points measured now, ``cached`` of its ``points``
+    read from the cache (default: those not measured now)."""
     metrics = ["psnr_yuv", "psnr_y"]
     if any(p.ssim_y is not None for p in points):
         metrics.append("ssim_y")
@@ -435,4 +438,5 @@ def assemble(
         notes=list(notes),
         points=list(points),
         computed_points=computed,
+        cached_points=len(points) - computed if cached is None else cached,
     )

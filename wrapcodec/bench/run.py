@@ -129,7 +129,11 @@ def run_bench(
     ffmpeg.require(backend)
     cache = point_cache(folder / "cache")
 
-    def advance(point: Point, _hit: bool) -> None:
+    measured: set[str] = set()
+
+    def advance(point: Point, hit: bool) -> None:
+        if not hit:
+            measured.add(point.spec.key())
         if progress is not None:
             progress.advance(f"{point.spec.sequence[:12]} {point.option_name}")
 
@@ -153,6 +157,7 @@ def run_bench(
         command,
         versions(backend, get_bank(config.models) if neural else None),
         computed + anchored,
+        cached=sum(1 for p in points if p.spec.key() not in measured),
     )
     return results, write_outputs(folder, results, points)
 
