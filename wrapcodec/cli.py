@@ -916,7 +916,7 @@ def models_install(
     check_input(weights)
     if val:
         get_backend(codec)  # an unknown codec is refused before anything is written
-    codecs = [c.strip() for c in serves.split(",")] if serves is not None else None
+    codecs = _list(serves) if serves is not None else None
     for name in codecs or []:
         get_backend(name)
     depths = [int(d) for d in bitdepths.split(",")] if bitdepths else None
