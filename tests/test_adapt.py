@@ -571,7 +571,7 @@ def test_segments_inherit_the_previous_update_when_it_pays(
     require_backend("x265")
     wrp = tmp_path / "s.wrp"
     extra = ["--options", "2", "--segment-frames", "3", "--adapt-steps", "60", "--qp", "32"]
-    report = _encode(runner, parkjoy, wrp, *extra)
+    report = _encode(runner, parkjoy, wrp, *extra, "--lambda", "model")
     _, segments = read_wrp(wrp)
     in_force = False
     for k, (seg, seg_report) in enumerate(zip(segments, report["segments"], strict=True)):

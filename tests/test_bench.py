@@ -347,8 +347,8 @@ def test_adapted_points_take_the_lower_cost(
 def test_adapted_point_is_the_encoders_decision(
     dataset: Path, adapted_run: tuple[Path, list[Point], list[Point]], tmp_path: Path
 ) -> None:
-    """``wrapcodec encode`` of the same clip, option and QP sends a file of the point's bits
-    and makes the same choice."""
+    """``wrapcodec encode`` of the same clip, option and QP at the relation's λ (bench's)
+    sends a file of the point's bits and makes the same choice."""
     _, with_update, _ = adapted_run
     point = next(p for p in with_update if p.spec.option == 2 and p.spec.qp == 16)
     config = EncodeConfig(
@@ -357,6 +357,7 @@ def test_adapted_point_is_the_encoders_decision(
         options=(OPTIONS[2],),
         adapt=AdaptConfig(steps=ADAPT_STEPS),
         bank=get_bank(),
+        lam="model",
     )
     report = encode_file(str(dataset / "pj_a.y4m"), str(tmp_path / "x.wrp"), config)
     adaptation = report.candidates[0].adaptation

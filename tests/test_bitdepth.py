@@ -47,7 +47,8 @@ def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
     lowest = min(segment["depths"], key=lambda d: d["cost"])
     assert segment["bitdepth"] == report["bitdepth"] == lowest["bitdepth"]
     direct = next(c for c in segment["candidates"] if c["code"] == 0)
-    assert direct["cost"] == lowest["cost"]  # the same bitstream, measured alike
+    # the same bitstream, measured alike (its J at the λ measured at that depth)
+    assert (direct["kbps"], direct["psnr_yuv"]) == (lowest["kbps"], lowest["psnr_yuv"])
     assert direct["shares"] is None and direct["encode_s"] > 0  # its own, coded once
     header, (coded,) = read_wrp(tmp_path / "auto.wrp")
     assert header.bottleneck_bitdepth == lowest["bitdepth"]
@@ -55,10 +56,14 @@ def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
 
     # The file is the one a fixed --bitdepth of that depth writes, byte for byte.
     fixed = tmp_path / "fixed.wrp"
-    _encode(
+    at = _encode(
         runner, clip8, fixed, "--qp", qp, "--options", "0,1", "--bitdepth", str(lowest["bitdepth"])
     )
     assert (tmp_path / "auto.wrp").read_bytes() == fixed.read_bytes()
+    # The candidates were judged at the λ measured at the depth chosen, as at that fixed depth.
+    lam, fixed_lam = segment["lam"], at["segments"][0]["lam"]
+    assert lam.pop("seconds") > 0 and fixed_lam.pop("seconds") > 0
+    assert lam == fixed_lam and lam["measured"]
 
 
 def test_one_depth_under_a_bitrate_budget_or_when_asked(

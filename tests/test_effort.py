@@ -22,6 +22,7 @@ from wrapcodec.cli import cli
 from wrapcodec.container import overhead_bytes
 from wrapcodec.encode import EncodeConfig, EncodeReport, encode_file, rd_cost
 from wrapcodec.encode.efforts import CODING_SHARE, EFFORTS, probe_frames, spread
+from wrapcodec.encode.lagrange import secant_scale
 from wrapcodec.encode.rate import MODEL_ENCODES, next_qp
 from wrapcodec.metrics import measure_files
 from wrapcodec.nets import default_pre_arithmetic
@@ -134,7 +135,7 @@ def test_every_effort_writes_a_file_that_decodes_to_its_measurement(
     assert chosen.cost == min(c.cost for c in coded if c.cost is not None)
     if effort == "exhaustive":
         assert len(coded) == 15 and segment.probe is None
-        assert report.encodes == 11  # 15 options, 11 distinct pre-processings
+        assert report.encodes == 12  # 15 options, 11 distinct pre-processings; λ's probe
     else:
         verify = EFFORTS[effort].verify
         assert verify is not None and len(coded) <= verify + 1  # the anchor and the best
@@ -142,10 +143,30 @@ def test_every_effort_writes_a_file_that_decodes_to_its_measurement(
 
 def test_exhaustive_matches_coding_every_option_on_its_own(parkjoy: Path, tmp_path: Path) -> None:
     """The reference: each option coded and measured by itself (no shared streams, no
-    search), J computed here; exhaustive must choose the same option with the same bits."""
+    search), J computed here at the λ of direct coding's secant from QP 42 to 45 (also coded
+    here); exhaustive must choose the same option with the same bits."""
     report = _encode(parkjoy, tmp_path / "e.wrp", "exhaustive", 42)
     backend, bank, info = get_backend("x264"), get_bank(None), read_info(parkjoy)
     settings = EncodeSettings(qp=42, preset="fast", bitdepth=10)
+    direct = Layout.make(info, OPTIONS[0], backend, 10, bank)
+    at = [
+        code_and_measure(backend, settings.model_copy(update={"qp": q}), parkjoy, direct, 0, 10, p)
+        for q, p in ((42, tmp_path / "d42"), (45, tmp_path / "d45"))
+    ]
+    scale = secant_scale(
+        backend,
+        42,
+        at[0].mse_8bit,
+        8 * at[0].payload_bytes,
+        45,
+        at[1].mse_8bit,
+        8 * at[1].payload_bytes,
+        10 * info.width * info.height,
+    )
+    assert scale is not None and report.segments[0].lam is not None
+    assert report.segments[0].lam.scale == pytest.approx(scale, rel=1e-12)
+    lam = scale * 0.85 * 2**10
+    assert report.rdo_lambda == pytest.approx(lam, rel=1e-12)
     costs: dict[int, tuple[float, int]] = {}
     for opt in ALL:
         if skip_reason(opt, info.width, info.height) is not None:
@@ -154,7 +175,7 @@ def test_exhaustive_matches_coding_every_option_on_its_own(parkjoy: Path, tmp_pa
         stream = tmp_path / f"{int(opt.code)}{backend.extension}"
         coded = code_and_measure(backend, settings, parkjoy, layout, 0, 10, stream)
         bits = 8 * (coded.payload_bytes + overhead_bytes(1))
-        costs[int(opt.code)] = (rd_cost(coded.mse_8bit, bits, 10, info, 0.85 * 2**10), bits)
+        costs[int(opt.code)] = (rd_cost(coded.mse_8bit, bits, 10, info, lam), bits)
     best = min(costs, key=lambda c: costs[c][0])
     assert report.option == best
     assert report.bits == costs[best][1]
@@ -170,8 +191,9 @@ def test_fast_decision_is_deterministic(parkjoy: Path, tmp_path: Path) -> None:
     def figures(r: EncodeReport) -> object:
         d = r.model_dump(exclude={"output", "timings"})
         for s in d["segments"]:
-            if s["probe"]:
-                s["probe"].pop("seconds")
+            for timed in ("probe", "lam"):
+                if s[timed]:
+                    s[timed].pop("seconds")
             for c in s["candidates"]:
                 c.pop("encode_s"), c.pop("decode_s")
         d.pop("candidates")
@@ -264,9 +286,11 @@ def test_json_says_how_every_candidate_was_judged(
 def test_fast_probes_a_stronger_downscale_only_while_the_milder_one_is_close(
     parkjoy: Path, tmp_path: Path
 ) -> None:
-    """At QP 38 lanczos-2/3's estimate is more than 10 % above direct's J, so lanczos-1/2 (which
-    the bound leaves in play) is not probed; coded in full, it is indeed behind lanczos-2/3."""
-    fast = {c.name: c for c in _encode(parkjoy, tmp_path / "f.wrp", "fast", 38).candidates}
+    """At QP 38, at the relation's λ, lanczos-2/3's estimate is more than 10 % above direct's
+    J, so lanczos-1/2 (which the bound leaves in play) is not probed; coded in full, it is
+    indeed behind lanczos-2/3."""
+    report = _encode(parkjoy, tmp_path / "f.wrp", "fast", 38, lam="model")
+    fast = {c.name: c for c in report.candidates}
     milder, stronger = fast["lanczos-2/3"].estimate, fast["lanczos-1/2"].estimate
     assert milder is not None and milder.method == "probe"
     assert stronger is not None and stronger.method == "family"

@@ -275,6 +275,7 @@ _NOT_STANDARD = {
     "adapt_steps": "--adapt-steps",
     "adapt_budget": "--adapt-budget",
     "pre_arithmetic": "--pre-arithmetic",
+    "lam": "--lambda",
 }
 
 
@@ -361,6 +362,21 @@ def _depths_line(report: EncodeReport) -> str:
     return "bottleneck bit depth: " + "; ".join(parts)
 
 
+def _lambda_line(report: EncodeReport) -> str:
+    """``--lambda measured``: each segment's λ and its scale over the codec's relation."""
+    parts = []
+    for s in report.segments:
+        where = f"frame {s.first_frame}: " if len(report.segments) > 1 else ""
+        if s.lam is None:
+            parts.append(f"{where}the relation's")
+        elif not s.lam.measured:
+            no_slope = f"no slope to QP {s.lam.probe_qp}"
+            parts.append(f"{where}{s.lam.lam:.4g}, the relation's ({no_slope})")
+        else:
+            parts.append(f"{where}{s.lam.lam:.4g} ({s.lam.scale:.2f} × the relation's)")
+    return "λ: " + "; ".join(parts)
+
+
 def _print_report(report: EncodeReport, as_json: bool) -> None:
     """The report on stdout, or on stderr when stdout carries the .wrp file (``-o -``)."""
     to_stderr = report.output == STDIO
@@ -388,6 +404,8 @@ def _print_report(report: EncodeReport, as_json: bool) -> None:
         console.print(f"{report.resumed} of {len(report.segments)} segments taken up, not coded")
     if any(s.depths for s in report.segments):
         console.print(_depths_line(report), highlight=False)
+    if any(s.lam is not None for s in report.segments):
+        console.print(_lambda_line(report), highlight=False)
     console.print(
         f"chosen: option {report.option} ({report.option_name}), {report.kbps:.1f} kbps, "
         f"PSNR-YUV {report.psnr_yuv:.3f} dB, PSNR-Y {report.psnr_y:.3f} dB → "
@@ -551,6 +569,15 @@ _models_opt = click.option(
     "exhaustive: none].",
 )
 @click.option(
+    "--lambda",
+    "lam",
+    type=click.Choice(["measured", "model"]),
+    default="measured",
+    show_default=True,
+    help="The price of a bit in J = D + λ·R: measured per segment on direct coding's RD curve "
+    "(one more direct encode, 3 QPs up), or the codec's reference relation λ(QP).",
+)
+@click.option(
     "--standard",
     is_flag=True,
     help="Write a plain stream any player decodes (OUT.mp4, .mkv, .webm, .ivf or the codec's "
@@ -586,6 +613,7 @@ def encode(
     pre_arithmetic: str,
     adapt_steps: int | None,
     adapt_budget: str | None,
+    lam: Literal["measured", "model"],
     standard: bool,
     metric: Metric,
     overwrite: bool,
@@ -637,6 +665,7 @@ def encode(
         resume=resume,
         pre_arithmetic=pre_arithmetic,
         auto_bitdepth=auto,
+        lam=lam,
     )
     _print_report(_encode(input, output, config, as_json), as_json)
 

@@ -31,7 +31,7 @@ def adapted(
     in force for this option, relative too), each measured; the report's top-level
     figures are those of the lowest J."""
     assert job.adapt is not None
-    lam = job.backend.qp_to_lambda(plain.qp)
+    lam = job.lam(plain.qp)
     samples = clip.count * job.info.width * job.info.height
     height, width = job.info.height + job.info.height % 2, job.info.width + job.info.width % 2
     crop = (min(job.adapt.crop, height), min(job.adapt.crop, width))

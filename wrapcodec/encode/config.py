@@ -65,6 +65,9 @@ class EncodeConfig(BaseModel):
     direct coding at each depth, the lowest J's depth for every candidate
     (:func:`~wrapcodec.encode.segments.at_best_depth`). Under a bitrate budget, and for a
     backend of one depth, ``settings.bitdepth`` is used."""
+    lam: Literal["measured", "model"] = "measured"
+    """The price of a bit in each segment's J (``--lambda``): measured on direct coding's RD
+    curve (:mod:`~wrapcodec.encode.lagrange`), or the backend's λ(QP) relation."""
 
     @field_validator("bitrate_kbps")
     @classmethod
@@ -116,6 +119,14 @@ class EncodeConfig(BaseModel):
         if not self.auto_bitdepth or self.bitrate_kbps is not None:
             return (depth,)
         return (depth, *(d for d in self.backend.bitdepths if d != depth))
+
+    def measures_lambda(self, usable: tuple[Option, ...]) -> bool:
+        """Whether a segment with the ``usable`` options measures its λ: asked to, at a QP,
+        and with something to choose by J (an option, a depth, or an update)."""
+        if self.lam != "measured" or self.bitrate_kbps is not None:
+            return False
+        adapted = self.adaptation is not None and any(o.neural for o in usable)
+        return len(usable) > 1 or len(self.bitdepths) > 1 or adapted
 
     @property
     def level(self) -> Effort:

@@ -284,6 +284,13 @@ def _header(
     )
 
 
+def _lam(config: EncodeConfig, first: SegmentReport) -> float:
+    """The λ of the first segment's decisions (each segment's: ``segments[k].lam``)."""
+    if first.lam is not None:
+        return first.lam.lam
+    return config.backend.qp_to_lambda(config.settings.qp)
+
+
 def _version(segments: Sequence[Segment], depths: Sequence[int]) -> int:
     """The oldest container version that holds ``segments`` coded at ``depths``."""
     if len(set(depths)) > 1:
@@ -317,7 +324,7 @@ def _report(
         auto_bitdepth=any(s.depths for s in seg_reports),
         qp=None if bitrate else settings.qp,
         bitrate_budget_kbps=bitrate,
-        rdo_lambda=None if bitrate else config.backend.qp_to_lambda(settings.qp),
+        rdo_lambda=None if bitrate else _lam(config, seg_reports[0]),
         width=info.width,
         height=info.height,
         frames=frames,

@@ -85,6 +85,7 @@ def encode_key(config: EncodeConfig, source: Path, ranges: Sequence[tuple[int, i
         "effort": config.effort,
         "pre_arithmetic": config.pre_arithmetic,
         "bitdepths": list(config.bitdepths),
+        "lambda": config.lam,
         "chains": config.chains,
         "source": sha256_file(source),
         "ranges": [list(r) for r in ranges],

@@ -166,6 +166,24 @@ class DepthReport(BaseModel):
     cost: float  # J at the segment's QP; the lowest one's depth codes every candidate
 
 
+class LambdaReport(BaseModel):
+    """A segment's λ, measured on direct coding at its QP and at ``probe_qp``
+    (:mod:`~wrapcodec.encode.lagrange`)."""
+
+    model: float  # the backend's relation at the segment's QP (8-bit SSE per bit)
+    scale: float  # the segment's λ over ``model``: the secant slope's ratio, or 1
+    measured: bool  # False: the curve did not fall there, the relation's λ is kept
+    probe_qp: int
+    probe_kbps: float
+    probe_psnr_yuv: float
+    seconds: float  # the probe's encode and measurement
+
+    @property
+    def lam(self) -> float:
+        """The λ the segment's decisions used."""
+        return self.scale * self.model
+
+
 class SegmentReport(BaseModel):
     first_frame: int
     frame_count: int
@@ -173,6 +191,7 @@ class SegmentReport(BaseModel):
     option_name: str
     bitdepth: int | None = None  # of the coded bottleneck (None: reports made before it)
     depths: list[DepthReport] = []  # --bitdepth auto: direct coding at each depth tried
+    lam: LambdaReport | None = None  # None: the backend's λ(QP) (--lambda model, one choice)
     probe: ProbeReport | None = None
     candidates: list[CandidateReport]
 

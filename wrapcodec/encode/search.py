@@ -412,7 +412,7 @@ class _Prober:
             job.overhead_bits,
             self.clip.count,
             job.info.width * job.info.height,
-            job.backend.qp_to_lambda(anchor.qp),
+            job.lam(anchor.qp),
         )
         est = _estimate_of(self.decision, opt)
         est.probe_bits, est.probe_mse, est.cost = 8 * t.coded.payload_bytes, t.coded.mse_8bit, cost
@@ -425,7 +425,7 @@ class _Prober:
         anchor, job = self._anchor, self.job
         assert anchor is not None
         distortion = rules.shared_distortion(anchor.coded.mse_8bit, mse, anchor_mse)
-        lam = job.backend.qp_to_lambda(anchor.qp)
+        lam = job.lam(anchor.qp)
         cost = rd_cost(distortion, anchor.bits, self.clip.count, job.info, lam)
         self.decision.reports[int(opt.code)] = bare_report(
             opt,

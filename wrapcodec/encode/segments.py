@@ -16,11 +16,13 @@ from pathlib import Path
 
 from wrapcodec.adapt import one_torch_thread
 from wrapcodec.container import Segment
+from wrapcodec.encode import lagrange
 from wrapcodec.encode.adapting import with_adaptation
 from wrapcodec.encode.config import EncodeConfig
 from wrapcodec.encode.report import (
     AdaptationReport,
     DepthReport,
+    LambdaReport,
     ProgressSink,
     SegmentReport,
     Silent,
@@ -100,11 +102,13 @@ def _code_segment(task: SegmentTask, progress: ProgressSink | None) -> SegmentDo
             clip = Clip(task.source, start, task.count)
         job = make_job(task.config, task.info, workdir, task.n_segments, task.jobs)
         timings = Timings()
-        job, depths = at_best_depth(job, task.config, clip)
+        job, depths, lam = priced_at_best_depth(job, task.config, task.usable, clip, timings)
         best, report = choose(
             job, task.config, task.usable, clip, task.in_force, progress or Silent(), timings
         )
-        report = report.model_copy(update={"bitdepth": job.settings.bitdepth, "depths": depths})
+        report = report.model_copy(
+            update={"bitdepth": job.settings.bitdepth, "depths": depths, "lam": lam}
+        )
         return SegmentDone(
             index=task.index,
             segment=record(best, task.first, task.count),
@@ -132,6 +136,26 @@ def make_job(
         jobs=jobs or default_jobs(),
         pre_arithmetic=config.pre_arithmetic,
     )
+
+
+def priced_at_best_depth(
+    job: Job, config: EncodeConfig, usable: tuple[Option, ...], clip: Clip, timings: Timings
+) -> tuple[Job, list[DepthReport], LambdaReport | None]:
+    """``job`` at its best depth (:func:`at_best_depth`), pricing bits at the λ measured on
+    ``clip`` when ``config`` measures it (:mod:`~wrapcodec.encode.lagrange`): measured at the
+    first depth for the depth's choice, and again at the depth chosen when that is another,
+    so that every candidate is judged as at a fixed ``--bitdepth`` of that depth."""
+    if not config.measures_lambda(usable):
+        job, depths = at_best_depth(job, config, clip)
+        return job, depths, None
+    job, lam = lagrange.measure(job, clip)
+    first = job.settings.bitdepth
+    job, depths = at_best_depth(job, config, clip)
+    if job.settings.bitdepth != first:
+        timings.probe_s += lam.seconds
+        job, lam = lagrange.measure(job, clip)
+    timings.probe_s += lam.seconds
+    return job, depths, lam
 
 
 def at_best_depth(job: Job, config: EncodeConfig, clip: Clip) -> tuple[Job, list[DepthReport]]:

@@ -164,6 +164,7 @@ class Job:
     adapt_budget: AdaptBudget | None = None  # per neural candidate and segment (None: none)
     jobs: int = 1  # candidates coded at once
     pre_arithmetic: str = "float32"
+    lam_scale: float = 1.0  # the segment's λ over the backend's relation (encode.lagrange)
     streams: Streams = field(default_factory=Streams)
 
     @property
@@ -199,6 +200,15 @@ class Job:
         folder."""
         return replace(self, settings=self.settings.model_copy(update={"bitdepth": bitdepth}))
 
+    def lam(self, qp: float) -> float:
+        """The price of a bit at ``qp``: the backend's λ(QP) times :attr:`lam_scale`."""
+        return self.lam_scale * self.backend.qp_to_lambda(qp)
+
+    def priced(self, scale: float) -> Job:
+        """This job pricing bits at ``scale`` times the backend's λ, sharing its bitstreams
+        and folder."""
+        return replace(self, lam_scale=scale)
+
     def kbps(self, bits: int, frames: int) -> float:
         """``bits`` over ``frames`` frames of the source, in kbit/s."""
         return metrics.kbps(bits, frames, self.info.fps_num, self.info.fps_den)
@@ -208,7 +218,7 @@ class Job:
     ) -> Trial:
         """``coded`` (and ``update``) as a trial of ``opt``: its bits, overhead included, and J."""
         bits = 8 * (coded.payload_bytes + len(update)) + self.overhead_bits
-        cost = rd_cost(coded.mse_8bit, bits, count, self.info, self.backend.qp_to_lambda(qp))
+        cost = rd_cost(coded.mse_8bit, bits, count, self.info, self.lam(qp))
         return Trial(opt, layout, coded, qp, bits, cost, update)
 
     def trial(
