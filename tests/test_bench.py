@@ -74,9 +74,10 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
 def test_bench_auto_depth_takes_direct_codings_lower_j(
     runner: CliRunner, dataset: Path, tmp_path: Path
 ) -> None:
-    """``--bitdepth auto`` codes direct at 10 and 8 bits, then every point of a sequence and
-    QP at the depth whose direct coding has the lower J, as the encoder chooses it; a direct
-    point cached before points recorded their J is measured again."""
+    """``--bitdepth auto`` codes direct at 10 and 8 bits (and 3 QPs up, for λ), then every
+    point of a sequence and QP at the depth whose direct coding has the lower J at the λ
+    measured at 10 bits, as the encoder chooses it; a direct point cached before points
+    recorded their MSE is measured again."""
     out = tmp_path / "bench"
     args = ["bench", str(dataset), "--codec", "x264", "--qps", "22,44", "--preset", "ultrafast"]
     args += ["--options", "9", "--jobs", "1", "--out", str(out), "--bitdepth", "auto"]
@@ -84,8 +85,9 @@ def test_bench_auto_depth_takes_direct_codings_lower_j(
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["bitdepth"] == "auto"
-    assert results["computed_points"] == 2 * 2 * 2 + 2 * 2  # direct twice, Lanczos once
-    said = "8 points (8 computed, 0 from cache, and direct coding at 4 points of the depth not"
+    # direct at two depths, each with its slope probe, and Lanczos once
+    assert results["computed_points"] == 2 * 2 * 2 * 2 + 2 * 2
+    said = "8 points (8 computed, 0 from cache, and 12 direct points that chose the depth and λ)"
     assert said in " ".join(result.stdout.split()), result.stdout
     cache = point_cache(out / "cache")
     for seq in ("pj_a", "pj_b"):
@@ -96,11 +98,23 @@ def test_bench_auto_depth_takes_direct_codings_lower_j(
                 if p["spec"]["sequence"] == seq and p["spec"]["qp"] == qp
             ]
             direct = next(spec for spec in here if spec["option"] == 0)
+            at = {
+                (depth, q): cache.get(PointSpec(**{**direct, "bitdepth": depth, "qp": q}))
+                for depth in (10, 8)
+                for q in (qp, qp + 3)
+            }
+            assert all(p is not None and p.mse is not None for p in at.values())
+            a, b = at[(10, qp)], at[(10, qp + 3)]
+            assert a is not None and b is not None and a.mse is not None and b.mse is not None
+            samples = direct["frames"] * {"pj_a": 128 * 72, "pj_b": 96 * 64}[seq]
+            slope = (b.mse - a.mse) / ((a.bits - b.bits) / samples)  # x264: λ = 0.85·2^((QP−12)/3)
+            scale = min(max(slope / (0.85 * 2 ** ((qp + 1.5 - 12) / 3)), 0.25), 64.0)
+            lam = scale * 0.85 * 2 ** ((qp - 12) / 3)
             costs = {}
             for depth in (10, 8):
-                hit = cache.get(PointSpec(**{**direct, "bitdepth": depth}))
-                assert hit is not None and hit.cost is not None
-                costs[depth] = hit.cost
+                p = at[(depth, qp)]
+                assert p is not None and p.mse is not None
+                costs[depth] = p.mse + lam * p.bits / samples
             chosen = min((10, 8), key=lambda d: costs[d])
             assert {spec["bitdepth"] for spec in here} == {chosen}, (seq, qp, costs)
     rows = list(csv.DictReader(io.StringIO((out / "points.csv").read_text())))
@@ -111,7 +125,7 @@ def test_bench_auto_depth_takes_direct_codings_lower_j(
         f for f in (out / "cache").iterdir() if json.loads(f.read_text())["spec"]["option"] == 0
     )
     entry = json.loads(stale.read_text())
-    entry["cost"] = None
+    entry["mse"] = None
     stale.write_text(json.dumps(entry))
     again = runner.invoke(cli, args)
     assert again.exit_code == 0, again.output
@@ -300,9 +314,8 @@ def adapted_run(
         options=[0, 2],
         threads=1,
     )
-    with_specs, _ = plan(config.model_copy(update={"adapt_steps": ADAPT_STEPS}))
-    with_update, computed = run_points(with_specs, cache)
-    assert computed == 0  # the CLI's points, read back
+    with_update = [Point(**p) for p in json.loads((out / "results.json").read_text())["points"]]
+    assert [p.spec.lam_scale != 1 for p in with_update] == [False, False, True, True]
     without, computed = run_points(plan(config)[0], cache)
     assert computed == 2  # only the neural points differ
     return out, with_update, without
@@ -347,8 +360,8 @@ def test_adapted_points_take_the_lower_cost(
 def test_adapted_point_is_the_encoders_decision(
     dataset: Path, adapted_run: tuple[Path, list[Point], list[Point]], tmp_path: Path
 ) -> None:
-    """``wrapcodec encode`` of the same clip, option and QP at the relation's λ (bench's)
-    sends a file of the point's bits and makes the same choice."""
+    """``wrapcodec encode`` of the same clip, option and QP sends a file of the point's bits
+    and makes the same choice, at the same measured λ."""
     _, with_update, _ = adapted_run
     point = next(p for p in with_update if p.spec.option == 2 and p.spec.qp == 16)
     config = EncodeConfig(
@@ -357,7 +370,6 @@ def test_adapted_point_is_the_encoders_decision(
         options=(OPTIONS[2],),
         adapt=AdaptConfig(steps=ADAPT_STEPS),
         bank=get_bank(),
-        lam="model",
     )
     report = encode_file(str(dataset / "pj_a.y4m"), str(tmp_path / "x.wrp"), config)
     adaptation = report.candidates[0].adaptation
@@ -365,6 +377,8 @@ def test_adapted_point_is_the_encoders_decision(
     assert adaptation.used == point.adapt_used and adaptation.bytes == point.adapt_bytes
     assert adaptation.cost_with == pytest.approx(point.adapt_cost_with)
     assert adaptation.cost_without == pytest.approx(point.adapt_cost_without)
+    (segment,) = report.segments
+    assert segment.lam is not None and segment.lam.scale == point.spec.lam_scale
     assert report.bits == point.bits == 8 * (tmp_path / "x.wrp").stat().st_size
     assert report.psnr_yuv == pytest.approx(point.psnr_yuv)
 

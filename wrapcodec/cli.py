@@ -497,6 +497,20 @@ _pre_arithmetic_opt = click.option(
     "does not depend on it): bfloat16 convolutions, 1.6-2.5x faster at 1080p where the CPU "
     "has them (AVX512-BF16, AMX), or float32, the reference [auto: bfloat16 where native].",
 )
+
+
+def _lambda_option(help: str) -> Callable[[Callable[..., Any]], Any]:
+    """``--lambda measured|model`` (default measured), into the parameter ``lam``."""
+    return click.option(
+        "--lambda",
+        "lam",
+        type=click.Choice(["measured", "model"]),
+        default="measured",
+        show_default=True,
+        help=help,
+    )
+
+
 _models_opt = click.option(
     "--models",
     default=None,
@@ -568,14 +582,9 @@ _models_opt = click.option(
     "(by a fixed model of a training step), or none [fast: no adaptation, medium: 4x, "
     "exhaustive: none].",
 )
-@click.option(
-    "--lambda",
-    "lam",
-    type=click.Choice(["measured", "model"]),
-    default="measured",
-    show_default=True,
-    help="The price of a bit in J = D + λ·R: measured per segment on direct coding's RD curve "
-    "(one more direct encode, 3 QPs up), or the codec's reference relation λ(QP).",
+@_lambda_option(
+    "The price of a bit in J = D + λ·R: measured per segment on direct coding's RD curve "
+    "(one more direct encode, 3 QPs up), or the codec's reference relation λ(QP)."
 )
 @click.option(
     "--standard",
@@ -1047,6 +1056,11 @@ def demo(
     help="Fit the encoder's update ladder within this budget per neural point (as encode's; "
     "none: every rung) instead of one fit of the biases and tail [one fit].",
 )
+@_lambda_option(
+    "The λ of the adapted points' updates and of --bitdepth auto's choice, as encode's: "
+    "measured per sequence and QP on direct coding's RD curve (direct coding 3 QPs up too), "
+    "or the codec's reference relation λ(QP)."
+)
 @click.option(
     "--interp",
     type=click.Choice(["pchip", "akima"]),
@@ -1086,6 +1100,7 @@ def bench(
     rivals: str,
     adapt_steps: int,
     adapt_budget: str,
+    lam: Literal["measured", "model"],
     interp: str,
     pre_arithmetic: str,
     out: str | None,
@@ -1135,6 +1150,7 @@ def bench(
         adapt_budget=adapt_budget,
         rivals=bench_plan.rival_names(backend, _list(rivals)),
         pre_arithmetic=pre_arithmetic,
+        lam=lam,
     )
     folder = Path(out or f"bench-{Path(dataset).stem}-{codec}")
     command = _resolved_command("bench", dataset, skip=("jobs", "threads", "dask", "out"))
@@ -1144,7 +1160,7 @@ def bench(
     console.print(_bd_table(results, console.width))
     cached = results.cached_points
     other = results.computed_points - (len(results.points) - cached)
-    beside = f", and direct coding at {other} points of the depth not chosen" if other else ""
+    beside = f", and {other} direct points that chose the depth and λ" if other else ""
     console.print(
         f"{len(results.points)} points ({len(results.points) - cached} computed, "
         f"{cached} from cache{beside}); wrote "

@@ -79,11 +79,14 @@ class PointSpec(BaseModel):
     adapt_budget: str = ""
     rival: str = ""  # a codec's own resolution tool (Backend.rivals), coded as option 0
     pre_arithmetic: str = "float32"  # of a wrapper's pre-processor (nets.PRE_ARITHMETICS)
+    lam_scale: float = 1.0  # an adapted point's λ over the codec's λ(QP) (encode.lagrange)
 
     def key(self) -> str:
-        """The cache key. ``adapt_steps == 0``, ``rival == ""`` and ``pre_arithmetic ==
-        "float32"`` are left out of it: such a point hashes as if the field did not exist."""
+        """The cache key. ``adapt_steps == 0``, ``rival == ""``, ``pre_arithmetic ==
+        "float32"`` and ``lam_scale == 1`` are left out of it: such a point hashes as if the
+        field did not exist."""
         exclude = {"path", "sequence", "models"}
+        exclude |= {"lam_scale"} if self.lam_scale == 1.0 else set()
         exclude |= {"pre_arithmetic"} if self.pre_arithmetic == "float32" else set()
         exclude |= set() if self.adapt_steps else {"adapt_steps"}
         exclude |= set() if self.adapt_budget else {"adapt_budget"}
@@ -116,6 +119,7 @@ class Point(BaseModel):
     # J = D + λ·R of the point as the encoder computes it (encode.rd_cost; None: a point
     # cached before it was recorded)
     cost: float | None = None
+    mse: float | None = None  # D of that J: the 6:1:1 YUV MSE in 8-bit units (None: cached before)
     # Content adaptation (neural options with spec.adapt_steps > 0; None/False otherwise). The
     # figures above are those of the variant with the lower J, as the encoder decides.
     adapt_gain_db: float | None = None  # PSNR-YUV with the update minus without
@@ -229,7 +233,7 @@ def run_point(spec: PointSpec) -> Point:
             scores = {}
         lanczos_post = _lanczos_post(backend, source, layout, stream, spec.frames) if bank else None
     bits = _bits(coded, update)
-    cost = rd_cost(coded.mse_8bit, bits, spec.frames, info, backend.qp_to_lambda(spec.qp))
+    cost = rd_cost(coded.mse_8bit, bits, spec.frames, info, _lam(backend, spec))
     bw, bh = layout.bottleneck
     return Point(
         spec=spec,
@@ -252,6 +256,7 @@ def run_point(spec: PointSpec) -> Point:
         post_kmacs_per_pixel=post_kmacs_per_pixel(spec.option, info.width, info.height, bank),
         psnr_yuv_lanczos_post=lanczos_post,
         cost=cost,
+        mse=coded.mse_8bit,
         **adaptation,
     )
 
@@ -276,6 +281,11 @@ def _set_up(spec: PointSpec) -> tuple[Backend, Bank | None, Layout]:
     return backend, bank, layout
 
 
+def _lam(backend: Backend, spec: PointSpec) -> float:
+    """The point's λ: the codec's λ(QP) times ``spec.lam_scale``."""
+    return spec.lam_scale * backend.qp_to_lambda(spec.qp)
+
+
 def _bits(coded: Coded, update: bytes = b"") -> int:
     """Bits of a one-segment .wrp file of ``coded`` and ``update``, as the encoder counts them."""
     return 8 * (coded.payload_bytes + len(update) + overhead_bytes(1))
@@ -293,7 +303,7 @@ def _adapt(
     within ``spec.adapt_budget`` (:func:`_climbed`), as ``encode`` chooses it."""
     fitted, adapted = _climbed(backend, spec, layout, source, stream, plain)
     info = layout.source
-    lam = backend.qp_to_lambda(spec.qp)
+    lam = _lam(backend, spec)
     cost_without = rd_cost(plain.mse_8bit, _bits(plain), spec.frames, info, lam)
     cost_with = rd_cost(adapted.mse_8bit, _bits(adapted, fitted.update), spec.frames, info, lam)
     used = keeps_update(cost_without, cost_with)  # the encoder's rule
@@ -318,7 +328,7 @@ def _climbed(
     """The encoder's ladder on a one-segment point: the rungs ``spec.adapt_budget`` pays for
     at ``spec.adapt_steps`` steps each, quantisation 3 at the point's λ; the lowest J."""
     info = layout.source
-    lam = backend.qp_to_lambda(spec.qp)
+    lam = _lam(backend, spec)
     cfg = AdaptConfig(steps=spec.adapt_steps)
     samples = spec.frames * info.width * info.height
     crop = (

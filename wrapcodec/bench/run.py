@@ -20,7 +20,9 @@ from wrapcodec.bench.plan import BenchConfig, bitdepths, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, run_point
 from wrapcodec.bench.report import versions, write_outputs
 from wrapcodec.encode import ProgressSink
+from wrapcodec.encode.lagrange import probe_qp, secant_scale
 from wrapcodec.options import OPTIONS
+from wrapcodec.y4m import read_info
 
 S = TypeVar("S", bound=Keyed)
 R = TypeVar("R", bound=BaseModel)
@@ -139,14 +141,16 @@ def run_bench(
 
     plans = {d: plan(config.model_copy(update={"bitdepth": d})) for d in bitdepths(config)}
     first, notes = next(iter(plans.values()))
-    specs, anchored = first, 0
-    if len(plans) > 1:
-        anchors = [s for d, (p, _) in plans.items() for s in p if s.option == 0 and not s.rival]
-        if progress is not None:
-            progress.start(len(anchors) + len(first))
-        specs, anchored = _at_best_depths(config, plans, anchors, cache, advance)
-    elif progress is not None:
-        progress.start(len(specs))
+    measures = config.lam == "measured" and (len(plans) > 1 or any(s.adapt_steps for s in first))
+    anchors = _anchors(plans, probes=measures)
+    if progress is not None:
+        progress.start(len(anchors) + len(first))
+    scales: dict[Seat, float] = {}
+    anchored = 0
+    if anchors:
+        scales, anchored = _measured_anchors(config, anchors, cache, advance, measures)
+    specs = _at_best_depths(plans, scales, cache) if len(plans) > 1 else first
+    specs = [_priced(s, scales) for s in specs]
     points, computed = run_points(specs, cache, config.jobs, config.dask, advance)
     neural = any(OPTIONS[c].neural for c in config.options)
     results = assemble(
@@ -162,33 +166,119 @@ def run_bench(
     return results, write_outputs(folder, results, points)
 
 
-def _at_best_depths(
+Seat = tuple[str, int, int]
+"""A sequence, QP and bottleneck depth: where direct coding anchors the points."""
+
+
+def _direct(spec: PointSpec, qp: int) -> PointSpec:
+    """Direct coding of ``spec``'s sequence at ``qp`` and ``spec``'s depth, as planned."""
+    return spec.model_copy(
+        update={
+            "option": 0,
+            "qp": qp,
+            "model_hash": "",
+            "models": None,
+            "adapt_steps": 0,
+            "adapt_budget": "",
+            "rival": "",
+            "pre_arithmetic": "float32",
+            "lam_scale": 1.0,
+        }
+    )
+
+
+def _anchors(plans: dict[int, tuple[list[PointSpec], list[str]]], probes: bool) -> list[PointSpec]:
+    """The direct points measured before the others: at every seat with several depths to
+    choose between, and with ``probes`` the slope probes of :mod:`~wrapcodec.encode.lagrange`
+    (direct coding 3 QPs up) too."""
+    if len(plans) == 1 and not probes:
+        return []
+    backend = get_backend(next(iter(plans.values()))[0][0].codec)
+    seats = {(s.sequence, s.qp, s.bitdepth): s for p, _ in plans.values() for s in p}
+    anchors = [_direct(s, s.qp) for s in seats.values()]
+    if probes:
+        anchors += [_direct(s, probe_qp(backend, s.qp)) for s in seats.values()]
+    return list({a.key(): a for a in anchors}.values())
+
+
+def _measured_anchors(
     config: BenchConfig,
-    plans: dict[int, tuple[list[PointSpec], list[str]]],
     anchors: Sequence[PointSpec],
     cache: Cache[Point],
     advance: Callable[[Point, bool], None],
-) -> tuple[list[PointSpec], int]:
-    """``--bitdepth auto``: direct coding (``anchors``) measured at every depth of ``plans``
-    (highest first), then every point of a sequence and QP at the depth whose direct coding
-    has the lower J (the first of equals), as ``encode`` chooses it for a segment. Returns
-    those specs, in the order of the first plan, and how many anchors were measured now."""
+    measures: bool,
+) -> tuple[dict[Seat, float], int]:
+    """``anchors`` measured (a point cached before it recorded its MSE measured again), and
+    with ``measures`` each seat's λ scale from its direct point and slope probe (1 where the
+    curve does not fall); how many were measured now."""
     for spec in anchors:
         hit = cache.get(spec)
-        if hit is not None and hit.cost is None:  # cached before points recorded their J
+        if hit is not None and hit.mse is None:
             cache.path(spec).unlink()
     measured, computed = run_points(anchors, cache, config.jobs, config.dask, advance)
-    cost: dict[tuple[str, int, int], float] = {}
+    if not measures:
+        return {}, computed
+    backend = get_backend(config.codec)
+    at = {(p.spec.sequence, p.spec.qp, p.spec.bitdepth): p for p in measured}
+    scales: dict[Seat, float] = {}
     for p in measured:
-        assert p.cost is not None
-        cost[(p.spec.sequence, p.spec.qp, p.spec.bitdepth)] = p.cost
+        seat = (p.spec.sequence, p.spec.qp, p.spec.bitdepth)
+        probe = at.get((p.spec.sequence, probe_qp(backend, p.spec.qp), p.spec.bitdepth))
+        if probe is None or seat in scales:
+            continue
+        assert p.mse is not None and probe.mse is not None
+        scale = secant_scale(
+            backend,
+            p.spec.qp,
+            p.mse,
+            p.bits,
+            probe.spec.qp,
+            probe.mse,
+            probe.bits,
+            p.spec.frames * _samples(p.spec),
+        )
+        scales[seat] = 1.0 if scale is None else scale
+    return scales, computed
+
+
+def _samples(spec: PointSpec) -> int:
+    """Luma samples per frame of ``spec``'s source."""
+    info = read_info(Path(spec.path))
+    return info.width * info.height
+
+
+def _priced(spec: PointSpec, scales: dict[Seat, float]) -> PointSpec:
+    """``spec`` at its seat's λ when it is an adapted point (the λ decides its update)."""
+    scale = scales.get((spec.sequence, spec.qp, spec.bitdepth))
+    if scale is None or not spec.adapt_steps:
+        return spec
+    return spec.model_copy(update={"lam_scale": scale})
+
+
+def _at_best_depths(
+    plans: dict[int, tuple[list[PointSpec], list[str]]],
+    scales: dict[Seat, float],
+    cache: Cache[Point],
+) -> list[PointSpec]:
+    """``--bitdepth auto``: every point of a sequence and QP at the depth whose direct coding
+    (measured, in ``cache``) has the lower J (the first of equals), at the λ measured at the
+    first depth (``scales``; the codec's λ(QP) without), as ``encode`` chooses it for a
+    segment. Returns those specs, in the order of the first plan."""
     depths = list(plans)
-    best = {(seq, qp): min(depths, key=lambda d: cost[(seq, qp, d)]) for seq, qp, _ in cost}
+    first = plans[depths[0]][0]
+    backend = get_backend(first[0].codec)
+
+    def cost(spec: PointSpec, depth: int) -> float:
+        p = cache.get(_direct(spec.model_copy(update={"bitdepth": depth}), spec.qp))
+        assert p is not None and p.mse is not None
+        lam = scales.get((spec.sequence, spec.qp, depths[0]), 1.0) * backend.qp_to_lambda(spec.qp)
+        return p.mse + lam * p.bits / (spec.frames * _samples(spec))
+
+    best = {(s.sequence, s.qp): min(depths, key=lambda d: cost(s, d)) for s in first}
     chosen = {
         (s.sequence, s.option, s.qp, s.rival): s
         for d in depths
         for s in plans[d][0]
         if best[(s.sequence, s.qp)] == d
     }
-    first = plans[depths[0]][0]
-    return [chosen[(s.sequence, s.option, s.qp, s.rival)] for s in first], computed
+    return [chosen[(s.sequence, s.option, s.qp, s.rival)] for s in first]
