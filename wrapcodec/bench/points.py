@@ -116,10 +116,11 @@ class Point(BaseModel):
     decode_fps: float
     post_kmacs_per_pixel: float
     psnr_yuv_lanczos_post: float | None = None  # neural options: same bitstream, Lanczos up
-    # J = D + λ·R of the point as the encoder computes it (encode.rd_cost; None: a point
-    # cached before it was recorded)
+    # J = D + λ·R of the point as the encoder computes it (encode.rd_cost) at the point's λ
+    # (spec.lam_scale times the codec's λ(QP)), and its D: the 6:1:1 YUV MSE in 8-bit units
+    # (None: a point cached before they were recorded)
     cost: float | None = None
-    mse: float | None = None  # D of that J: the 6:1:1 YUV MSE in 8-bit units (None: cached before)
+    mse: float | None = None
     # Content adaptation (neural options with spec.adapt_steps > 0; None/False otherwise). The
     # figures above are those of the variant with the lower J, as the encoder decides.
     adapt_gain_db: float | None = None  # PSNR-YUV with the update minus without
