@@ -352,13 +352,17 @@ def _print_standard(report: StandardReport, as_json: bool) -> None:
 
 
 def _depths_line(report: EncodeReport) -> str:
-    """``--bitdepth auto``: the depth each segment was coded at, and direct coding's J at
-    each depth tried."""
+    """``--bitdepth auto``: the depth each segment was coded at, and the J at each depth
+    tried of direct coding and of the best option on its bitstream."""
     parts = []
     for s in report.segments:
         costs = ", ".join(f"{d.cost:.4g} at {d.bitdepth}" for d in s.depths)
+        shared = ", ".join(
+            f"{d.shared_cost:.4g} at {d.bitdepth}" for d in s.depths if d.shared_cost is not None
+        )
+        also = f"; {s.depths[0].shared} J {shared}" if shared else ""
         where = f"frame {s.first_frame}: " if len(report.segments) > 1 else ""
-        parts.append(f"{where}{s.bitdepth} bits (direct J {costs})")
+        parts.append(f"{where}{s.bitdepth} bits (direct J {costs}{also})")
     return "bottleneck bit depth: " + "; ".join(parts)
 
 
