@@ -32,22 +32,19 @@ def _frames(path: Path) -> list[bytes]:
 
 
 @pytest.mark.parametrize("qp", ["22", "44"])
-def test_auto_codes_at_the_depth_of_the_lower_j_on_direct_codings_bitstream(
+def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
     runner: CliRunner,
     tmp_path: Path,
     clip8: Path,
     qp: str,
     require_backend: Callable[[str], None],
 ) -> None:
-    """The depth is that of the lowest J of direct coding and of post-1/1 (the bank's model
-    for that depth) on its bitstream."""
     require_backend("x264")
     report = _encode(runner, clip8, tmp_path / "auto.wrp", "--qp", qp, "--options", "0,1")
     (segment,) = report["segments"]
     assert report["auto_bitdepth"]
     assert [d["bitdepth"] for d in segment["depths"]] == [10, 8]
-    assert all(d["shared"] == "post-1/1" and d["shared_cost"] > 0 for d in segment["depths"])
-    lowest = min(segment["depths"], key=lambda d: min(d["cost"], d["shared_cost"]))
+    lowest = min(segment["depths"], key=lambda d: d["cost"])
     assert segment["bitdepth"] == report["bitdepth"] == lowest["bitdepth"]
     direct = next(c for c in segment["candidates"] if c["code"] == 0)
     # the same bitstream, measured alike (its J at the λ measured at that depth)

@@ -352,17 +352,13 @@ def _print_standard(report: StandardReport, as_json: bool) -> None:
 
 
 def _depths_line(report: EncodeReport) -> str:
-    """``--bitdepth auto``: the depth each segment was coded at, and the J at each depth
-    tried of direct coding and of the best option on its bitstream."""
+    """``--bitdepth auto``: the depth each segment was coded at, and direct coding's J at
+    each depth tried."""
     parts = []
     for s in report.segments:
         costs = ", ".join(f"{d.cost:.4g} at {d.bitdepth}" for d in s.depths)
-        shared = ", ".join(
-            f"{d.shared_cost:.4g} at {d.bitdepth}" for d in s.depths if d.shared_cost is not None
-        )
-        also = f"; {s.depths[0].shared} J {shared}" if shared else ""
         where = f"frame {s.first_frame}: " if len(report.segments) > 1 else ""
-        parts.append(f"{where}{s.bitdepth} bits (direct J {costs}{also})")
+        parts.append(f"{where}{s.bitdepth} bits (direct J {costs})")
     return "bottleneck bit depth: " + "; ".join(parts)
 
 
@@ -1164,7 +1160,7 @@ def bench(
     console.print(_bd_table(results, console.width))
     cached = results.cached_points
     other = results.computed_points - (len(results.points) - cached)
-    beside = f", and {other} more that chose the depth and λ" if other else ""
+    beside = f", and {other} direct points that chose the depth and λ" if other else ""
     console.print(
         f"{len(results.points)} points ({len(results.points) - cached} computed, "
         f"{cached} from cache{beside}); wrote "

@@ -22,7 +22,6 @@ from wrapcodec.bench.report import versions, write_outputs
 from wrapcodec.encode import ProgressSink
 from wrapcodec.encode.lagrange import probe_qp, secant_scale
 from wrapcodec.options import OPTIONS
-from wrapcodec.pipeline import stream_key
 from wrapcodec.y4m import read_info
 
 S = TypeVar("S", bound=Keyed)
@@ -189,32 +188,17 @@ def _direct(spec: PointSpec, qp: int) -> PointSpec:
 
 
 def _anchors(plans: dict[int, tuple[list[PointSpec], list[str]]], probes: bool) -> list[PointSpec]:
-    """The points measured before the others: with several depths to choose between, direct
-    coding and post-1/1 without an update at every seat, and with ``probes`` direct coding
-    at every seat and its slope probe (:mod:`~wrapcodec.encode.lagrange`: 3 QPs up)."""
+    """The direct points measured before the others: at every seat with several depths to
+    choose between, and with ``probes`` the slope probes of :mod:`~wrapcodec.encode.lagrange`
+    (direct coding 3 QPs up) too."""
     if len(plans) == 1 and not probes:
         return []
     backend = get_backend(next(iter(plans.values()))[0][0].codec)
     seats = {(s.sequence, s.qp, s.bitdepth): s for p, _ in plans.values() for s in p}
     anchors = [_direct(s, s.qp) for s in seats.values()]
-    if len(plans) > 1:
-        anchors += list(_sharing(plans).values())
     if probes:
         anchors += [_direct(s, probe_qp(backend, s.qp)) for s in seats.values()]
     return list({a.key(): a for a in anchors}.values())
-
-
-def _sharing(plans: dict[int, tuple[list[PointSpec], list[str]]]) -> dict[Seat, PointSpec]:
-    """At each seat, the planned point of the option that shares direct coding's bitstream
-    (post-1/1), with the bank's model as it is: with direct coding, it chooses the depth
-    (:func:`~wrapcodec.encode.segments.at_best_depth`)."""
-    neutral = {"adapt_steps": 0, "adapt_budget": "", "lam_scale": 1.0}
-    return {
-        (s.sequence, s.qp, s.bitdepth): s.model_copy(update=neutral)
-        for p, _ in plans.values()
-        for s in p
-        if s.option != 0 and not s.rival and stream_key(OPTIONS[s.option]) == stream_key(OPTIONS[0])
-    }
 
 
 def _measured_anchors(
@@ -276,27 +260,19 @@ def _at_best_depths(
     scales: dict[Seat, float],
     cache: Cache[Point],
 ) -> list[PointSpec]:
-    """``--bitdepth auto``: every point of a sequence and QP at the depth where direct coding
-    or post-1/1 on its bitstream (measured, in ``cache``) has the lowest J (the first of
-    equals), at the λ measured at the first depth (``scales``; the codec's λ(QP) without), as
-    ``encode`` chooses it for a segment. Returns those specs, in the order of the first
-    plan."""
+    """``--bitdepth auto``: every point of a sequence and QP at the depth whose direct coding
+    (measured, in ``cache``) has the lower J (the first of equals), at the λ measured at the
+    first depth (``scales``; the codec's λ(QP) without), as ``encode`` chooses it for a
+    segment. Returns those specs, in the order of the first plan."""
     depths = list(plans)
     first = plans[depths[0]][0]
     backend = get_backend(first[0].codec)
-    sharing = _sharing(plans)
 
     def cost(spec: PointSpec, depth: int) -> float:
-        seat = (spec.sequence, spec.qp, depth)
-        direct = _direct(spec.model_copy(update={"bitdepth": depth}), spec.qp)
-        at = [cache.get(direct), *([cache.get(sharing[seat])] if seat in sharing else [])]
+        p = cache.get(_direct(spec.model_copy(update={"bitdepth": depth}), spec.qp))
+        assert p is not None and p.mse is not None
         lam = scales.get((spec.sequence, spec.qp, depths[0]), 1.0) * backend.qp_to_lambda(spec.qp)
-        samples = spec.frames * _samples(spec)
-        costs = []
-        for p in at:
-            assert p is not None and p.mse is not None
-            costs.append(p.mse + lam * p.bits / samples)
-        return min(costs)
+        return p.mse + lam * p.bits / (spec.frames * _samples(spec))
 
     best = {(s.sequence, s.qp): min(depths, key=lambda d: cost(s, d)) for s in first}
     chosen = {

@@ -163,9 +163,7 @@ class DepthReport(BaseModel):
     bitdepth: int
     kbps: float
     psnr_yuv: float
-    cost: float  # direct coding's J at the segment's QP
-    shared: str | None = None  # the best option on direct's bitstream (post-1/1), if usable
-    shared_cost: float | None = None  # its J; the depth of the lowest J codes every candidate
+    cost: float  # J at the segment's QP; the lowest one's depth codes every candidate
 
 
 class LambdaReport(BaseModel):

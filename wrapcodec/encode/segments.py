@@ -33,7 +33,7 @@ from wrapcodec.encode.search import exhaustive, probed
 from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
 from wrapcodec.errors import InputError
 from wrapcodec.options import Option, OptionCode, option, skip_reason
-from wrapcodec.pipeline import InForce, Layout, segment_layout, stream_key
+from wrapcodec.pipeline import InForce, Layout, segment_layout
 from wrapcodec.workers import release_memory
 from wrapcodec.y4m import VideoInfo
 
@@ -146,11 +146,11 @@ def priced_at_best_depth(
     first depth for the depth's choice, and again at the depth chosen when that is another,
     so that every candidate is judged as at a fixed ``--bitdepth`` of that depth."""
     if not config.measures_lambda(usable):
-        job, depths = at_best_depth(job, config, clip, usable)
+        job, depths = at_best_depth(job, config, clip)
         return job, depths, None
     job, lam = lagrange.measure(job, clip)
     first = job.settings.bitdepth
-    job, depths = at_best_depth(job, config, clip, usable)
+    job, depths = at_best_depth(job, config, clip)
     if job.settings.bitdepth != first:
         timings.probe_s += lam.seconds
         job, lam = lagrange.measure(job, clip)
@@ -158,47 +158,32 @@ def priced_at_best_depth(
     return job, depths, lam
 
 
-def at_best_depth(
-    job: Job, config: EncodeConfig, clip: Clip, usable: Sequence[Option] = ()
-) -> tuple[Job, list[DepthReport]]:
-    """``job`` at the bottleneck bit depth of ``config.bitdepths`` where the best of direct
-    coding of ``clip`` and the ``usable`` options that share its bitstream (post-1/1, with
-    the bank's model) has the lowest J (the first of equals), and those codings at each
-    depth; ``job`` itself and no report where there is one depth. The direct bitstream of the
-    depth chosen is kept in the job's streams, so a candidate that codes the same one reuses
-    it.
+def at_best_depth(job: Job, config: EncodeConfig, clip: Clip) -> tuple[Job, list[DepthReport]]:
+    """``job`` at the bottleneck bit depth of ``config.bitdepths`` whose direct coding of
+    ``clip`` has the lowest J (the first of equals), and that coding at each depth; ``job``
+    itself and no report where there is one depth. The direct bitstream of the depth chosen
+    is kept in the job's streams, so a candidate that codes the same one reuses it.
 
-    The choice is made once for every candidate: a codec that codes the source better at one
-    depth (x264 codes camera content at 8 bits better at low QPs, at 10 bits at high ones)
-    codes the pre- and post-processed options' bottlenecks better there too, and coding
-    every candidate at each depth would double the encode. The options on direct's bitstream
-    cost no encode, and their post-processors differ by depth (the bank's priors for 8-bit
-    bottlenecks), so where direct coding is a near tie they decide."""
+    The choice is direct coding's, made once for every candidate: a codec that codes the
+    source better at one depth (x264 codes camera content at 8 bits better at low QPs, at 10
+    bits at high ones) codes the pre- and post-processed options' bottlenecks better there
+    too, and coding every candidate at each depth would double the encode."""
     if len(config.bitdepths) == 1:
         return job, []
     direct = option(OptionCode.DIRECT)
-    sharing = [o for o in usable if o.code != direct.code and stream_key(o) == stream_key(direct)]
     jobs = [job.at_depth(depth) for depth in config.bitdepths]
-    reports = [_at_depth(at, clip, direct, sharing) for at in jobs]
-    costs = [r.cost if r.shared_cost is None else min(r.cost, r.shared_cost) for r in reports]
-    best = min(range(len(jobs)), key=lambda k: costs[k])  # the first of equals
+    trials = [at.trial(direct, at.settings.qp, clip) for at in jobs]
+    reports = [
+        DepthReport(
+            bitdepth=at.settings.bitdepth,
+            kbps=at.kbps(t.bits, clip.count),
+            psnr_yuv=t.coded.psnr_yuv,
+            cost=t.cost,
+        )
+        for at, t in zip(jobs, trials, strict=True)
+    ]
+    best = min(range(len(jobs)), key=lambda k: trials[k].cost)  # the first of equals
     return jobs[best], reports
-
-
-def _at_depth(job: Job, clip: Clip, direct: Option, sharing: Sequence[Option]) -> DepthReport:
-    """Direct coding of ``clip`` at ``job``'s depth, and the best of ``sharing`` on its
-    bitstream."""
-    qp = job.settings.qp
-    t = job.trial(direct, qp, clip)
-    shared = min((job.trial(o, qp, clip) for o in sharing), key=lambda s: s.cost, default=None)
-    return DepthReport(
-        bitdepth=job.settings.bitdepth,
-        kbps=job.kbps(t.bits, clip.count),
-        psnr_yuv=t.coded.psnr_yuv,
-        cost=t.cost,
-        shared=None if shared is None else shared.option.name,
-        shared_cost=None if shared is None else shared.cost,
-    )
 
 
 def choose(
