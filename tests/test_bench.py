@@ -74,13 +74,14 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
 def test_bench_auto_depth_takes_direct_codings_lower_j(
     runner: CliRunner, dataset: Path, tmp_path: Path
 ) -> None:
-    """``--bitdepth auto`` codes direct at 10 and 8 bits (and 3 QPs up, for λ), then every
-    point of a sequence and QP at the depth whose direct coding has the lower J at the λ
-    measured at 10 bits, as the encoder chooses it; a direct point cached before points
+    """``--bitdepth auto --lambda measured`` codes direct at 10 and 8 bits (and 3 QPs up, for
+    λ), then every point of a sequence and QP at the depth whose direct coding has the lower
+    J at the λ measured at 10 bits, as the encoder chooses it; a direct point cached before points
     recorded their MSE is measured again."""
     out = tmp_path / "bench"
     args = ["bench", str(dataset), "--codec", "x264", "--qps", "22,44", "--preset", "ultrafast"]
     args += ["--options", "9", "--jobs", "1", "--out", str(out), "--bitdepth", "auto"]
+    args += ["--lambda", "measured"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
@@ -293,15 +294,16 @@ def test_adaptation_applies_to_neural_points_only(dataset: Path) -> None:
 def adapted_run(
     dataset: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[Point], list[Point]]:
-    """``bench --adapt-steps 20`` of option 2 on one clip through the CLI, its points, and the
-    same points without adaptation (same bitstreams: one thread, so the encodes are equal)."""
+    """``bench --adapt-steps 20 --lambda measured`` of option 2 on one clip through the CLI,
+    its points, and the same points without adaptation (same bitstreams: one thread, so the
+    encodes are equal)."""
     out = tmp_path_factory.mktemp("adapt") / "bench"
     clip = dataset / "pj_a.y4m"
     result = CliRunner().invoke(
         cli,
         [
             *("bench", str(clip), *ADAPT, "--adapt-steps", str(ADAPT_STEPS)),
-            *("--out", str(out), "--jobs", "1", "--threads", "1"),
+            *("--out", str(out), "--jobs", "1", "--threads", "1", "--lambda", "measured"),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -370,6 +372,7 @@ def test_adapted_point_is_the_encoders_decision(
         options=(OPTIONS[2],),
         adapt=AdaptConfig(steps=ADAPT_STEPS),
         bank=get_bank(),
+        lam="measured",
     )
     report = encode_file(str(dataset / "pj_a.y4m"), str(tmp_path / "x.wrp"), config)
     adaptation = report.candidates[0].adaptation

@@ -31,23 +31,26 @@ def _frames(path: Path) -> list[bytes]:
     return [b"".join(p.tobytes() for p in (f.y, f.u, f.v)) for f in iter_frames(path)]
 
 
+@pytest.mark.parametrize("lam", ["model", "measured"])
 @pytest.mark.parametrize("qp", ["22", "44"])
 def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
     runner: CliRunner,
     tmp_path: Path,
     clip8: Path,
     qp: str,
+    lam: str,
     require_backend: Callable[[str], None],
 ) -> None:
     require_backend("x264")
-    report = _encode(runner, clip8, tmp_path / "auto.wrp", "--qp", qp, "--options", "0,1")
+    args = ["--qp", qp, "--options", "0,1", "--lambda", lam]
+    report = _encode(runner, clip8, tmp_path / "auto.wrp", *args)
     (segment,) = report["segments"]
     assert report["auto_bitdepth"]
     assert [d["bitdepth"] for d in segment["depths"]] == [10, 8]
     lowest = min(segment["depths"], key=lambda d: d["cost"])
     assert segment["bitdepth"] == report["bitdepth"] == lowest["bitdepth"]
     direct = next(c for c in segment["candidates"] if c["code"] == 0)
-    # the same bitstream, measured alike (its J at the λ measured at that depth)
+    # the same bitstream, measured alike (with a measured λ, its J at that depth's λ)
     assert (direct["kbps"], direct["psnr_yuv"]) == (lowest["kbps"], lowest["psnr_yuv"])
     assert direct["shares"] is None and direct["encode_s"] > 0  # its own, coded once
     header, (coded,) = read_wrp(tmp_path / "auto.wrp")
@@ -56,14 +59,14 @@ def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
 
     # The file is the one a fixed --bitdepth of that depth writes, byte for byte.
     fixed = tmp_path / "fixed.wrp"
-    at = _encode(
-        runner, clip8, fixed, "--qp", qp, "--options", "0,1", "--bitdepth", str(lowest["bitdepth"])
-    )
+    at = _encode(runner, clip8, fixed, *args, "--bitdepth", str(lowest["bitdepth"]))
     assert (tmp_path / "auto.wrp").read_bytes() == fixed.read_bytes()
-    # The candidates were judged at the λ measured at the depth chosen, as at that fixed depth.
-    lam, fixed_lam = segment["lam"], at["segments"][0]["lam"]
-    assert lam.pop("seconds") > 0 and fixed_lam.pop("seconds") > 0
-    assert lam == fixed_lam and lam["measured"]
+    if lam == "measured":  # the candidates were judged at the λ measured at the depth chosen
+        auto_lam, fixed_lam = segment["lam"], at["segments"][0]["lam"]
+        assert auto_lam.pop("seconds") > 0 and fixed_lam.pop("seconds") > 0
+        assert auto_lam == fixed_lam and auto_lam["measured"]
+    else:
+        assert segment["lam"] is None
 
 
 def test_one_depth_under_a_bitrate_budget_or_when_asked(

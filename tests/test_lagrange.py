@@ -64,7 +64,7 @@ def test_the_choice_of_lambda_is_part_of_a_resumed_encodes_identity(parkjoy: Pat
         bank=get_bank(None),
         adapt=AdaptConfig(steps=0),
     )
-    model = config.model_copy(update={"lam": "model"})
+    model = config.model_copy(update={"lam": "measured"})
     assert encode_key(config, parkjoy, [(0, 10)]) != encode_key(model, parkjoy, [(0, 10)])
 
 
@@ -94,7 +94,7 @@ def test_a_measured_lambda_prices_every_candidate_and_the_report_says_it(
     info = read_info(clip8)
     samples = 4 * info.width * info.height
     args = ["--qp", "34", "--options", "0,1,5,9", "--bitdepth", "10"]
-    report, table = _encode(runner, clip8, tmp_path / "m.wrp", *args)
+    report, table = _encode(runner, clip8, tmp_path / "m.wrp", *args, "--lambda", "measured")
     lam = report["segments"][0]["lam"]
     relation = get_backend("x264").qp_to_lambda(34)
     assert lam["measured"] and lam["probe_qp"] == 37 and lam["model"] == relation
@@ -103,7 +103,7 @@ def test_a_measured_lambda_prices_every_candidate_and_the_report_says_it(
     _costs_at(report, report["rdo_lambda"], samples)
     assert f"λ: {report['rdo_lambda']:.4g} ({lam['scale']:.2f} × the relation's)" in table
 
-    model, table = _encode(runner, clip8, tmp_path / "r.wrp", *args, "--lambda", "model")
+    model, table = _encode(runner, clip8, tmp_path / "r.wrp", *args)  # the default
     assert model["segments"][0]["lam"] is None and model["rdo_lambda"] == relation
     assert model["encodes"] == 3
     _costs_at(model, relation, samples)
@@ -117,7 +117,9 @@ def test_nothing_to_choose_measures_nothing(
     encode on λ."""
     require_backend("x264")
     for args in (["--qp", "34", "--options", "0", "--bitdepth", "10"], ["--bitrate", "300"]):
+        args += ["--lambda", "measured"]
         report, _ = _encode(runner, clip8, tmp_path / f"{len(args)}.wrp", *args)
         assert report["segments"][0]["lam"] is None
-    direct, _ = _encode(runner, clip8, tmp_path / "d.wrp", "--qp", "34", "--options", "0")
+    args = ["--qp", "34", "--options", "0", "--lambda", "measured"]
+    direct, _ = _encode(runner, clip8, tmp_path / "d.wrp", *args)
     assert direct["segments"][0]["lam"]["measured"]  # two depths to choose between

@@ -500,12 +500,12 @@ _pre_arithmetic_opt = click.option(
 
 
 def _lambda_option(help: str) -> Callable[[Callable[..., Any]], Any]:
-    """``--lambda measured|model`` (default measured), into the parameter ``lam``."""
+    """``--lambda model|measured`` (default model), into the parameter ``lam``."""
     return click.option(
         "--lambda",
         "lam",
-        type=click.Choice(["measured", "model"]),
-        default="measured",
+        type=click.Choice(["model", "measured"]),
+        default="model",
         show_default=True,
         help=help,
     )
@@ -583,8 +583,8 @@ _models_opt = click.option(
     "exhaustive: none].",
 )
 @_lambda_option(
-    "The price of a bit in J = D + λ·R: measured per segment on direct coding's RD curve "
-    "(one more direct encode, 3 QPs up), or the codec's reference relation λ(QP)."
+    "The price of a bit in J = D + λ·R: the codec's reference relation λ(QP), or measured "
+    "per segment on direct coding's RD curve (one more direct encode, 3 QPs up)."
 )
 @click.option(
     "--standard",
@@ -622,7 +622,7 @@ def encode(
     pre_arithmetic: str,
     adapt_steps: int | None,
     adapt_budget: str | None,
-    lam: Literal["measured", "model"],
+    lam: Literal["model", "measured"],
     standard: bool,
     metric: Metric,
     overwrite: bool,
@@ -1058,8 +1058,8 @@ def demo(
 )
 @_lambda_option(
     "The λ of the adapted points' updates and of --bitdepth auto's choice, as encode's: "
-    "measured per sequence and QP on direct coding's RD curve (direct coding 3 QPs up too), "
-    "or the codec's reference relation λ(QP)."
+    "the codec's reference relation λ(QP), or measured per sequence and QP on direct "
+    "coding's RD curve (direct coding 3 QPs up too)."
 )
 @click.option(
     "--interp",
@@ -1100,7 +1100,7 @@ def bench(
     rivals: str,
     adapt_steps: int,
     adapt_budget: str,
-    lam: Literal["measured", "model"],
+    lam: Literal["model", "measured"],
     interp: str,
     pre_arithmetic: str,
     out: str | None,

@@ -65,9 +65,9 @@ class EncodeConfig(BaseModel):
     direct coding at each depth, the lowest J's depth for every candidate
     (:func:`~wrapcodec.encode.segments.at_best_depth`). Under a bitrate budget, and for a
     backend of one depth, ``settings.bitdepth`` is used."""
-    lam: Literal["measured", "model"] = "measured"
-    """The price of a bit in each segment's J (``--lambda``): measured on direct coding's RD
-    curve (:mod:`~wrapcodec.encode.lagrange`), or the backend's λ(QP) relation."""
+    lam: Literal["model", "measured"] = "model"
+    """The price of a bit in each segment's J (``--lambda``): the backend's λ(QP) relation,
+    or measured on direct coding's RD curve (:mod:`~wrapcodec.encode.lagrange`)."""
 
     @field_validator("bitrate_kbps")
     @classmethod
