@@ -12,7 +12,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from wrapcodec import ffmpeg, workers
-from wrapcodec.backend import get_backend
+from wrapcodec.backend import Backend, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.bench.analysis import BenchResults, assemble
 from wrapcodec.bench.cache import Cache, Keyed
@@ -20,6 +20,7 @@ from wrapcodec.bench.plan import BenchConfig, bitdepths, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, run_point
 from wrapcodec.bench.report import versions, write_outputs
 from wrapcodec.encode import ProgressSink
+from wrapcodec.encode.cost import rd_cost
 from wrapcodec.encode.lagrange import probe_qp, secant_scale
 from wrapcodec.options import OPTIONS
 from wrapcodec.y4m import read_info
@@ -142,14 +143,16 @@ def run_bench(
     plans = {d: plan(config.model_copy(update={"bitdepth": d})) for d in bitdepths(config)}
     first, notes = next(iter(plans.values()))
     measures = config.lam == "measured" and (len(plans) > 1 or any(s.adapt_steps for s in first))
-    anchors = _anchors(plans, probes=measures)
+    directs = _directs(plans) if len(plans) > 1 or measures else {}
+    probes = {seat: _probe(backend, d) for seat, d in directs.items()} if measures else {}
+    anchors = list({a.key(): a for a in [*directs.values(), *probes.values()]}.values())
     if progress is not None:
         progress.start(len(anchors) + len(first))
-    scales: dict[Seat, float] = {}
-    anchored = 0
-    if anchors:
-        scales, anchored = _measured_anchors(config, anchors, cache, advance, measures)
-    specs = _at_best_depths(plans, scales, cache) if len(plans) > 1 else first
+    at, anchored = _measured_anchors(config, anchors, cache, advance)
+    scales = {s: _scale(backend, at[directs[s].key()], at[p.key()]) for s, p in probes.items()}
+    specs = first
+    if len(plans) > 1:
+        specs = _at_best_depths(plans, {seat: at[d.key()] for seat, d in directs.items()}, scales)
     specs = [_priced(s, scales) for s in specs]
     points, computed = run_points(specs, cache, config.jobs, config.dask, advance)
     neural = any(OPTIONS[c].neural for c in config.options)
@@ -187,18 +190,14 @@ def _direct(spec: PointSpec, qp: int) -> PointSpec:
     )
 
 
-def _anchors(plans: dict[int, tuple[list[PointSpec], list[str]]], probes: bool) -> list[PointSpec]:
-    """The direct points measured before the others: at every seat with several depths to
-    choose between, and with ``probes`` the slope probes of :mod:`~wrapcodec.encode.lagrange`
-    (direct coding 3 QPs up) too."""
-    if len(plans) == 1 and not probes:
-        return []
-    backend = get_backend(next(iter(plans.values()))[0][0].codec)
-    seats = {(s.sequence, s.qp, s.bitdepth): s for p, _ in plans.values() for s in p}
-    anchors = [_direct(s, s.qp) for s in seats.values()]
-    if probes:
-        anchors += [_direct(s, probe_qp(backend, s.qp)) for s in seats.values()]
-    return list({a.key(): a for a in anchors}.values())
+def _directs(plans: dict[int, tuple[list[PointSpec], list[str]]]) -> dict[Seat, PointSpec]:
+    """Direct coding at every seat of ``plans``: what chooses the depth and measures λ."""
+    return {(s.sequence, s.qp, s.bitdepth): _direct(s, s.qp) for p, _ in plans.values() for s in p}
+
+
+def _probe(backend: Backend, direct: PointSpec) -> PointSpec:
+    """The slope probe of a direct point (:func:`~wrapcodec.encode.lagrange.probe_qp`)."""
+    return direct.model_copy(update={"qp": probe_qp(backend, direct.qp)})
 
 
 def _measured_anchors(
@@ -206,45 +205,35 @@ def _measured_anchors(
     anchors: Sequence[PointSpec],
     cache: Cache[Point],
     advance: Callable[[Point, bool], None],
-    measures: bool,
-) -> tuple[dict[Seat, float], int]:
-    """``anchors`` measured (a point cached before it recorded its MSE measured again), and
-    with ``measures`` each seat's λ scale from its direct point and slope probe (1 where the
-    curve does not fall); how many were measured now."""
+) -> tuple[dict[str, Point], int]:
+    """``anchors`` measured (a point cached before it recorded its MSE measured again), by
+    their keys, and how many were measured now."""
+    if not anchors:
+        return {}, 0
     for spec in anchors:
         hit = cache.get(spec)
         if hit is not None and hit.mse is None:
             cache.path(spec).unlink()
     measured, computed = run_points(anchors, cache, config.jobs, config.dask, advance)
-    if not measures:
-        return {}, computed
-    backend = get_backend(config.codec)
-    at = {(p.spec.sequence, p.spec.qp, p.spec.bitdepth): p for p in measured}
-    scales: dict[Seat, float] = {}
-    for p in measured:
-        seat = (p.spec.sequence, p.spec.qp, p.spec.bitdepth)
-        probe = at.get((p.spec.sequence, probe_qp(backend, p.spec.qp), p.spec.bitdepth))
-        if probe is None or seat in scales:
-            continue
-        assert p.mse is not None and probe.mse is not None
-        scale = secant_scale(
-            backend,
-            p.spec.qp,
-            p.mse,
-            p.bits,
-            probe.spec.qp,
-            probe.mse,
-            probe.bits,
-            p.spec.frames * _samples(p.spec),
-        )
-        scales[seat] = 1.0 if scale is None else scale
-    return scales, computed
+    return {p.spec.key(): p for p in measured}, computed
 
 
-def _samples(spec: PointSpec) -> int:
-    """Luma samples per frame of ``spec``'s source."""
-    info = read_info(Path(spec.path))
-    return info.width * info.height
+def _scale(backend: Backend, direct: Point, probe: Point) -> float:
+    """λ's scale at a direct point's seat, from it and its slope probe
+    (:func:`~wrapcodec.encode.lagrange.secant_scale`; 1 where the curve does not fall)."""
+    assert direct.mse is not None and probe.mse is not None
+    info = read_info(Path(direct.spec.path))
+    scale = secant_scale(
+        backend,
+        direct.spec.qp,
+        direct.mse,
+        direct.bits,
+        probe.spec.qp,
+        probe.mse,
+        probe.bits,
+        direct.spec.frames * info.width * info.height,
+    )
+    return 1.0 if scale is None else scale
 
 
 def _priced(spec: PointSpec, scales: dict[Seat, float]) -> PointSpec:
@@ -257,24 +246,24 @@ def _priced(spec: PointSpec, scales: dict[Seat, float]) -> PointSpec:
 
 def _at_best_depths(
     plans: dict[int, tuple[list[PointSpec], list[str]]],
+    directs: dict[Seat, Point],
     scales: dict[Seat, float],
-    cache: Cache[Point],
 ) -> list[PointSpec]:
     """``--bitdepth auto``: every point of a sequence and QP at the depth whose direct coding
-    (measured, in ``cache``) has the lower J (the first of equals), at the λ measured at the
-    first depth (``scales``; the codec's λ(QP) without), as ``encode`` chooses it for a
-    segment. Returns those specs, in the order of the first plan."""
+    (``directs``) has the lower J (the first of equals), at the λ measured at the first depth
+    (``scales``; the codec's λ(QP) without), as ``encode`` chooses it for a segment. Returns
+    those specs, in the order of the first plan."""
     depths = list(plans)
     first = plans[depths[0]][0]
     backend = get_backend(first[0].codec)
 
-    def cost(spec: PointSpec, depth: int) -> float:
-        p = cache.get(_direct(spec.model_copy(update={"bitdepth": depth}), spec.qp))
-        assert p is not None and p.mse is not None
-        lam = scales.get((spec.sequence, spec.qp, depths[0]), 1.0) * backend.qp_to_lambda(spec.qp)
-        return p.mse + lam * p.bits / (spec.frames * _samples(spec))
+    def cost(sequence: str, qp: int, depth: int) -> float:
+        p = directs[(sequence, qp, depth)]
+        assert p.mse is not None
+        lam = scales.get((sequence, qp, depths[0]), 1.0) * backend.qp_to_lambda(qp)
+        return rd_cost(p.mse, p.bits, p.spec.frames, read_info(Path(p.spec.path)), lam)
 
-    best = {(s.sequence, s.qp): min(depths, key=lambda d: cost(s, d)) for s in first}
+    best = {(s.sequence, s.qp): min(depths, key=lambda d: cost(s.sequence, s.qp, d)) for s in first}
     chosen = {
         (s.sequence, s.option, s.qp, s.rival): s
         for d in depths
