@@ -9,8 +9,9 @@ SEI), done per segment.
 
 The bilinear resampling in front of the network has no parameters, so each training frame is
 resampled once and the learned stage (:meth:`PostProcessor.restore`) runs on crops of it. The
-fit is seeded and runs on one thread, so the same segment gives the same update, whatever
-thread count the rest of the encoder uses.
+fit is seeded and each step sums its shards' gradients in a fixed order (:func:`_gradients`),
+so the same segment gives the same update, whatever threads the fit and the rest of the
+encoder run on.
 
 Learning that grows with the video: the capacity ladder (:func:`wrapcodec.update.ladder`)
 gives the rungs the encoder may choose among; with ``AdaptConfig.grow`` the step count grows
@@ -28,6 +29,7 @@ import copy
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -192,6 +194,31 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+SHARDS = 2
+"""A training step's crops are split into this many shards whose gradients are summed in a
+fixed order (:func:`_gradients`), so a fit may run them on as many threads at once and still
+give the same update as on one."""
+
+_shard_pool: ThreadPoolExecutor | None = None
+
+
+@contextlib.contextmanager
+def shard_threads(workers: int) -> Iterator[None]:
+    """Inside the block, fits run the shards of their steps on up to ``workers`` threads,
+    shared by every fit of the block (so fits at once do not oversubscribe the cores); one
+    worker, or a block inside another, changes nothing. Only the wall time depends on it."""
+    global _shard_pool
+    if workers <= 1 or _shard_pool is not None:
+        yield
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
+        _shard_pool = pool
+        try:
+            yield
+        finally:
+            _shard_pool = None
+
+
 def _crop(p: Picture, top: int, left: int, h: int, w: int) -> Picture:
     y, uv = p
     return (
@@ -249,21 +276,48 @@ def _train(
     params = dict(model.named_parameters())
     for name, p in params.items():
         p.requires_grad_(name in names)
-    opt = torch.optim.Adam([params[n] for n in names], lr=cfg.lr)
+    trained = [params[n] for n in names]
+    opt = torch.optim.Adam(trained, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
     for _ in range(steps):
         stop = interrupt.received()
         if stop is not None:  # a signal: a fit on a worker thread ends with the program
             raise stop
-        (y, uv), (ty, tuv) = _batch(*data, size, cfg, gen)
-        y_hat, uv_hat = model.restore(y, uv)
-        loss = mse_8bit(y_hat, uv_hat, ty, tuv)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        batch = _batch(*data, size, cfg, gen)
+        losses.append(_gradients(model, trained, batch))
         opt.step()
-        losses.append(loss.item())
     return losses
+
+
+def _gradients(
+    model: PostProcessor, trained: Sequence[Tensor], batch: tuple[Picture, Picture]
+) -> float:
+    """Set the ``.grad`` of ``trained`` to the gradient of the batch's loss; the loss.
+
+    The crops are split into :data:`SHARDS` shards, each forward and backward on its own (on
+    the threads of :func:`shard_threads` where there are some), and the shards' gradients are
+    summed in a fixed order, weighted by their crops: the same gradient however they ran."""
+    (y, uv), (ty, tuv) = batch
+    count = y.shape[0]
+    parts = min(SHARDS, count)
+    bounds = [count * k // parts for k in range(parts + 1)]
+
+    def shard(k: int) -> tuple[float, tuple[Tensor, ...]]:
+        rows = slice(bounds[k], bounds[k + 1])
+        weight = (bounds[k + 1] - bounds[k]) / count
+        y_hat, uv_hat = model.restore(y[rows], uv[rows])
+        loss = weight * mse_8bit(y_hat, uv_hat, ty[rows], tuv[rows])
+        return loss.item(), torch.autograd.grad(loss, trained)
+
+    pool = _shard_pool
+    done = list(pool.map(shard, range(parts))) if pool else [shard(k) for k in range(parts)]
+    for j, p in enumerate(trained):
+        grad = done[0][1][j]
+        for _, grads in done[1:]:
+            grad = grad + grads[j]
+        p.grad = grad
+    return sum(loss for loss, _ in done)
 
 
 def sensitivity(

@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
-from wrapcodec.adapt import AdaptConfig, Fitted, ladder_plan
+from wrapcodec.adapt import AdaptConfig, Fitted, ladder_plan, shard_threads
 from wrapcodec.adaptation import Segment, best_rung_index, climb
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank, option_for
@@ -339,14 +339,17 @@ def _climbed(
     budget = parse_budget(spec.adapt_budget or "none")
     plan = ladder_plan(cfg, samples, crop, None if budget is None else budget.seconds(samples))
     seg = Segment(backend, stream, layout, source, 0, spec.frames, plain.encode_s)
-    variants = climb(
-        seg,
-        cfg,
-        plan,
-        lam,
-        None,
-        lambda coded, update: rd_cost(coded.mse_8bit, _bits(coded, update), spec.frames, info, lam),
-    )
+    with shard_threads(torch.get_num_threads()):
+        variants = climb(
+            seg,
+            cfg,
+            plan,
+            lam,
+            None,
+            lambda coded, update: rd_cost(
+                coded.mse_8bit, _bits(coded, update), spec.frames, info, lam
+            ),
+        )
     if not variants:
         raise InputError(f"--adapt-budget {spec.adapt_budget}: no time for any update")
     best = variants[best_rung_index([v.cost for v in variants])]

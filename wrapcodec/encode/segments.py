@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from wrapcodec.adapt import one_torch_thread
+from wrapcodec.adapt import one_torch_thread, shard_threads
 from wrapcodec.container import Segment
 from wrapcodec.encode import lagrange
 from wrapcodec.encode.adapting import with_adaptation
@@ -244,8 +244,9 @@ def _adapted(
     """Each of ``trials``, a neural one with content adaptation (:func:`with_adaptation`).
 
     The neural ones are adapted on up to ``job.jobs`` threads at once, one torch thread
-    each: every fit is seeded and single-threaded, so the figures are those of one after
-    the other, in about the time of the longest."""
+    each, and their steps' shards share ``job.jobs`` more (:func:`shard_threads`): every
+    fit is seeded and sums its shards in a fixed order, so the figures are those of one
+    after the other on one thread."""
     neural = [k for k, t in enumerate(trials) if job.adapt is not None and t.option.neural]
     out: list[tuple[Trial, AdaptationReport | None]] = [(t, None) for t in trials]
     if not neural:
@@ -255,11 +256,12 @@ def _adapted(
         return with_adaptation(job, trials[k], clip, budget, in_force)
 
     t0 = time.perf_counter()
-    if job.jobs <= 1 or len(neural) == 1:
-        done = [adapt(k) for k in neural]
-    else:
-        with one_torch_thread(), ThreadPoolExecutor(max_workers=job.jobs) as pool:
-            done = list(pool.map(adapt, neural))
+    with shard_threads(job.jobs):
+        if job.jobs <= 1 or len(neural) == 1:
+            done = [adapt(k) for k in neural]
+        else:
+            with one_torch_thread(), ThreadPoolExecutor(max_workers=job.jobs) as pool:
+                done = list(pool.map(adapt, neural))
     timings.adapt_s += time.perf_counter() - t0
     for k, result in zip(neural, done, strict=True):
         out[k] = result
