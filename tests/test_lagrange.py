@@ -113,13 +113,16 @@ def test_a_measured_lambda_prices_every_candidate_and_the_report_says_it(
 def test_nothing_to_choose_measures_nothing(
     runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
 ) -> None:
-    """Direct coding alone at one depth, and any encode under a bitrate budget, spend no
-    encode on λ."""
+    """Direct coding alone, at one depth or choosing between two (at the codec's λ(QP)), and
+    any encode under a bitrate budget, spend no encode on λ."""
     require_backend("x264")
-    for args in (["--qp", "34", "--options", "0", "--bitdepth", "10"], ["--bitrate", "300"]):
+    for args in (
+        ["--qp", "34", "--options", "0", "--bitdepth", "10"],
+        ["--qp", "34", "--options", "0"],
+        ["--bitrate", "300"],
+    ):
         args += ["--lambda", "measured"]
         report, _ = _encode(runner, clip8, tmp_path / f"{len(args)}.wrp", *args)
         assert report["segments"][0]["lam"] is None
-    args = ["--qp", "34", "--options", "0", "--lambda", "measured"]
-    direct, _ = _encode(runner, clip8, tmp_path / "d.wrp", *args)
-    assert direct["segments"][0]["lam"]["measured"]  # two depths to choose between
+        if args[:4] == ["--qp", "34", "--options", "0"] and "--bitdepth" not in args:
+            assert report["encodes"] == 2  # direct coding at each depth, no probe

@@ -1160,7 +1160,7 @@ def bench(
     console.print(_bd_table(results, console.width))
     cached = results.cached_points
     other = results.computed_points - (len(results.points) - cached)
-    beside = f", and {other} direct points that chose the depth and λ" if other else ""
+    beside = f", and {other} direct points that chose the depth or measured λ" if other else ""
     console.print(
         f"{len(results.points)} points ({len(results.points) - cached} computed, "
         f"{cached} from cache{beside}); wrote "

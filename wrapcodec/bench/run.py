@@ -142,17 +142,25 @@ def run_bench(
 
     plans = {d: plan(config.model_copy(update={"bitdepth": d})) for d in bitdepths(config)}
     first, notes = next(iter(plans.values()))
-    measures = config.lam == "measured" and (len(plans) > 1 or any(s.adapt_steps for s in first))
+    measures = config.lam == "measured" and any(s.adapt_steps for s in first)
     directs = _directs(plans) if len(plans) > 1 or measures else {}
-    probes = {seat: _probe(backend, d) for seat, d in directs.items()} if measures else {}
-    anchors = list({a.key(): a for a in [*directs.values(), *probes.values()]}.values())
+    probed = len({(s.sequence, s.qp) for s in first}) if measures else 0
     if progress is not None:
-        progress.start(len(anchors) + len(first))
-    at, anchored = _measured_anchors(config, anchors, cache, advance)
-    scales = {s: _scale(backend, at[directs[s].key()], at[p.key()]) for s, p in probes.items()}
+        progress.start(len(directs) + probed + len(first))
+    at, anchored = _measured_anchors(config, list(directs.values()), cache, advance)
     specs = first
     if len(plans) > 1:
-        specs = _at_best_depths(plans, {seat: at[d.key()] for seat, d in directs.items()}, scales)
+        specs = _at_best_depths(plans, {seat: at[d.key()] for seat, d in directs.items()})
+    scales: dict[Seat, float] = {}
+    if measures:
+        seats = {(s.sequence, s.qp, s.bitdepth) for s in specs}
+        probes = {seat: _probe(backend, directs[seat]) for seat in seats}
+        slopes, computed = _measured_anchors(config, list(probes.values()), cache, advance)
+        anchored += computed
+        scales = {
+            seat: _scale(backend, at[directs[seat].key()], slopes[p.key()])
+            for seat, p in probes.items()
+        }
     specs = [_priced(s, scales) for s in specs]
     points, computed = run_points(specs, cache, config.jobs, config.dask, advance)
     neural = any(OPTIONS[c].neural for c in config.options)
@@ -245,14 +253,11 @@ def _priced(spec: PointSpec, scales: dict[Seat, float]) -> PointSpec:
 
 
 def _at_best_depths(
-    plans: dict[int, tuple[list[PointSpec], list[str]]],
-    directs: dict[Seat, Point],
-    scales: dict[Seat, float],
+    plans: dict[int, tuple[list[PointSpec], list[str]]], directs: dict[Seat, Point]
 ) -> list[PointSpec]:
     """``--bitdepth auto``: every point of a sequence and QP at the depth whose direct coding
-    (``directs``) has the lower J (the first of equals), at the λ measured at the first depth
-    (``scales``; the codec's λ(QP) without), as ``encode`` chooses it for a segment. Returns
-    those specs, in the order of the first plan."""
+    (``directs``) has the lower J at the codec's λ(QP) (the first of equals), as ``encode``
+    chooses it for a segment. Returns those specs, in the order of the first plan."""
     depths = list(plans)
     first = plans[depths[0]][0]
     backend = get_backend(first[0].codec)
@@ -260,7 +265,7 @@ def _at_best_depths(
     def cost(sequence: str, qp: int, depth: int) -> float:
         p = directs[(sequence, qp, depth)]
         assert p.mse is not None
-        lam = scales.get((sequence, qp, depths[0]), 1.0) * backend.qp_to_lambda(qp)
+        lam = backend.qp_to_lambda(qp)
         return rd_cost(p.mse, p.bits, p.spec.frames, read_info(Path(p.spec.path)), lam)
 
     best = {(s.sequence, s.qp): min(depths, key=lambda d: cost(s.sequence, s.qp, d)) for s in first}

@@ -122,11 +122,12 @@ class EncodeConfig(BaseModel):
 
     def measures_lambda(self, usable: tuple[Option, ...]) -> bool:
         """Whether a segment with the ``usable`` options measures its λ: asked to, at a QP,
-        and with something to choose by J (an option, a depth, or an update)."""
+        and with something to choose by J at it (an option or an update; the depth is
+        chosen at the codec's λ(QP))."""
         if self.lam != "measured" or self.bitrate_kbps is not None:
             return False
         adapted = self.adaptation is not None and any(o.neural for o in usable)
-        return len(usable) > 1 or len(self.bitdepths) > 1 or adapted
+        return len(usable) > 1 or adapted
 
     @property
     def level(self) -> Effort:

@@ -141,19 +141,18 @@ def make_job(
 def priced_at_best_depth(
     job: Job, config: EncodeConfig, usable: tuple[Option, ...], clip: Clip, timings: Timings
 ) -> tuple[Job, list[DepthReport], LambdaReport | None]:
-    """``job`` at its best depth (:func:`at_best_depth`), pricing bits at the λ measured on
-    ``clip`` when ``config`` measures it (:mod:`~wrapcodec.encode.lagrange`): measured at the
-    first depth for the depth's choice, and again at the depth chosen when that is another,
-    so that every candidate is judged as at a fixed ``--bitdepth`` of that depth."""
+    """``job`` at its best depth (:func:`at_best_depth`, at the codec's λ(QP)), then pricing
+    bits at the λ measured on ``clip`` at that depth when ``config`` measures it
+    (:mod:`~wrapcodec.encode.lagrange`), so that every candidate is judged as at a fixed
+    ``--bitdepth`` of that depth.
+
+    The depth is chosen at the relation's λ: a measured λ, several times higher, tips near
+    ties of direct coding to 10 bits, where the adapted candidates gain less than at 8
+    (docs/measurements.md, "λ measured per segment")."""
+    job, depths = at_best_depth(job, config, clip)
     if not config.measures_lambda(usable):
-        job, depths = at_best_depth(job, config, clip)
         return job, depths, None
     job, lam = lagrange.measure(job, clip)
-    first = job.settings.bitdepth
-    job, depths = at_best_depth(job, config, clip)
-    if job.settings.bitdepth != first:
-        timings.probe_s += lam.seconds
-        job, lam = lagrange.measure(job, clip)
     timings.probe_s += lam.seconds
     return job, depths, lam
 
