@@ -1057,7 +1057,7 @@ def demo(
     "none: every rung) instead of one fit of the biases and tail [one fit].",
 )
 @_lambda_option(
-    "The λ of the adapted points' updates and of --bitdepth auto's choice, as encode's: "
+    "The λ of the adapted points' updates, as encode's (--bitdepth auto chooses at λ(QP)): "
     "the codec's reference relation λ(QP), or measured per sequence and QP on direct "
     "coding's RD curve (direct coding 3 QPs up too)."
 )

@@ -69,7 +69,7 @@ class BenchConfig(BaseModel):
     adapt_budget: str = ""  # "": one fit per point; else the encoder's ladder within it
     rivals: list[str] = Field(default_factory=list)  # the codec's own resolution tools
     pre_arithmetic: str = "float32"  # of the wrappers' pre-processors (nets.PRE_ARITHMETICS)
-    lam: Literal["model", "measured"] = "model"  # adapted points' and depths' λ (encode's)
+    lam: Literal["model", "measured"] = "model"  # adapted points' λ (encode's)
 
 
 def sequences(dataset: Path) -> list[Path]:

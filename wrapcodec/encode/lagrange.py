@@ -12,9 +12,9 @@ the segment's QP and at :data:`PROBE_STEP` QPs above it (below it at the top of 
 range) give the secant slope −ΔD/ΔR, and λ is the relation's λ at the QP times the ratio of
 that slope to the relation's λ at the two QPs' midpoint (:func:`secant_scale`). The ratio is
 bounded by :data:`SCALE_RANGE`, and a curve that does not fall there (a static or lossless
-segment) keeps the relation's λ. It is not the default: on the long clips and the short
-sequences of docs/measurements.md it made the updates smaller (most at high QPs) but moved
-the mean BD-rate by less than 0.05 points, for one more direct encode a segment.
+segment) keeps the relation's λ. It is not the default: on the long clips of
+docs/measurements.md it gained 0.1–0.2 points of BD-rate with much smaller updates, but on
+the short sequences it lost 0.1, for one more direct encode a segment.
 """
 
 from __future__ import annotations
