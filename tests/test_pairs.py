@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -11,19 +12,21 @@ import pytest
 import torch
 from banks import copy_bank
 from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
 
 from wrapcodec import ffmpeg, pairs
 from wrapcodec.backend import get_backend
-from wrapcodec.bank import Bank
+from wrapcodec.bank import Bank, option_for, shipped_folder
 from wrapcodec.cli import cli
 from wrapcodec.dataset import Picture
 from wrapcodec.errors import InputError
 from wrapcodec.metrics import mse, psnr
 from wrapcodec.nets import mse_8bit
-from wrapcodec.options import OPTIONS
+from wrapcodec.options import OPTIONS, Option
+from wrapcodec.pipeline import Layout, preprocess
 from wrapcodec.resample import bottleneck_size
 from wrapcodec.train import TrainConfig, Trainer
-from wrapcodec.y4m import iter_frames
+from wrapcodec.y4m import VideoInfo, iter_frames
 
 IMAGES = Path(__file__).parent / "data" / "images"
 SPEC = pairs.ClipSpec(frames=4, size=128)
@@ -170,6 +173,8 @@ def test_training_on_pairs_learns(cache: Path, tmp_path: Path) -> None:
 def test_pairs_train_post_processors_only(cache: Path) -> None:
     with pytest.raises(ValueError, match="post-processors only"):
         TrainConfig(kind="wrapper", ratio="1", data=str(cache), steps=1, proxy="pairs")
+    with pytest.raises(ValueError, match="post-processors only"):  # the pre would learn
+        TrainConfig(kind="wrapper", ratio="1", data=str(cache), steps=1, proxy="pairs", init="w")
     with pytest.raises(ValueError, match="pairs only"):
         TrainConfig(kind="post", ratio="1", data=str(cache), steps=1, codec="x264,x265")
 
@@ -256,3 +261,84 @@ def test_pairs_at_8_bits_are_kept_apart_and_train_a_prior_for_8_bits(
         result = runner.invoke(cli, [*again, *extra, "--dest", str(tmp_path / "other")])
         assert result.exit_code == 1 and said in result.output, result.output
         assert not (tmp_path / "other").exists()
+
+
+def _wrapper_pre(ratio: Fraction) -> torch.nn.Module:
+    pre = Bank(shipped_folder()).processors(option_for("wrapper", ratio)).pre
+    assert pre is not None
+    return pre
+
+
+def test_wrapper_pairs_are_coded_through_its_pre_processor(cache: Path) -> None:
+    """A wrapper's pairs hold what the codec decoded of its pre-processor's bottleneck, apart
+    from the bilinear ones, under its weights' digest; another pre-processor has another."""
+    ratio = Fraction(1, 2)
+    pre = _wrapper_pre(ratio)
+    digest = pairs.pre_digest(pre)
+    assert list(pairs.wrapper_pres(Bank(shipped_folder()), [ratio])) == [digest]
+    point = pairs.Point("x264", ratio, 22, pre=digest)
+    assert point.folder(cache) == cache / "x264" / f"wrapper-1_2-{digest}" / "qp22"
+    clips = sorted((cache / "clips").glob("*.y4m"))
+    assert pairs.build(clips, cache, [point], pres={digest: pre}) == 3
+    name = "kodak-kodim03-160.npz"
+    through = np.load(point.folder(cache) / name)
+    bilinear = np.load(pairs.Point("x264", ratio, 22).folder(cache) / name)
+    assert through["y"].shape == bilinear["y"].shape
+    # each decoded bottleneck is nearer its own pre-processing than the other's
+    clip = cache / "clips" / "kodak-kodim03-160.y4m"
+    frame = next(iter_frames(clip))
+    wrapper = _layout(ratio, option_for("wrapper", ratio))
+    mine, other = preprocess(frame, wrapper).y / 4, preprocess(frame, _layout(ratio)).y / 4
+    for decoded, own, rival in ((through, mine, other), (bilinear, other, mine)):
+        near = psnr(mse(own, decoded["y"][0] / 4), 8)
+        assert near > 40 and near > psnr(mse(rival, decoded["y"][0] / 4), 8) + 0.5
+    assert pairs.cached_qps(cache, ["x264"], ratio, 22, 47, pre=digest) == [22]
+    with pytest.raises(ValueError, match="need that pre-processor"):
+        pairs.code_clip(clips[0], point, pre=_wrapper_pre(Fraction(2, 3)))
+    changed = copy.deepcopy(pre)
+    with torch.no_grad():
+        next(changed.parameters()).add_(1e-3)
+    assert pairs.pre_digest(changed) != digest
+
+
+def _layout(ratio: Fraction, opt: Option | None = None) -> Layout:
+    """The layout of a 128×128 clip: the wrapper ``opt`` of the shipped bank, or bilinear."""
+    info, x264 = VideoInfo(128, 128, 8, 25, 1), get_backend("x264")
+    if opt is None:
+        return Layout.make(info, pairs.coding_option(ratio), x264, 10)
+    return Layout.make(info, opt, x264, 10, Bank(shipped_folder()), pre_arithmetic="float32")
+
+
+@pytest.mark.slow  # trains
+def test_a_wrappers_post_processor_trains_on_its_own_pairs(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """`pairs --wrappers`, then `train --kind wrapper --freeze-pre` on them: the post-processor
+    changes, the pre-processor does not; weights with another pre-processor find no pairs."""
+    _require_backend("x264")
+    cache = tmp_path / "cache"
+    args = ["--size", "64", "--frames", "2", "--qps", "32", "--ratios", "1/2", "--codecs", "x264"]
+    made = ["pairs", "--data", str(IMAGES), "--out", str(cache), "--wrappers", *args]
+    result = runner.invoke(cli, made)
+    assert result.exit_code == 0, result.output
+    assert "3 clips, 3 pairs coded now" in result.output
+    init = shipped_folder() / "wrapper-1_2.safetensors"
+    out = tmp_path / "wrapper.safetensors"
+    train = ["train", "--kind", "wrapper", "--ratio", "1/2", "--data", str(cache)]
+    train += ["--proxy", "pairs", "--codec", "x264", "--freeze-pre", "--steps", "3"]
+    train += ["--crop", "64", "--batch", "2", "--lr", "1e-2"]
+    result = runner.invoke(cli, [*train, "--init", str(init), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    before, after = load_file(str(init)), load_file(str(out))
+    for name, tensor in before.items():
+        same = torch.equal(tensor, after[name])
+        assert same == name.startswith("pre."), name
+    other = tmp_path / "other.safetensors"  # the same wrapper with another pre-processor
+    before["pre.head.bias"] = before["pre.head.bias"] + 1e-3
+    save_file(before, str(other))
+    result = runner.invoke(cli, [*train, "--init", str(other), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "through pre-processor" in result.output, result.output
+    wrong = shipped_folder() / "wrapper-2_3.safetensors"  # another ratio's
+    result = runner.invoke(cli, [*train, "--init", str(wrong), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "not weights of this kind and ratio" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -38,6 +39,7 @@ from wrapcodec.bank import (
     bank_folder,
     get_bank,
     load_prefilter,
+    option_for,
     prefilter_card,
     prefilter_cards,
 )
@@ -62,7 +64,7 @@ from wrapcodec.encode.standard import (
 )
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
-from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
+from wrapcodec.nets import PRE_ARITHMETICS, PreProcessor, default_pre_arithmetic
 from wrapcodec.options import parse_options, parse_qps
 from wrapcodec.pairs import QPS
 from wrapcodec.paths import STDIO, check_input, check_output, display_name
@@ -1468,6 +1470,13 @@ def train_prefilter(
 @click.option("--size", type=click.IntRange(64, 1024), default=256, show_default=True)
 @click.option("--preset", default=None, help="Encoder preset [backend default].")
 @_bitdepth_option("Bit depth of the coded bottleneck (8: kept apart, in CODEC-8bit/).")
+@click.option(
+    "--wrappers",
+    is_flag=True,
+    help="Code through the bank's wrapper pre-processors of the ratios, for their "
+    "post-processors (`train --kind wrapper --freeze-pre`).",
+)
+@_models_opt
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True)
 def pairs_command(
     data: str,
@@ -1479,18 +1488,31 @@ def pairs_command(
     size: int,
     preset: str | None,
     bitdepth: str,
+    wrappers: bool,
+    models: str | None,
     jobs: int,
 ) -> None:
     """Code pseudo-videos of training photos with real codecs, for `train --proxy pairs`.
 
     Each photo becomes a clip of FRAMES crops of SIZE×SIZE that pan (and on every second
     clip zoom); each clip is coded at each codec, ratio and QP by the encoder's own pipeline
-    and decoded as the decoder does. What is in CACHE already is kept: run it again to
-    resume. Never give it evaluation sequences."""
+    and decoded as the decoder does: behind bilinear downsampling (the post-only options)
+    or, with --wrappers, through the wrapper's pre-processor of each ratio (kept apart under
+    its weights' digest). What is in CACHE already is kept: run it again to resume. Never
+    give it evaluation sequences."""
     from wrapcodec import pairs
 
     spec = pairs.ClipSpec(frames=frames, size=size)
-    points = list(pairs.iter_points_text(codecs, ratios, qps, int(bitdepth)))
+    pres: dict[str, PreProcessor] = {}
+    digests: dict[Fraction, str] = {}
+    if wrappers:
+        bank = get_bank(models)
+        for ratio in pairs.parse_ratios(ratios):
+            bank.require(option_for("wrapper", ratio))
+            found = pairs.wrapper_pres(bank, [ratio])
+            pres |= found
+            digests[ratio] = next(iter(found))
+    points = list(pairs.iter_points_text(codecs, ratios, qps, int(bitdepth), digests))
     cache = Path(out)
     clips = pairs.make_clips(Path(data), cache, spec)
     with Progress(
@@ -1505,7 +1527,7 @@ def pairs_command(
         def report(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        coded = pairs.build(clips, cache, points, jobs, preset, report)
+        coded = pairs.build(clips, cache, points, jobs, preset, report, pres)
     click.echo(f"{cache}: {len(clips)} clips, {coded} pairs coded now")
 
 

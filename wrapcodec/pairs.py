@@ -10,23 +10,32 @@ source. Training
 (:mod:`wrapcodec.train`, ``--pairs``) is then plain supervised learning with the RDO's 6:1:1
 YUV MSE, thousands of steps for the price of one pass of encodes.
 
+A wrapper's post-processor sees what the codec made of its own pre-processor's bottleneck:
+its pairs are coded through that pre-processor (:func:`wrapper_pres`), and kept apart under the
+digest of its weights (:func:`pre_digest`), so that a post-processor is only ever trained on
+the bottlenecks of the pre-processor it will run behind.
+
 Layout of a cache folder (every file written whole, then renamed: an interrupted build
 resumes where it stopped)::
 
-    CACHE/clips/NAME.y4m                      the pseudo-video of photo NAME (8-bit)
-    CACHE/CODEC/RATIO/qpNN/NAME.npz           y (T,h,w), u, v (T,h/2,w/2) uint16, bits (int)
-    CACHE/CODEC-8bit/RATIO/qpNN/NAME.npz      the same with an 8-bit bottleneck
+    CACHE/clips/NAME.y4m                          the pseudo-video of photo NAME (8-bit)
+    CACHE/CODEC/RATIO/qpNN/NAME.npz               y (T,h,w), u, v (T,h/2,w/2) uint16, bits (int)
+    CACHE/CODEC-8bit/RATIO/qpNN/NAME.npz          the same with an 8-bit bottleneck
+    CACHE/CODEC/wrapper-RATIO-DIGEST/qpNN/NAME.npz  coded through a wrapper's pre-processor
 
-RATIO is ``1``, ``1_2``, ``2_3`` or ``1_4``. Never build a cache from evaluation sequences.
+RATIO is ``1``, ``1_2``, ``2_3`` or ``1_4``; DIGEST the first 12 hex digits of
+:func:`pre_digest`. Never build a cache from evaluation sequences.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import hashlib
 import io
 import logging
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,9 +45,10 @@ import torch
 from torch import Tensor
 
 from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.bank import Bank, Processors, option_for
 from wrapcodec.dataset import Picture, image_files, read_picture
 from wrapcodec.errors import InputError
-from wrapcodec.nets import PostProcessor, unit
+from wrapcodec.nets import PostProcessor, PreProcessor, unit
 from wrapcodec.options import OPTIONS, Option, parse_qps
 from wrapcodec.paths import atomic_write
 from wrapcodec.pipeline import Layout, decode_bottleneck, encode_stream
@@ -164,27 +174,66 @@ def codec_dir(codec: str, bitdepth: int) -> str:
     return codec if bitdepth == 10 else f"{codec}-{bitdepth}bit"
 
 
+def series_dir(codec: str, ratio: Fraction, bitdepth: int = 10, pre: str = "") -> Path:
+    """The folder, relative to a cache, of the pairs of one codec, ratio and depth: coded
+    behind bilinear downsampling, or through the pre-processor of digest ``pre``."""
+    sub = ratio_dir(ratio) if not pre else f"wrapper-{ratio_dir(ratio)}-{pre}"
+    return Path(codec_dir(codec, bitdepth)) / sub
+
+
+def pre_digest(pre: PreProcessor) -> str:
+    """12 hex digits naming a pre-processor's weights: the sha256 of its tensors' names,
+    shapes and float32 bytes in name order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(pre.state_dict().items()):
+        t = tensor.detach().to(torch.float32).contiguous().cpu()
+        h.update(f"{name} {tuple(t.shape)}\n".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def wrapper_pres(bank: Bank, ratios: Iterable[Fraction]) -> dict[str, PreProcessor]:
+    """The pre-processors of ``bank``'s wrappers of ``ratios``, by :func:`pre_digest`."""
+    out = {}
+    for ratio in ratios:
+        pre = bank.processors(option_for("wrapper", Fraction(ratio))).pre
+        assert pre is not None
+        out[pre_digest(pre)] = pre
+    return out
+
+
 @dataclass(frozen=True)
 class Point:
-    """One operating point of a cache: codec, ratio, QP and the bottleneck's bit depth."""
+    """One operating point of a cache: codec, ratio, QP, the bottleneck's bit depth and,
+    for a wrapper's pairs, the :func:`pre_digest` of the pre-processor coded through."""
 
     codec: str
     ratio: Fraction
     qp: int
     bitdepth: int = 10
+    pre: str = ""
 
     def folder(self, cache: Path) -> Path:
-        top = codec_dir(self.codec, self.bitdepth)
-        return cache / top / ratio_dir(self.ratio) / f"qp{self.qp:02d}"
+        series = series_dir(self.codec, self.ratio, self.bitdepth, self.pre)
+        return cache / series / f"qp{self.qp:02d}"
 
 
-def code_clip(clip: Path, point: Point, preset: str | None = None) -> dict[str, np.ndarray]:
+def code_clip(
+    clip: Path, point: Point, preset: str | None = None, pre: PreProcessor | None = None
+) -> dict[str, np.ndarray]:
     """``clip`` coded at ``point`` by the encoder's pipeline and decoded as the decoder does:
-    the decoded bottleneck planes (uint16, cropped to the bottleneck size) and the bits."""
+    the decoded bottleneck planes (uint16, cropped to the bottleneck size) and the bits.
+    A wrapper's point is coded through ``pre`` (float arithmetic), whose digest it names."""
     backend = get_backend(point.codec)
     info = read_info(clip)
     frames = count_frames(clip)
     layout = Layout.make(info, coding_option(point.ratio), backend, bitdepth=point.bitdepth)
+    if point.pre:
+        if pre is None or pre_digest(pre) != point.pre:
+            raise ValueError(f"pairs of pre-processor {point.pre} need that pre-processor")
+        wrapper = option_for("wrapper", point.ratio)
+        nets = Processors(PostProcessor(point.ratio), pre)
+        layout = dataclasses.replace(layout, option=wrapper, processors=nets)
     settings = EncodeSettings(
         qp=point.qp, preset=preset or backend.default_preset, bitdepth=point.bitdepth, threads=1
     )
@@ -208,8 +257,10 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda p: p.write_bytes(buffer.getvalue()))
 
 
-def _code_one(clip: Path, point: Point, dest: Path, preset: str | None) -> Path:
-    _save(dest, code_clip(clip, point, preset))
+def _code_one(
+    clip: Path, point: Point, dest: Path, preset: str | None, pre: PreProcessor | None
+) -> Path:
+    _save(dest, code_clip(clip, point, preset, pre))
     return dest
 
 
@@ -220,9 +271,12 @@ def build(
     jobs: int = 1,
     preset: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pres: Mapping[str, PreProcessor] | None = None,
 ) -> int:
     """Code every clip at every point into ``cache``, ``jobs`` encodes at once, skipping what
-    is there already; returns the number of pairs coded now."""
+    is there already; returns the number of pairs coded now. A wrapper's point is coded
+    through the pre-processor of ``pres`` its digest names."""
+    pres = pres or {}
     todo = []
     for point in points:
         point.folder(cache).mkdir(parents=True, exist_ok=True)
@@ -232,7 +286,7 @@ def build(
                 todo.append((clip, point, dest))
     done = 0
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-        futures = [pool.submit(_code_one, c, p, d, preset) for c, p, d in todo]
+        futures = [pool.submit(_code_one, c, p, d, preset, pres.get(p.pre)) for c, p, d in todo]
         try:
             for future in concurrent.futures.as_completed(futures):
                 future.result()
@@ -247,10 +301,21 @@ def build(
 
 
 def points(
-    codecs: Iterable[str], ratios: Iterable[Fraction], qps: Iterable[int], bitdepth: int = 10
+    codecs: Iterable[str],
+    ratios: Iterable[Fraction],
+    qps: Iterable[int],
+    bitdepth: int = 10,
+    pres: Mapping[Fraction, str] | None = None,
 ) -> list[Point]:
-    """Every combination at ``bitdepth``, in a fixed order (codec, ratio, QP)."""
-    return [Point(c, Fraction(r), q, bitdepth) for c in codecs for r in ratios for q in qps]
+    """Every combination at ``bitdepth``, in a fixed order (codec, ratio, QP); with ``pres``
+    (a pre-processor's digest by ratio), a wrapper's points, coded through it."""
+    pres = pres or {}
+    return [
+        Point(c, Fraction(r), q, bitdepth, pres.get(Fraction(r), ""))
+        for c in codecs
+        for r in ratios
+        for q in qps
+    ]
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -282,33 +347,42 @@ def cached_qps(
     qp_min: int,
     qp_max: int,
     bitdepth: int = 10,
+    pre: str = "",
 ) -> list[int]:
     """The QPs in ``qp_min``..``qp_max`` that ``cache`` holds pairs of for ``ratio``, with
-    any of ``codecs`` at ``bitdepth``, ascending."""
+    any of ``codecs`` at ``bitdepth`` (through the pre-processor of digest ``pre``, if
+    given), ascending."""
     found = set()
     for codec in codecs:
-        folder = cache / codec_dir(codec, bitdepth) / ratio_dir(ratio)
+        folder = cache / series_dir(codec, ratio, bitdepth, pre)
         for sub in folder.glob("qp*") if folder.is_dir() else []:
             if sub.name[2:].isdecimal() and qp_min <= int(sub.name[2:]) <= qp_max:
                 found.add(int(sub.name[2:]))
     if not found:
+        through = f" through pre-processor {pre}" if pre else ""
+        make = "`wrapcodec pairs --wrappers`" if pre else "`wrapcodec pairs`"
         raise InputError(
-            f"{cache}: no coded pairs for ratio {ratio} at QPs {qp_min}-{qp_max} "
-            f"with {', '.join(codecs)} at {bitdepth} bits (make them with `wrapcodec pairs`)"
+            f"{cache}: no coded pairs for ratio {ratio}{through} at QPs {qp_min}-{qp_max} "
+            f"with {', '.join(codecs)} at {bitdepth} bits (make them with {make})"
         )
     return sorted(found)
 
 
 def load_pairs(
-    cache: Path, codecs: Sequence[str], ratio: Fraction, qps: Sequence[int], bitdepth: int = 10
+    cache: Path,
+    codecs: Sequence[str],
+    ratio: Fraction,
+    qps: Sequence[int],
+    bitdepth: int = 10,
+    pre: str = "",
 ) -> list[Pair]:
     """Every pair of ``cache`` for ``ratio`` at ``qps`` with any of ``codecs`` at
-    ``bitdepth``."""
+    ``bitdepth`` (through the pre-processor of digest ``pre``, if given)."""
     sources: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     found = []
     for codec in codecs:
         for qp in qps:
-            folder = Point(codec, ratio, qp, bitdepth).folder(cache)
+            folder = Point(codec, ratio, qp, bitdepth, pre).folder(cache)
             for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
                 if path.stem not in sources:
                     clip = cache / "clips" / f"{path.stem}.y4m"
@@ -353,15 +427,28 @@ def sample_batch(
     return (cat(xs_y), cat(xs_uv)), (cat(ts_y), cat(ts_uv))
 
 
-def iter_points_text(codecs: str, ratios: str, qps: str, bitdepth: int = 10) -> Iterator[Point]:
-    """Points from comma-separated lists (the CLI's form) at ``bitdepth``; an
-    :class:`InputError` names a ratio, QP or codec that is not one, or a codec that does
-    not code that depth."""
-    ratio_values = []
+def parse_ratios(ratios: str) -> list[Fraction]:
+    """Ratios from a comma-separated list (the CLI's form); an :class:`InputError` names one
+    that is not an option's."""
+    out = []
     for text in ratios.split(","):
         if text not in {"1", "1/2", "2/3", "1/4"}:
             raise InputError(f"ratio {text!r} is not one of 1, 1/2, 2/3, 1/4")
-        ratio_values.append(Fraction(text))
+        out.append(Fraction(text))
+    return out
+
+
+def iter_points_text(
+    codecs: str,
+    ratios: str,
+    qps: str,
+    bitdepth: int = 10,
+    pres: Mapping[Fraction, str] | None = None,
+) -> Iterator[Point]:
+    """Points from comma-separated lists (the CLI's form) at ``bitdepth``, through the
+    pre-processors ``pres`` names by ratio, if given; an :class:`InputError` names a ratio,
+    QP or codec that is not one, or a codec that does not code that depth."""
+    ratio_values = parse_ratios(ratios)
     backends = [get_backend(codec) for codec in codecs.split(",")]
     for backend in backends:
         if bitdepth not in backend.bitdepths:
@@ -369,4 +456,4 @@ def iter_points_text(codecs: str, ratios: str, qps: str, bitdepth: int = 10) -> 
     qp_values: list[int] = []
     for backend in backends:  # the same QPs for every codec: each must take them all
         qp_values = parse_qps(qps, backend.name, backend.qp_range, minimum=1)
-    yield from points(codecs.split(","), ratio_values, qp_values, bitdepth)
+    yield from points(codecs.split(","), ratio_values, qp_values, bitdepth, pres)

@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -122,8 +123,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _pairs_train_posts(self) -> TrainConfig:
-        if self.proxy == "pairs" and self.kind != "post":
-            raise ValueError("coded pairs train post-processors only (--kind post)")
+        if self.proxy == "pairs" and self.kind != "post" and not (self.freeze_pre and self.init):
+            raise ValueError(
+                "coded pairs train post-processors only (--kind post, or --kind wrapper "
+                "--freeze-pre --init WRAPPER behind the pre-processor they were coded through)"
+            )
         if self.proxy != "pairs" and len(self.codecs) > 1:
             raise ValueError("several codecs are for --proxy pairs only")
         return self
@@ -163,11 +167,15 @@ def build_nets(cfg: TrainConfig) -> Nets:
 
 def load_init(nets: Nets, path: Path) -> None:
     """Start from shipped-format weights: a post model fills ``post``, a wrapper both."""
-    tensors = load_file(str(path))
-    for name, module in (("post", nets.post), ("pre", nets.pre)):
-        part = split_weights(tensors, name)
-        if part and module is not None:
-            module.load_state_dict(part)
+    try:
+        tensors = load_file(str(path))
+        for name, module in (("post", nets.post), ("pre", nets.pre)):
+            part = split_weights(tensors, name)
+            if part and module is not None:
+                module.load_state_dict(part)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0].rstrip(":")
+        raise InputError(f"{path}: not weights of this kind and ratio ({first})") from None
 
 
 def psnr(mse: float) -> float:
@@ -319,10 +327,12 @@ class Trainer:
         if cfg.proxy == "pairs":
             cache = Path(cfg.data)
             depth = cfg.bitdepth
+            # a wrapper's post-processor learns from what was coded through its own pre
+            pre = coded_pairs.pre_digest(self.nets.pre) if self.nets.pre is not None else ""
             qps = coded_pairs.cached_qps(
-                cache, cfg.codecs, cfg.fraction, cfg.qp_min, cfg.qp_max, depth
+                cache, cfg.codecs, cfg.fraction, cfg.qp_min, cfg.qp_max, depth, pre
             )
-            self.pairs = coded_pairs.load_pairs(cache, cfg.codecs, cfg.fraction, qps, depth)
+            self.pairs = coded_pairs.load_pairs(cache, cfg.codecs, cfg.fraction, qps, depth, pre)
             self.val_qps = qps[:: max(1, len(qps) - 1)]  # the band's ends
         else:
             self.pictures = load_pictures(Path(cfg.data), min_size=cfg.crop)
