@@ -21,7 +21,7 @@ from wrapcodec.cli import cli
 from wrapcodec.dataset import Picture
 from wrapcodec.errors import InputError
 from wrapcodec.metrics import mse, psnr
-from wrapcodec.nets import mse_8bit
+from wrapcodec.nets import PreProcessor, mse_8bit
 from wrapcodec.options import OPTIONS, Option
 from wrapcodec.pipeline import Layout, preprocess
 from wrapcodec.resample import bottleneck_size
@@ -263,7 +263,7 @@ def test_pairs_at_8_bits_are_kept_apart_and_train_a_prior_for_8_bits(
         assert not (tmp_path / "other").exists()
 
 
-def _wrapper_pre(ratio: Fraction) -> torch.nn.Module:
+def _wrapper_pre(ratio: Fraction) -> PreProcessor:
     pre = Bank(shipped_folder()).processors(option_for("wrapper", ratio)).pre
     assert pre is not None
     return pre
