@@ -11,7 +11,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -39,7 +38,6 @@ from wrapcodec.bank import (
     bank_folder,
     get_bank,
     load_prefilter,
-    option_for,
     prefilter_card,
     prefilter_cards,
 )
@@ -64,7 +62,7 @@ from wrapcodec.encode.standard import (
 )
 from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import measure_files
-from wrapcodec.nets import PRE_ARITHMETICS, PreProcessor, default_pre_arithmetic
+from wrapcodec.nets import PRE_ARITHMETICS, default_pre_arithmetic
 from wrapcodec.options import parse_options, parse_qps
 from wrapcodec.pairs import QPS
 from wrapcodec.paths import STDIO, check_input, check_output, display_name
@@ -1503,15 +1501,9 @@ def pairs_command(
     from wrapcodec import pairs
 
     spec = pairs.ClipSpec(frames=frames, size=size)
-    pres: dict[str, PreProcessor] = {}
-    digests: dict[Fraction, str] = {}
-    if wrappers:
-        bank = get_bank(models)
-        for ratio in pairs.parse_ratios(ratios):
-            bank.require(option_for("wrapper", ratio))
-            found = pairs.wrapper_pres(bank, [ratio])
-            pres |= found
-            digests[ratio] = next(iter(found))
+    found = pairs.wrapper_pres(get_bank(models), pairs.parse_ratios(ratios)) if wrappers else {}
+    digests = {ratio: digest for ratio, (digest, _) in found.items()}
+    pres = dict(found.values())
     points = list(pairs.iter_points_text(codecs, ratios, qps, int(bitdepth), digests))
     cache = Path(out)
     clips = pairs.make_clips(Path(data), cache, spec)

@@ -192,13 +192,18 @@ def pre_digest(pre: PreProcessor) -> str:
     return h.hexdigest()[:12]
 
 
-def wrapper_pres(bank: Bank, ratios: Iterable[Fraction]) -> dict[str, PreProcessor]:
-    """The pre-processors of ``bank``'s wrappers of ``ratios``, by :func:`pre_digest`."""
+def wrapper_pres(
+    bank: Bank, ratios: Iterable[Fraction]
+) -> dict[Fraction, tuple[str, PreProcessor]]:
+    """The pre-processors of ``bank``'s wrappers of ``ratios`` with their :func:`pre_digest`,
+    by ratio (an :class:`InputError` where the bank has no wrapper of a ratio)."""
     out = {}
     for ratio in ratios:
-        pre = bank.processors(option_for("wrapper", Fraction(ratio))).pre
+        opt = option_for("wrapper", Fraction(ratio))
+        bank.require(opt)
+        pre = bank.processors(opt).pre
         assert pre is not None
-        out[pre_digest(pre)] = pre
+        out[Fraction(ratio)] = (pre_digest(pre), pre)
     return out
 
 
