@@ -19,7 +19,7 @@ from wrapcodec.backend import get_backend
 from wrapcodec.bank import Bank, option_for, shipped_folder
 from wrapcodec.cli import cli
 from wrapcodec.dataset import Picture
-from wrapcodec.errors import InputError
+from wrapcodec.errors import InputError, WrapcodecError
 from wrapcodec.metrics import mse, psnr
 from wrapcodec.nets import PreProcessor, mse_8bit
 from wrapcodec.options import OPTIONS, Option
@@ -342,3 +342,17 @@ def test_a_wrappers_post_processor_trains_on_its_own_pairs(
     result = runner.invoke(cli, [*train, "--init", str(wrong), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "not weights of this kind and ratio" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_pairs_through_a_wrapper_the_bank_lacks_are_refused_in_one_line(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    bank = copy_bank(tmp_path / "bank")
+    (bank / "wrapper-1_2.json").unlink()
+    with pytest.raises(WrapcodecError, match="wrapper-1/2"):
+        pairs.wrapper_pres(Bank(bank), [Fraction(1, 2)])
+    args = ["pairs", "--data", str(IMAGES), "--out", str(tmp_path / "cache"), "--wrappers"]
+    result = runner.invoke(cli, [*args, "--ratios", "1,1/2", "--models", str(bank)])
+    assert result.exit_code == 1 and "wrapper-1/2" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "cache").exists()

@@ -196,7 +196,7 @@ def wrapper_pres(
     bank: Bank, ratios: Iterable[Fraction]
 ) -> dict[Fraction, tuple[str, PreProcessor]]:
     """The pre-processors of ``bank``'s wrappers of ``ratios`` with their :func:`pre_digest`,
-    by ratio (an :class:`InputError` where the bank has no wrapper of a ratio)."""
+    by ratio (an :class:`~wrapcodec.errors.OptionError` where the bank lacks one)."""
     out = {}
     for ratio in ratios:
         opt = option_for("wrapper", Fraction(ratio))
