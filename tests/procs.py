@@ -124,12 +124,38 @@ def stopped(
         err = ended[1]
         assert proc.returncode == status, err
         one_line(err, line)
-        while [p for p in started if alive(p)] and time.monotonic() - signalled < STOPPED_S:
-            time.sleep(0.05)
-        left = [f"{p} {command(p)}" for p in started if alive(p)]
-        assert not left, f"left running: {left}"
+        _all_ended(started, signalled)
     finally:  # a failed test leaves nothing behind either
-        for pid in [proc.pid, *started]:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        proc.communicate()
+        _kill_all(proc, started)
+
+
+def killed(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc``, which leaves it no time to stop what it started: every process it
+    had started (its segment workers, their ffmpeg) ends all the same, and its pipes close,
+    within :data:`STOPPED_S` seconds."""
+    started = descendants(proc.pid)
+    try:
+        proc.send_signal(signal.SIGKILL)
+        signalled = time.monotonic()
+        ended = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            ended = proc.communicate(timeout=STOPPED_S)
+        alive_then = [f"{p} {command(p)}" for p in started if alive(p)]
+        assert ended is not None, f"its pipes still open {STOPPED_S:g} s on: {alive_then}"
+        _all_ended(started, signalled)
+    finally:
+        _kill_all(proc, started)
+
+
+def _all_ended(started: list[int], signalled: float) -> None:
+    while [p for p in started if alive(p)] and time.monotonic() - signalled < STOPPED_S:
+        time.sleep(0.05)
+    left = [f"{p} {command(p)}" for p in started if alive(p)]
+    assert not left, f"left running: {left}"
+
+
+def _kill_all(proc: subprocess.Popen[bytes], started: list[int]) -> None:
+    for pid in [proc.pid, *started]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    proc.communicate()

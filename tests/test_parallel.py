@@ -5,9 +5,7 @@ and finishes it with those bytes too."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from procs import requires_proc, start, stopped, wait_for
+from procs import coders, killed, requires_proc, start, stopped, wait_for
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import get_backend
@@ -231,11 +229,8 @@ def test_killed_then_resumed_gives_the_same_bytes(
     proc = start(args, tmp_path, tmp_path)
     try:
         wait_for(proc, lambda: (folder / "1.json").exists(), "two segments kept")
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
     finally:
-        with contextlib.suppress(OSError):
-            os.kill(proc.pid, signal.SIGKILL)
+        killed(proc)  # its segment workers end with it
     assert not out.exists() and (folder / "0.json").exists()
     rerun = subprocess.run(
         [sys.executable, "-m", "wrapcodec", *args, "--json"],
@@ -274,6 +269,30 @@ def test_a_signal_stops_the_segment_workers(
     args += ["--preset", "slower", "--qp", "30", "--options", "0", "--jobs", "2"]
     stopped(start(args, tmp, tmp_path), 2, sig, line, status)
     assert list(tmp.iterdir()) == []
+    assert list(out.iterdir()) == []
+
+
+@requires_proc
+def test_the_segment_workers_end_with_a_killed_encode(
+    scenes: Path, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    """SIGKILL leaves the encode no time to stop its two worker processes: they end all the
+    same, their ffmpeg with them, and the pipes of whoever started the encode close (a
+    worker that outlived it would code on for no one and hold them open)."""
+    require_backend("vvenc")
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    args = ["encode", str(scenes), "-o", str(out / "o.wrp"), "--codec", "vvenc"]
+    args += ["--preset", "slower", "--qp", "30", "--options", "0", "--jobs", "2"]
+    proc = start(args, tmp, tmp_path)
+    try:
+        wait_for(proc, lambda: len(coders(proc.pid)) >= 2, "2 ffmpeg running")
+    finally:
+        killed(proc)
+    # the workers removed their temporary files; the encode's own folder, which SIGKILL left
+    # it no time to remove, holds none
+    assert [p for p in tmp.rglob("*") if not p.is_dir()] == []
     assert list(out.iterdir()) == []
 
 

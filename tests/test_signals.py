@@ -298,3 +298,50 @@ def test_an_error_after_a_signal_ends_as_the_signal(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 143, result.output
     assert result.output.strip().splitlines() == ["Terminated."]
+
+
+_SEMAPHORES = """
+import multiprocessing, os, signal, sys, time
+import multiprocessing.synchronize as synchronize
+from wrapcodec import interrupt
+
+interrupt.install()
+context = multiprocessing.get_context("spawn")  # named semaphores, known to a tracker
+kept = [context.Lock() for _ in range(3)]  # alive as the program ends
+if sys.argv[1] == "removing":
+    real = synchronize.sem_unlink
+
+    def unlink(name):  # the signal comes as a finalizer removes a semaphore
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(name)
+
+    synchronize.sem_unlink = unlink
+    try:
+        gone = context.Lock()
+        del gone
+        time.sleep(30)
+    except KeyboardInterrupt as exc:
+        interrupt.hold()
+        sys.stderr.write(interrupt.message(exc) + "\\n")
+        interrupt.finish(interrupt.exit_status(exc))
+interrupt.finish(0)
+"""
+
+
+@pytest.mark.parametrize("when", ["exiting", "removing"])
+def test_named_semaphores_leave_no_warning(tmp_path: Path, when: str) -> None:
+    """A spawned process pool's queues hold named semaphores, which multiprocessing's resource
+    tracker warns of on standard error if the program ends without removing them. They are
+    removed at the exit that skips the interpreter's teardown, and a signal that comes while
+    a finalizer removes one waits for its end (cut short, the tracker would still list it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SEMAPHORES, when],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    if when == "exiting":
+        assert done.returncode == 0 and done.stderr == b"", done.stderr
+    else:
+        assert done.returncode == 143, done.stderr
+        one_line(done.stderr, "Terminated.")

@@ -46,6 +46,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -73,6 +74,7 @@ _installed = False
 _held = False
 _worker = False  # this process is a pool's worker (see worker())
 _busy = False  # ... and runs a task (see working())
+_orphaned = False  # ... whose parent has ended (see _watch_parent())
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:
@@ -119,7 +121,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         _received.append(signum)
         for proc in list(_children):
             _kill(proc)
-    if _importing(frame) and _others_running():
+    if (_importing(frame) and _others_running()) or _naming_semaphore(frame):
         _deliver_again(signum)
         return
     _deferred.clear()
@@ -136,6 +138,29 @@ def _importing(frame: FrameType | None) -> bool:
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
             return True
+        frame = frame.f_back
+    return False
+
+
+_SEMAPHORE_CODE = {
+    os.path.join("multiprocessing", "resource_tracker.py"): None,  # any of it
+    os.path.join("multiprocessing", "synchronize.py"): ("__init__", "_cleanup"),
+    os.path.join("multiprocessing", "util.py"): ("__call__",),  # a finalizer's
+}
+
+
+def _naming_semaphore(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside multiprocessing's code that creates a named semaphore
+    (a process pool's queues, when its processes are spawned) or removes it in a finalizer,
+    and tells its resource tracker. Cut short there, a semaphore would stay registered with
+    the tracker after its removal, or with no finalizer left to remove it, and the tracker
+    would print a warning about it when the program has ended. (Only that code: a wait on a
+    multiprocessing condition, say, must not put the signal off.)"""
+    while frame is not None:
+        code = frame.f_code
+        for path, names in _SEMAPHORE_CODE.items():
+            if code.co_filename.endswith(path) and (names is None or code.co_name in names):
+                return True
         frame = frame.f_back
     return False
 
@@ -207,6 +232,31 @@ def worker() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     install()
+    _watch_parent()
+
+
+_WATCHER = "wrapcodec-parent"  # the name of a worker's thread that waits for its parent
+
+
+def _watch_parent() -> None:
+    """End this worker when its parent ends, whatever ended it (SIGKILL included): a thread
+    waits for the parent's end and sends this process SIGTERM, which unwinds a task as a
+    signal from the parent would (its ffmpeg killed, its temporary folder removed). Without
+    it, an orphaned worker would code on for no one, holding the pipes of whoever ran the
+    parent (a shell's pipeline, ``subprocess.run``), so that they never close."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None or any(t.name == _WATCHER for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        global _orphaned
+        parent.join()
+        _orphaned = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name=_WATCHER, daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -221,6 +271,8 @@ def working() -> Iterator[None]:
         yield
     finally:
         _busy = False
+        if _orphaned:  # unwound: no one is left to take the outcome
+            os._exit(EXIT_TERMINATED)
 
 
 def track(proc: subprocess.Popen[bytes]) -> None:
@@ -271,7 +323,32 @@ def finish(status: int) -> NoReturn:
         status = exit_status(exc)
     if not _held:
         sys.exit(status)
+    _run_exit_finalizers()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(status)
+
+
+FINALIZERS_S = 1.0
+"""How long the exit waits for another thread's multiprocessing finalizer to finish."""
+
+
+def _run_exit_finalizers() -> None:
+    """The exit work that multiprocessing registered and ``os._exit`` would skip: its
+    finalizers of priority 0 and up, which remove the named semaphores of a spawned pool's
+    queues still alive (after a signal, the stopped pool's) and tell the resource tracker,
+    which would otherwise warn of each on standard error once the program has ended. A
+    finalizer that the garbage collector runs in another thread is waited for first."""
+    util = sys.modules.get("multiprocessing.util")
+    run = getattr(util, "_run_finalizers", None)
+    if not callable(run):
+        return
+    me = threading.get_ident()
+    deadline = time.monotonic() + FINALIZERS_S
+    while time.monotonic() < deadline and any(
+        _naming_semaphore(frame) for ident, frame in sys._current_frames().items() if ident != me
+    ):
+        time.sleep(0.001)
+    with contextlib.suppress(Exception):
+        run(0)

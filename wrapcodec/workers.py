@@ -76,6 +76,13 @@ def stop(executor: concurrent.futures.ProcessPoolExecutor) -> None:
                 if proc.exitcode is None:
                     proc.kill()
                     proc.join(1.0)
+        # The executor's thread that fed the processes ends once they have. Wait for it, so
+        # that it does not release the pool's queues (spawned: named semaphores, which their
+        # finalizers remove) while the program exits, leaving one to multiprocessing's
+        # resource tracker, which warns of it on standard error.
+        manager = getattr(executor, "_executor_manager_thread", None)
+        if manager is not None and manager.is_alive():
+            manager.join(STOP_GRACE_S)
 
 
 def dask_task(task: Callable[..., R], *args: Any) -> R:
