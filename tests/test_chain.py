@@ -4,6 +4,7 @@ fit holds and the default segments of long clips."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from wrapcodec.adapt import MIN_STEPS, AdaptConfig, ladder_plan, step_count, step_seconds
-from wrapcodec.adaptation import training_pictures
+from wrapcodec.adaptation import JUDGE_FRAMES, judged_frames, training_pictures
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
@@ -36,7 +37,7 @@ from wrapcodec.update import (
     ladder,
     subset_names,
 )
-from wrapcodec.y4m import read_info
+from wrapcodec.y4m import Frame, Y4MWriter, iter_frames, read_info
 
 # -- the chain rules, on the decoder's own function ---------------------------------------------
 
@@ -236,6 +237,58 @@ def test_a_difference_coded_chain_decodes_to_what_the_encoder_measured(
     again = tmp_path / "again.wrp"
     _encode(runner, parkjoy, again, *CHAIN)
     assert again.read_bytes() == wrp.read_bytes()
+
+
+def test_a_long_segment_is_judged_on_some_frames() -> None:
+    assert judged_frames(2 * JUDGE_FRAMES) == []  # every frame is measured
+    picks = judged_frames(120)
+    assert len(picks) == JUDGE_FRAMES and picks[0] == 0 and picks[-1] == 119
+    assert all(b - a in (7, 8) for a, b in itertools.pairwise(picks))
+
+
+@pytest.fixture(scope="module")
+def long_clip(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 frames, 128x96, 8-bit: a window panning over Park Joy's ten frames."""
+    frames = list(iter_frames(parkjoy))
+    info = replace(read_info(parkjoy), width=128, height=96)
+    dest = tmp_path_factory.mktemp("long") / "pan40.y4m"
+    with Y4MWriter(dest, info) as writer:
+        for t in range(40):
+            f, top, left = frames[t % 10], 2 * t, 3 * t
+            writer.write(
+                Frame(
+                    f.y[top : top + 96, left : left + 128],
+                    f.u[top // 2 : top // 2 + 48, left // 2 : left // 2 + 64],
+                    f.v[top // 2 : top // 2 + 48, left // 2 : left // 2 + 64],
+                )
+            )
+    return dest
+
+
+def test_a_long_segment_measures_the_update_it_keeps_on_every_frame(
+    long_clip: Path, tmp_path: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    """A segment of more than twice JUDGE_FRAMES frames: the updates of the climb are
+    compared on JUDGE_FRAMES of its frames, the best of them is measured on every frame, and
+    the decoder shows exactly what that measurement says."""
+    require_backend("x265")
+    wrp = tmp_path / "long.wrp"
+    args = ["--qp", "32", "--segment-frames", "40", "--adapt-steps", "20"]
+    report = _encode(runner, long_clip, wrp, *args, "--adapt-budget", "none")
+    (segment,) = report["segments"]
+    a = segment["candidates"][0]["adaptation"]
+    assert len(a["tried"]) >= 2
+    full = [t for t in a["tried"] if t["judged_on"] is None]
+    assert len(full) == 1 and all(
+        t["judged_on"] == JUDGE_FRAMES for t in a["tried"] if t is not full[0]
+    )
+    if a["used"]:
+        assert a["cost_with"] == full[0]["cost"] == segment["candidates"][0]["cost"]
+    out = tmp_path / "long.y4m"
+    assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
+    assert measure_files(str(long_clip), str(out)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )
 
 
 def test_a_relative_update_with_a_broken_chain_is_refused(

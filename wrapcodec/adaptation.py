@@ -10,27 +10,30 @@ function the decoder applies updates with, so the decoder reproduces the measure
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from wrapcodec.adapt import AdaptConfig, Fitted, fit, fit_forms, held_frames
+from wrapcodec.adapt import AdaptConfig, Fitted, fit, fit_forms, held_frames, training_frames
 from wrapcodec.backend import Backend
+from wrapcodec.metrics import PsnrAccumulator
 from wrapcodec.pipeline import (
     Coded,
     InForce,
     Layout,
     decode_bottleneck,
     measure,
+    postprocess,
     segment_layout,
     source_frames,
     to_tensors,
     update_in_force,
 )
 from wrapcodec.update import Quant, Subset
+from wrapcodec.y4m import Frame
 
 Pictures = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -48,19 +51,79 @@ def training_pictures(
     :func:`wrapcodec.adapt.held_frames` picks (spread over the whole segment, bounded in
     memory with ``config.grow``; an int is ``max_frames`` of the fixed rule). Frames are read
     one at a time and only the picked ones are kept, so memory does not grow with ``count``."""
+    decoded, sources, _ = _held(backend, stream, layout, source, first, count, config, ())
+    return decoded, sources
+
+
+def _held(
+    backend: Backend,
+    stream: Path,
+    layout: Layout,
+    source: Path,
+    first: int,
+    count: int,
+    config: AdaptConfig | int,
+    judged: Collection[int],
+) -> tuple[Pictures, Pictures, Judge]:
+    """:func:`training_pictures`, and frames ``judged`` as they are (decoded bottleneck,
+    source), from one decoding of ``stream``."""
     cfg = config if isinstance(config, AdaptConfig) else AdaptConfig(max_frames=config)
     picks = set(held_frames(count, layout.source.height, layout.source.width, cfg))
-    decoded = [
-        to_tensors(f, layout.bitdepth)
-        for k, f in enumerate(decode_bottleneck(backend, stream, layout, count))
-        if k in picks
-    ]
-    sources = [
-        to_tensors(f, layout.source.bitdepth)
-        for k, f in enumerate(source_frames(source, first, count))
-        if k in picks
-    ]
-    return decoded, sources
+    decoded: Pictures = []
+    sources: Pictures = []
+    judge = Judge([], [])
+    frames = zip(
+        decode_bottleneck(backend, stream, layout, count),
+        source_frames(source, first, count),
+        strict=True,
+    )
+    for k, (picture, ref) in enumerate(frames):
+        if k in picks:
+            decoded.append(to_tensors(picture, layout.bitdepth))
+            sources.append(to_tensors(ref, layout.source.bitdepth))
+        if k in judged:
+            judge.pictures.append(picture)
+            judge.sources.append(ref)
+    return decoded, sources, judge
+
+
+JUDGE_FRAMES = 16
+"""Frames, spread evenly over a segment of more than twice as many, on which the climb
+compares its updates (:class:`Judge`); the best is then measured on every frame."""
+
+
+@dataclass
+class Judge:
+    """Frames of a segment, decoded and as in the source, held to compare updates on: each
+    update's output on them is what the decoder would show on those frames, without decoding
+    the stream again or post-processing every frame for each update."""
+
+    pictures: list[Frame]
+    sources: list[Frame]
+
+    def coded(self, seg: Segment, layout: Layout) -> Coded:
+        """``seg``'s stream with ``layout``, measured on these frames only."""
+        acc = PsnrAccumulator(layout.source.bitdepth)
+        for picture, ref in zip(self.pictures, self.sources, strict=True):
+            acc.add(ref, postprocess(picture, layout))
+        y, u, v = acc.psnr_planes
+        return Coded(
+            stream=seg.stream,
+            payload_bytes=seg.stream.stat().st_size,
+            psnr_y=y,
+            psnr_u=u,
+            psnr_v=v,
+            psnr_yuv=acc.psnr_yuv,
+            mse_8bit=acc.mse_8bit,
+            encode_s=seg.encode_s,
+            decode_s=0.0,
+        )
+
+
+def judged_frames(count: int) -> list[int]:
+    """The frames the climb compares updates on: :data:`JUDGE_FRAMES` of a segment of more
+    than twice as many, none (every frame is measured) in a shorter one."""
+    return training_frames(count, JUDGE_FRAMES) if count > 2 * JUDGE_FRAMES else []
 
 
 def adapt_and_measure(
@@ -93,6 +156,10 @@ class Variant:
     coded: Coded
     cost: float  # J with the update's bytes in R
     chain: InForce | None  # the update in force after the segment if this variant is chosen
+    # Measured on these frames of the segment only (:class:`Judge`), not on every frame:
+    # the climb's choice is the one variant measured on all of them.
+    judged_on: int | None = None
+    gain_db: float | None = None  # judged: PSNR-YUV over the bank's post-processor's there
 
 
 @dataclass(frozen=True)
@@ -131,14 +198,20 @@ def climb(
     bank or the update in force), so a larger rung builds on the steps spent below it instead
     of starting over. The climb stops after a rung whose best J (``cost`` of the measured
     output and the update's bytes) is not below the best of the rungs below it: a larger
-    rung rarely wins where a smaller one has stopped paying."""
+    rung rarely wins where a smaller one has stopped paying.
+
+    In a segment of more than twice :data:`JUDGE_FRAMES` frames, the variants are compared
+    on that many frames spread over it (:class:`Judge`), and only the best is measured on
+    every frame (``judged_on`` None; the others keep their judged figures)."""
     layout = seg.layout
     if layout.processors is None or not plan:
         return []
     base = update_in_force(previous, layout)
-    decoded, sources = training_pictures(
-        seg.backend, seg.stream, layout, seg.source, seg.first, seg.count, cfg
+    judged = judged_frames(seg.count)
+    decoded, sources, judge = _held(
+        seg.backend, seg.stream, layout, seg.source, seg.first, seg.count, cfg, judged
     )
+    plain = judge.coded(seg, layout) if judged else None
     forms = (False, True) if base is not None else (False,)
     variants: list[Variant] = []
     best = math.inf
@@ -161,13 +234,41 @@ def climb(
         rung_best = math.inf
         for fitted in fits:
             adapted, chain = segment_layout(layout, fitted.update, False, previous)
-            coded = measure(
-                seg.backend, seg.stream, adapted, seg.source, seg.first, seg.count, seg.encode_s
-            )
-            j = cost(coded, fitted.update)
-            variants.append(Variant(rung, fitted, coded, j, chain))
-            rung_best = min(rung_best, j)
+            if plain is None:
+                variant = _measured(seg, adapted, rung, fitted, chain, cost)
+            else:
+                coded = judge.coded(seg, adapted)
+                gain = coded.psnr_yuv - plain.psnr_yuv
+                j = cost(coded, fitted.update)
+                variant = Variant(rung, fitted, coded, j, chain, len(judged), gain)
+            variants.append(variant)
+            rung_best = min(rung_best, variant.cost)
         if rung_best >= best:
             break
         best = rung_best
+    if plain is not None:
+        k = best_rung_index([v.cost for v in variants])
+        v = variants[k]
+        adapted, _ = segment_layout(layout, v.fitted.update, False, previous)
+        variants[k] = _measured(seg, adapted, v.rung, v.fitted, v.chain, cost)
     return variants
+
+
+def _measured(
+    seg: Segment,
+    adapted: Layout,
+    rung: Subset,
+    fitted: Fitted,
+    chain: InForce | None,
+    cost: Callable[[Coded, bytes], float],
+) -> Variant:
+    """The variant measured on every frame of the segment, as the decoder will show it."""
+    coded = measure(
+        seg.backend, seg.stream, adapted, seg.source, seg.first, seg.count, seg.encode_s
+    )
+    return Variant(rung, fitted, coded, cost(coded, fitted.update), chain)
+
+
+def full(variants: Sequence[Variant]) -> list[Variant]:
+    """The variants measured on every frame of the segment: those a choice may take."""
+    return [v for v in variants if v.judged_on is None]

@@ -176,6 +176,7 @@ def _rungs_line(name: str, a: AdaptationReport) -> str:
     """The updates fitted for one candidate: rung (Δ: relative), steps, bytes and J."""
     tried = "; ".join(
         f"{t.rung}{' Δ' if t.relative else ''} {t.steps} steps {t.bytes} B J {t.cost:.3f}"
+        + (f" ({t.judged_on} frames)" if t.judged_on is not None else "")
         for t in a.tried
     )
     return f"[dim]updates tried for {name}: {tried}[/dim]"

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
 from wrapcodec.adapt import AdaptConfig, Fitted, ladder_plan, shard_threads
-from wrapcodec.adaptation import Segment, best_rung_index, climb
+from wrapcodec.adaptation import Segment, best_rung_index, climb, full
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank, option_for
 from wrapcodec.bench.cache import Cache, digest
@@ -352,7 +352,8 @@ def _climbed(
         )
     if not variants:
         raise InputError(f"--adapt-budget {spec.adapt_budget}: no time for any update")
-    best = variants[best_rung_index([v.cost for v in variants])]
+    measured = full(variants)
+    best = measured[best_rung_index([v.cost for v in measured])]
     return dataclasses.replace(
         best.fitted, seconds=sum(v.fitted.seconds for v in variants)
     ), best.coded

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from wrapcodec.adapt import ladder_plan
-from wrapcodec.adaptation import Segment, Variant, best_rung_index, climb
+from wrapcodec.adaptation import Segment, Variant, best_rung_index, climb, full
 from wrapcodec.encode.report import AdaptationReport, RungReport
 from wrapcodec.encode.trials import Clip, Job, Trial, pick
 from wrapcodec.pipeline import Coded, InForce, segment_layout, update_in_force
@@ -28,8 +28,9 @@ def adapted(
 ) -> tuple[list[Trial], AdaptationReport]:
     """``plain`` (a neural trial) with updates fitted to the segment, one per rung of the
     ladder the budget pays for (absolute and, warm-started from ``previous`` when it is
-    in force for this option, relative too), each measured; the report's top-level
-    figures are those of the lowest J."""
+    in force for this option, relative too), each measured; the trials of those measured on
+    every frame (in a long segment, the climb's choice only), and the report of every one,
+    whose top-level figures are those of the lowest J."""
     assert job.adapt is not None
     lam = job.lam(plain.qp)
     samples = clip.count * job.info.width * job.info.height
@@ -51,7 +52,7 @@ def adapted(
         return job.score(plain.option, plain.layout, coded, plain.qp, clip.count, update).cost
 
     variants = climb(seg, job.adapt, plan, lam, previous, cost)
-    trials = [_variant_trial(job, plain, clip, v) for v in variants]
+    trials = [_variant_trial(job, plain, clip, v) for v in full(variants)]
     warm = update_in_force(previous, plain.layout) is not None
     tried = [_rung_report(v, plain, warm) for v in variants]
     best = tried[best_rung_index([t.cost for t in tried])]
@@ -81,6 +82,7 @@ def with_adaptation(
     reusing it (:func:`~wrapcodec.encode.trials.pick`: lowest J at a QP, or highest PSNR-YUV
     within a bitrate budget)."""
     fitted, report = adapted(job, plain, clip, previous)
+    measured = [k for k, t in enumerate(report.tried) if t.judged_on is None]
     variants = [plain, *fitted]
     inheritable = update_in_force(previous, plain.layout) is not None
     if inheritable:
@@ -93,7 +95,7 @@ def with_adaptation(
         if inheritable:
             report.cost_inherited = variants[-1].cost
     best = pick(variants, budget, clip.count, job.info)
-    picked = [k for k, t in enumerate(fitted) if t is best]
+    picked = [measured[k] for k, t in enumerate(fitted) if t is best]
     if picked:
         chosen = report.tried[picked[0]]
         report.rung, report.relative = chosen.rung, chosen.relative
@@ -118,7 +120,8 @@ def _rung_report(v: Variant, plain: Trial, warm: bool) -> RungReport:
         steps=v.fitted.steps,
         params=v.fitted.params,
         bytes=len(v.fitted.update),
-        gain_db=v.coded.psnr_yuv - plain.coded.psnr_yuv,
+        gain_db=v.coded.psnr_yuv - plain.coded.psnr_yuv if v.gain_db is None else v.gain_db,
         cost=v.cost,
         seconds=v.fitted.seconds,
+        judged_on=v.judged_on,
     )

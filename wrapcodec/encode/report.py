@@ -60,6 +60,9 @@ class RungReport(BaseModel):
     gain_db: float  # PSNR-YUV with the update minus the bank's post-processor
     cost: float  # J with the update's bytes in R (at the QP found, with a bitrate budget)
     seconds: float  # fitting and encoding it
+    # gain_db and cost measured on this many frames spread over the segment only: a long
+    # segment's updates are compared there, and the best is measured on every frame
+    judged_on: int | None = None
 
 
 class AdaptationReport(BaseModel):
