@@ -30,7 +30,7 @@ def adapted(
     ladder the budget pays for (absolute and, warm-started from ``previous`` when it is
     in force for this option, relative too), each measured; the trials of those measured on
     every frame (in a long segment, the climb's choice only), and the report of every one,
-    whose top-level figures are those of the lowest J."""
+    whose top-level figures are those of the lowest J measured on every frame."""
     assert job.adapt is not None
     lam = job.lam(plain.qp)
     samples = clip.count * job.info.width * job.info.height
@@ -55,7 +55,8 @@ def adapted(
     trials = [_variant_trial(job, plain, clip, v) for v in full(variants)]
     warm = update_in_force(previous, plain.layout) is not None
     tried = [_rung_report(v, plain, warm) for v in variants]
-    best = tried[best_rung_index([t.cost for t in tried])]
+    measured = [t for t in tried if t.judged_on is None]
+    best = measured[best_rung_index([t.cost for t in measured])]
     report = AdaptationReport(
         steps=best.steps,
         params=best.params,
