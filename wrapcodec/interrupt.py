@@ -34,6 +34,12 @@ task inside :func:`working`: a signal during a task kills the task's ffmpeg proc
 unwinds it as in the main program (its temporary folder removed); one while the worker waits
 for a task ends the worker on the spot, with nothing to clean up. So the parent stops its
 workers by sending them SIGTERM, and a terminal's Ctrl-C, which reaches them too, does the same.
+A worker whose parent has ended without stopping it (SIGKILL) sends itself SIGTERM.
+
+A pool of spawned processes holds named semaphores, which multiprocessing removes in finalizers
+and reports to a resource tracker; the tracker warns on standard error of any left when the
+program ends. So a signal waits while such a finalizer runs, and :func:`finish` runs the ones
+still due before it exits.
 
 This module imports only the standard library's lightest modules, so that ``__main__`` can
 install the handlers before it imports the command line.
