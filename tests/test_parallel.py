@@ -245,6 +245,17 @@ def test_killed_then_resumed_gives_the_same_bytes(
     assert json.loads(rerun.stdout)["resumed"] >= 2  # the segments kept were not coded again
 
 
+def _two_workers(scenes: Path, tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """An encode whose two worker processes each code a scene for a while (VVenC, preset
+    slower), its temporary folder and its output's folder, both made empty."""
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    args = ["encode", str(scenes), "-o", str(out / "o.wrp"), "--codec", "vvenc"]
+    args += ["--preset", "slower", "--qp", "30", "--options", "0", "--jobs", "2"]
+    return args, tmp, out
+
+
 @requires_proc
 @pytest.mark.parametrize(
     ("sig", "line", "status"),
@@ -262,11 +273,7 @@ def test_a_signal_stops_the_segment_workers(
     one line, the workers and their ffmpeg with it, and neither a temporary folder nor an
     output is left."""
     require_backend("vvenc")
-    tmp, out = tmp_path / "tmp", tmp_path / "out"
-    tmp.mkdir()
-    out.mkdir()
-    args = ["encode", str(scenes), "-o", str(out / "o.wrp"), "--codec", "vvenc"]
-    args += ["--preset", "slower", "--qp", "30", "--options", "0", "--jobs", "2"]
+    args, tmp, out = _two_workers(scenes, tmp_path)
     stopped(start(args, tmp, tmp_path), 2, sig, line, status)
     assert list(tmp.iterdir()) == []
     assert list(out.iterdir()) == []
@@ -280,11 +287,7 @@ def test_the_segment_workers_end_with_a_killed_encode(
     same, their ffmpeg with them, and the pipes of whoever started the encode close (a
     worker that outlived it would code on for no one and hold them open)."""
     require_backend("vvenc")
-    tmp, out = tmp_path / "tmp", tmp_path / "out"
-    tmp.mkdir()
-    out.mkdir()
-    args = ["encode", str(scenes), "-o", str(out / "o.wrp"), "--codec", "vvenc"]
-    args += ["--preset", "slower", "--qp", "30", "--options", "0", "--jobs", "2"]
+    args, tmp, out = _two_workers(scenes, tmp_path)
     proc = start(args, tmp, tmp_path)
     try:
         wait_for(proc, lambda: len(coders(proc.pid)) >= 2, "2 ffmpeg running")

@@ -106,18 +106,7 @@ class Judge:
         acc = PsnrAccumulator(layout.source.bitdepth)
         for picture, ref in zip(self.pictures, self.sources, strict=True):
             acc.add(ref, postprocess(picture, layout))
-        y, u, v = acc.psnr_planes
-        return Coded(
-            stream=seg.stream,
-            payload_bytes=seg.stream.stat().st_size,
-            psnr_y=y,
-            psnr_u=u,
-            psnr_v=v,
-            psnr_yuv=acc.psnr_yuv,
-            mse_8bit=acc.mse_8bit,
-            encode_s=seg.encode_s,
-            decode_s=0.0,
-        )
+        return Coded.of(seg.stream, acc, seg.encode_s, 0.0)
 
 
 def judged_frames(count: int) -> list[int]:

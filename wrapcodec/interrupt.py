@@ -53,7 +53,7 @@ import signal
 import sys
 import threading
 import time
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -141,8 +141,13 @@ _REDELIVERY = "wrapcodec-signal"  # the name of the thread that delivers it
 
 def _importing(frame: FrameType | None) -> bool:
     """Whether ``frame`` runs inside an import (the import system's frames are below it)."""
+    return _inside(frame, lambda code: code.co_filename.startswith("<frozen importlib"))
+
+
+def _inside(frame: FrameType | None, where: Callable[[CodeType], bool]) -> bool:
+    """Whether ``frame`` or a frame below it runs code that ``where`` picks."""
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        if where(frame.f_code):
             return True
         frame = frame.f_back
     return False
@@ -162,13 +167,13 @@ def _naming_semaphore(frame: FrameType | None) -> bool:
     the tracker after its removal, or with no finalizer left to remove it, and the tracker
     would print a warning about it when the program has ended. (Only that code: a wait on a
     multiprocessing condition, say, must not put the signal off.)"""
-    while frame is not None:
-        code = frame.f_code
-        for path, names in _SEMAPHORE_CODE.items():
-            if code.co_filename.endswith(path) and (names is None or code.co_name in names):
-                return True
-        frame = frame.f_back
-    return False
+    return _inside(
+        frame,
+        lambda code: any(
+            code.co_filename.endswith(path) and (names is None or code.co_name in names)
+            for path, names in _SEMAPHORE_CODE.items()
+        ),
+    )
 
 
 def _others_running() -> bool:

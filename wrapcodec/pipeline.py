@@ -403,6 +403,30 @@ class Coded:
     # Per sample of :func:`measure`: (its layout's MSE, this layout's MSE) on its frames
     sampled: tuple[tuple[float, float], ...] = ()
 
+    @classmethod
+    def of(
+        cls,
+        stream: Path,
+        acc: PsnrAccumulator,
+        encode_s: float,
+        decode_s: float,
+        sampled: tuple[tuple[float, float], ...] = (),
+    ) -> Coded:
+        """``stream`` with the figures ``acc`` gathered over the frames measured."""
+        y, u, v = acc.psnr_planes
+        return cls(
+            stream=stream,
+            payload_bytes=stream.stat().st_size,
+            psnr_y=y,
+            psnr_u=u,
+            psnr_v=v,
+            psnr_yuv=acc.psnr_yuv,
+            mse_8bit=acc.mse_8bit,
+            encode_s=encode_s,
+            decode_s=decode_s,
+            sampled=sampled,
+        )
+
 
 def stream_key(option: Option) -> str:
     """Options with the same key pre-process alike and so share one bitstream: direct and
@@ -503,16 +527,5 @@ def measure(
                 base.add(ref, rec)
         measuring += time.perf_counter() - t
     t2 = time.perf_counter() - measuring
-    y, u, v = acc.psnr_planes
-    return Coded(
-        stream=stream,
-        payload_bytes=stream.stat().st_size,
-        psnr_y=y,
-        psnr_u=u,
-        psnr_v=v,
-        psnr_yuv=acc.psnr_yuv,
-        mse_8bit=acc.mse_8bit,
-        encode_s=encode_s,
-        decode_s=t2 - t1,
-        sampled=tuple((own.mse_8bit, base.mse_8bit) for own, base in pairs),
-    )
+    sampled = tuple((own.mse_8bit, base.mse_8bit) for own, base in pairs)
+    return Coded.of(stream, acc, encode_s, t2 - t1, sampled)
