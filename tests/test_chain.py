@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from wrapcodec.adapt import MIN_STEPS, AdaptConfig, ladder_plan, step_count, step_seconds
-from wrapcodec.adaptation import JUDGE_FRAMES, judged_frames, training_pictures
+from wrapcodec.adaptation import JUDGE_FRAMES, Segment, climb, judged_frames, training_pictures
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
@@ -246,14 +246,12 @@ def test_a_long_segment_is_judged_on_some_frames() -> None:
     assert all(b - a in (7, 8) for a, b in itertools.pairwise(picks))
 
 
-@pytest.fixture(scope="module")
-def long_clip(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """40 frames, 128x96, 8-bit: a window panning over Park Joy's ten frames."""
+def _pan(parkjoy: Path, dest: Path, count: int) -> Path:
+    """``count`` frames, 128x96, 8-bit: a window panning over Park Joy's ten frames."""
     frames = list(iter_frames(parkjoy))
     info = replace(read_info(parkjoy), width=128, height=96)
-    dest = tmp_path_factory.mktemp("long") / "pan40.y4m"
     with Y4MWriter(dest, info) as writer:
-        for t in range(40):
+        for t in range(count):
             f, top, left = frames[t % 10], 2 * t, 3 * t
             writer.write(
                 Frame(
@@ -263,6 +261,11 @@ def long_clip(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 )
             )
     return dest
+
+
+@pytest.fixture(scope="module")
+def long_clip(parkjoy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _pan(parkjoy, tmp_path_factory.mktemp("long") / "pan40.y4m", 40)
 
 
 def test_a_long_segment_measures_the_update_it_keeps_on_every_frame(
@@ -287,6 +290,63 @@ def test_a_long_segment_measures_the_update_it_keeps_on_every_frame(
     out = tmp_path / "long.y4m"
     assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
     assert measure_files(str(long_clip), str(out)).psnr_yuv == pytest.approx(
+        report["psnr_yuv"], abs=1e-9
+    )
+
+
+def test_inheriting_judged_best_leaves_every_update_judged(
+    long_clip: Path, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    """When inheriting the update in force has the lowest J on a long segment's judged frames
+    (here a byte costs so much that no update can pay), the climb measures none of its updates
+    on every frame: the caller measures inheriting instead."""
+    require_backend("x265")
+    backend = get_backend("x265")
+    layout = Layout.make(read_info(long_clip), OPTIONS[2], backend, 10, get_bank())
+    stream = tmp_path / "s.265"
+    settings = EncodeSettings(qp=37, preset="ultrafast")
+    code_and_measure(backend, settings, long_clip, layout, 0, 40, stream)
+    seg = Segment(backend, stream, layout, long_clip, 0, 40)
+    cfg = AdaptConfig(steps=10, batch=2, crop=64)
+    plan, lam = [(Subset.BIAS, 10)], backend.qp_to_lambda(37)
+    first = climb(seg, cfg, plan, lam, None, lambda coded, update: coded.mse_8bit)
+    assert first.inheriting is None  # nothing in force
+    (kept,) = (v for v in first.variants if v.judged_on is None)
+    priced = climb(seg, cfg, plan, lam, kept.chain, lambda c, u: c.mse_8bit + 1e3 * len(u))
+    assert priced.inheriting is not None and priced.inheriting.wins
+    assert priced.inheriting.judged_on == JUDGE_FRAMES
+    assert len(priced.variants) == 2  # absolute and relative, both judged only
+    assert all(v.judged_on == JUDGE_FRAMES for v in priced.variants)
+    free = climb(seg, cfg, plan, lam, kept.chain, lambda c, u: c.mse_8bit)
+    assert free.inheriting is not None
+    assert sum(v.judged_on is None for v in free.variants) == (not free.inheriting.wins)
+
+
+def test_a_long_segment_judges_inheriting_beside_its_updates(
+    parkjoy: Path, tmp_path: Path, runner: CliRunner, require_backend: Callable[[str], None]
+) -> None:
+    """Two long segments: in the second, inheriting the first's update is judged on the same
+    frames as the new updates, and only the best of them all is measured on every frame."""
+    require_backend("x265")
+    clip = _pan(parkjoy, tmp_path / "pan80.y4m", 80)
+    wrp = tmp_path / "long.wrp"
+    args = ["--qp", "32", "--segment-frames", "40", "--adapt-steps", "20"]
+    report = _encode(runner, clip, wrp, *args, "--adapt-budget", "none")
+    first, second = (s["candidates"][0]["adaptation"] for s in report["segments"])
+    assert first["used"] and first["inherited_gain_db"] is None
+    a = second
+    assert a["inherited_gain_db"] is not None  # the first segment's update is in force
+    measured = [t for t in a["tried"] if t["judged_on"] is None]
+    inheriting_measured = a["inherited_judged_on"] is None
+    assert len(measured) + inheriting_measured == 1
+    assert a["inherited_judged_on"] in (None, JUDGE_FRAMES)
+    if not inheriting_measured:
+        assert not a["inherited"] and a["cost_with"] == measured[0]["cost"]
+    else:
+        assert a["cost_with"] is None and not a["used"]
+    out = tmp_path / "long.y4m"
+    assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
+    assert measure_files(str(clip), str(out)).psnr_yuv == pytest.approx(
         report["psnr_yuv"], abs=1e-9
     )
 

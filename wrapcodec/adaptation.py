@@ -151,6 +151,29 @@ class Variant:
     gain_db: float | None = None  # judged: PSNR-YUV over the bank's post-processor's there
 
 
+@dataclass
+class Inheriting:
+    """The update in force after the previous segment, reused at no bytes, judged beside a
+    long segment's updates on the same frames (:class:`Judge`)."""
+
+    coded: Coded  # on the judged frames
+    cost: float  # J there, no bytes
+    gain_db: float  # PSNR-YUV over the bank's post-processor's on the same frames
+    judged_on: int
+    # Its J is below every update's there: it is measured on every frame, and no update is
+    wins: bool
+
+
+@dataclass
+class Climb:
+    """What :func:`climb` found: every variant tried, in order, and how inheriting the
+    update in force compared (None when it was not judged: a short segment, no update in
+    force of this option, or no rung to climb)."""
+
+    variants: list[Variant]
+    inheriting: Inheriting | None = None
+
+
 @dataclass(frozen=True)
 class Segment:
     """What a climb works on: a coded stream of frames ``first``.. of ``source``."""
@@ -176,9 +199,9 @@ def climb(
     lam: float,
     previous: InForce | None,
     cost: Callable[[Coded, bytes], float],
-) -> list[Variant]:
+) -> Climb:
     """Fit the rungs of ``plan`` (:func:`wrapcodec.adapt.ladder_plan`) in order and measure
-    each update; every variant tried, in order.
+    each update.
 
     Updates are quantisation 3 at the RDO's ``lam``. When ``previous`` is in force for this
     option, the first rung starts from it (warm start) and every rung is sent both absolute
@@ -189,18 +212,55 @@ def climb(
     output and the update's bytes) is not below the best of the rungs below it: a larger
     rung rarely wins where a smaller one has stopped paying.
 
-    In a segment of more than twice :data:`JUDGE_FRAMES` frames, the variants are compared
-    on that many frames spread over it (:class:`Judge`), and only the best is measured on
-    every frame (``judged_on`` None; the others keep their judged figures)."""
+    In a segment of more than twice :data:`JUDGE_FRAMES` frames, the variants, and inheriting
+    ``previous`` when it is in force for this option, are compared on that many frames spread
+    over it (:class:`Judge`), and only the best of them is measured on every frame: a variant
+    (``judged_on`` None; the others keep their judged figures), or, when inheriting wins
+    (:attr:`Inheriting.wins`), none, and the caller measures inheriting."""
     layout = seg.layout
     if layout.processors is None or not plan:
-        return []
-    base = update_in_force(previous, layout)
+        return Climb([])
     judged = judged_frames(seg.count)
     decoded, sources, judge = _held(
         seg.backend, seg.stream, layout, seg.source, seg.first, seg.count, cfg, judged
     )
     plain = judge.coded(seg, layout) if judged else None
+
+    def score(adapted: Layout, rung: Subset, fitted: Fitted, chain: InForce | None) -> Variant:
+        if plain is None:
+            return _measured(seg, adapted, rung, fitted, chain, cost)
+        coded = judge.coded(seg, adapted)
+        gain = coded.psnr_yuv - plain.psnr_yuv
+        return Variant(rung, fitted, coded, cost(coded, fitted.update), chain, len(judged), gain)
+
+    variants = _rungs(seg, cfg, plan, lam, previous, decoded, sources, score)
+    if plain is None:
+        return Climb(variants)
+    k = best_rung_index([v.cost for v in variants])
+    inheriting = _inheriting(seg, judge, plain, previous, cost, variants[k].cost)
+    if inheriting is not None and inheriting.wins:
+        return Climb(variants, inheriting)
+    v = variants[k]
+    adapted, _ = segment_layout(layout, v.fitted.update, False, previous)
+    variants[k] = _measured(seg, adapted, v.rung, v.fitted, v.chain, cost)
+    return Climb(variants, inheriting)
+
+
+def _rungs(
+    seg: Segment,
+    cfg: AdaptConfig,
+    plan: Sequence[tuple[Subset, int]],
+    lam: float,
+    previous: InForce | None,
+    decoded: Pictures,
+    sources: Pictures,
+    score: Callable[[Layout, Subset, Fitted, InForce | None], Variant],
+) -> list[Variant]:
+    """The rungs of :func:`climb`, each fitted on ``decoded`` and ``sources`` and its updates
+    scored (``score``: measured or judged), until a rung does not lower the best J."""
+    layout = seg.layout
+    assert layout.processors is not None
+    base = update_in_force(previous, layout)
     forms = (False, True) if base is not None else (False,)
     variants: list[Variant] = []
     best = math.inf
@@ -223,24 +283,32 @@ def climb(
         rung_best = math.inf
         for fitted in fits:
             adapted, chain = segment_layout(layout, fitted.update, False, previous)
-            if plain is None:
-                variant = _measured(seg, adapted, rung, fitted, chain, cost)
-            else:
-                coded = judge.coded(seg, adapted)
-                gain = coded.psnr_yuv - plain.psnr_yuv
-                j = cost(coded, fitted.update)
-                variant = Variant(rung, fitted, coded, j, chain, len(judged), gain)
-            variants.append(variant)
-            rung_best = min(rung_best, variant.cost)
+            variants.append(score(adapted, rung, fitted, chain))
+            rung_best = min(rung_best, variants[-1].cost)
         if rung_best >= best:
             break
         best = rung_best
-    if plain is not None:
-        k = best_rung_index([v.cost for v in variants])
-        v = variants[k]
-        adapted, _ = segment_layout(layout, v.fitted.update, False, previous)
-        variants[k] = _measured(seg, adapted, v.rung, v.fitted, v.chain, cost)
     return variants
+
+
+def _inheriting(
+    seg: Segment,
+    judge: Judge,
+    plain: Coded,
+    previous: InForce | None,
+    cost: Callable[[Coded, bytes], float],
+    best: float,
+) -> Inheriting | None:
+    """Inheriting ``previous`` (when it is in force for ``seg``'s option), judged on the
+    judge's frames against the best update's J there (``best``); ``plain`` is the bank's
+    post-processor there."""
+    if update_in_force(previous, seg.layout) is None:
+        return None
+    layout, _ = segment_layout(seg.layout, b"", True, previous)
+    coded = judge.coded(seg, layout)
+    j = cost(coded, b"")
+    gain = coded.psnr_yuv - plain.psnr_yuv
+    return Inheriting(coded, j, gain, len(judge.pictures), wins=j < best)
 
 
 def _measured(

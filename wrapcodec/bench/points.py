@@ -340,7 +340,7 @@ def _climbed(
     plan = ladder_plan(cfg, samples, crop, None if budget is None else budget.seconds(samples))
     seg = Segment(backend, stream, layout, source, 0, spec.frames, plain.encode_s)
     with shard_threads(torch.get_num_threads()):
-        variants = climb(
+        climbed = climb(
             seg,
             cfg,
             plan,
@@ -350,6 +350,7 @@ def _climbed(
                 coded.mse_8bit, _bits(coded, update), spec.frames, info, lam
             ),
         )
+    variants = climbed.variants
     if not variants:
         raise InputError(f"--adapt-budget {spec.adapt_budget}: no time for any update")
     measured = full(variants)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from wrapcodec.adapt import ladder_plan
-from wrapcodec.adaptation import Segment, Variant, best_rung_index, climb, full
+from wrapcodec.adaptation import Inheriting, Segment, Variant, best_rung_index, climb, full
 from wrapcodec.encode.report import AdaptationReport, RungReport
 from wrapcodec.encode.trials import Clip, Job, Trial, pick
 from wrapcodec.pipeline import Coded, InForce, segment_layout, update_in_force
@@ -25,12 +25,14 @@ def inherited(job: Job, plain: Trial, clip: Clip, previous: InForce) -> Trial:
 
 def adapted(
     job: Job, plain: Trial, clip: Clip, previous: InForce | None
-) -> tuple[list[Trial], AdaptationReport]:
+) -> tuple[list[Trial], AdaptationReport, Inheriting | None]:
     """``plain`` (a neural trial) with updates fitted to the segment, one per rung of the
     ladder the budget pays for (absolute and, warm-started from ``previous`` when it is
     in force for this option, relative too), each measured; the trials of those measured on
-    every frame (in a long segment, the climb's choice only), and the report of every one,
-    whose top-level figures are those of the lowest J measured on every frame."""
+    every frame (in a long segment, the climb's choice only, or none when inheriting
+    ``previous`` judged better), the report of every one, whose top-level figures are those
+    of the lowest J measured on every frame (or judged, when none was), and inheriting as
+    the climb judged it (:class:`~wrapcodec.adaptation.Climb`)."""
     assert job.adapt is not None
     lam = job.lam(plain.qp)
     samples = clip.count * job.info.width * job.info.height
@@ -51,11 +53,12 @@ def adapted(
     def cost(coded: Coded, update: bytes) -> float:
         return job.score(plain.option, plain.layout, coded, plain.qp, clip.count, update).cost
 
-    variants = climb(seg, job.adapt, plan, lam, previous, cost)
+    climbed = climb(seg, job.adapt, plan, lam, previous, cost)
+    variants = climbed.variants
     trials = [_variant_trial(job, plain, clip, v) for v in full(variants)]
     warm = update_in_force(previous, plain.layout) is not None
     tried = [_rung_report(v, plain, warm) for v in variants]
-    measured = [t for t in tried if t.judged_on is None]
+    measured = [t for t in tried if t.judged_on is None] or tried
     best = measured[best_rung_index([t.cost for t in measured])]
     report = AdaptationReport(
         steps=best.steps,
@@ -68,7 +71,7 @@ def adapted(
         budget_s=budget,
         tried=tried,
     )
-    return trials, report
+    return trials, report, climbed.inheriting
 
 
 def with_adaptation(
@@ -81,20 +84,26 @@ def with_adaptation(
     """The best of ``plain``, ``plain`` with each update fitted to the segment and, when the
     update in force after the previous segment (``previous``) is of this option, ``plain``
     reusing it (:func:`~wrapcodec.encode.trials.pick`: lowest J at a QP, or highest PSNR-YUV
-    within a bitrate budget)."""
-    fitted, report = adapted(job, plain, clip, previous)
+    within a bitrate budget). In a long segment whose climb judged reusing it below its best
+    update, that update is not measured on every frame and does not compete; otherwise
+    reusing it does not."""
+    fitted, report, inheriting = adapted(job, plain, clip, previous)
     measured = [k for k, t in enumerate(report.tried) if t.judged_on is None]
     variants = [plain, *fitted]
-    inheritable = update_in_force(previous, plain.layout) is not None
-    if inheritable:
-        assert previous is not None
-        variants.append(inherited(job, plain, clip, previous))
-        report.inherited_gain_db = variants[-1].coded.psnr_yuv - plain.coded.psnr_yuv
+    cost_inherited = None
+    if previous is not None and update_in_force(previous, plain.layout) is not None:
+        if inheriting is None or inheriting.wins:
+            variants.append(inherited(job, plain, clip, previous))
+            report.inherited_gain_db = variants[-1].coded.psnr_yuv - plain.coded.psnr_yuv
+            cost_inherited = variants[-1].cost
+        else:
+            report.inherited_gain_db = inheriting.gain_db
+            report.inherited_judged_on = inheriting.judged_on
+            cost_inherited = inheriting.cost
     if budget is None:
         report.cost_without = plain.cost
-        report.cost_with = min(t.cost for t in fitted)
-        if inheritable:
-            report.cost_inherited = variants[-1].cost
+        report.cost_with = min((t.cost for t in fitted), default=None)
+        report.cost_inherited = cost_inherited
     best = pick(variants, budget, clip.count, job.info)
     picked = [measured[k] for k, t in enumerate(fitted) if t is best]
     if picked:

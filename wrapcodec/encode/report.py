@@ -75,7 +75,7 @@ class AdaptationReport(BaseModel):
     gain_db: float  # PSNR-YUV with the update minus without
     seconds: float  # fitting every update tried
     cost_without: float | None = None  # J of the bank's post-processor (QP mode)
-    cost_with: float | None = None
+    cost_with: float | None = None  # None: no update measured on every frame (inheriting won)
     rung: str | None = None  # of the best update fitted
     relative: bool = False  # the best update fitted is relative to the update in force
     budget_s: float | None = None  # the modelled seconds the rungs were planned within
@@ -84,6 +84,9 @@ class AdaptationReport(BaseModel):
     # The update in force for the previous segment (same option), reused at no bytes:
     inherited_gain_db: float | None = None  # None when there is none to inherit
     cost_inherited: float | None = None
+    # the two above measured on this many frames of a long segment only, where its updates
+    # judged better there (only the best of them is measured on every frame)
+    inherited_judged_on: int | None = None
     inherited: bool = False  # this candidate reuses it
 
 
