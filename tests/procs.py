@@ -126,7 +126,7 @@ def stopped(
         one_line(err, line)
         _all_ended(started, signalled)
     finally:  # a failed test leaves nothing behind either
-        _kill_all(proc, started)
+        kill_all(proc, started)
 
 
 def killed(proc: subprocess.Popen[bytes]) -> None:
@@ -144,7 +144,7 @@ def killed(proc: subprocess.Popen[bytes]) -> None:
         assert ended is not None, f"its pipes still open {STOPPED_S:g} s on: {alive_then}"
         _all_ended(started, signalled)
     finally:
-        _kill_all(proc, started)
+        kill_all(proc, started)
 
 
 def _all_ended(started: list[int], signalled: float) -> None:
@@ -154,8 +154,16 @@ def _all_ended(started: list[int], signalled: float) -> None:
     assert not left, f"left running: {left}"
 
 
-def _kill_all(proc: subprocess.Popen[bytes], started: list[int]) -> None:
-    for pid in [proc.pid, *started]:
+def kill_all(proc: subprocess.Popen[bytes], started: list[int]) -> None:
+    """SIGKILL ``proc`` and everything it started, known before or found now, and reap it
+    without waiting on pipes that a process unknown here may still hold open."""
+    for pid in dict.fromkeys([*descendants(proc.pid), proc.pid, *started]):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    proc.communicate()
+    try:
+        proc.communicate(timeout=STOPPED_S)
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()

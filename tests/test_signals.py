@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from procs import alive, children, one_line, requires_proc, start, wait_for
+from procs import alive, children, kill_all, one_line, requires_proc, start, wait_for
 
 from wrapcodec.cli import cli
 from wrapcodec.y4m import count_frames
@@ -345,3 +346,25 @@ def test_named_semaphores_leave_no_warning(tmp_path: Path, when: str) -> None:
     else:
         assert done.returncode == 143, done.stderr
         one_line(done.stderr, "Terminated.")
+
+
+@requires_proc
+def test_the_cleanup_does_not_wait_on_pipes_held_elsewhere(tmp_path: Path) -> None:
+    """The tests' cleanup kills what a command started and reaps it even when a process it
+    no longer knows (here one left behind by a shell that has ended) holds its pipes open,
+    instead of waiting for that process to end."""
+    pidfile = tmp_path / "orphan"
+    proc = subprocess.Popen(
+        ["sh", "-c", f"(sleep 60 & echo $! > {pidfile}); sleep 60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(proc, lambda: pidfile.is_file() and pidfile.read_text().strip() != "", "the orphan")
+    orphan = int(pidfile.read_text())
+    try:
+        begun = time.monotonic()
+        kill_all(proc, [])
+        assert proc.returncode is not None and time.monotonic() - begun < 30
+        assert alive(orphan)  # it held the pipes all along
+    finally:
+        os.kill(orphan, signal.SIGKILL)
