@@ -18,10 +18,11 @@ from wrapcodec.adapt import MIN_STEPS, AdaptConfig, ladder_plan, step_count, ste
 from wrapcodec.adaptation import JUDGE_FRAMES, Segment, climb, judged_frames, training_pictures
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
-from wrapcodec.cli import cli
+from wrapcodec.cli import _rungs_line, cli
 from wrapcodec.container import pack, read_wrp
 from wrapcodec.encode.efforts import DIRECT_SECONDS_PER_SAMPLE, EFFORTS, AdaptBudget, parse_budget
 from wrapcodec.encode.encoder import default_segment_frames
+from wrapcodec.encode.report import AdaptationReport
 from wrapcodec.encode.trials import Trial, pick
 from wrapcodec.errors import ContainerError, InputError
 from wrapcodec.metrics import measure_files
@@ -344,6 +345,10 @@ def test_a_long_segment_judges_inheriting_beside_its_updates(
         assert not a["inherited"] and a["cost_with"] == measured[0]["cost"]
     else:
         assert a["cost_with"] is None and not a["used"]
+    line = _rungs_line("post-1/2", AdaptationReport.model_validate(a))
+    assert f"inheriting J {a['cost_inherited']:.3f}" in line
+    judged = len(a["tried"]) - len(measured) + (not inheriting_measured)
+    assert line.count(f"({JUDGE_FRAMES} frames)") == judged
     out = tmp_path / "long.y4m"
     assert runner.invoke(cli, ["decode", str(wrp), "-o", str(out)]).exit_code == 0
     assert measure_files(str(clip), str(out)).psnr_yuv == pytest.approx(

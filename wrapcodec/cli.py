@@ -173,13 +173,20 @@ def _update_cell(a: AdaptationReport | None) -> tuple[str, str]:
 
 
 def _rungs_line(name: str, a: AdaptationReport) -> str:
-    """The updates fitted for one candidate: rung (Δ: relative), steps, bytes and J."""
-    tried = "; ".join(
+    """The updates fitted for one candidate: rung (Δ: relative), steps, bytes and J, and
+    inheriting the update in force at no bytes, where there was one to inherit."""
+    tried = [
         f"{t.rung}{' Δ' if t.relative else ''} {t.steps} steps {t.bytes} B J {t.cost:.3f}"
-        + (f" ({t.judged_on} frames)" if t.judged_on is not None else "")
+        + _judged(t.judged_on)
         for t in a.tried
-    )
-    return f"[dim]updates tried for {name}: {tried}[/dim]"
+    ]
+    if a.cost_inherited is not None:
+        tried.append(f"inheriting J {a.cost_inherited:.3f}" + _judged(a.inherited_judged_on))
+    return f"[dim]updates tried for {name}: {'; '.join(tried)}[/dim]"
+
+
+def _judged(frames: int | None) -> str:
+    return f" ({frames} frames)" if frames is not None else ""
 
 
 @dataclass
