@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -367,4 +368,5 @@ def test_the_cleanup_does_not_wait_on_pipes_held_elsewhere(tmp_path: Path) -> No
         assert proc.returncode is not None and time.monotonic() - begun < 30
         assert alive(orphan)  # it held the pipes all along
     finally:
-        os.kill(orphan, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)

@@ -84,9 +84,9 @@ def with_adaptation(
     """The best of ``plain``, ``plain`` with each update fitted to the segment and, when the
     update in force after the previous segment (``previous``) is of this option, ``plain``
     reusing it (:func:`~wrapcodec.encode.trials.pick`: lowest J at a QP, or highest PSNR-YUV
-    within a bitrate budget). In a long segment whose climb judged reusing it below its best
-    update, that update is not measured on every frame and does not compete; otherwise
-    reusing it does not."""
+    within a bitrate budget). In a long segment the climb judges reusing it beside the
+    updates, and only the better (lower J on the judged frames) of reusing it and the best
+    update is measured on every frame and competes."""
     fitted, report, inheriting = adapted(job, plain, clip, previous)
     measured = [k for k, t in enumerate(report.tried) if t.judged_on is None]
     variants = [plain, *fitted]
