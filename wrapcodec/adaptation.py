@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -166,12 +167,36 @@ class Inheriting:
 
 @dataclass
 class Climb:
-    """What :func:`climb` found: every variant tried, in order, and how inheriting the
-    update in force compared (None when it was not judged: a short segment, no update in
-    force of this option, or no rung to climb)."""
+    """What :func:`climb` found: every variant tried, in order, how inheriting the update in
+    force compared (None when it was not judged: a short segment, no update in force of this
+    option, or no rung to climb), and whether the climb stopped because it could no longer
+    reach the bar of its :class:`Reach`."""
 
     variants: list[Variant]
     inheriting: Inheriting | None = None
+    out_of_reach: bool = False
+
+
+@dataclass(frozen=True)
+class Reach:
+    """The J a candidate's climb must stay able to reach: ``bar``, the lowest J among the
+    segment's candidates so far, and the candidate's own J without an update, ``plain`` (both
+    measured on every frame).
+
+    After each rung the candidate's J is projected as if the rungs above it gained
+    ``factor`` times what the rungs so far gained, as a share of its J without an update on
+    the frames the rungs are compared on; the climb stops when that projection does not
+    reach below the bar."""
+
+    bar: float
+    plain: float
+    factor: float
+
+    def out_of_reach(self, plain_here: float, best_here: float) -> bool:
+        """Whether a climb whose best J so far is ``best_here``, against ``plain_here``
+        without an update on the same frames, can no longer reach below the bar."""
+        gain = (plain_here - best_here) / plain_here
+        return self.plain * (1.0 - (1.0 + self.factor) * gain) >= self.bar
 
 
 @dataclass(frozen=True)
@@ -199,6 +224,7 @@ def climb(
     lam: float,
     previous: InForce | None,
     cost: Callable[[Coded, bytes], float],
+    reach: Reach | None = None,
 ) -> Climb:
     """Fit the rungs of ``plan`` (:func:`wrapcodec.adapt.ladder_plan`) in order and measure
     each update.
@@ -225,6 +251,10 @@ def climb(
         seg.backend, seg.stream, layout, seg.source, seg.first, seg.count, cfg, judged
     )
     plain = judge.coded(seg, layout) if judged else None
+    stop = None
+    if reach is not None:
+        plain_here = reach.plain if plain is None else cost(plain, b"")
+        stop = partial(reach.out_of_reach, plain_here)
 
     def score(adapted: Layout, rung: Subset, fitted: Fitted, chain: InForce | None) -> Variant:
         if plain is None:
@@ -233,17 +263,17 @@ def climb(
         gain = coded.psnr_yuv - plain.psnr_yuv
         return Variant(rung, fitted, coded, cost(coded, fitted.update), chain, len(judged), gain)
 
-    variants = _rungs(seg, cfg, plan, lam, previous, decoded, sources, score)
+    variants, stopped = _rungs(seg, cfg, plan, lam, previous, decoded, sources, score, stop)
     if plain is None:
-        return Climb(variants)
+        return Climb(variants, out_of_reach=stopped)
     k = best_rung_index([v.cost for v in variants])
     inheriting = _inheriting(seg, judge, plain, previous, cost, variants[k].cost)
     if inheriting is not None and inheriting.wins:
-        return Climb(variants, inheriting)
+        return Climb(variants, inheriting, stopped)
     v = variants[k]
     adapted, _ = segment_layout(layout, v.fitted.update, False, previous)
     variants[k] = _measured(seg, adapted, v.rung, v.fitted, v.chain, cost)
-    return Climb(variants, inheriting)
+    return Climb(variants, inheriting, stopped)
 
 
 def _rungs(
@@ -255,9 +285,11 @@ def _rungs(
     decoded: Pictures,
     sources: Pictures,
     score: Callable[[Layout, Subset, Fitted, InForce | None], Variant],
-) -> list[Variant]:
+    stop: Callable[[float], bool] | None = None,
+) -> tuple[list[Variant], bool]:
     """The rungs of :func:`climb`, each fitted on ``decoded`` and ``sources`` and its updates
-    scored (``score``: measured or judged), until a rung does not lower the best J."""
+    scored (``score``: measured or judged), until a rung does not lower the best J or
+    ``stop`` says the best J so far is out of reach; whether ``stop`` said so."""
     layout = seg.layout
     assert layout.processors is not None
     base = update_in_force(previous, layout)
@@ -265,7 +297,7 @@ def _rungs(
     variants: list[Variant] = []
     best = math.inf
     below: dict[str, Tensor] | None = None  # where the rung below ended
-    for rung, steps in plan:
+    for n, (rung, steps) in enumerate(plan, 1):
         rung_cfg = replace(
             cfg, subset=rung, steps=steps, grow=False, budget_s=None, quant=Quant.RD, rd_lambda=lam
         )
@@ -288,7 +320,9 @@ def _rungs(
         if rung_best >= best:
             break
         best = rung_best
-    return variants
+        if n < len(plan) and stop is not None and stop(best):
+            return variants, True
+    return variants, False
 
 
 def _inheriting(

@@ -173,8 +173,9 @@ def _update_cell(a: AdaptationReport | None) -> tuple[str, str]:
 
 
 def _rungs_line(name: str, a: AdaptationReport) -> str:
-    """The updates fitted for one candidate: rung (Δ: relative), steps, bytes and J, and
-    inheriting the update in force at no bytes, where there was one to inherit."""
+    """The updates fitted for one candidate: rung (Δ: relative), steps, bytes and J,
+    inheriting the update in force at no bytes, where there was one to inherit, and the J
+    out of its reach where the climb stopped for it."""
     tried = [
         f"{t.rung}{' Δ' if t.relative else ''} {t.steps} steps {t.bytes} B J {t.cost:.3f}"
         + _judged(t.judged_on)
@@ -182,6 +183,8 @@ def _rungs_line(name: str, a: AdaptationReport) -> str:
     ]
     if a.cost_inherited is not None:
         tried.append(f"inheriting J {a.cost_inherited:.3f}" + _judged(a.inherited_judged_on))
+    if a.out_of_reach and a.bar is not None:
+        tried.append(f"stopped: J {a.bar:.3f} out of reach")
     return f"[dim]updates tried for {name}: {'; '.join(tried)}[/dim]"
 
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 import dataclasses
 
 from wrapcodec.adapt import ladder_plan
-from wrapcodec.adaptation import Inheriting, Segment, Variant, best_rung_index, climb, full
+from wrapcodec.adaptation import (
+    Inheriting,
+    Reach,
+    Segment,
+    Variant,
+    best_rung_index,
+    climb,
+    full,
+)
 from wrapcodec.encode.report import AdaptationReport, RungReport
 from wrapcodec.encode.trials import Clip, Job, Trial, pick
 from wrapcodec.pipeline import Coded, InForce, segment_layout, update_in_force
@@ -24,7 +32,7 @@ def inherited(job: Job, plain: Trial, clip: Clip, previous: InForce) -> Trial:
 
 
 def adapted(
-    job: Job, plain: Trial, clip: Clip, previous: InForce | None
+    job: Job, plain: Trial, clip: Clip, previous: InForce | None, reach: Reach | None = None
 ) -> tuple[list[Trial], AdaptationReport, Inheriting | None]:
     """``plain`` (a neural trial) with updates fitted to the segment, one per rung of the
     ladder the budget pays for (absolute and, warm-started from ``previous`` when it is
@@ -32,7 +40,8 @@ def adapted(
     every frame (in a long segment, the climb's choice only, or none when inheriting
     ``previous`` judged better), the report of every one, whose top-level figures are those
     of the lowest J measured on every frame (or judged, when none was), and inheriting as
-    the climb judged it (:class:`~wrapcodec.adaptation.Climb`)."""
+    the climb judged it (:class:`~wrapcodec.adaptation.Climb`). With a ``reach``, the climb
+    stops where the candidate can no longer reach its bar (the report's ``out_of_reach``)."""
     assert job.adapt is not None
     lam = job.lam(plain.qp)
     samples = clip.count * job.info.width * job.info.height
@@ -53,7 +62,7 @@ def adapted(
     def cost(coded: Coded, update: bytes) -> float:
         return job.score(plain.option, plain.layout, coded, plain.qp, clip.count, update).cost
 
-    climbed = climb(seg, job.adapt, plan, lam, previous, cost)
+    climbed = climb(seg, job.adapt, plan, lam, previous, cost, reach)
     variants = climbed.variants
     trials = [_variant_trial(job, plain, clip, v) for v in full(variants)]
     warm = update_in_force(previous, plain.layout) is not None
@@ -70,6 +79,8 @@ def adapted(
         relative=best.relative,
         budget_s=budget,
         tried=tried,
+        bar=None if reach is None else reach.bar,
+        out_of_reach=climbed.out_of_reach,
     )
     return trials, report, climbed.inheriting
 
@@ -80,14 +91,15 @@ def with_adaptation(
     clip: Clip,
     budget: float | None,
     previous: InForce | None,
+    reach: Reach | None = None,
 ) -> tuple[Trial, AdaptationReport]:
     """The best of ``plain``, ``plain`` with each update fitted to the segment and, when the
     update in force after the previous segment (``previous``) is of this option, ``plain``
     reusing it (:func:`~wrapcodec.encode.trials.pick`: lowest J at a QP, or highest PSNR-YUV
     within a bitrate budget). In a long segment the climb judges reusing it beside the
     updates, and only the better (lower J on the judged frames) of reusing it and the best
-    update is measured on every frame and competes."""
-    fitted, report, inheriting = adapted(job, plain, clip, previous)
+    update is measured on every frame and competes. ``reach``: see :func:`adapted`."""
+    fitted, report, inheriting = adapted(job, plain, clip, previous, reach)
     measured = [k for k, t in enumerate(report.tried) if t.judged_on is None]
     variants = [plain, *fitted]
     cost_inherited = None

@@ -57,6 +57,13 @@ def parse_budget(text: str) -> AdaptBudget | None:
     return AdaptBudget(value, per_direct=m.group(2) == "x")
 
 
+ADAPT_REACH = 2.0
+"""At ``medium``, a candidate adapted after another stops climbing the ladder when, even if
+the rungs above gained twice what its rungs so far gained, its J would not reach the lowest
+J found: on 120 frames of 720p the rungs above the first gained 0.7–1.1 times what the first
+did (docs/measurements.md, "Adaptation in turn")."""
+
+
 @dataclass(frozen=True)
 class Effort:
     """One level of the search."""
@@ -83,6 +90,11 @@ class Effort:
     # Encode time content adaptation may spend per neural candidate and segment (None: every
     # rung of the ladder at its planned steps)
     adapt_budget: AdaptBudget | None = None
+    # Neural candidates are adapted one after another, lowest J first, and each after the
+    # first climbs a rung further only while its J, projected with the rungs above gaining
+    # this many times what its rungs so far gained, still reaches below the lowest J of the
+    # candidates so far (adaptation.Reach; at a QP only). None: each climbs on its own.
+    adapt_reach: float | None = None
 
     def probe_window(self, width: int, height: int) -> int:
         """Consecutive frames per probe window for ``width``×``height`` pictures."""
@@ -111,9 +123,10 @@ EFFORTS: dict[str, Effort] = {
             3,
             AdaptConfig.steps,
             "anchor in full, bound, 8-frame probe; its best three coded in full and adapted "
-            "(update rungs within 4x a direct encode)",
+            "(update rungs within 4x a direct encode, while they can reach the best J)",
             family_margin=0.25,
             adapt_budget=AdaptBudget(4.0),
+            adapt_reach=ADAPT_REACH,
         ),
         Effort(
             "exhaustive",

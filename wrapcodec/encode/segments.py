@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wrapcodec.adapt import one_torch_thread, shard_threads
+from wrapcodec.adaptation import Reach
 from wrapcodec.container import Segment
 from wrapcodec.encode import lagrange
 from wrapcodec.encode.adapting import with_adaptation
@@ -242,21 +243,25 @@ def _adapted(
 ) -> list[tuple[Trial, AdaptationReport | None]]:
     """Each of ``trials``, a neural one with content adaptation (:func:`with_adaptation`).
 
-    The neural ones are adapted on up to ``job.jobs`` threads at once, one torch thread
-    each, and their steps' shards share ``job.jobs`` more (:func:`shard_threads`): every
-    fit is seeded and sums its shards in a fixed order, so the figures are those of one
-    after the other on one thread."""
+    At a QP, where the effort sets a reach, the neural ones are adapted in turn
+    (:func:`_in_turn`). Otherwise they are adapted on up to ``job.jobs`` threads at once,
+    one torch thread each. Either way their steps' shards share ``job.jobs`` more threads
+    (:func:`shard_threads`): every fit is seeded and sums its shards in a fixed order, so
+    the figures are those of one after the other on one thread."""
     neural = [k for k, t in enumerate(trials) if job.adapt is not None and t.option.neural]
     out: list[tuple[Trial, AdaptationReport | None]] = [(t, None) for t in trials]
     if not neural:
         return out
+    factor = job.effort.adapt_reach
 
     def adapt(k: int) -> tuple[Trial, AdaptationReport]:
         return with_adaptation(job, trials[k], clip, budget, in_force)
 
     t0 = time.perf_counter()
     with shard_threads(job.jobs):
-        if job.jobs <= 1 or len(neural) == 1:
+        if factor is not None and budget is None:
+            done = _in_turn(job, trials, neural, clip, in_force, factor)
+        elif job.jobs <= 1 or len(neural) == 1:
             done = [adapt(k) for k in neural]
         else:
             with one_torch_thread(), ThreadPoolExecutor(max_workers=job.jobs) as pool:
@@ -265,6 +270,28 @@ def _adapted(
     for k, result in zip(neural, done, strict=True):
         out[k] = result
     return out
+
+
+def _in_turn(
+    job: Job,
+    trials: Sequence[Trial],
+    neural: Sequence[int],
+    clip: Clip,
+    in_force: InForce | None,
+    factor: float,
+) -> list[tuple[Trial, AdaptationReport]]:
+    """``trials[k]`` for each ``k`` of ``neural`` with content adaptation, adapted one after
+    another from the lowest J: the first climbs as it would alone, each later one only while
+    it can reach the lowest J of every candidate so far, adapted or not
+    (:class:`~wrapcodec.adaptation.Reach`). A candidate far behind stops after its first
+    rung instead of climbing every rung the budget pays for."""
+    done: dict[int, tuple[Trial, AdaptationReport]] = {}
+    bar = min(t.cost for t in trials)
+    for n, k in enumerate(sorted(neural, key=lambda k: (trials[k].cost, k))):
+        reach = None if n == 0 else Reach(bar, trials[k].cost, factor)
+        done[k] = with_adaptation(job, trials[k], clip, None, in_force, reach)
+        bar = min(bar, done[k][0].cost)
+    return [done[k] for k in neural]
 
 
 def record(best: Trial, first: int, count: int) -> Segment:
