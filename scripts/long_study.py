@@ -2,7 +2,8 @@
 plain 8-bit coding by the codec alone (ffmpeg, the same QP and preset).
 
 For each clip × QP, one JSON line per configuration on stdout (resumable: lines already in
-``--log`` are skipped), then a BD-rate table (PSNR-YUV 6:1:1, piecewise cubic on log-rate)::
+``--log`` are skipped; an encode's line says what each neural candidate's climb did:
+``adapted``), then a BD-rate table (PSNR-YUV 6:1:1, piecewise cubic on log-rate)::
 
     python scripts/long_study.py CLIP.y4m [CLIP.y4m …] --codec x265 --qps 22,27,32,37,42,47 \
         --log long.jsonl [--wrapcodec PATH] [--extra 'MORE ENCODE ARGUMENTS']
@@ -52,11 +53,14 @@ def encode(exe: str, clip: Path, codec: str, qp: int, options: list[str], extra:
             sys.exit(f"{' '.join(cmd)}: {done.stderr.strip()}")
         report = json.loads(done.stdout)
     update = 0
+    adapted = []
     for segment in report["segments"]:
         for c in segment["candidates"]:
             a = c.get("adaptation")
             if c.get("chosen") and a and a.get("used"):
                 update += a["bytes"]
+            if a:
+                adapted.append(_adaptation(c["name"], a))
     return {
         "bits": report["bits"],
         "kbps": report["kbps"],
@@ -66,7 +70,16 @@ def encode(exe: str, clip: Path, codec: str, qp: int, options: list[str], extra:
         "update_bytes": update,
         "wall_s": wall,
         "total_s": report["timings"]["total_s"],
+        "adapted": adapted,
     }
+
+
+def _adaptation(name: str, a: dict) -> dict:
+    """What a neural candidate's climb did: its J without an update, each rung's J and
+    seconds, and the bar it had to reach where it was adapted after another."""
+    rungs = [[t["rung"], t["cost"], t["seconds"]] for t in a["tried"]]
+    keep = ("cost_without", "seconds", "bar", "out_of_reach", "used")
+    return {"name": name, "rungs": rungs} | {k: a.get(k) for k in keep}
 
 
 def plain(ffmpeg: str, clip: Path, codec: str, qp: int, frames: int, fps: float) -> dict:
