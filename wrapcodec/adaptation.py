@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -169,34 +170,35 @@ class Inheriting:
 class Climb:
     """What :func:`climb` found: every variant tried, in order, how inheriting the update in
     force compared (None when it was not judged: a short segment, no update in force of this
-    option, or no rung to climb), and whether the climb stopped because it could no longer
-    reach the bar of its :class:`Reach`."""
+    option, or no rung to climb), and whether the climb stopped because its :class:`Pace`
+    said the candidate could no longer reach the others."""
 
     variants: list[Variant]
     inheriting: Inheriting | None = None
     out_of_reach: bool = False
 
 
-@dataclass(frozen=True)
-class Reach:
-    """The J a candidate's climb must stay able to reach: ``bar``, the lowest J among the
-    segment's candidates so far, and the candidate's own J without an update, ``plain`` (both
-    measured on every frame).
+class Pace(Protocol):
+    """Paces a climb beside the other candidates' (:class:`wrapcodec.encode.rounds.Rounds`):
+    told each rung's best J, it says whether the climb stops there because the candidate can
+    no longer reach the J the others found."""
 
-    After each rung the candidate's J is projected as if the rungs above it gained
-    ``factor`` times what the rungs so far gained, as a share of its J without an update on
-    the frames the rungs are compared on; the climb stops when that projection does not
-    reach below the bar."""
+    plain: float  # the candidate's J without an update, on every frame
 
-    bar: float
-    plain: float
-    factor: float
+    @property
+    def bar(self) -> float | None:
+        """The J it last had to stay able to reach (None: none yet)."""
+        ...
 
-    def out_of_reach(self, plain_here: float, best_here: float) -> bool:
-        """Whether a climb whose best J so far is ``best_here``, against ``plain_here``
-        without an update on the same frames, can no longer reach below the bar."""
-        gain = (plain_here - best_here) / plain_here
-        return self.plain * (1.0 - (1.0 + self.factor) * gain) >= self.bar
+    def out_of_reach(self, plain_here: float, best_here: float, last: bool) -> bool:
+        """After a rung: whether a climb whose best J so far is ``best_here``, against
+        ``plain_here`` without an update on the same frames, stops (never after the
+        ``last`` rung, whose result is only told)."""
+        ...
+
+    def done(self) -> None:
+        """The climb fits no more rungs."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def climb(
     lam: float,
     previous: InForce | None,
     cost: Callable[[Coded, bytes], float],
-    reach: Reach | None = None,
+    pace: Pace | None = None,
 ) -> Climb:
     """Fit the rungs of ``plan`` (:func:`wrapcodec.adapt.ladder_plan`) in order and measure
     each update.
@@ -236,13 +238,34 @@ def climb(
     bank or the update in force), so a larger rung builds on the steps spent below it instead
     of starting over. The climb stops after a rung whose best J (``cost`` of the measured
     output and the update's bytes) is not below the best of the rungs below it: a larger
-    rung rarely wins where a smaller one has stopped paying.
+    rung rarely wins where a smaller one has stopped paying. With a ``pace``, it also stops
+    after a rung from which the candidate can no longer reach the other candidates
+    (:meth:`Pace.out_of_reach`), and tells the pace as soon as it fits no more rungs
+    (:meth:`Pace.done`, which may be told twice).
 
     In a segment of more than twice :data:`JUDGE_FRAMES` frames, the variants, and inheriting
     ``previous`` when it is in force for this option, are compared on that many frames spread
     over it (:class:`Judge`), and only the best of them is measured on every frame: a variant
     (``judged_on`` None; the others keep their judged figures), or, when inheriting wins
     (:attr:`Inheriting.wins`), none, and the caller measures inheriting."""
+    try:
+        return _climb(seg, cfg, plan, lam, previous, cost, pace)
+    finally:
+        if pace is not None:
+            pace.done()
+
+
+def _climb(
+    seg: Segment,
+    cfg: AdaptConfig,
+    plan: Sequence[tuple[Subset, int]],
+    lam: float,
+    previous: InForce | None,
+    cost: Callable[[Coded, bytes], float],
+    pace: Pace | None,
+) -> Climb:
+    """:func:`climb`; it tells ``pace`` it is done once its rungs are fitted, before measuring
+    the best of them on every frame, and :func:`climb` again should anything fail."""
     layout = seg.layout
     if layout.processors is None or not plan:
         return Climb([])
@@ -252,9 +275,8 @@ def climb(
     )
     plain = judge.coded(seg, layout) if judged else None
     stop = None
-    if reach is not None:
-        plain_here = reach.plain if plain is None else cost(plain, b"")
-        stop = partial(reach.out_of_reach, plain_here)
+    if pace is not None:
+        stop = partial(pace.out_of_reach, pace.plain if plain is None else cost(plain, b""))
 
     def score(adapted: Layout, rung: Subset, fitted: Fitted, chain: InForce | None) -> Variant:
         if plain is None:
@@ -264,6 +286,8 @@ def climb(
         return Variant(rung, fitted, coded, cost(coded, fitted.update), chain, len(judged), gain)
 
     variants, stopped = _rungs(seg, cfg, plan, lam, previous, decoded, sources, score, stop)
+    if pace is not None:
+        pace.done()
     if plain is None:
         return Climb(variants, out_of_reach=stopped)
     k = best_rung_index([v.cost for v in variants])
@@ -285,7 +309,7 @@ def _rungs(
     decoded: Pictures,
     sources: Pictures,
     score: Callable[[Layout, Subset, Fitted, InForce | None], Variant],
-    stop: Callable[[float], bool] | None = None,
+    stop: Callable[[float, bool], bool] | None = None,
 ) -> tuple[list[Variant], bool]:
     """The rungs of :func:`climb`, each fitted on ``decoded`` and ``sources`` and its updates
     scored (``score``: measured or judged), until a rung does not lower the best J or
@@ -320,7 +344,7 @@ def _rungs(
         if rung_best >= best:
             break
         best = rung_best
-        if n < len(plan) and stop is not None and stop(best):
+        if stop is not None and stop(best, n == len(plan)):
             return variants, True
     return variants, False
 

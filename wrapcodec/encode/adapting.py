@@ -10,7 +10,7 @@ import dataclasses
 from wrapcodec.adapt import ladder_plan
 from wrapcodec.adaptation import (
     Inheriting,
-    Reach,
+    Pace,
     Segment,
     Variant,
     best_rung_index,
@@ -32,7 +32,7 @@ def inherited(job: Job, plain: Trial, clip: Clip, previous: InForce) -> Trial:
 
 
 def adapted(
-    job: Job, plain: Trial, clip: Clip, previous: InForce | None, reach: Reach | None = None
+    job: Job, plain: Trial, clip: Clip, previous: InForce | None, pace: Pace | None = None
 ) -> tuple[list[Trial], AdaptationReport, Inheriting | None]:
     """``plain`` (a neural trial) with updates fitted to the segment, one per rung of the
     ladder the budget pays for (absolute and, warm-started from ``previous`` when it is
@@ -40,8 +40,8 @@ def adapted(
     every frame (in a long segment, the climb's choice only, or none when inheriting
     ``previous`` judged better), the report of every one, whose top-level figures are those
     of the lowest J measured on every frame (or judged, when none was), and inheriting as
-    the climb judged it (:class:`~wrapcodec.adaptation.Climb`). With a ``reach``, the climb
-    stops where the candidate can no longer reach its bar (the report's ``out_of_reach``)."""
+    the climb judged it (:class:`~wrapcodec.adaptation.Climb`). With a ``pace``, the climb
+    stops where the candidate can no longer reach the others (the report's ``out_of_reach``)."""
     assert job.adapt is not None
     lam = job.lam(plain.qp)
     samples = clip.count * job.info.width * job.info.height
@@ -62,7 +62,7 @@ def adapted(
     def cost(coded: Coded, update: bytes) -> float:
         return job.score(plain.option, plain.layout, coded, plain.qp, clip.count, update).cost
 
-    climbed = climb(seg, job.adapt, plan, lam, previous, cost, reach)
+    climbed = climb(seg, job.adapt, plan, lam, previous, cost, pace)
     variants = climbed.variants
     trials = [_variant_trial(job, plain, clip, v) for v in full(variants)]
     warm = update_in_force(previous, plain.layout) is not None
@@ -79,7 +79,7 @@ def adapted(
         relative=best.relative,
         budget_s=budget,
         tried=tried,
-        bar=None if reach is None else reach.bar,
+        bar=None if pace is None else pace.bar,
         out_of_reach=climbed.out_of_reach,
     )
     return trials, report, climbed.inheriting
@@ -91,15 +91,15 @@ def with_adaptation(
     clip: Clip,
     budget: float | None,
     previous: InForce | None,
-    reach: Reach | None = None,
+    pace: Pace | None = None,
 ) -> tuple[Trial, AdaptationReport]:
     """The best of ``plain``, ``plain`` with each update fitted to the segment and, when the
     update in force after the previous segment (``previous``) is of this option, ``plain``
     reusing it (:func:`~wrapcodec.encode.trials.pick`: lowest J at a QP, or highest PSNR-YUV
     within a bitrate budget). In a long segment the climb judges reusing it beside the
     updates, and only the better (lower J on the judged frames) of reusing it and the best
-    update is measured on every frame and competes. ``reach``: see :func:`adapted`."""
-    fitted, report, inheriting = adapted(job, plain, clip, previous, reach)
+    update is measured on every frame and competes. ``pace``: see :func:`adapted`."""
+    fitted, report, inheriting = adapted(job, plain, clip, previous, pace)
     measured = [k for k, t in enumerate(report.tried) if t.judged_on is None]
     variants = [plain, *fitted]
     cost_inherited = None

@@ -58,10 +58,11 @@ def parse_budget(text: str) -> AdaptBudget | None:
 
 
 ADAPT_REACH = 2.0
-"""At ``medium``, a candidate adapted after another stops climbing the ladder when, even if
-the rungs above gained twice what its rungs so far gained, its J would not reach the lowest
-J found: on 120 frames of 720p the rungs above the first gained 0.7–1.1 times what the first
-did (docs/measurements.md, "Adaptation in turn")."""
+"""At ``medium``, a neural candidate stops climbing the ladder when, even if the rungs above
+gained twice what its rungs so far gained, its J would not reach below the others'. On the
+three 120-frame 720p clips (x265, QPs 22–47, post-1/1 and wrapper-1/1) the rungs above the
+first gained a median 0.57 times what the first did, more than twice in 4 of 36 climbs
+(docs/measurements.md, "Adaptation in rounds")."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,9 @@ class Effort:
     # Encode time content adaptation may spend per neural candidate and segment (None: every
     # rung of the ladder at its planned steps)
     adapt_budget: AdaptBudget | None = None
-    # Neural candidates are adapted one after another, lowest J first, and each after the
-    # first climbs a rung further only while its J, projected with the rungs above gaining
-    # this many times what its rungs so far gained, still reaches below the lowest J of the
-    # candidates so far (adaptation.Reach; at a QP only). None: each climbs on its own.
+    # Neural candidates climb the ladder in rounds, each a rung further only while its J,
+    # projected with the rungs above gaining this many times what its rungs so far gained,
+    # still reaches below the others' (encode.rounds; at a QP only). None: each climbs alone.
     adapt_reach: float | None = None
 
     def probe_window(self, width: int, height: int) -> int:

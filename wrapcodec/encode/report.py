@@ -88,8 +88,8 @@ class AdaptationReport(BaseModel):
     # judged better there (only the best of them is measured on every frame)
     inherited_judged_on: int | None = None
     inherited: bool = False  # this candidate reuses it
-    # The lowest J of the segment's candidates when this one was adapted, which its climb had
-    # to stay able to reach (None: it was adapted first, or every rung was climbed):
+    # Climbing in rounds beside other candidates, the bar it last compared its projected J
+    # with (None: it never compared, or climbed alone):
     bar: float | None = None
     out_of_reach: bool = False  # its climb stopped because it could not reach the bar
 

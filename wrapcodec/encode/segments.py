@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wrapcodec.adapt import one_torch_thread, shard_threads
-from wrapcodec.adaptation import Reach
 from wrapcodec.container import Segment
 from wrapcodec.encode import lagrange
 from wrapcodec.encode.adapting import with_adaptation
@@ -30,6 +29,7 @@ from wrapcodec.encode.report import (
     bare_report,
     candidate_report,
 )
+from wrapcodec.encode.rounds import Rounds
 from wrapcodec.encode.search import exhaustive, probed
 from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
 from wrapcodec.errors import InputError
@@ -243,11 +243,11 @@ def _adapted(
 ) -> list[tuple[Trial, AdaptationReport | None]]:
     """Each of ``trials``, a neural one with content adaptation (:func:`with_adaptation`).
 
-    At a QP, where the effort sets a reach, the neural ones are adapted in turn
-    (:func:`_in_turn`). Otherwise they are adapted on up to ``job.jobs`` threads at once,
-    one torch thread each. Either way their steps' shards share ``job.jobs`` more threads
-    (:func:`shard_threads`): every fit is seeded and sums its shards in a fixed order, so
-    the figures are those of one after the other on one thread."""
+    The neural ones are adapted on up to ``job.jobs`` threads at once, one torch thread
+    each, and their steps' shards share ``job.jobs`` more (:func:`shard_threads`): every
+    fit is seeded and sums its shards in a fixed order, so the figures are those of one
+    after the other on one thread. At a QP, where the effort sets a reach, they climb in
+    rounds (:func:`_in_rounds`)."""
     neural = [k for k, t in enumerate(trials) if job.adapt is not None and t.option.neural]
     out: list[tuple[Trial, AdaptationReport | None]] = [(t, None) for t in trials]
     if not neural:
@@ -259,8 +259,8 @@ def _adapted(
 
     t0 = time.perf_counter()
     with shard_threads(job.jobs):
-        if factor is not None and budget is None:
-            done = _in_turn(job, trials, neural, clip, in_force, factor)
+        if factor is not None and budget is None and len(neural) > 1:
+            done = _in_rounds(job, trials, neural, clip, in_force, factor)
         elif job.jobs <= 1 or len(neural) == 1:
             done = [adapt(k) for k in neural]
         else:
@@ -272,7 +272,7 @@ def _adapted(
     return out
 
 
-def _in_turn(
+def _in_rounds(
     job: Job,
     trials: Sequence[Trial],
     neural: Sequence[int],
@@ -280,18 +280,19 @@ def _in_turn(
     in_force: InForce | None,
     factor: float,
 ) -> list[tuple[Trial, AdaptationReport]]:
-    """``trials[k]`` for each ``k`` of ``neural`` with content adaptation, adapted one after
-    another from the lowest J: the first climbs as it would alone, each later one only while
-    it can reach the lowest J of every candidate so far, adapted or not
-    (:class:`~wrapcodec.adaptation.Reach`). A candidate far behind stops after its first
-    rung instead of climbing every rung the budget pays for."""
-    done: dict[int, tuple[Trial, AdaptationReport]] = {}
-    bar = min(t.cost for t in trials)
-    for n, k in enumerate(sorted(neural, key=lambda k: (trials[k].cost, k))):
-        reach = None if n == 0 else Reach(bar, trials[k].cost, factor)
-        done[k] = with_adaptation(job, trials[k], clip, None, in_force, reach)
-        bar = min(bar, done[k][0].cost)
-    return [done[k] for k in neural]
+    """``trials[k]`` for each ``k`` of ``neural`` with content adaptation, their climbs in
+    :class:`~wrapcodec.encode.rounds.Rounds`: each climbs a rung further only while it can
+    reach the lowest J of the others. One thread per candidate, ``job.jobs`` of them
+    computing at once."""
+    others = [t.cost for k, t in enumerate(trials) if k not in neural]
+    rounds = Rounds([trials[k].cost for k in neural], others, factor, job.jobs)
+
+    def adapt(i: int) -> tuple[Trial, AdaptationReport]:
+        with rounds.turn(i) as pace:
+            return with_adaptation(job, trials[neural[i]], clip, None, in_force, pace)
+
+    with one_torch_thread(), ThreadPoolExecutor(max_workers=len(neural)) as pool:
+        return list(pool.map(adapt, range(len(neural))))
 
 
 def record(best: Trial, first: int, count: int) -> Segment:
