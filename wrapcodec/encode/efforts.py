@@ -59,10 +59,10 @@ def parse_budget(text: str) -> AdaptBudget | None:
 
 ADAPT_REACH = 2.0
 """At ``medium``, a neural candidate stops climbing the ladder when, even if the rungs above
-gained twice what its rungs so far gained, its J would not reach below the others'. On the
-three 120-frame 720p clips (x265, QPs 22–47, post-1/1 and wrapper-1/1) the rungs above the
-first gained a median 0.57 times what the first did, more than twice in 4 of 36 climbs
-(docs/measurements.md, "Adaptation in rounds")."""
+gained twice what its rungs so far gained, its J would not reach below another adapted
+candidate's. On the three 120-frame 720p clips (x265, QPs 22–47, post-1/1 and wrapper-1/1)
+the rungs above the first gained a median 0.57 times what the first did, more than twice in
+4 of 36 climbs (docs/measurements.md, "Adaptation in rounds")."""
 
 
 @dataclass(frozen=True)

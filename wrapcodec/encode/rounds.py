@@ -1,6 +1,6 @@
 """A segment's neural candidates adapted side by side, rung by rung: after each rung of the
 capacity ladder a candidate goes on climbing only while it can still reach the lowest J the
-others have (:class:`Rounds`; docs/effort.md, "Adaptation in rounds").
+other adapted candidates have (:class:`Rounds`; docs/effort.md, "Adaptation in rounds").
 
 Each candidate's climb runs on a thread of its own, at most ``workers`` at once. After a
 rung, a candidate waits until every other one still climbing has fitted as many rungs (or
@@ -24,20 +24,19 @@ def projected(plain: float, gain: float, factor: float) -> float:
 
 class Rounds:
     """The climbs of a segment's neural candidates, ``plains`` their J without an update
-    (on every frame), beside candidates that are not adapted (``others``, their J).
+    (on every frame).
 
     After each rung, candidate ``k`` compares its :func:`projected` J (the rungs above
     gaining ``factor`` times what its rungs so far gained, as a share of its J on the frames
-    its rungs are compared on) with its *bar*: the lowest of ``others`` and of every other
-    neural candidate's J estimated after as many rungs (its J without an update lowered by
-    the share its rungs had gained by then; its last such figure once it stopped climbing).
-    It stops when the projection is not below the bar."""
+    its rungs are compared on) with its *bar*: the lowest of the other candidates' J
+    estimated after as many rungs (each one's J without an update lowered by the share its
+    rungs had gained by then; its last such figure once it stopped climbing). It stops when
+    the projection is not below the bar. Options that are not adapted set no bar: a
+    candidate behind direct coding before its update climbs as far as it would alone, unless
+    another adapted candidate is ahead of it."""
 
-    def __init__(
-        self, plains: Sequence[float], others: Sequence[float], factor: float, workers: int
-    ) -> None:
+    def __init__(self, plains: Sequence[float], factor: float, workers: int) -> None:
         self.plains = list(plains)
-        self.others = list(others)
         self.factor = factor
         self.bars: list[float | None] = [None] * len(plains)  # the last bar each compared with
         self._gains: list[list[float]] = [[] for _ in plains]  # best so far, after each rung
@@ -87,12 +86,11 @@ class Rounds:
         )
 
     def _bar(self, k: int, rungs: int) -> float:
-        estimates = [
+        return min(
             self.plains[j] * (1.0 - g[min(rungs, len(g)) - 1]) if g else self.plains[j]
             for j, g in enumerate(self._gains)
             if j != k
-        ]
-        return min([*self.others, *estimates])
+        )
 
 
 class CandidatePace:

@@ -282,10 +282,9 @@ def _in_rounds(
 ) -> list[tuple[Trial, AdaptationReport]]:
     """``trials[k]`` for each ``k`` of ``neural`` with content adaptation, their climbs in
     :class:`~wrapcodec.encode.rounds.Rounds`: each climbs a rung further only while it can
-    reach the lowest J of the others. One thread per candidate, ``job.jobs`` of them
-    computing at once."""
-    others = [t.cost for k, t in enumerate(trials) if k not in neural]
-    rounds = Rounds([trials[k].cost for k in neural], others, factor, job.jobs)
+    reach the lowest J of the other neural candidates. One thread per candidate, ``job.jobs``
+    of them computing at once."""
+    rounds = Rounds([trials[k].cost for k in neural], factor, job.jobs)
 
     def adapt(i: int) -> tuple[Trial, AdaptationReport]:
         with rounds.turn(i) as pace:
