@@ -86,6 +86,16 @@ def test_a_candidate_is_compared_with_the_others_after_as_many_rungs() -> None:
     assert stopped[2] is None and bars[2] == pytest.approx(9.8)
 
 
+def test_a_climb_with_no_j_to_lower_counts_no_gain() -> None:
+    """A J of 0 without an update on the frames compared (nothing to lower) counts as no
+    gain: the candidate projects to its own J and stops behind an equal one."""
+    rounds = Rounds([1.0, 1.0], 2.0, 1)
+    rounds.done(1)
+    with rounds.turn(0) as pace:
+        assert pace.out_of_reach(0.0, 0.0, False)
+        assert pace.bar == 1.0
+
+
 def _climb(clip: Path, tmp_path: Path, other: float | None) -> Climb:
     """Post-1/1 climbing two rungs on ``clip`` coded by x265, J the MSE alone; in rounds
     beside a candidate of J ``other`` that climbs no rung (None: alone)."""

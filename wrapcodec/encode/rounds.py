@@ -63,7 +63,7 @@ class Rounds:
         """Candidate ``k`` fitted a rung: its best J so far on the frames it compares on
         (``best_here``, ``plain_here`` without an update there). Whether it stops: never
         after its ``last`` rung, whose result is only recorded."""
-        gain = (plain_here - best_here) / plain_here
+        gain = (plain_here - best_here) / plain_here if plain_here > 0 else 0.0
         with self._changed:
             self._gains[k].append(gain)
             self._changed.notify_all()
