@@ -197,7 +197,7 @@ class Pace(Protocol):
         ...
 
     def done(self) -> None:
-        """The climb fits no more rungs."""
+        """The climb fits no more rungs (it may be told twice)."""
         ...
 
 
@@ -241,31 +241,14 @@ def climb(
     rung rarely wins where a smaller one has stopped paying. With a ``pace``, it also stops
     after a rung from which the candidate can no longer reach the other candidates
     (:meth:`Pace.out_of_reach`), and tells the pace as soon as it fits no more rungs
-    (:meth:`Pace.done`, which may be told twice).
+    (:meth:`Pace.done`), before measuring the best of them on every frame; the pace's owner
+    tells it again however the climb ends (:meth:`wrapcodec.encode.rounds.Rounds.turn`).
 
     In a segment of more than twice :data:`JUDGE_FRAMES` frames, the variants, and inheriting
     ``previous`` when it is in force for this option, are compared on that many frames spread
     over it (:class:`Judge`), and only the best of them is measured on every frame: a variant
     (``judged_on`` None; the others keep their judged figures), or, when inheriting wins
     (:attr:`Inheriting.wins`), none, and the caller measures inheriting."""
-    try:
-        return _climb(seg, cfg, plan, lam, previous, cost, pace)
-    finally:
-        if pace is not None:
-            pace.done()
-
-
-def _climb(
-    seg: Segment,
-    cfg: AdaptConfig,
-    plan: Sequence[tuple[Subset, int]],
-    lam: float,
-    previous: InForce | None,
-    cost: Callable[[Coded, bytes], float],
-    pace: Pace | None,
-) -> Climb:
-    """:func:`climb`; it tells ``pace`` it is done once its rungs are fitted, before measuring
-    the best of them on every frame, and :func:`climb` again should anything fail."""
     layout = seg.layout
     if layout.processors is None or not plan:
         return Climb([])
