@@ -127,7 +127,7 @@ def test_ladder_plan_climbs_within_the_budget() -> None:
     cfg = AdaptConfig(grow=True)
     crop, samples = (128, 128), 75 * 1920 * 1080
     free = ladder_plan(cfg, samples, crop, None)
-    assert [r for r, _ in free] == list(ladder())
+    assert [r for r, _ in free] == list(ladder())[1:]  # from the default subset, BIAS_TAIL
     assert all(s == step_count(replace(cfg, subset=r), samples, crop) for r, s in free)
     budget = 40.0
     plan = ladder_plan(cfg, samples, crop, budget)
@@ -135,8 +135,11 @@ def test_ladder_plan_climbs_within_the_budget() -> None:
     assert spent <= budget and len(plan) < len(free)
     assert plan == ladder_plan(cfg, samples, crop, budget)  # deterministic
     # a tiny budget still tries the smallest rung at MIN_STEPS; zero fits nothing
-    assert ladder_plan(cfg, samples, crop, 0.01) == [(Subset.BIAS, MIN_STEPS)]
+    assert ladder_plan(cfg, samples, crop, 0.01) == [(Subset.BIAS_TAIL, MIN_STEPS)]
     assert ladder_plan(cfg, samples, crop, 0.0) == []
+    # a smaller first subset starts the ladder lower
+    biases = replace(cfg, subset=Subset.BIAS)
+    assert [r for r, _ in ladder_plan(biases, samples, crop, None)] == list(ladder())
 
 
 def test_budgets_parse_and_convert_without_a_clock() -> None:
@@ -148,7 +151,7 @@ def test_budgets_parse_and_convert_without_a_clock() -> None:
     for bad in ("2", "x", "-1x", "2 h", "nan s", "1e9x"):
         with pytest.raises(InputError, match="--adapt-budget"):
             parse_budget(bad)
-    assert EFFORTS["medium"].adapt_budget == AdaptBudget(4.0)
+    assert EFFORTS["medium"].adapt_budget == AdaptBudget(3.0)
     assert EFFORTS["exhaustive"].adapt_budget is None
 
 

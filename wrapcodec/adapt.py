@@ -72,7 +72,7 @@ class AdaptConfig:
     docs/measurements.md, "Content adaptation")."""
 
     steps: int = 300
-    subset: Subset = Subset.BIAS_TAIL
+    subset: Subset = Subset.BIAS_TAIL  # what a fit trains; :func:`ladder_plan`'s first rung
     quant: Quant = Quant.INT8
     levels: int = 127  # int8 levels per sign at each tensor's peak
     lr: float = 1e-3
@@ -403,7 +403,7 @@ def _encode(
         subset = cfg.subset if start is None else _larger(cfg.subset, start.subset)
         bank = dict(post.named_parameters())
         base = {n: bank[n].detach() for n in subset_names(post, subset)}
-    deltas = {n: params[n].detach() - b for n, b in base.items()}
+    deltas = {n: params[n].detach().contiguous() - b for n, b in base.items()}
     count = sum(d.numel() for d in deltas.values())
     if cfg.quant != Quant.RD:
         return encode_update(deltas, subset, cfg.quant, cfg.levels), subset, count
@@ -461,6 +461,10 @@ def fit_forms(
     out = []
     with one_torch_thread():
         model = copy.deepcopy(post) if start is None else apply_update(post, start)
+        # the copy fits and is measured in channels-last layout, where the depthwise and 1×1
+        # convolutions run faster on CPU (docs/measurements.md, "The fit in channels-last
+        # layout"); what leaves this function is in the default layout
+        model.to(memory_format=torch.channels_last)
         height, width = sources[0][0].shape[-2:]
         with torch.no_grad():
             upsampled = [model.upsample(y, uv, height, width) for y, uv in decoded]
@@ -474,7 +478,9 @@ def fit_forms(
             _begin_at(params, names, init)
         losses = _train(model, names, (upsampled, sources), size, steps, cfg)
         trained = time.perf_counter() - t0
-        weights = {n: params[n].detach().clone() for n in names}
+        weights = {
+            n: params[n].detach().clone(memory_format=torch.contiguous_format) for n in names
+        }
         for relative in forms:
             t1 = time.perf_counter()
             form = replace(cfg, relative=relative)
@@ -513,7 +519,10 @@ def ladder_plan(
     cfg: AdaptConfig, samples: int, crop: tuple[int, int], budget_s: float | None
 ) -> list[tuple[Subset, int]]:
     """The rungs the encoder fits for one candidate of one segment, smallest first, and the
-    steps of each: :func:`step_count` of the rung, while ``budget_s`` (seconds by the fixed
+    steps of each: the ladder from ``cfg.subset`` up (the default, the biases and the last
+    two convolutions, leaves out the biases alone, which gained less than it for the same
+    time in 65 of 66 climbs: docs/measurements.md, "The ladder from the biases and the
+    tail"), :func:`step_count` steps a rung, while ``budget_s`` (seconds by the fixed
     :func:`step_seconds` model, for all the rungs together; None: no bound) pays for them.
 
     The first rung gets at least :data:`MIN_STEPS` (or its own count, if smaller) even when
@@ -525,7 +534,8 @@ def ladder_plan(
         return []
     plan: list[tuple[Subset, int]] = []
     left = budget_s
-    for rung in ladder():
+    rungs = ladder()
+    for rung in rungs[rungs.index(cfg.subset) :]:
         steps = step_count(replace(cfg, subset=rung, budget_s=None), samples, crop)
         if steps <= 0:
             break

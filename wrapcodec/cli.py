@@ -590,7 +590,7 @@ _models_opt = click.option(
     help="Encode time content adaptation may spend per neural candidate and segment, over "
     "the update rungs it fits: N times a direct encode of the segment (a fixed model of "
     "frames x pixels, not a clock, so the bytes do not depend on the machine), N seconds "
-    "(by a fixed model of a training step), or none [fast: no adaptation, medium: 4x, "
+    "(by a fixed model of a training step), or none [fast: no adaptation, medium: 3x, "
     "exhaustive: none].",
 )
 @_lambda_option(

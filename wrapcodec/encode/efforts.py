@@ -123,9 +123,9 @@ EFFORTS: dict[str, Effort] = {
             3,
             AdaptConfig.steps,
             "anchor in full, bound, 8-frame probe; its best three coded in full and adapted "
-            "(update rungs within 4x a direct encode, climbed in rounds)",
+            "(update rungs within 3x a direct encode, climbed in rounds)",
             family_margin=0.25,
-            adapt_budget=AdaptBudget(4.0),
+            adapt_budget=AdaptBudget(3.0),
             adapt_reach=ADAPT_REACH,
         ),
         Effort(
