@@ -287,6 +287,15 @@ def test_warm_start_continues_from_the_update_in_force(post: PostProcessor) -> N
     )
 
 
+def test_the_fits_layout_stays_inside_the_fit(post: PostProcessor) -> None:
+    """The copy a fit trains runs in channels-last layout; the weights it hands back, and
+    the bank's post-processor it copied, are in the default layout."""
+    decoded, sources = _pictures()
+    fitted = fit(post, decoded, sources, RD)
+    assert fitted.weights and all(w.is_contiguous() for w in fitted.weights.values())
+    assert all(p.is_contiguous() for p in post.parameters())
+
+
 @pytest.mark.slow  # three fits of a real network
 def test_a_higher_rung_begins_where_the_rung_below_ended(post: PostProcessor) -> None:
     """``init`` starts the training from a lower rung's float weights: the first loss is

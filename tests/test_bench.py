@@ -19,6 +19,7 @@ from wrapcodec import ffmpeg
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
+from wrapcodec.bench import points
 from wrapcodec.bench.analysis import analyse, without_updates
 from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, post_kmacs_per_pixel
@@ -257,7 +258,7 @@ ADAPT_STEPS = 20
 
 
 def test_cache_key_without_adaptation_is_the_old_key(
-    dataset: Path, first_bench_key: Callable[[BaseModel], str]
+    dataset: Path, first_bench_key: Callable[[BaseModel], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = plan(
         BenchConfig(dataset=str(dataset / "pj_a.y4m"), codec="x264", qps=[30, 40], options=[2])
@@ -265,7 +266,12 @@ def test_cache_key_without_adaptation_is_the_old_key(
     assert spec.option == 2 and spec.adapt_steps == 0
     digest = first_bench_key(spec)  # the key before PointSpec had adapt_steps
     assert spec.key() == digest
-    assert spec.model_copy(update={"adapt_steps": 20}).key() != digest
+    adapted = spec.model_copy(update={"adapt_steps": 20})
+    before = adapted.key()
+    assert before != digest
+    # once the fit changes an adapted point is measured again; a plain one keeps its key
+    monkeypatch.setattr(points, "ADAPT_REVISION", points.ADAPT_REVISION + 1)
+    assert spec.key() == digest and adapted.key() != before
 
 
 def test_adaptation_applies_to_neural_points_only(dataset: Path) -> None:

@@ -502,3 +502,8 @@ def test_bench_effort_cache_key_is_the_old_key() -> None:
     old_bf16 = {**old, "pre_arithmetic": "bfloat16"}
     expected = hashlib.sha256(json.dumps(old_bf16, sort_keys=True).encode()).hexdigest()[:24]
     assert bf16.key() == expected
+    # a run that adapts holds the fit's revision, so it is measured again once the fit changes
+    adapting = spec.model_copy(update={"adapt_steps": 20})
+    with_fit = {**old, "adapt_steps": 20, "adapt_revision": effortbench.ADAPT_REVISION}
+    expected = hashlib.sha256(json.dumps(with_fit, sort_keys=True).encode()).hexdigest()[:24]
+    assert adapting.key() == expected

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
+from wrapcodec.adapt import REVISION as ADAPT_REVISION
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import Bank, get_bank
@@ -88,10 +89,13 @@ class EffortSpec(BaseModel):
     effort: str
 
     def key(self) -> str:
-        """The cache key; float32 runs keep the keys they had before ``pre_arithmetic``."""
+        """The cache key; float32 runs keep the keys they had before ``pre_arithmetic``; a run
+        that adapts holds the fit's revision (:data:`wrapcodec.adapt.REVISION`)."""
         fields = self.model_dump(exclude={"sequence", "path", "effort", "pre_arithmetic"})
         if self.pre_arithmetic != "float32":
             fields["pre_arithmetic"] = self.pre_arithmetic
+        if self.adapt_steps:  # a run that adapts is the fit's too
+            fields["adapt_revision"] = ADAPT_REVISION
         return digest({**fields, **_effort_fields(self.effort)})
 
 

@@ -6,7 +6,7 @@ ffmpeg's ``ssim`` and ``libvmaf`` filters on request). Points are independent, s
 on local processes or on a Dask cluster (:mod:`wrapcodec.bench.run`), and each is cached
 under the key of its :class:`PointSpec`: everything that determines it (source content,
 frames, option, codec, QP, preset, bit depth, threads, metrics, model hash, adaptation steps,
-pipeline revision).
+pipeline revision, and the fit's revision for an adapted point).
 
 With ``adapt_steps`` a neural point also fits its post-processor to its own bitstream (the
 encoder's content adaptation) and keeps, as the encoder would, the variant with the lower
@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from wrapcodec import ffmpeg
+from wrapcodec.adapt import REVISION as ADAPT_REVISION
 from wrapcodec.adapt import AdaptConfig, Fitted, ladder_plan, shard_threads
 from wrapcodec.adaptation import Segment, best_rung_index, climb, full
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
@@ -84,14 +85,18 @@ class PointSpec(BaseModel):
     def key(self) -> str:
         """The cache key. ``adapt_steps == 0``, ``rival == ""``, ``pre_arithmetic ==
         "float32"`` and ``lam_scale == 1`` are left out of it: such a point hashes as if the
-        field did not exist."""
+        field did not exist. An adapted point's key holds the fit's revision
+        (:data:`wrapcodec.adapt.REVISION`)."""
         exclude = {"path", "sequence", "models"}
         exclude |= {"lam_scale"} if self.lam_scale == 1.0 else set()
         exclude |= {"pre_arithmetic"} if self.pre_arithmetic == "float32" else set()
         exclude |= set() if self.adapt_steps else {"adapt_steps"}
         exclude |= set() if self.adapt_budget else {"adapt_budget"}
         exclude |= {"rival"} if not self.rival else set()
-        return digest(self.model_dump(exclude=exclude))
+        fields = self.model_dump(exclude=exclude)
+        if self.adapt_steps:  # an adapted point is the fit's too
+            fields["adapt_revision"] = ADAPT_REVISION
+        return digest(fields)
 
 
 class Point(BaseModel):
