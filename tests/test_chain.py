@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,14 @@ import torch
 from click.testing import CliRunner
 
 from wrapcodec.adapt import MIN_STEPS, AdaptConfig, ladder_plan, step_count, step_seconds
-from wrapcodec.adaptation import JUDGE_FRAMES, Segment, climb, judged_frames, training_pictures
+from wrapcodec.adaptation import (
+    JUDGE_FRAMES,
+    Climb,
+    Segment,
+    climb,
+    judged_frames,
+    training_pictures,
+)
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import _rungs_line, cli
@@ -23,6 +31,7 @@ from wrapcodec.container import pack, read_wrp
 from wrapcodec.encode.efforts import DIRECT_SECONDS_PER_SAMPLE, EFFORTS, AdaptBudget, parse_budget
 from wrapcodec.encode.encoder import default_segment_frames
 from wrapcodec.encode.report import AdaptationReport
+from wrapcodec.encode.rounds import Rounds
 from wrapcodec.encode.trials import Trial, pick
 from wrapcodec.errors import ContainerError, InputError
 from wrapcodec.metrics import measure_files
@@ -324,6 +333,35 @@ def test_inheriting_judged_best_leaves_every_update_judged(
     free = climb(seg, cfg, plan, lam, kept.chain, lambda c, u: c.mse_8bit)
     assert free.inheriting is not None
     assert sum(v.judged_on is None for v in free.variants) == (not free.inheriting.wins)
+
+
+def test_a_long_segment_out_of_reach_measures_no_update_on_every_frame(
+    long_clip: Path, tmp_path: Path, require_backend: Callable[[str], None]
+) -> None:
+    """In rounds beside a candidate of J 0, which no update reaches, a long segment's climb
+    stops after its first rung and measures none of its updates on every frame (they stay
+    judged); beside one of J ∞ it measures its best, as alone."""
+    require_backend("x265")
+    backend = get_backend("x265")
+    layout = Layout.make(read_info(long_clip), OPTIONS[1], backend, 10, get_bank())
+    stream = tmp_path / "s.265"
+    settings = EncodeSettings(qp=37, preset="ultrafast")
+    plain = code_and_measure(backend, settings, long_clip, layout, 0, 40, stream)
+    seg = Segment(backend, stream, layout, long_clip, 0, 40)
+    cfg = AdaptConfig(steps=10, batch=2, crop=64)
+    plan, lam = [(Subset.BIAS, 10), (Subset.BIAS_TAIL, 10)], backend.qp_to_lambda(37)
+
+    def beside(other: float) -> Climb:
+        rounds = Rounds([plain.mse_8bit, other], 2.0, 1)
+        rounds.done(1)
+        with rounds.turn(0) as pace:
+            return climb(seg, cfg, plan, lam, None, lambda c, u: c.mse_8bit, pace)
+
+    stopped = beside(0.0)
+    assert stopped.out_of_reach and [v.rung for v in stopped.variants] == [Subset.BIAS]
+    assert all(v.judged_on == JUDGE_FRAMES for v in stopped.variants)
+    free = beside(math.inf)
+    assert not free.out_of_reach and sum(v.judged_on is None for v in free.variants) == 1
 
 
 def test_a_long_segment_judges_inheriting_beside_its_updates(

@@ -248,7 +248,8 @@ def climb(
     ``previous`` when it is in force for this option, are compared on that many frames spread
     over it (:class:`Judge`), and only the best of them is measured on every frame: a variant
     (``judged_on`` None; the others keep their judged figures), or, when inheriting wins
-    (:attr:`Inheriting.wins`), none, and the caller measures inheriting."""
+    (:attr:`Inheriting.wins`), none, and the caller measures inheriting. A climb the pace
+    stopped there measures none: a candidate out of reach competes without an update."""
     layout = seg.layout
     if layout.processors is None or not plan:
         return Climb([])
@@ -275,7 +276,7 @@ def climb(
         return Climb(variants, out_of_reach=stopped)
     k = best_rung_index([v.cost for v in variants])
     inheriting = _inheriting(seg, judge, plain, previous, cost, variants[k].cost)
-    if inheriting is not None and inheriting.wins:
+    if stopped or (inheriting is not None and inheriting.wins):
         return Climb(variants, inheriting, stopped)
     v = variants[k]
     adapted, _ = segment_layout(layout, v.fitted.update, False, previous)

@@ -38,10 +38,11 @@ def adapted(
     ladder the budget pays for (absolute and, warm-started from ``previous`` when it is
     in force for this option, relative too), each measured; the trials of those measured on
     every frame (in a long segment, the climb's choice only, or none when inheriting
-    ``previous`` judged better), the report of every one, whose top-level figures are those
-    of the lowest J measured on every frame (or judged, when none was), and inheriting as
-    the climb judged it (:class:`~wrapcodec.adaptation.Climb`). With a ``pace``, the climb
-    stops where the candidate can no longer reach the others (the report's ``out_of_reach``)."""
+    ``previous`` judged better or the climb stopped out of reach), the report of every one,
+    whose top-level figures are those of the lowest J measured on every frame (or judged,
+    when none was), and inheriting as the climb judged it
+    (:class:`~wrapcodec.adaptation.Climb`). With a ``pace``, the climb stops where the
+    candidate can no longer reach the others (the report's ``out_of_reach``)."""
     assert job.adapt is not None
     lam = job.lam(plain.qp)
     samples = clip.count * job.info.width * job.info.height
@@ -98,13 +99,14 @@ def with_adaptation(
     reusing it (:func:`~wrapcodec.encode.trials.pick`: lowest J at a QP, or highest PSNR-YUV
     within a bitrate budget). In a long segment the climb judges reusing it beside the
     updates, and only the better (lower J on the judged frames) of reusing it and the best
-    update is measured on every frame and competes. ``pace``: see :func:`adapted`."""
+    update is measured on every frame and competes; a candidate whose climb stopped out of
+    reach there competes without either. ``pace``: see :func:`adapted`."""
     fitted, report, inheriting = adapted(job, plain, clip, previous, pace)
     measured = [k for k, t in enumerate(report.tried) if t.judged_on is None]
     variants = [plain, *fitted]
     cost_inherited = None
     if previous is not None and update_in_force(previous, plain.layout) is not None:
-        if inheriting is None or inheriting.wins:
+        if inheriting is None or (inheriting.wins and not report.out_of_reach):
             variants.append(inherited(job, plain, clip, previous))
             report.inherited_gain_db = variants[-1].coded.psnr_yuv - plain.coded.psnr_yuv
             cost_inherited = variants[-1].cost
