@@ -274,6 +274,16 @@ def test_json_says_how_every_candidate_was_judged(
             assert c.estimate.probe_bits and c.estimate.probe_mse and c.estimate.rank
             assert (c.qp is not None) == c.estimate.coded
             assert (c.pruned is None) == c.estimate.coded
+            if OPTIONS[c.code].kind == "wrapper":  # the pairs' verify rule (medium)
+                post = by_name[f"post-{OPTIONS[c.code].ratio_text}"].estimate
+                behind = post is not None and post.method in ("probe", "shared")
+                behind = behind and c.estimate.cost >= post.cost  # type: ignore[union-attr]
+                pair_rule = "the pair is not coded in full" in (c.pruned or "")
+                assert pair_rule == (
+                    EFFORTS[effort].pairs_beat_post
+                    and behind
+                    and c.estimate.rank <= (EFFORTS[effort].verify or 0)
+                )
         if c.estimate.rank == 1 and not c.estimate.coded:  # the best, within the margin
             worth = (1 - EFFORTS[effort].verify_margin) * direct.cost
             assert c.estimate.cost >= worth and "not coded in full" in (c.pruned or "")
@@ -281,6 +291,8 @@ def test_json_says_how_every_candidate_was_judged(
     assert len(set(ranks)) == len(ranks) == len(probed)
     if qp == 27:  # at a low QP the bound rules out the coarse ratios without a probe
         assert "bound" in methods
+    if effort == "medium":  # wrapper-1/1, third of the ranking, behind post-1/1
+        assert "the pair is not coded in full" in (by_name["wrapper-1/1"].pruned or "")
 
 
 def test_fast_probes_a_stronger_downscale_only_while_the_milder_one_is_close(

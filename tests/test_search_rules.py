@@ -103,6 +103,13 @@ def test_worth_coding_below_the_anchor_by_the_margin() -> None:
     assert rules.worth_coding(10.5, 10.0, 0.0)  # edge: no margin, every finalist coded
 
 
+def test_a_pair_is_coded_in_full_only_below_its_post_processor() -> None:
+    assert rules.pair_worth_coding(9.0, 10.0)  # keeps: the pre-processor pays
+    assert not rules.pair_worth_coding(10.5, 10.0)  # prunes: behind its post-processor
+    assert not rules.pair_worth_coding(10.0, 10.0)  # edge: a tie does not beat
+    assert rules.pair_worth_coding(10.5, None)  # edge: the post-processor not estimated
+
+
 def test_keeps_update_only_when_it_lowers_j() -> None:
     assert keeps_update(10.0, 9.0)
     assert not keeps_update(9.0, 10.0)

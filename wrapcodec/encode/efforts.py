@@ -85,6 +85,10 @@ class Effort:
     # At a QP a finalist is coded in full only when its estimate is below the anchor's J by
     # more than this fraction (the anchor is coded already; a hair's gain is not worth a pass)
     verify_margin: float = 0.0
+    # At a QP a ratio's wrapper among the finalists is coded in full only when its estimate
+    # is below that ratio's post-only estimate (rules.pair_worth_coding); its place is not
+    # given to the next of the ranking
+    pairs_beat_post: bool = False
     # Lanczos ratios probed from the mildest downscale to the strongest, a stronger one only
     # while the milder one's estimate (or bound) is within family_margin of the best so far
     ratio_ladder: bool = False
@@ -122,9 +126,11 @@ EFFORTS: dict[str, Effort] = {
             "medium",
             3,
             AdaptConfig.steps,
-            "anchor in full, bound, 8-frame probe; its best three coded in full and adapted "
-            "(update rungs within 3x a direct encode, climbed in rounds)",
+            "anchor in full, bound, 8-frame probe; its best three coded in full (a wrapper "
+            "only where it beats its post-processor) and adapted (update rungs within 3x a "
+            "direct encode, climbed in rounds)",
             family_margin=0.25,
+            pairs_beat_post=True,
             adapt_budget=AdaptBudget(3.0),
             adapt_reach=ADAPT_REACH,
         ),

@@ -111,3 +111,11 @@ def worth_coding(estimate: float, anchor_cost: float, margin: float) -> bool:
     """The verify margin: a finalist is coded in full only when its estimated J is below the
     anchor's by more than ``margin`` (0: any finalist is)."""
     return not margin or estimate < (1 - margin) * anchor_cost
+
+
+def pair_worth_coding(pair: float, post: float | None) -> bool:
+    """The pairs' verify rule: a ratio's wrapper (pre + post) is coded in full only when its
+    estimate is below that ratio's post-processor's (None: not estimated). Both are adapted
+    alike once coded; adaptation narrowed the wrapper's gap but never closed it where
+    measured (docs/effort.md)."""
+    return post is None or pair < post

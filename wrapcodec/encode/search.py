@@ -211,7 +211,26 @@ def _finalists(
             f"estimate J {e.cost:.3f} within {100 * margin:g} % of "
             f"direct's {anchor.cost:.3f}: not coded in full"
         )
+    if job.effort.pairs_beat_post:
+        _pairs_beat_post(decision, estimates, finalists)
     return finalists
+
+
+def _pairs_beat_post(
+    decision: Decision, estimates: Sequence[_Estimate], finalists: list[_Estimate]
+) -> None:
+    """The wrappers among ``finalists`` that :func:`~wrapcodec.encode.rules.pair_worth_coding`
+    rules out removed, their reports saying why."""
+    post = {e.option.ratio: e.cost for e in estimates if e.option.kind == "post"}
+    for e in [e for e in finalists if e.option.kind == "wrapper"]:
+        theirs = post.get(e.option.ratio)
+        if rules.pair_worth_coding(e.cost, theirs):
+            continue
+        finalists.remove(e)
+        decision.reports[int(e.option.code)].pruned = (
+            f"estimate J {e.cost:.3f} ≥ post-{e.option.ratio_text}'s {theirs:.3f}: "
+            "the pair is not coded in full"
+        )
 
 
 def _verify(
