@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from climbs import climb_beside
 
 from wrapcodec.adapt import MIN_STEPS, AdaptConfig, ladder_plan, step_count, step_seconds
 from wrapcodec.adaptation import (
     JUDGE_FRAMES,
-    Climb,
     Segment,
     climb,
     judged_frames,
@@ -31,7 +31,6 @@ from wrapcodec.container import pack, read_wrp
 from wrapcodec.encode.efforts import DIRECT_SECONDS_PER_SAMPLE, EFFORTS, AdaptBudget, parse_budget
 from wrapcodec.encode.encoder import default_segment_frames
 from wrapcodec.encode.report import AdaptationReport
-from wrapcodec.encode.rounds import Rounds
 from wrapcodec.encode.trials import Trial, pick
 from wrapcodec.errors import ContainerError, InputError
 from wrapcodec.metrics import measure_files
@@ -342,25 +341,10 @@ def test_a_long_segment_out_of_reach_measures_no_update_on_every_frame(
     stops after its first rung and measures none of its updates on every frame (they stay
     judged); beside one of J ∞ it measures its best, as alone."""
     require_backend("x265")
-    backend = get_backend("x265")
-    layout = Layout.make(read_info(long_clip), OPTIONS[1], backend, 10, get_bank())
-    stream = tmp_path / "s.265"
-    settings = EncodeSettings(qp=37, preset="ultrafast")
-    plain = code_and_measure(backend, settings, long_clip, layout, 0, 40, stream)
-    seg = Segment(backend, stream, layout, long_clip, 0, 40)
-    cfg = AdaptConfig(steps=10, batch=2, crop=64)
-    plan, lam = [(Subset.BIAS, 10), (Subset.BIAS_TAIL, 10)], backend.qp_to_lambda(37)
-
-    def beside(other: float) -> Climb:
-        rounds = Rounds([plain.mse_8bit, other], 2.0, 1)
-        rounds.done(1)
-        with rounds.turn(0) as pace:
-            return climb(seg, cfg, plan, lam, None, lambda c, u: c.mse_8bit, pace)
-
-    stopped = beside(0.0)
+    stopped = climb_beside(long_clip, tmp_path, 0.0, 40)
     assert stopped.out_of_reach and [v.rung for v in stopped.variants] == [Subset.BIAS]
     assert all(v.judged_on == JUDGE_FRAMES for v in stopped.variants)
-    free = beside(math.inf)
+    free = climb_beside(long_clip, tmp_path, math.inf, 40)
     assert not free.out_of_reach and sum(v.judged_on is None for v in free.variants) == 1
 
 

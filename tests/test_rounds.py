@@ -12,19 +12,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from climbs import climb_beside
 
-from wrapcodec.adapt import AdaptConfig
-from wrapcodec.adaptation import Climb, Segment, climb
-from wrapcodec.backend import EncodeSettings, get_backend
-from wrapcodec.bank import get_bank
 from wrapcodec.cli import _rungs_line, cli
 from wrapcodec.encode.efforts import EFFORTS
 from wrapcodec.encode.report import AdaptationReport
 from wrapcodec.encode.rounds import Rounds, projected
-from wrapcodec.options import OPTIONS
-from wrapcodec.pipeline import Layout, code_and_measure
 from wrapcodec.update import Subset
-from wrapcodec.y4m import count_frames, read_info
 
 
 def test_the_projection_lets_the_rungs_above_gain_factor_times_more() -> None:
@@ -96,40 +90,19 @@ def test_a_climb_with_no_j_to_lower_counts_no_gain() -> None:
         assert pace.bar == 1.0
 
 
-def _climb(clip: Path, tmp_path: Path, other: float | None) -> Climb:
-    """Post-1/1 climbing two rungs on ``clip`` coded by x265, J the MSE alone; in rounds
-    beside a candidate of J ``other`` that climbs no rung (None: alone)."""
-    backend = get_backend("x265")
-    info, count = read_info(clip), count_frames(clip)
-    layout = Layout.make(info, OPTIONS[1], backend, 10, get_bank())
-    stream = tmp_path / "s.265"
-    settings = EncodeSettings(qp=37, preset="ultrafast")
-    plain = code_and_measure(backend, settings, clip, layout, 0, count, stream)
-    seg = Segment(backend, stream, layout, clip, 0, count)
-    plan = [(Subset.BIAS, 10), (Subset.BIAS_TAIL, 10)]
-    cfg = AdaptConfig(steps=10, batch=2, crop=64)
-    lam = backend.qp_to_lambda(37)
-    if other is None:
-        return climb(seg, cfg, plan, lam, None, lambda c, u: c.mse_8bit)
-    rounds = Rounds([plain.mse_8bit, other], 2.0, 1)
-    rounds.done(1)
-    with rounds.turn(0) as pace:
-        return climb(seg, cfg, plan, lam, None, lambda c, u: c.mse_8bit, pace)
-
-
 def test_a_climb_out_of_reach_stops_after_its_first_rung(
     clip8: Path, tmp_path: Path, require_backend: Callable[[str], None]
 ) -> None:
     """Beside a candidate of J 0, which no update reaches, the climb stops after its first
     rung and says so; beside one of J ∞ it climbs every rung, exactly as alone."""
     require_backend("x265")
-    alone = _climb(clip8, tmp_path, None)
+    alone = climb_beside(clip8, tmp_path, None)
     assert [v.rung for v in alone.variants] == [Subset.BIAS, Subset.BIAS_TAIL]
     assert not alone.out_of_reach
-    stopped = _climb(clip8, tmp_path, 0.0)
+    stopped = climb_beside(clip8, tmp_path, 0.0)
     assert [v.rung for v in stopped.variants] == [Subset.BIAS] and stopped.out_of_reach
     assert stopped.variants[0].cost == alone.variants[0].cost
-    free = _climb(clip8, tmp_path, math.inf)
+    free = climb_beside(clip8, tmp_path, math.inf)
     assert [v.cost for v in free.variants] == [v.cost for v in alone.variants]
     assert not free.out_of_reach
 
