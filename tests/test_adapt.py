@@ -10,6 +10,7 @@ import signal
 import struct
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from wrapcodec.adapt import (
     fit,
     fit_forms,
     held_frames,
+    output_distortion,
     planned_steps,
     sensitivity,
     shard_threads,
@@ -342,7 +344,8 @@ def test_shards_sum_to_the_batch_gradient(post: PostProcessor, batch: int) -> No
 
 
 def test_a_fit_on_shard_threads_is_the_fit_on_one(post: PostProcessor) -> None:
-    """The shards of every step run on two threads: the same update, to the byte."""
+    """The shards of every step, and the tensors' quantisation steps, are searched on two
+    threads: the same update, to the byte."""
     decoded, sources = _pictures()
     cfg = AdaptConfig(**{**RD.__dict__, "batch": 3})
     alone = fit(post, decoded, sources, cfg)
@@ -351,6 +354,29 @@ def test_a_fit_on_shard_threads_is_the_fit_on_one(post: PostProcessor) -> None:
         threaded = fit(post, decoded, sources, cfg)
     assert adapt._shard_pool is None
     assert threaded.update == alone.update and threaded.loss_last == alone.loss_last
+
+
+def test_output_distortion_measures_the_same_on_several_threads(post: PostProcessor) -> None:
+    """Each thread measures on a copy of its own: the figures of one thread, and the model
+    left as it was."""
+    decoded, _ = _pictures()
+    model = copy.deepcopy(post)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    upsampled = [model.upsample(y, uv, 64, 96) for y, uv in decoded]
+    measure = output_distortion(model, upsampled, (32, 32), RD)
+    gen = np.random.default_rng(4)
+    errors = [
+        (name, 0.01 * gen.standard_normal(tuple(p.shape)).astype(np.float32))
+        for name, p in model.named_parameters()
+        for _ in range(2)
+    ]
+    alone = [measure(name, e) for name, e in errors]
+    assert all(d > 0 for d in alone)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = list(pool.map(lambda job: measure(*job), errors))
+    assert threaded == alone
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
 
 
 @pytest.mark.slow  # 100 backward passes through a real network

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,22 @@ def test_rd_update_is_far_smaller_than_int8_at_the_same_precision() -> None:
     rd_decoded = decode_update(rd, POST)
     rd_error = sum(float(((rd_decoded.deltas[n] - d) ** 2).sum()) for n, d in deltas.items())
     assert rd_error + mu * 8 * len(rd) < int8_error + mu * 8 * len(int8)
+
+
+def test_steps_searched_on_a_pool_give_the_same_bytes() -> None:
+    deltas = _deltas(Subset.DECODER)
+    weights = _ones(deltas)
+    scale = {name: 1.0 + k for k, name in enumerate(deltas)}
+
+    def distortion(name: str, error: np.ndarray) -> float:  # coherent errors count more
+        return scale[name] * float(np.sum(error, dtype=np.float64) ** 2 + np.sum(error**2))
+
+    mu = 1e-6
+    alone = encode_update_rd(deltas, Subset.DECODER, weights, mu, False, distortion)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pooled = encode_update_rd(deltas, Subset.DECODER, weights, mu, False, distortion, pool=pool)
+    assert pooled == alone
+    assert alone != encode_update_rd(deltas, Subset.DECODER, weights, mu)  # measured ≠ diagonal
 
 
 def test_rd_mu_is_lambda_per_source_luma_sample() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -364,19 +365,25 @@ def output_distortion(
     """ΔD of an error in one tensor of ``model``, measured: the 6:1:1 MSE (8-bit units)
     between the outputs with and without the error on one seeded batch of ``2·cfg.batch``
     crops (the Gauss–Newton quadratic form of the whole tensor, coherent errors included).
-    The weights are restored bit for bit after each measurement."""
-    params = dict(model.named_parameters())
+
+    Safe to call from several threads at once: each thread measures on a copy of ``model``
+    of its own (the same weights, so the same figures), whose weights are restored bit for
+    bit after each measurement; ``model`` itself is not changed."""
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     (y, uv), _ = _batch(upsampled, upsampled, size, replace(cfg, batch=2 * cfg.batch), gen)
     with torch.no_grad():
         base = model.restore(y, uv)
+    local = threading.local()
 
     def measure(name: str, error: np.ndarray) -> float:
-        p = params[name]
+        mine: PostProcessor | None = getattr(local, "model", None)
+        if mine is None:
+            mine = local.model = copy.deepcopy(model)
+        p = dict(mine.named_parameters())[name]
         with torch.no_grad():
             saved = p.detach().clone()
             p.add_(torch.from_numpy(np.ascontiguousarray(error, np.float32)))
-            out = model.restore(y, uv)
+            out = mine.restore(y, uv)
             p.copy_(saved)
         return float(mse_8bit(*out, *base))
 
@@ -416,7 +423,8 @@ def _encode(
     weights = sensitivity(model, list(deltas), upsampled, size, cfg)
     mu = rd_mu(cfg.rd_lambda, samples)
     measure = output_distortion(model, upsampled, size, cfg)
-    return encode_update_rd(deltas, subset, weights, mu, cfg.relative, measure), subset, count
+    update = encode_update_rd(deltas, subset, weights, mu, cfg.relative, measure, pool=_shard_pool)
+    return update, subset, count
 
 
 def fit(

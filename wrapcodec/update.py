@@ -33,8 +33,10 @@ import copy
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import partial
 
 import numpy as np
 import torch
@@ -413,6 +415,8 @@ def encode_update_rd(
     mu: float,
     relative: bool = False,
     distortion: Distortion | None = None,
+    *,
+    pool: Executor | None = None,
 ) -> bytes:
     """Quantisation 3 of ``deltas`` (every tensor of ``subset``, in parameter order).
 
@@ -421,17 +425,25 @@ def encode_update_rd(
     a tensor's error for the short list of candidates (else the diagonal estimate decides);
     ``mu`` is the price of a bit in D's units (for the RDO's ``J = D + λ·R`` with R per
     luma sample: :func:`rd_mu`). ``relative``: the deltas are changes to the update in
-    force (:func:`resolve`)."""
+    force (:func:`resolve`).
+
+    ``pool``: the tensors' steps are searched on its threads, several at once (then
+    ``distortion`` must be safe to call from several threads); each tensor's search is
+    independent of the others', so the bytes are the same however they ran."""
     if not (np.isfinite(mu) and mu >= 0):
         raise ValueError(f"mu must be finite and ≥ 0, got {mu}")
-    tensors = []
+    searches = []
     for name, delta in deltas.items():
         d = delta.detach().to(torch.float32).cpu().numpy()
         w = sensitivity[name].detach().to(torch.float64).cpu().numpy()
         if not (np.isfinite(d).all() and np.isfinite(w).all()):
             raise ValueError(f"update or sensitivity of {name} is not finite")
         measure = _diagonal(w) if distortion is None else _bind(distortion, name)
-        tensors.append(quantise_rd(d, w, mu, measure))
+        searches.append(partial(quantise_rd, d, w, mu, measure))
+    if pool is None:
+        tensors = [search() for search in searches]
+    else:
+        tensors = list(pool.map(lambda search: search(), searches))
     return encode_quantised(subset, tensors, relative)
 
 
