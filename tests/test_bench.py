@@ -23,6 +23,7 @@ from wrapcodec.bench import points
 from wrapcodec.bench.analysis import analyse, without_updates
 from wrapcodec.bench.plan import BenchConfig, plan
 from wrapcodec.bench.points import Point, PointSpec, point_cache, post_kmacs_per_pixel
+from wrapcodec.bench.report import fmt_bd
 from wrapcodec.bench.run import run_points
 from wrapcodec.cli import cli
 from wrapcodec.encode import EncodeConfig, encode_file
@@ -61,6 +62,13 @@ def test_bench_outputs_and_cache(runner: CliRunner, dataset: Path, tmp_path: Pat
             if seq != "mean of sequences":
                 assert r["envelope"]["bd_rate"] <= 1e-9, (row, seq)
     assert "post-only" not in results["bd_rate"]  # no neural options measured: no row
+    # the terminal's table: the mean of sequences in PSNR-YUV, then in PSNR-Y
+    row = next(line for line in result.output.splitlines() if line.startswith("│ Lanczos"))
+    bd = results["bd_rate"]["Lanczos"]
+    means = [bd[m]["mean of sequences"]["envelope"] for m in ("psnr_yuv", "psnr_y")]
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[2:4] == [fmt_bd(m) for m in means], row
+    assert "mean Y" in result.output
     report = (out / "report.md").read_text()
     assert "RD envelope" in report and "Pareto" in report and "PCHIP" in report
     assert "Content adaptation" not in report and results["adaptation"] == []

@@ -1198,20 +1198,26 @@ def _resolved_command(name: str, dataset: str, skip: tuple[str, ...]) -> str:
 
 def _bd_table(results: BenchResults, width: int) -> Table:
     """The envelope BD-rates (PSNR-YUV) as a table of at most ``width`` characters: a line
-    per row with its full name, the average sequence and the mean of sequences, then as many
-    sequences as fit (report.md has them all), so that no name or figure is cut."""
-    shown = [
-        (row, by_metric["psnr_yuv"])
+    per row with its full name, the average sequence, the mean of sequences and that mean in
+    PSNR-Y (luma alone, where a gain in chroma does not count), then as many sequences as fit
+    (report.md has them all), so that no name or figure is cut."""
+    rows = [
+        (row, by_metric)
         for row in bench_analysis.all_rows(results.config.rivals)
         if "psnr_yuv" in (by_metric := results.bd_rate.get(row, {}))
     ]
+    shown = [(row, by_metric["psnr_yuv"]) for row, by_metric in rows]
     headers = {bench_analysis.AVERAGE: bench_analysis.AVERAGE, bench_analysis.MEAN: "mean"}
     headers |= {sequence: sequence for sequence in results.sequences}
     columns = [_Column("row", [row for row, _ in shown], right=False, required=True)]
     for i, (column, header) in enumerate(headers.items()):
         figures = [bench_report.fmt_bd(per.value(column, "envelope")) for _, per in shown]
         columns.append(_Column(header, figures, required=i < 2))
-    caption = "mean: of the sequences' BD-rates"
+        if column == bench_analysis.MEAN:
+            luma = [by_metric.get("psnr_y") for _, by_metric in rows]
+            cells = [bench_report.fmt_bd(y.value(column, "envelope")) if y else "n/a" for y in luma]
+            columns.append(_Column("mean Y", cells, required=True))
+    caption = "mean: of the sequences' BD-rates; mean Y: the same in PSNR-Y"
     title = f"BD-rate vs direct {results.config.codec}, PSNR-YUV, RD envelope"
     table, left_out = _fitted_table(columns, width, title=title)
     if left_out:
