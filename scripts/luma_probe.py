@@ -1,0 +1,141 @@
+"""How much luma a post-processor can take back from a segment: an upper bound by overfitting.
+
+Reads the first segment of a post-1/1 ``.wrp`` file, decodes its stream, and fits every
+parameter of the segment's prior (float arithmetic, Adam, 4 crops of 128² a step) to every
+``--every``-th frame against the source, with and without a luma stage at full resolution
+after it (3×3 convolutions ``1→c→…→1``, its last layer starting at zero), then measures
+PSNR-Y/U/V on those same frames against the decoded frames. Fitted on what it is measured
+on, the figures bound what a network of that size gains on the segment::
+
+    python scripts/luma_probe.py OUT.wrp SOURCE.y4m --steps 1000 --stages 8 32,32
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import math
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wrapcodec import adapt
+from wrapcodec.bank import get_bank
+from wrapcodec.container import read_wrp, segment_bitdepth
+from wrapcodec.decoder import decoding_backend
+from wrapcodec.ffmpeg import ffmpeg_exe
+from wrapcodec.nets import PostProcessor, mse_8bit
+from wrapcodec.options import OPTIONS
+from wrapcodec.pipeline import to_tensors
+from wrapcodec.y4m import Y4MReader
+
+Picture = tuple[Tensor, Tensor]
+
+
+class LumaStage(nn.Module):
+    """``post`` followed by a residual stage of 3×3 convolutions on the output luma."""
+
+    def __init__(self, post: PostProcessor, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.post = post
+        sizes = [1, *widths, 1]
+        convs = [nn.Conv2d(a, b, 3, padding=1) for a, b in itertools.pairwise(sizes)]
+        for param in convs[-1].parameters():  # the stage starts as the identity
+            nn.init.zeros_(param)
+        self.convs = nn.ModuleList(convs)
+
+    def restore(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+        y_hat, uv_hat = self.post.restore(y, uv)
+        x = y_hat
+        for k, conv in enumerate(self.convs):
+            x = conv(x) if k == len(self.convs) - 1 else F.relu(conv(x))
+        return y_hat + x, uv_hat
+
+
+def _frames(path: Path, every: int, bitdepth: int) -> list[Picture]:
+    with Y4MReader(str(path)) as reader:
+        return [to_tensors(f, bitdepth) for k, f in enumerate(reader) if k % every == 0]
+
+
+def _psnr(model: nn.Module | None, decoded: list[Picture], sources: list[Picture]) -> list[float]:
+    """PSNR-Y, -U, -V (normalised samples, peak-to-peak 2) over the frames."""
+    se = [0.0, 0.0, 0.0]
+    with torch.no_grad():
+        for (y, uv), (ty, tuv) in zip(decoded, sources, strict=True):
+            y_hat, uv_hat = model.restore(y, uv) if model is not None else (y, uv)  # type: ignore[operator]
+            se[0] += float(((y_hat.clamp(-1, 1) - ty) ** 2).mean())
+            for c in (0, 1):
+                se[1 + c] += float(((uv_hat[:, c].clamp(-1, 1) - tuv[:, c]) ** 2).mean())
+    return [10 * math.log10(4 / (e / len(decoded))) for e in se]
+
+
+def _fit(model: nn.Module, decoded: list[Picture], sources: list[Picture], steps: int) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    cfg = adapt.AdaptConfig()
+    for _ in range(steps):
+        (y, uv), (ty, tuv) = adapt._batch(decoded, sources, (cfg.crop, cfg.crop), cfg, gen)
+        y_hat, uv_hat = model.restore(y, uv)  # type: ignore[operator]
+        loss = mse_8bit(y_hat, uv_hat, ty, tuv)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("wrp")
+    ap.add_argument("source")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--every", type=int, default=4)
+    ap.add_argument("--stages", nargs="*", default=["8"], help="widths, e.g. 8 or 32,32")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    header, segments = read_wrp(args.wrp)
+    seg = segments[0]
+    if seg.option != 1:
+        raise SystemExit(f"{args.wrp}: its first segment is option {seg.option}, not post-1/1")
+    depth = segment_bitdepth(header, seg)
+    backend = decoding_backend(args.wrp, header)
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = Path(tmp) / f"s{backend.extension}"
+        stream.write_bytes(seg.payload)
+        decoded_y4m = Path(tmp) / "decoded.y4m"
+        pix = "yuv420p" if depth == 8 else "yuv420p10le"
+        subprocess.run(
+            [
+                *(ffmpeg_exe(), "-v", "error", "-f", backend.stream_format, "-i", str(stream)),
+                *("-pix_fmt", pix, "-f", "yuv4mpegpipe", "-strict", "-1", str(decoded_y4m)),
+            ],
+            check=True,
+        )
+        decoded = _frames(decoded_y4m, args.every, depth)
+    with Y4MReader(args.source) as reader:
+        source_depth = reader.info.bitdepth
+    sources = _frames(Path(args.source), args.every, source_depth)[: len(decoded)]
+    post = get_bank().processors(OPTIONS[1], seg.prior).post
+    plain = _psnr(None, decoded, sources)
+    print(f"{len(decoded)} frames, prior {seg.prior}, decoded PSNR-Y/U/V {plain}")
+    models: list[tuple[str, nn.Module]] = [("post-1/1", copy.deepcopy(post))]
+    for stage in args.stages:
+        widths = [int(w) for w in stage.split(",")]
+        models.append((f"post-1/1 + luma {stage}", LumaStage(copy.deepcopy(post), widths)))
+    for name, model in models:
+        before = _psnr(model, decoded, sources)
+        t0 = time.perf_counter()
+        _fit(model, decoded, sources, args.steps)
+        after = _psnr(model, decoded, sources)
+        gain = ", ".join(f"{a - b:+.3f}" for a, b in zip(after, plain, strict=True))
+        was = ", ".join(f"{a - b:+.3f}" for a, b in zip(before, plain, strict=True))
+        print(f"{name}: before {was} dB; after {gain} dB ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
