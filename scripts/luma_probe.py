@@ -16,7 +16,6 @@ import argparse
 import copy
 import itertools
 import math
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,14 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wrapcodec import adapt
+from wrapcodec import adapt, ffmpeg
 from wrapcodec.bank import get_bank
 from wrapcodec.container import read_wrp, segment_bitdepth
 from wrapcodec.decoder import decoding_backend
-from wrapcodec.ffmpeg import ffmpeg_exe
 from wrapcodec.nets import PostProcessor, mse_8bit
 from wrapcodec.options import OPTIONS
-from wrapcodec.pipeline import to_tensors
+from wrapcodec.pipeline import crop_frame, to_tensors
 from wrapcodec.y4m import Y4MReader
 
 Picture = tuple[Tensor, Tensor]
@@ -104,19 +102,17 @@ def main() -> None:
         raise SystemExit(f"{args.wrp}: its first segment is option {seg.option}, not post-1/1")
     depth = segment_bitdepth(header, seg)
     backend = decoding_backend(args.wrp, header)
+    width, height = seg.bottleneck_width, seg.bottleneck_height
+    coded_w, coded_h = backend.coded_size(width, height)
     with tempfile.TemporaryDirectory() as tmp:
         stream = Path(tmp) / f"s{backend.extension}"
         stream.write_bytes(seg.payload)
-        decoded_y4m = Path(tmp) / "decoded.y4m"
-        pix = "yuv420p" if depth == 8 else "yuv420p10le"
-        subprocess.run(
-            [
-                *(ffmpeg_exe(), "-v", "error", "-f", backend.stream_format, "-i", str(stream)),
-                *("-pix_fmt", pix, "-f", "yuv4mpegpipe", "-strict", "-1", str(decoded_y4m)),
-            ],
-            check=True,
-        )
-        decoded = _frames(decoded_y4m, args.every, depth)
+        frames = ffmpeg.decode(backend, stream, coded_w, coded_h, depth, seg.frame_count)
+        decoded = [
+            to_tensors(crop_frame(f, width, height), depth)
+            for k, f in enumerate(frames)
+            if k % args.every == 0
+        ]
     with Y4MReader(args.source) as reader:
         source_depth = reader.info.bitdepth
     sources = _frames(Path(args.source), args.every, source_depth)[: len(decoded)]

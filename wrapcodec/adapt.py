@@ -376,10 +376,11 @@ def output_distortion(
     local = threading.local()
 
     def measure(name: str, error: np.ndarray) -> float:
-        mine: PostProcessor | None = getattr(local, "model", None)
-        if mine is None:
-            mine = local.model = copy.deepcopy(model)
-        p = dict(mine.named_parameters())[name]
+        if not hasattr(local, "model"):
+            local.model = copy.deepcopy(model)
+            local.params = dict(local.model.named_parameters())
+        mine: PostProcessor = local.model
+        p = local.params[name]
         with torch.no_grad():
             saved = p.detach().clone()
             p.add_(torch.from_numpy(np.ascontiguousarray(error, np.float32)))
