@@ -1428,11 +1428,19 @@ def train(**kw: Any) -> None:
 )
 @click.option(
     "--surrogate",
-    type=click.Choice(["straight-through", "error-model"]),
+    type=click.Choice(["straight-through", "error-model", "simulator"]),
     default=None,
     help="How the codec's distortion reaches the filter: passed straight through the codec, "
-    "or the filter's own change plus the learned codec error [psnr: error-model, ms-ssim: "
-    "straight-through].",
+    "the filter's own change plus the learned codec error, or through the codec simulator of "
+    "--simulator (whose rate head is then the rate model) [psnr: error-model, ms-ssim: "
+    "straight-through; with --simulator: simulator].",
+)
+@click.option(
+    "--simulator",
+    default=None,
+    metavar="FILE.safetensors",
+    help="A codec simulator (`wrapcodec train-simulator`) of the codec, card beside it; "
+    "fitted on to the filtered clips' real output as training goes.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -1450,14 +1458,26 @@ def train_prefilter(
     rate_steps: int,
     val_every: int,
     rate_from: str | None,
-    surrogate: Literal["straight-through", "error-model"] | None,
+    surrogate: Literal["straight-through", "error-model", "simulator"] | None,
+    simulator: str | None,
     seed: int,
     out: str,
 ) -> None:
     """Train a standard-stream pre-filter with the real codec in the loop and a learned rate."""
     from wrapcodec.prefilter_train import PreFilterTrainConfig, PreFilterTrainer
+    from wrapcodec.simulator_train import load_simulator
 
     get_backend(codec)
+    if simulator is None and surrogate == "simulator":
+        raise InputError("--surrogate simulator needs --simulator FILE")
+    if simulator is not None and surrogate not in (None, "simulator"):
+        raise InputError(f"--simulator is for the simulator surrogate, not --surrogate {surrogate}")
+    sim = None
+    if simulator is not None:
+        sim, card = load_simulator(Path(simulator))
+        if card.codec != codec:
+            raise InputError(f"{simulator}: a simulator of {card.codec}, not of {codec}")
+        surrogate = "simulator"
     cfg = PreFilterTrainConfig(
         codec=codec,
         target=metric,
@@ -1467,9 +1487,51 @@ def train_prefilter(
         surrogate=surrogate or ("error-model" if metric == "psnr" else "straight-through"),
         seed=seed,
     )
-    trainer = PreFilterTrainer(cfg, Path(data), Path(val), Path(out))
+    trainer = PreFilterTrainer(cfg, Path(data), Path(val), Path(out), sim)
     if rate_from is not None and not trainer.checkpoint.exists():
         trainer.take_rate_model(Path(rate_from))
+    trainer.run(lambda text: click.echo(text, err=True))
+
+
+@cli.command("train-simulator")
+@click.option(
+    "--data",
+    required=True,
+    metavar="CACHE",
+    help="A pair cache with r = 1 at 8 bits (`wrapcodec pairs --ratios 1 --bitdepth 8`).",
+)
+@click.option("--val", required=True, metavar="DIR", help="Validation photos (at least 256 px).")
+@click.option("--codec", default="x265", show_default=True, help="The codec to simulate.")
+@click.option("--steps", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    required=True,
+    metavar="FILE.safetensors",
+    help="Weights; its card, checkpoint (resumed when there) and log go beside it.",
+)
+def train_simulator(
+    data: str,
+    val: str,
+    codec: str,
+    steps: int,
+    batch: int,
+    lr: float,
+    val_every: int,
+    seed: int,
+    out: str,
+) -> None:
+    """Train a codec simulator (decoded picture and bits) on a codec's real output."""
+    from wrapcodec.simulator_train import SimulatorTrainConfig, SimulatorTrainer
+
+    get_backend(codec)
+    cfg = SimulatorTrainConfig(
+        codec=codec, steps=steps, batch=batch, lr=lr, validate_every=val_every, seed=seed
+    )
+    trainer = SimulatorTrainer(cfg, Path(data), Path(val), Path(out))
     trainer.run(lambda text: click.echo(text, err=True))
 
 

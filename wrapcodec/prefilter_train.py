@@ -8,12 +8,16 @@ priors' pair cache, :mod:`wrapcodec.pairs`), a random QP per clip, and:
 3. minimises ``J = D + λ(QP)·R̂`` per luma sample, λ the encoder's own
    (:meth:`~wrapcodec.backend.Backend.qp_to_lambda`), R̂ the learned
    :class:`~wrapcodec.prefilter.RateModel`, and D the distortion against the source, which
-   reaches the filter in one of two ways (``surrogate``): that of the real decoded pictures
-   with its gradient passed straight through the codec (after Klopp et al.), or the filter's
+   reaches the filter in one of three ways (``surrogate``): that of the real decoded pictures
+   with its gradient passed straight through the codec (after Klopp et al.); the filter's
    own change plus the codec's error as the learned :class:`~wrapcodec.prefilter.ErrorModel`
-   predicts it (the codec's noise is then not pre-compensated);
+   predicts it (the codec's noise is then not pre-compensated); or that of the real decoded
+   pictures with the gradient of a codec simulator's picture
+   (:class:`~wrapcodec.simulator.CodecSimulator`, after Qiu et al.; its rate head is then R̂),
+   so the filter learns only what the codec's output follows;
 4. fits the codec models to what the codec really did with the filtered clips (its bits,
-   its MSE against them), so what the filter is trained against follows what it makes.
+   its MSE against them, or, the simulator, its pictures), so what the filter is trained
+   against follows what it makes.
 
 Before the filter moves, the rate model is fitted to the cache's real bits of unfiltered
 clips and the error model warms up on real encodes of them. D is the RDO's 6:1:1 YUV MSE
@@ -34,14 +38,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import save_file
 from scipy.stats import spearmanr
-from torch import Tensor
+from torch import Tensor, nn
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
@@ -52,6 +56,7 @@ from wrapcodec.nets import from_unit, unit
 from wrapcodec.pairs import QPS, ClipSpec, make_clips
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.prefilter import ErrorModel, PreFilter, RateModel, ms_ssim
+from wrapcodec.simulator import CodecSimulator, picture_loss, rate_loss
 from wrapcodec.y4m import Frame, iter_frames
 
 
@@ -69,10 +74,12 @@ class PreFilterTrainConfig(BaseModel):
     lr: float = 5e-4
     rate_lr: float = 1e-3
     rate_online_lr: float = 2e-4
-    surrogate: Literal["straight-through", "error-model"] = "straight-through"
+    surrogate: Literal["straight-through", "error-model", "simulator"] = "straight-through"
     """How the real codec's distortion reaches the filter: its gradient passed straight
-    through the codec, or the filter's own change plus the learned codec error
-    (:class:`~wrapcodec.prefilter.ErrorModel`), the codec's noise not pre-compensated."""
+    through the codec, the filter's own change plus the learned codec error
+    (:class:`~wrapcodec.prefilter.ErrorModel`), the codec's noise not pre-compensated, or
+    through a codec simulator (:class:`~wrapcodec.simulator.CodecSimulator`, whose rate head
+    is then R̂)."""
     error_warmup_steps: int = 300
     rate_pretrain_steps: int = 1500
     width: int = 16
@@ -194,8 +201,18 @@ def _fmt(values: dict[str, float]) -> str:
 class PreFilterTrainer:
     """A resumable run: the filter, the rate model, their optimisers and the step."""
 
-    def __init__(self, cfg: PreFilterTrainConfig, cache: Path, val: Path, out: Path) -> None:
+    def __init__(
+        self,
+        cfg: PreFilterTrainConfig,
+        cache: Path,
+        val: Path,
+        out: Path,
+        simulator: CodecSimulator | None = None,
+    ) -> None:
+        if (cfg.surrogate == "simulator") != (simulator is not None):
+            raise ValueError("the simulator surrogate takes a codec simulator; no other does")
         self.cfg, self.out = cfg, out
+        self.sim = simulator
         self.backend = get_backend(cfg.codec)
         torch.manual_seed(cfg.seed)
         self.filter = PreFilter(cfg.width, cfg.layers)
@@ -204,6 +221,9 @@ class PreFilterTrainer:
         self.opt = torch.optim.Adam(self.filter.parameters(), lr=cfg.lr)
         self.rate_opt = torch.optim.Adam(self.rate.parameters(), lr=cfg.rate_lr)
         self.error_opt = torch.optim.Adam(self.error.parameters(), lr=cfg.rate_lr)
+        self.sim_opt = (
+            torch.optim.Adam(self.sim.parameters(), lr=cfg.rate_online_lr) if self.sim else None
+        )
         self.step = 0
         self.rate_step = 0
         self.error_step = 0
@@ -232,6 +252,8 @@ class PreFilterTrainer:
             "rate_step": torch.tensor(self.rate_step),
             "error_step": torch.tensor(self.error_step),
         }
+        if self.sim is not None and self.sim_opt is not None:
+            state |= {"sim": self.sim.state_dict(), "sim_opt": self.sim_opt.state_dict()}
         atomic_write(self.checkpoint, lambda p: torch.save(state, p))
         history = json.dumps(self.history, indent=1)
         atomic_write(self.out.with_suffix(".log.json"), lambda p: p.write_text(history))
@@ -257,6 +279,9 @@ class PreFilterTrainer:
         self.error_opt.load_state_dict(state["error_opt"])
         self.step, self.rate_step = int(state["step"]), int(state["rate_step"])
         self.error_step = int(state["error_step"])
+        if self.sim is not None and self.sim_opt is not None:
+            self.sim.load_state_dict(state["sim"])
+            self.sim_opt.load_state_dict(state["sim_opt"])
         self.rng = np.random.default_rng([self.cfg.seed, self.step, self.rate_step])
         history = self.out.with_suffix(".log.json")
         if history.exists():
@@ -285,7 +310,7 @@ class PreFilterTrainer:
         ]
         return [j.result() for j in jobs]
 
-    def _predict(self, model: RateModel | ErrorModel, y: Tensor, uv: Tensor, q: Tensor) -> Tensor:
+    def _predict(self, model: nn.Module, y: Tensor, uv: Tensor, q: Tensor) -> Any:
         """``model``'s prediction, differentiable in the pictures, not in its parameters."""
         for p in model.parameters():
             p.requires_grad_(False)
@@ -341,11 +366,17 @@ class PreFilterTrainer:
                 rate = exchange(dec.y, src.y) if cfg.target == "ms-ssim" else None
                 d = distortion(cfg.target, fy, fuv, src.y, src.uv, rate)
                 d = d + self._predict(self.error, fy, fuv, q)
+            elif self.sim is not None:
+                # the real decoded pictures, differentiated as the simulator's
+                sy, suv, sim_bits = self._predict(self.sim, fy, fuv, q)
+                ry, ruv = sy + (dec.y - sy).detach(), suv + (dec.uv - suv).detach()
+                d = distortion(cfg.target, ry, ruv, src.y, src.uv)
             else:
                 ry = fy + (dec.y - fy).detach()
                 ruv = fuv + (dec.uv - fuv).detach()
                 d = distortion(cfg.target, ry, ruv, src.y, src.uv)
-            j = (d + lams * self._predict(self.rate, fy, fuv, q) / samples).mean()
+            r_hat = sim_bits if self.sim is not None else self._predict(self.rate, fy, fuv, q)
+            j = (d + lams * r_hat / samples).mean()
             self.opt.zero_grad()
             j.backward()
             self.opt.step()
@@ -353,6 +384,14 @@ class PreFilterTrainer:
             out["j"] = j.item()
         # The codec models follow what the codec really does with what the filter now makes.
         inputs = (fy.detach(), fuv.detach(), q)
+        if self.sim is not None and self.sim_opt is not None:
+            picture = picture_loss(self.sim, inputs[:2], q, (dec.y, dec.uv))
+            rate = rate_loss(self.sim, inputs[:2], q, bits)
+            self.sim_opt.zero_grad()
+            (picture.mean() + rate.mean()).backward()
+            self.sim_opt.step()
+            out["sim_picture"], out["rate_loss"] = picture.mean().item(), rate.mean().item()
+            return out
         out["rate_loss"] = self._fit(self.rate, self.rate_opt, inputs, bits, cfg.rate_online_lr)
         if cfg.surrogate == "error-model":
             lr = cfg.rate_lr if warming else cfg.rate_online_lr  # a fresh model learns faster
@@ -390,8 +429,13 @@ class PreFilterTrainer:
                 batch, decoded = Batch.of(inputs), Batch.of([d for _, d in coded])
                 qp_batch = torch.full((len(inputs),), qp)
                 with torch.no_grad():
-                    predicted += self.rate(batch.y, batch.uv, qp_batch).tolist()
-                    predicted_error += self.error(batch.y, batch.uv, qp_batch).tolist()
+                    if self.sim is not None:
+                        sy, suv, sim_bits = self.sim(batch.y, batch.uv, qp_batch)
+                        predicted += sim_bits.tolist()
+                        predicted_error += distortion("psnr", sy, suv, batch.y, batch.uv).tolist()
+                    else:
+                        predicted += self.rate(batch.y, batch.uv, qp_batch).tolist()
+                        predicted_error += self.error(batch.y, batch.uv, qp_batch).tolist()
                 real += [float(b) for b, _ in coded]
                 real_error += distortion("psnr", decoded.y, decoded.uv, batch.y, batch.uv).tolist()
 
@@ -439,7 +483,7 @@ class PreFilterTrainer:
     def run(self, report: Callable[[str], None]) -> None:
         started = time.monotonic()
         self.resume()
-        while self.rate_step < self.cfg.rate_pretrain_steps:
+        while self.sim is None and self.rate_step < self.cfg.rate_pretrain_steps:
             loss = self.rate_pretrain_step()
             if self.rate_step % 100 == 0:
                 report(f"rate {self.rate_step}: log2 error² {loss:.3f}")
