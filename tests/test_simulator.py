@@ -9,12 +9,20 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from wrapcodec import ffmpeg, pairs
+from wrapcodec.backend import get_backend
 from wrapcodec.errors import InputError
-from wrapcodec.prefilter_train import Batch, PreFilterTrainConfig, PreFilterTrainer
+from wrapcodec.prefilter_train import (
+    Batch,
+    Clips,
+    PreFilterTrainConfig,
+    PreFilterTrainer,
+    measured_scales,
+)
 from wrapcodec.simulator import CodecSimulator, picture_loss, rate_loss, yuv_mse
 from wrapcodec.simulator_train import (
     SimulatorTrainConfig,
@@ -224,3 +232,48 @@ def test_train_prefilter_refuses_a_simulator_mismatch(
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.slow
+def test_measured_lambda_is_each_clips_own_slope(cache: Path, val: Path, tmp_path: Path) -> None:
+    backend = get_backend("x265")
+    clips = Clips(sorted((cache / "clips").glob("*.y4m")))
+    scales = measured_scales(cache, "x265", clips, backend)
+    assert set(scales) == {(i, qp) for i in range(3) for qp in (27, 42)}
+    for i, path in enumerate(clips.paths):
+        frames = clips.frames[i]
+        points = []
+        for qp in (27, 42):
+            with np.load(cache / "x265-8bit" / "1" / f"qp{qp}" / f"{path.stem}.npz") as d:
+                mse = [
+                    float(
+                        (
+                            (d[k].astype(float) - np.stack([getattr(f, k) for f in frames])) ** 2
+                        ).mean()
+                    )
+                    for k in ("y", "u", "v")
+                ]
+                points.append(((6 * mse[0] + mse[1] + mse[2]) / 8, int(d["bits"])))
+        (d27, r27), (d42, r42) = points
+        slope = (d42 - d27) / ((r27 - r42) / (len(frames) * 128 * 128))
+        expected = slope / backend.qp_to_lambda(34.5)
+        assert scales[(i, 27)] == pytest.approx(expected) == scales[(i, 42)]
+    cfg = PreFilterTrainConfig(
+        steps=1,
+        batch=2,
+        frames=2,
+        validate_every=1,
+        preset="ultrafast",
+        width=8,
+        layers=3,
+        surrogate="straight-through",
+        rate_pretrain_steps=0,
+        lam="measured",
+    )
+    trainer = PreFilterTrainer(cfg, cache, val, tmp_path / "p.safetensors")
+    assert trainer.lam(1, 42) == pytest.approx(backend.qp_to_lambda(42) * scales[(1, 42)])
+    assert trainer.lam(9, 42) == backend.qp_to_lambda(42)  # not measured: the relation
+    trainer.filter_step()
+    assert trainer.step == 1
+    with pytest.raises(InputError, match="no clip coded at two QPs in 43-47"):
+        PreFilterTrainer(cfg.model_copy(update={"qp_range": (43, 47)}), cache, val, tmp_path / "q")

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-from wrapcodec import interrupt
+from wrapcodec import allocator, interrupt
 
 EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
 """128 + SIGINT, as a shell reports a command that Ctrl-C ended."""
@@ -31,6 +31,7 @@ def main() -> None:
     """Import the command line and run it; a Ctrl-C or SIGTERM while importing, or after the
     command, exits 130 or 143 with one line."""
     interrupt.install()
+    allocator.keep_freed_memory()
     _no_compiler_cache_folder()
     status = 0
     try:

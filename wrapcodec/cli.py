@@ -1442,6 +1442,15 @@ def train(**kw: Any) -> None:
     help="A codec simulator (`wrapcodec train-simulator`) of the codec, card beside it; "
     "fitted on to the filtered clips' real output as training goes.",
 )
+@click.option(
+    "--lambda",
+    "lam",
+    type=click.Choice(["model", "measured"]),
+    default="model",
+    show_default=True,
+    help="The price of a bit: the encoder's relation λ(QP), or each training clip's own, the "
+    "slope of its direct coding's RD curve in the cache (QPs then drawn from the cache's).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -1460,6 +1469,7 @@ def train_prefilter(
     rate_from: str | None,
     surrogate: Literal["straight-through", "error-model", "simulator"] | None,
     simulator: str | None,
+    lam: Literal["model", "measured"],
     seed: int,
     out: str,
 ) -> None:
@@ -1485,6 +1495,7 @@ def train_prefilter(
         rate_pretrain_steps=rate_steps,
         validate_every=val_every,
         surrogate=surrogate or ("error-model" if metric == "psnr" else "straight-through"),
+        lam=lam,
         seed=seed,
     )
     trainer = PreFilterTrainer(cfg, Path(data), Path(val), Path(out), sim)

@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,12 +52,14 @@ from wrapcodec import ffmpeg
 from wrapcodec.backend import Backend, EncodeSettings, get_backend
 from wrapcodec.bank import PreFilterCard
 from wrapcodec.bdrate import Curve, bd_rate
+from wrapcodec.encode.lagrange import secant_scale
+from wrapcodec.errors import InputError
 from wrapcodec.metrics import MsSsimAccumulator, PsnrAccumulator, kbps
 from wrapcodec.nets import from_unit, unit
-from wrapcodec.pairs import QPS, ClipSpec, make_clips
+from wrapcodec.pairs import QPS, ClipSpec, make_clips, series_dir
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.prefilter import ErrorModel, PreFilter, RateModel, ms_ssim
-from wrapcodec.simulator import CodecSimulator, picture_loss, rate_loss
+from wrapcodec.simulator import CodecSimulator, picture_loss, random_window, rate_loss
 from wrapcodec.y4m import Frame, iter_frames
 
 
@@ -80,6 +83,12 @@ class PreFilterTrainConfig(BaseModel):
     (:class:`~wrapcodec.prefilter.ErrorModel`), the codec's noise not pre-compensated, or
     through a codec simulator (:class:`~wrapcodec.simulator.CodecSimulator`, whose rate head
     is then R̂)."""
+    sim_crop: int = 128
+    """The simulator's picture is fitted on to a random window this wide of each clip."""
+    lam: Literal["model", "measured"] = "model"
+    """The price of a bit in J: the encoder's relation λ(QP), or, ``measured``, each training
+    clip's own, from the cache's direct coding of it (:func:`measured_scales`; QPs are then
+    drawn from the cache's)."""
     error_warmup_steps: int = 300
     rate_pretrain_steps: int = 1500
     width: int = 16
@@ -171,13 +180,24 @@ class Clips:
         self.paths = list(paths)
         self.frames = [list(iter_frames(p)) for p in self.paths]
 
-    def sample(self, rng: np.random.Generator, n: int, frames: int) -> list[list[Frame]]:
-        out = []
+    def sample(
+        self, rng: np.random.Generator, n: int, frames: int
+    ) -> tuple[list[int], list[list[Frame]]]:
+        """``n`` random windows of ``frames`` pictures: their clips' indices and pictures."""
+        picks, out = [], []
         for _ in range(n):
-            clip = self.frames[int(rng.integers(len(self.frames)))]
-            start = int(rng.integers(len(clip) - frames + 1))
-            out.append(clip[start : start + frames])
-        return out
+            i = int(rng.integers(len(self.frames)))
+            start = int(rng.integers(len(self.frames[i]) - frames + 1))
+            picks.append(i)
+            out.append(self.frames[i][start : start + frames])
+        return picks, out
+
+
+def _series(cache: Path, codec: str) -> Path:
+    """The cache's folder of ``codec``'s pairs at r = 1: at 8 bits, the pre-filter's depth,
+    where the cache has them, else at 10."""
+    at8 = cache / series_dir(codec, Fraction(1), 8)
+    return at8 if at8.is_dir() else cache / series_dir(codec, Fraction(1), 10)
 
 
 def cached_bits(cache: Path, codec: str) -> list[tuple[int, int, int]]:
@@ -185,13 +205,54 @@ def cached_bits(cache: Path, codec: str) -> list[tuple[int, int, int]]:
     names = sorted(p.stem for p in (cache / "clips").glob("*.y4m"))
     found = []
     for qp in QPS:
-        folder = cache / codec / "1" / f"qp{qp:02d}"
+        folder = _series(cache, codec) / f"qp{qp:02d}"
         for i, name in enumerate(names):
             path = folder / f"{name}.npz"
             if path.exists():
                 with np.load(path) as data:
                     found.append((i, qp, int(data["bits"])))
     return found
+
+
+def _yuv_mse(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    """6:1:1 MSE (8-bit units) of planes ``y, u, v`` against ``b``'s."""
+    m = [float(((x.astype(np.float64) - y) ** 2).mean()) for x, y in zip(a, b, strict=True)]
+    return (6 * m[0] + m[1] + m[2]) / 8
+
+
+def measured_scales(
+    cache: Path, codec: str, clips: Clips, backend: Backend
+) -> dict[tuple[int, int], float]:
+    """(clip index, QP) → the price of a bit on that clip's own direct coding at 8 bits, over
+    the relation's λ(QP): the secant slope of its RD curve between the QP and the next QP the
+    cache coded it at (the one below at the top), as ``encode --lambda measured`` measures a
+    segment's
+    (:func:`~wrapcodec.encode.lagrange.secant_scale`). Pairs missing, or whose MSE does not
+    fall as the bits rise, have none; the caller falls back to the relation."""
+    series = _series(cache, codec)
+    sources = [
+        [np.stack([getattr(f, k) for f in frames]) for k in ("y", "u", "v")]
+        for frames in clips.frames
+    ]
+    scales = {}
+    for i, path in enumerate(clips.paths):
+        points = {}
+        for qp in QPS:
+            npz = series / f"qp{qp:02d}" / f"{path.stem}.npz"
+            if npz.exists():
+                with np.load(npz) as data:
+                    mse = _yuv_mse(sources[i], [data[k] for k in ("y", "u", "v")])
+                    points[qp] = (mse, int(data["bits"]))
+        samples = sources[i][0].size
+        coded = sorted(points)
+        if len(coded) < 2:
+            continue
+        for k, qp in enumerate(coded):
+            other = coded[k + 1] if k + 1 < len(coded) else coded[k - 1]
+            scale = secant_scale(backend, qp, *points[qp], other, *points[other], samples)
+            if scale is not None:
+                scales[(i, qp)] = scale
+    return scales
 
 
 def _fmt(values: dict[str, float]) -> str:
@@ -230,6 +291,14 @@ class PreFilterTrainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.train = Clips(sorted((cache / "clips").glob("*.y4m")))
         self.bits = cached_bits(cache, cfg.codec)
+        self.scales = (
+            measured_scales(cache, cfg.codec, self.train, self.backend)
+            if cfg.lam == "measured"
+            else None
+        )
+        lo, hi = cfg.qp_range
+        if self.scales is not None and not any(lo <= qp <= hi for _, qp in self.scales):
+            raise InputError(f"{cache}: no clip coded at two QPs in {lo}-{hi} to measure λ on")
         self.val = Clips(make_clips(val, out.parent / "val-clips", ClipSpec()))
         self.pool = concurrent.futures.ThreadPoolExecutor(2)
         self.history: list[dict[str, float]] = []
@@ -303,6 +372,12 @@ class PreFilterTrainer:
 
     # -- the filter ----------------------------------------------------------------------------
 
+    def lam(self, clip: int, qp: int) -> float:
+        """The price of a bit for ``clip`` at ``qp``: the relation's λ, or with
+        ``lam="measured"`` times the clip's own scale (:func:`measured_scales`)."""
+        scale = 1.0 if self.scales is None else self.scales.get((clip, qp), 1.0)
+        return self.backend.qp_to_lambda(qp) * scale
+
     def _code_all(self, clips: list[list[Frame]], qps: list[int]) -> list[tuple[int, list[Frame]]]:
         jobs = [
             self.pool.submit(code_clip, self.backend, q, c, self.cfg.preset)
@@ -341,8 +416,13 @@ class PreFilterTrainer:
         """One step (module docstring); while the error model warms up (``error-model``
         surrogate), the codec models are fitted and the filter is left as it is."""
         cfg = self.cfg
-        clips = self.train.sample(self.rng, cfg.batch, cfg.frames)
-        qps = [int(self.rng.integers(cfg.qp_range[0], cfg.qp_range[1] + 1)) for _ in clips]
+        picks, clips = self.train.sample(self.rng, cfg.batch, cfg.frames)
+        if self.scales is not None:  # the QPs the cache measured the clips' λ at
+            lo, hi = cfg.qp_range
+            measured = sorted({qp for _, qp in self.scales if lo <= qp <= hi})
+            qps = [measured[int(self.rng.integers(len(measured)))] for _ in clips]
+        else:
+            qps = [int(self.rng.integers(cfg.qp_range[0], cfg.qp_range[1] + 1)) for _ in clips]
         src = Batch.of(clips)
         n, t = src.y.shape[:2]
         q = torch.tensor(qps)
@@ -355,7 +435,7 @@ class PreFilterTrainer:
         bits = torch.tensor([b for b, _ in coded], dtype=torch.float32)
         codec_error = distortion("psnr", dec.y, dec.uv, fy.detach(), fuv.detach())
         samples = t * src.y.shape[-1] * src.y.shape[-2]
-        lams = torch.tensor([self.backend.qp_to_lambda(qp) for qp in qps])
+        lams = torch.tensor([self.lam(i, qp) for i, qp in zip(picks, qps, strict=True)])
         real_d = distortion(cfg.target, dec.y, dec.uv, src.y, src.uv)
         warming = cfg.surrogate == "error-model" and self.error_step < cfg.error_warmup_steps
         out = {"real_j": (real_d + lams * bits / samples).mean().item()}
@@ -385,7 +465,8 @@ class PreFilterTrainer:
         # The codec models follow what the codec really does with what the filter now makes.
         inputs = (fy.detach(), fuv.detach(), q)
         if self.sim is not None and self.sim_opt is not None:
-            picture = picture_loss(self.sim, inputs[:2], q, (dec.y, dec.uv))
+            at, dec_at = random_window(self.rng, cfg.sim_crop, inputs[:2], (dec.y, dec.uv))
+            picture = picture_loss(self.sim, at, q, dec_at)
             rate = rate_loss(self.sim, inputs[:2], q, bits)
             self.sim_opt.zero_grad()
             (picture.mean() + rate.mean()).backward()

@@ -24,6 +24,7 @@ Clips are ``y (N,T,H,W)``, ``uv (N,T,2,H/2,W/2)`` in ``[-1, 1]``, H and W multip
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -84,6 +85,26 @@ def yuv_mse(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> Tensor:
     mse_y = ((y - ty) ** 2).mean(dim=(1, 2, 3)) * s
     mse_uv = ((uv - tuv) ** 2).mean(dim=(1, 3, 4)).sum(dim=1) * s
     return (6 * mse_y + mse_uv) / 8
+
+
+def window(y: Tensor, uv: Tensor, top: int, left: int, size: int) -> tuple[Tensor, Tensor]:
+    """The ``size``×``size`` window of clips ``y (…,H,W)``, ``uv (…,2,H/2,W/2)`` at luma
+    ``top``, ``left`` (even)."""
+    half = slice(top // 2, (top + size) // 2), slice(left // 2, (left + size) // 2)
+    return y[..., top : top + size, left : left + size], uv[..., half[0], half[1]]
+
+
+def random_window(
+    rng: np.random.Generator, size: int | None, *clips: tuple[Tensor, Tensor]
+) -> list[tuple[Tensor, Tensor]]:
+    """The same random ``size``×``size`` window (offsets multiples of 4) of each of
+    ``clips``; the clips whole where ``size`` is None or not smaller than them."""
+    height, width = clips[0][0].shape[-2:]
+    if size is None or size >= min(height, width):
+        return list(clips)
+    top = 4 * int(rng.integers((height - size) // 4 + 1))
+    left = 4 * int(rng.integers((width - size) // 4 + 1))
+    return [window(y, uv, top, left, size) for y, uv in clips]
 
 
 def picture_loss(

@@ -45,7 +45,13 @@ from wrapcodec.errors import InputError
 from wrapcodec.pairs import QPS, ClipSpec, codec_dir, make_clips
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.prefilter_train import Batch, code_clip
-from wrapcodec.simulator import CodecSimulator, picture_loss, rate_loss, yuv_mse
+from wrapcodec.simulator import (
+    CodecSimulator,
+    picture_loss,
+    random_window,
+    rate_loss,
+    yuv_mse,
+)
 from wrapcodec.y4m import Frame, iter_frames
 
 
@@ -202,20 +208,8 @@ class SimulatorTrainer:
         qp = torch.tensor([c.qp for c in clips])
         real = torch.tensor([float(c.bits) for c in clips])
         rate = rate_loss(self.net, (src.y, src.uv), qp, real)
-        planes = (src.y, src.uv, dec.y, dec.uv)
-        height, width = src.y.shape[-2:]
-        if crop is not None and crop < min(height, width):
-            top = 4 * int(self.rng.integers((height - crop) // 4 + 1))
-            left = 4 * int(self.rng.integers((width - crop) // 4 + 1))
-            rows, cols = slice(top, top + crop), slice(left, left + crop)
-            half = slice(top // 2, (top + crop) // 2), slice(left // 2, (left + crop) // 2)
-            planes = (
-                src.y[..., rows, cols],
-                src.uv[..., half[0], half[1]],
-                dec.y[..., rows, cols],
-                dec.uv[..., half[0], half[1]],
-            )
-        picture = picture_loss(self.net, planes[:2], qp, planes[2:])
+        at, dec_at = random_window(self.rng, crop, (src.y, src.uv), (dec.y, dec.uv))
+        picture = picture_loss(self.net, at, qp, dec_at)
         return picture, rate
 
     def train_step(self) -> dict[str, float]:

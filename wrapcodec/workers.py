@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from wrapcodec import interrupt
+from wrapcodec import allocator, interrupt
 from wrapcodec.errors import WrapcodecError
 
 if TYPE_CHECKING:
@@ -35,7 +35,10 @@ remove their temporary folders) before they are killed."""
 
 
 def in_worker(task: Callable[[S], R], spec: S) -> R:
-    """``task(spec)`` in a worker process, as one task (:func:`interrupt.working`)."""
+    """``task(spec)`` in a worker process, as one task (:func:`interrupt.working`), the
+    allocator set as the command line sets it (:mod:`wrapcodec.allocator`; a spawned worker
+    does not inherit it)."""
+    allocator.keep_freed_memory()
     with interrupt.working():
         return task(spec)
 
@@ -121,20 +124,11 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-HEAP_THRESHOLD = 32 << 20
-"""Allocations below this come from the heap, not from a fresh mapping each (glibc's own
-limit for its dynamic threshold)."""
-
-
 def heap_for_frames() -> None:
     """Serve the frame-sized arrays a segment allocates by the thousand from the heap again
     (glibc), where a worker's environment stops that: Dask starts its workers with
     ``MALLOC_TRIM_THRESHOLD_`` set, which turns off glibc's dynamic mmap threshold, so that
     every array above 128 KiB is mapped and faulted in afresh and a segment codes 2x slower.
-    :func:`release_memory` gives the heap back after each segment instead."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = _libc()
-        libc.mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * HEAP_THRESHOLD)
+    The thresholds are the command line's (:func:`wrapcodec.allocator.keep_freed_memory`);
+    :func:`release_memory` gives the heap back after each segment."""
+    allocator.keep_freed_memory()
