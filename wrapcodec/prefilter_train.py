@@ -5,8 +5,9 @@ priors' pair cache, :mod:`wrapcodec.pairs`), a random QP per clip, and:
 
 1. filters the clips (:class:`~wrapcodec.prefilter.PreFilter`) and rounds them to 8 bits;
 2. codes and decodes them with the real codec at 8 bits, as ``encode --standard`` does;
-3. minimises ``J = D + λ(QP)·R̂`` per luma sample, λ the encoder's own
-   (:meth:`~wrapcodec.backend.Backend.qp_to_lambda`), R̂ the learned
+3. minimises ``J = D + λ·R̂`` per luma sample, λ the encoder's relation λ(QP)
+   (:meth:`~wrapcodec.backend.Backend.qp_to_lambda`) or, ``lam="measured"``, the slope of
+   the clip's own direct coding in the cache (:func:`measured_scales`), R̂ the learned
    :class:`~wrapcodec.prefilter.RateModel`, and D the distortion against the source, which
    reaches the filter in one of three ways (``surrogate``): that of the real decoded pictures
    with its gradient passed straight through the codec (after Klopp et al.); the filter's
@@ -226,9 +227,8 @@ def measured_scales(
     """(clip index, QP) → the price of a bit on that clip's own direct coding at 8 bits, over
     the relation's λ(QP): the secant slope of its RD curve between the QP and the next QP the
     cache coded it at (the one below at the top), as ``encode --lambda measured`` measures a
-    segment's
-    (:func:`~wrapcodec.encode.lagrange.secant_scale`). Pairs missing, or whose MSE does not
-    fall as the bits rise, have none; the caller falls back to the relation."""
+    segment's (:func:`~wrapcodec.encode.lagrange.secant_scale`). Pairs missing, or whose MSE
+    does not fall as the bits rise, have none; the caller falls back to the relation."""
     series = _series(cache, codec)
     sources = [
         [np.stack([getattr(f, k) for f in frames]) for k in ("y", "u", "v")]

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class SimulatorCard(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: str = "codec-simulator"
+    kind: Literal["codec-simulator"] = "codec-simulator"
     file: str
     sha256: str
     codec: str
