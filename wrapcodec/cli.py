@@ -1421,6 +1421,13 @@ def train(**kw: Any) -> None:
 )
 @click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5e-4,
+    show_default=True,
+    help="The filter's learning rate.",
+)
+@click.option(
     "--rate-from",
     default=None,
     metavar="FILE.ckpt",
@@ -1466,6 +1473,7 @@ def train_prefilter(
     steps: int,
     rate_steps: int,
     val_every: int,
+    lr: float,
     rate_from: str | None,
     surrogate: Literal["straight-through", "error-model", "simulator"] | None,
     simulator: str | None,
@@ -1492,6 +1500,7 @@ def train_prefilter(
         codec=codec,
         target=metric,
         steps=steps,
+        lr=lr,
         rate_pretrain_steps=rate_steps,
         validate_every=val_every,
         surrogate=surrogate or ("error-model" if metric == "psnr" else "straight-through"),
