@@ -255,6 +255,20 @@ def measured_scales(
     return scales
 
 
+def save_run(out: Path, state: dict[str, object], history: list[dict[str, float]]) -> None:
+    """A training run's checkpoint (``out`` with ``.ckpt``) and its validation history
+    (``.log.json``), each written whole."""
+    atomic_write(out.with_suffix(".ckpt"), lambda p: torch.save(state, p))
+    text = json.dumps(history, indent=1)
+    atomic_write(out.with_suffix(".log.json"), lambda p: p.write_text(text))
+
+
+def read_history(out: Path) -> list[dict[str, float]]:
+    """The validation history :func:`save_run` wrote beside ``out``, or none."""
+    path = out.with_suffix(".log.json")
+    return list(json.loads(path.read_text())) if path.exists() else []
+
+
 def _fmt(values: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in values.items())
 
@@ -323,9 +337,7 @@ class PreFilterTrainer:
         }
         if self.sim is not None and self.sim_opt is not None:
             state |= {"sim": self.sim.state_dict(), "sim_opt": self.sim_opt.state_dict()}
-        atomic_write(self.checkpoint, lambda p: torch.save(state, p))
-        history = json.dumps(self.history, indent=1)
-        atomic_write(self.out.with_suffix(".log.json"), lambda p: p.write_text(history))
+        save_run(self.out, state, self.history)
 
     def take_rate_model(self, checkpoint: Path) -> None:
         """Start from the codec models of another run's checkpoint (their fitting done)."""
@@ -352,9 +364,7 @@ class PreFilterTrainer:
             self.sim.load_state_dict(state["sim"])
             self.sim_opt.load_state_dict(state["sim_opt"])
         self.rng = np.random.default_rng([self.cfg.seed, self.step, self.rate_step])
-        history = self.out.with_suffix(".log.json")
-        if history.exists():
-            self.history = json.loads(history.read_text())
+        self.history = read_history(self.out)
 
     # -- the rate model alone --------------------------------------------------------------
 

@@ -9,8 +9,7 @@ picture.
   its last layer starts at zero, so an untrained simulator is a lossless codec.
 * The **rate head** is a :class:`~wrapcodec.prefilter.RateModel` of its own: every picture
   gets a non-negative bit density on a quarter-resolution grid; a clip's bits are their sum
-  plus a learned per-picture constant. (A head on the picture's trunk learned the bits, but
-  its gradients kept the trunk from learning the picture.)
+  plus a learned per-picture constant.
 
 Each picture is seen with its difference from the previous picture of the clip (none for the
 first, which is intra coded), an intra flag and the QP

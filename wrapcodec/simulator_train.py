@@ -24,7 +24,6 @@ codec's error explained; and how the rate head ranks and sizes the real bits of 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ from wrapcodec.bank import checked_weights
 from wrapcodec.errors import InputError
 from wrapcodec.pairs import QPS, ClipSpec, codec_dir, make_clips
 from wrapcodec.paths import atomic_write, sha256_file
-from wrapcodec.prefilter_train import Batch, code_clip
+from wrapcodec.prefilter_train import Batch, code_clip, read_history, save_run
 from wrapcodec.simulator import (
     CodecSimulator,
     picture_loss,
@@ -183,9 +182,7 @@ class SimulatorTrainer:
             "opt": self.opt.state_dict(),
             "step": torch.tensor(self.step),
         }
-        atomic_write(self.checkpoint, lambda p: torch.save(state, p))
-        history = json.dumps(self.history, indent=1)
-        atomic_write(self.out.with_suffix(".log.json"), lambda p: p.write_text(history))
+        save_run(self.out, state, self.history)
 
     def resume(self) -> None:
         if not self.checkpoint.exists():
@@ -195,9 +192,7 @@ class SimulatorTrainer:
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
         self.rng = np.random.default_rng([self.cfg.seed, self.step])
-        history = self.out.with_suffix(".log.json")
-        if history.exists():
-            self.history = json.loads(history.read_text())
+        self.history = read_history(self.out)
 
     def losses(self, clips: Sequence[CodedClip], crop: int | None = None) -> tuple[Tensor, Tensor]:
         """:func:`~wrapcodec.simulator.picture_loss` of the clips, on a random
