@@ -14,20 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from wrapcodec.backend import get_backend
 from wrapcodec.bank import load_prefilter, prefilter_card
 from wrapcodec.metrics import PsnrAccumulator
-from wrapcodec.prefilter_train import Batch, code_clip, to_frames
-from wrapcodec.y4m import Frame, iter_frames
-
-
-def filtered(net: torch.nn.Module, clip: list[Frame], qp: int) -> list[Frame]:
-    b = Batch.of([clip])
-    with torch.no_grad():
-        y, uv = net(b.y[0][:, None], b.uv[0], torch.full((len(clip),), qp))
-    return to_frames(y[:, 0], uv)
+from wrapcodec.prefilter_train import code_clip, filter_clip
+from wrapcodec.y4m import iter_frames
 
 
 def main() -> None:
@@ -49,7 +40,7 @@ def main() -> None:
         bits = {"direct": 0, "filtered": 0}
         acc = {k: PsnrAccumulator(8) for k in ("direct", "filtered", "change")}
         for clip in clips:
-            moved = filtered(net, clip, qp)
+            moved = filter_clip(net, clip, qp)
             for a, b in zip(clip, moved, strict=True):
                 acc["change"].add(a, b)
             for name, frames in (("direct", clip), ("filtered", moved)):

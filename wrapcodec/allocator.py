@@ -25,16 +25,18 @@ LARGE = 1 << 30
 """1 GiB: blocks up to this come from the heap, and up to this much free heap is kept."""
 
 
+def libc() -> ctypes.CDLL:
+    """The C library (its functions raise AttributeError where it lacks them)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds (module docstring); False, changing nothing, elsewhere (another
     C library or system) or where glibc refuses them."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        mallopt = libc().mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

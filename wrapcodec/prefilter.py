@@ -124,6 +124,15 @@ class ErrorModel(nn.Module):
         return density.view(n, -1).mean(dim=1)
 
 
+def clip_mse_parts(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per clip of ``y (N,T,H,W)``, ``uv (N,T,2,H/2,W/2)``: luma MSE and the sum of the two
+    chroma MSEs against ``ty``, ``tuv``, in 8-bit units."""
+    s = 127.5**2
+    mse_y = ((y - ty) ** 2).mean(dim=(1, 2, 3)) * s
+    mse_uv = ((uv - tuv) ** 2).mean(dim=(1, 3, 4)).sum(dim=1) * s
+    return mse_y, mse_uv
+
+
 def clip_features(y: Tensor, uv: Tensor, qp: Tensor) -> Tensor:
     """Per picture of clips ``y (N,T,H,W)``, ``uv (N,T,2,H/2,W/2)``: the picture (six
     half-resolution channels), its difference from the previous one (zero for the first),

@@ -55,11 +55,12 @@ from wrapcodec.bank import PreFilterCard
 from wrapcodec.bdrate import Curve, bd_rate
 from wrapcodec.encode.lagrange import secant_scale
 from wrapcodec.errors import InputError
-from wrapcodec.metrics import MsSsimAccumulator, PsnrAccumulator, kbps
+from wrapcodec.metrics import MsSsimAccumulator, PsnrAccumulator, kbps, weighted
+from wrapcodec.metrics import mse as mse_plane
 from wrapcodec.nets import from_unit, unit
 from wrapcodec.pairs import QPS, ClipSpec, make_clips, series_dir
 from wrapcodec.paths import atomic_write, sha256_file
-from wrapcodec.prefilter import ErrorModel, PreFilter, RateModel, ms_ssim
+from wrapcodec.prefilter import ErrorModel, PreFilter, RateModel, clip_mse_parts, ms_ssim
 from wrapcodec.simulator import CodecSimulator, picture_loss, random_window, rate_loss
 from wrapcodec.y4m import Frame, iter_frames
 
@@ -120,6 +121,14 @@ def to_frames(y: Tensor, uv: Tensor) -> list[Frame]:
     return [Frame(ys[t], uvs[t, 0], uvs[t, 1]) for t in range(ys.shape[0])]
 
 
+def filter_clip(net: PreFilter, clip: Sequence[Frame], qp: int) -> list[Frame]:
+    """8-bit ``clip`` through the pre-filter ``net`` at ``qp``, 8-bit."""
+    b = Batch.of([clip])
+    with torch.no_grad():
+        y, uv = net(b.y[0][:, None], b.uv[0], torch.full((len(clip),), qp))
+    return to_frames(y[:, 0], uv)
+
+
 def ste_round8(x: Tensor) -> Tensor:
     """Rounded to the 8-bit grid forward, the identity backward."""
     return x + (unit(from_unit(x, 8).round(), 8) - x).detach()
@@ -136,14 +145,6 @@ def code_clip(
         ffmpeg.encode(backend, settings, frames, width, height, "25", stream)
         decoded = list(ffmpeg.decode(backend, stream, width, height, 8, len(frames)))
         return 8 * stream.stat().st_size, decoded
-
-
-def _mse_parts(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> tuple[Tensor, Tensor]:
-    """Per clip: luma MSE and the sum of the two chroma MSEs, in 8-bit units."""
-    s = 127.5**2
-    mse_y = ((y - ty) ** 2).mean(dim=(1, 2, 3)) * s
-    mse_uv = ((uv - tuv) ** 2).mean(dim=(1, 3, 4)).sum(dim=1) * s
-    return mse_y, mse_uv
 
 
 def exchange(y: Tensor, ty: Tensor) -> Tensor:
@@ -163,7 +164,7 @@ def distortion(
     """Per clip, in 8-bit MSE units: the 6:1:1 MSE (``psnr``), or luma ``1 − MS-SSIM``
     times an exchange rate (:func:`exchange`; ``rate``, or this picture's own) beside the
     chroma MSE (``ms-ssim``)."""
-    mse_y, mse_uv = _mse_parts(y, uv, ty, tuv)
+    mse_y, mse_uv = clip_mse_parts(y, uv, ty, tuv)
     if target == "psnr":
         return (6 * mse_y + mse_uv) / 8
     n, t = y.shape[:2]
@@ -215,12 +216,6 @@ def cached_bits(cache: Path, codec: str) -> list[tuple[int, int, int]]:
     return found
 
 
-def _yuv_mse(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
-    """6:1:1 MSE (8-bit units) of planes ``y, u, v`` against ``b``'s."""
-    m = [float(((x.astype(np.float64) - y) ** 2).mean()) for x, y in zip(a, b, strict=True)]
-    return (6 * m[0] + m[1] + m[2]) / 8
-
-
 def measured_scales(
     cache: Path, codec: str, clips: Clips, backend: Backend
 ) -> dict[tuple[int, int], float]:
@@ -241,7 +236,9 @@ def measured_scales(
             npz = series / f"qp{qp:02d}" / f"{path.stem}.npz"
             if npz.exists():
                 with np.load(npz) as data:
-                    mse = _yuv_mse(sources[i], [data[k] for k in ("y", "u", "v")])
+                    planes = [data[k] for k in ("y", "u", "v")]
+                    y, u, v = (mse_plane(a, b) for a, b in zip(sources[i], planes, strict=True))
+                    mse = weighted((y, u, v))
                     points[qp] = (mse, int(data["bits"]))
         samples = sources[i][0].size
         coded = sorted(points)
@@ -494,10 +491,7 @@ class PreFilterTrainer:
 
     def filtered(self, clip: Sequence[Frame], qp: int) -> list[Frame]:
         """``clip`` through the filter at ``qp``, 8-bit."""
-        b = Batch.of([clip])
-        with torch.no_grad():
-            y, uv = self.filter(b.y[0][:, None], b.uv[0], torch.full((len(clip),), qp))
-        return to_frames(y[:, 0], uv)
+        return filter_clip(self.filter, clip, qp)
 
     def validate(self, qps: Sequence[int] = QPS) -> dict[str, float]:
         """BD-rates of the filter against direct coding on the validation clips (rates and

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wrapcodec.nets import depth_to_space, space_to_depth
-from wrapcodec.prefilter import RateModel, clip_features
+from wrapcodec.prefilter import RateModel, clip_features, clip_mse_parts
 
 FEATURES = 14  # clip_features' channels
 
@@ -80,9 +80,7 @@ class CodecSimulator(nn.Module):
 def yuv_mse(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> Tensor:
     """Per clip: the 6:1:1 YUV MSE in 8-bit units (clips as :class:`CodecSimulator` takes
     them)."""
-    s = 127.5**2
-    mse_y = ((y - ty) ** 2).mean(dim=(1, 2, 3)) * s
-    mse_uv = ((uv - tuv) ** 2).mean(dim=(1, 3, 4)).sum(dim=1) * s
+    mse_y, mse_uv = clip_mse_parts(y, uv, ty, tuv)
     return (6 * mse_y + mse_uv) / 8
 
 

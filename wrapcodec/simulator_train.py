@@ -24,7 +24,6 @@ codec's error explained; and how the rate head ranks and sizes the real bits of 
 from __future__ import annotations
 
 import concurrent.futures
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from torch import Tensor
 from wrapcodec.backend import get_backend
 from wrapcodec.bank import checked_weights
 from wrapcodec.errors import InputError
+from wrapcodec.metrics import psnr
 from wrapcodec.pairs import QPS, ClipSpec, codec_dir, make_clips
 from wrapcodec.paths import atomic_write, sha256_file
 from wrapcodec.prefilter_train import Batch, code_clip, read_history, save_run
@@ -148,10 +148,6 @@ def load_coded(cache: Path, codec: str) -> list[CodedClip]:
     return found
 
 
-def psnr_of(mse: float) -> float:
-    return 10.0 * math.log10(255.0**2 / mse) if mse > 0 else float("inf")
-
-
 class SimulatorTrainer:
     """A resumable run: the simulator, its optimiser and the step."""
 
@@ -252,13 +248,13 @@ class SimulatorTrainer:
         qps = sorted(sim_se)
         out = {
             "step": float(self.step),
-            "sim_psnr_yuv": float(np.mean([psnr_of(sim_se[q] / n) for q in qps])),
-            "codec_psnr_yuv": float(np.mean([psnr_of(codec_se[q] / n) for q in qps])),
+            "sim_psnr_yuv": float(np.mean([psnr(sim_se[q] / n, 8) for q in qps])),
+            "codec_psnr_yuv": float(np.mean([psnr(codec_se[q] / n, 8) for q in qps])),
             "explained": float(np.mean([1.0 - sim_se[q] / codec_se[q] for q in qps])),
         }
         for qp in qps:
-            out[f"sim_psnr_yuv_qp{qp}"] = psnr_of(sim_se[qp] / n)
-            out[f"codec_psnr_yuv_qp{qp}"] = psnr_of(codec_se[qp] / n)
+            out[f"sim_psnr_yuv_qp{qp}"] = psnr(sim_se[qp] / n, 8)
+            out[f"codec_psnr_yuv_qp{qp}"] = psnr(codec_se[qp] / n, 8)
         log2 = np.abs(np.log2(np.array(predicted)) - np.log2(np.array(real)))
         out["rate_spearman"] = float(spearmanr(predicted, real).statistic)
         out["rate_log2_error"] = float(log2.mean())

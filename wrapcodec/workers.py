@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import time
 from collections.abc import Callable
@@ -117,11 +115,7 @@ def release_memory() -> None:
     with the clip's length."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
-        _libc().malloc_trim(0)
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        allocator.libc().malloc_trim(0)
 
 
 def heap_for_frames() -> None:
