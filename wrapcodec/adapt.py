@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from wrapcodec import interrupt
+from wrapcodec.adam import Adam
 from wrapcodec.errors import InputError
 from wrapcodec.nets import PEAK_8BIT, PostProcessor, mse_8bit
 from wrapcodec.update import (
@@ -283,7 +284,7 @@ def _train(
     for name, p in params.items():
         p.requires_grad_(name in names)
     trained = [params[n] for n in names]
-    opt = torch.optim.Adam(trained, lr=cfg.lr)
+    opt = Adam(trained, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
     for _ in range(steps):
