@@ -8,6 +8,12 @@ PSNR-Y/U/V on those same frames against the decoded frames. Fitted on what it is
 on, the figures bound what a network of that size gains on the segment::
 
     python scripts/luma_probe.py OUT.wrp SOURCE.y4m --steps 1000 --stages 8 32,32
+
+With ``--temporal`` each luma stage is fitted a second time with the neighbouring decoded
+frames as two more inputs (the frames before and after, each motion-compensated to the frame
+by block matching of the decoded luma: 16×16 blocks, whole-sample vectors within ±12, what a
+decoder can find without side information), to bound what the other frames of the segment
+add: x265 codes its B frames a few QPs coarser than the P frames beside them.
 """
 
 from __future__ import annotations
@@ -57,6 +63,53 @@ class LumaStage(nn.Module):
         return y_hat + x, uv_hat
 
 
+class TemporalStage(LumaStage):
+    """A :class:`LumaStage` whose convolutions also see two more luma planes: its input ``y``
+    has three channels, the frame and its two motion-compensated neighbours."""
+
+    def __init__(self, post: PostProcessor, widths: Sequence[int]) -> None:
+        super().__init__(post, widths)
+        self.convs[0] = nn.Conv2d(3, [*widths, 1][0], 3, padding=1)
+        if len(self.convs) == 1:
+            for param in self.convs[0].parameters():
+                nn.init.zeros_(param)
+
+    def restore(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+        y_hat, uv_hat = self.post.restore(y[:, :1], uv)
+        x = torch.cat([y_hat, y[:, 1:]], dim=1)
+        for k, conv in enumerate(self.convs):
+            x = conv(x) if k == len(self.convs) - 1 else F.relu(conv(x))
+        return y_hat + x, uv_hat
+
+
+def compensated(cur: Tensor, ref: Tensor, block: int = 16, radius: int = 12) -> Tensor:
+    """``ref`` (1×1×H×W luma) moved onto ``cur`` block by block: each ``block``² block takes the
+    whole-sample displacement within ±``radius`` of least absolute difference (edges padded)."""
+    height, width = cur.shape[-2:]
+    padded = F.pad(ref, (radius, radius, radius, radius), mode="replicate")
+    best = torch.full((1, 1, height // block, width // block), math.inf)
+    out = ref.clone()
+    for dy, dx in itertools.product(range(-radius, radius + 1), repeat=2):
+        moved = padded[..., radius + dy : radius + dy + height, radius + dx : radius + dx + width]
+        sad = F.avg_pool2d((cur - moved).abs(), block)
+        better = sad < best
+        best = torch.where(better, sad, best)
+        mask = better.repeat_interleave(block, -2).repeat_interleave(block, -1)
+        out = torch.where(mask, moved, out)
+    return out
+
+
+def _with_neighbours(all_decoded: list[Picture], picks: Sequence[int]) -> list[Picture]:
+    out = []
+    last = len(all_decoded) - 1
+    for k in picks:
+        y, uv = all_decoded[k]
+        before = compensated(y, all_decoded[max(k - 1, 0)][0])
+        after = compensated(y, all_decoded[min(k + 1, last)][0])
+        out.append((torch.cat([y, before, after], dim=1), uv))
+    return out
+
+
 def _frames(path: Path, every: int, bitdepth: int) -> list[Picture]:
     with Y4MReader(str(path)) as reader:
         return [to_tensors(f, bitdepth) for k, f in enumerate(reader) if k % every == 0]
@@ -94,6 +147,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--every", type=int, default=4)
     ap.add_argument("--stages", nargs="*", default=["8"], help="widths, e.g. 8 or 32,32")
+    ap.add_argument("--temporal", action="store_true", help="also with the neighbours' luma")
     args = ap.parse_args()
     torch.manual_seed(0)
     header, segments = read_wrp(args.wrp)
@@ -108,26 +162,32 @@ def main() -> None:
         stream = Path(tmp) / f"s{backend.extension}"
         stream.write_bytes(seg.payload)
         frames = ffmpeg.decode(backend, stream, coded_w, coded_h, depth, seg.frame_count)
-        decoded = [
-            to_tensors(crop_frame(f, width, height), depth)
-            for k, f in enumerate(frames)
-            if k % args.every == 0
-        ]
+        every = [to_tensors(crop_frame(f, width, height), depth) for f in frames]
+    picks = range(0, len(every), args.every)
+    decoded = [every[k] for k in picks]
+    stacked = _with_neighbours(every, picks) if args.temporal else []
+    del every
     with Y4MReader(args.source) as reader:
         source_depth = reader.info.bitdepth
     sources = _frames(Path(args.source), args.every, source_depth)[: len(decoded)]
     post = get_bank().processors(OPTIONS[1], seg.prior).post
     plain = _psnr(None, decoded, sources)
     print(f"{len(decoded)} frames, prior {seg.prior}, decoded PSNR-Y/U/V {plain}")
-    models: list[tuple[str, nn.Module]] = [("post-1/1", copy.deepcopy(post))]
+    models: list[tuple[str, nn.Module, list[Picture]]] = [
+        ("post-1/1", copy.deepcopy(post), decoded)
+    ]
     for stage in args.stages:
         widths = [int(w) for w in stage.split(",")]
-        models.append((f"post-1/1 + luma {stage}", LumaStage(copy.deepcopy(post), widths)))
-    for name, model in models:
-        before = _psnr(model, decoded, sources)
+        name = f"post-1/1 + luma {stage}"
+        models.append((name, LumaStage(copy.deepcopy(post), widths), decoded))
+        if args.temporal:
+            stage_t = TemporalStage(copy.deepcopy(post), widths)
+            models.append((f"{name}, with the neighbours", stage_t, stacked))
+    for name, model, inputs in models:
+        before = _psnr(model, inputs, sources)
         t0 = time.perf_counter()
-        _fit(model, decoded, sources, args.steps)
-        after = _psnr(model, decoded, sources)
+        _fit(model, inputs, sources, args.steps)
+        after = _psnr(model, inputs, sources)
         gain = ", ".join(f"{a - b:+.3f}" for a, b in zip(after, plain, strict=True))
         was = ", ".join(f"{a - b:+.3f}" for a, b in zip(before, plain, strict=True))
         print(f"{name}: before {was} dB; after {gain} dB ({time.perf_counter() - t0:.0f} s)")
