@@ -35,7 +35,7 @@ from wrapcodec import adapt, ffmpeg
 from wrapcodec.bank import get_bank
 from wrapcodec.container import read_wrp, segment_bitdepth
 from wrapcodec.decoder import decoding_backend
-from wrapcodec.nets import PostProcessor, mse_8bit
+from wrapcodec.nets import PostProcessor, mse_8bit, space_to_depth
 from wrapcodec.options import OPTIONS
 from wrapcodec.pipeline import crop_frame, to_tensors
 from wrapcodec.y4m import Y4MReader
@@ -80,6 +80,29 @@ class TemporalStage(LumaStage):
         for k, conv in enumerate(self.convs):
             x = conv(x) if k == len(self.convs) - 1 else F.relu(conv(x))
         return y_hat + x, uv_hat
+
+
+class ChromaStage(nn.Module):
+    """``post`` followed by a residual stage of 3×3 convolutions on the output chroma, which
+    also sees the output luma (as four channels at chroma resolution)."""
+
+    def __init__(self, post: PostProcessor, widths: Sequence[int], source: str = "both") -> None:
+        super().__init__()
+        self.post = post
+        self.source = source  # "both": chroma and luma out; "luma": luma out; "input": luma in
+        sizes = [6 if source == "both" else 4, *widths, 2]
+        convs = [nn.Conv2d(a, b, 3, padding=1) for a, b in itertools.pairwise(sizes)]
+        for param in convs[-1].parameters():  # the stage starts as the identity
+            nn.init.zeros_(param)
+        self.convs = nn.ModuleList(convs)
+
+    def restore(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+        y_hat, uv_hat = self.post.restore(y, uv)
+        luma = space_to_depth(y if self.source == "input" else y_hat)
+        x = torch.cat([uv_hat, luma], dim=1) if self.source == "both" else luma
+        for k, conv in enumerate(self.convs):
+            x = conv(x) if k == len(self.convs) - 1 else F.relu(conv(x))
+        return y_hat, uv_hat + x
 
 
 def compensated(cur: Tensor, ref: Tensor, block: int = 16, radius: int = 12) -> Tensor:
@@ -148,6 +171,13 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=4)
     ap.add_argument("--stages", nargs="*", default=["8"], help="widths, e.g. 8 or 32,32")
     ap.add_argument("--temporal", action="store_true", help="also with the neighbours' luma")
+    ap.add_argument(
+        "--chroma-stages",
+        nargs="*",
+        default=[],
+        help="chroma stages: widths (8, 32,32; 0: one convolution), then :luma to see the"
+        " output luma alone, :input the decoded luma alone (default: output chroma and luma)",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     header, segments = read_wrp(args.wrp)
@@ -183,6 +213,11 @@ def main() -> None:
         if args.temporal:
             stage_t = TemporalStage(copy.deepcopy(post), widths)
             models.append((f"{name}, with the neighbours", stage_t, stacked))
+    for stage in args.chroma_stages:
+        spec, _, source = stage.partition(":")
+        widths = [int(w) for w in spec.split(",") if int(w) > 0]
+        chroma = ChromaStage(copy.deepcopy(post), widths, source or "both")
+        models.append((f"post-1/1 + chroma {stage}", chroma, decoded))
     for name, model, inputs in models:
         before = _psnr(model, inputs, sources)
         t0 = time.perf_counter()
