@@ -29,7 +29,7 @@ STAGES = [
     ("wrapcodec.encode.trials", "Clip.encode"),
     ("wrapcodec.encode.trials", "Clip.measure"),
     ("wrapcodec.adaptation", "climb"),
-    ("wrapcodec.adaptation", "training_pictures"),
+    ("wrapcodec.adaptation", "_held"),
     ("wrapcodec.adaptation", "Judge.coded"),
     ("wrapcodec.adaptation", "_measured"),
     ("wrapcodec.adapt", "fit_forms"),
