@@ -1,4 +1,4 @@
-"""How much luma a post-processor can take back from a segment: an upper bound by overfitting.
+"""How much a post-processor can take back from a segment: an upper bound by overfitting.
 
 Reads the first segment of a post-1/1 ``.wrp`` file, decodes its stream, and fits every
 parameter of the segment's prior (float arithmetic, Adam, 4 crops of 128² a step) to every
@@ -13,7 +13,11 @@ With ``--temporal`` each luma stage is fitted a second time with the neighbourin
 frames as two more inputs (the frames before and after, each motion-compensated to the frame
 by block matching of the decoded luma: 16×16 blocks, whole-sample vectors within ±12, what a
 decoder can find without side information), to bound what the other frames of the segment
-add: x265 codes its B frames a few QPs coarser than the P frames beside them.
+add: x265 codes its B frames a few QPs coarser than the P frames beside them. With
+``--chroma-stages`` the prior is fitted with a chroma stage after it instead (3×3
+convolutions on the output chroma and luma, the last starting at zero)::
+
+    python scripts/luma_probe.py OUT.wrp SOURCE.y4m --steps 1000 --stages --chroma-stages 8 32,32
 """
 
 from __future__ import annotations
@@ -122,13 +126,12 @@ def compensated(cur: Tensor, ref: Tensor, block: int = 16, radius: int = 12) -> 
     return out
 
 
-def _with_neighbours(all_decoded: list[Picture], picks: Sequence[int]) -> list[Picture]:
+def _with_neighbours(held: dict[int, Picture], picks: Sequence[int], count: int) -> list[Picture]:
     out = []
-    last = len(all_decoded) - 1
     for k in picks:
-        y, uv = all_decoded[k]
-        before = compensated(y, all_decoded[max(k - 1, 0)][0])
-        after = compensated(y, all_decoded[min(k + 1, last)][0])
+        y, uv = held[k]
+        before = compensated(y, held[max(k - 1, 0)][0])
+        after = compensated(y, held[min(k + 1, count - 1)][0])
         out.append((torch.cat([y, before, after], dim=1), uv))
     return out
 
@@ -192,11 +195,16 @@ def main() -> None:
         stream = Path(tmp) / f"s{backend.extension}"
         stream.write_bytes(seg.payload)
         frames = ffmpeg.decode(backend, stream, coded_w, coded_h, depth, seg.frame_count)
-        every = [to_tensors(crop_frame(f, width, height), depth) for f in frames]
-    picks = range(0, len(every), args.every)
-    decoded = [every[k] for k in picks]
-    stacked = _with_neighbours(every, picks) if args.temporal else []
-    del every
+        picks = range(0, seg.frame_count, args.every)
+        wanted = {j for k in picks for j in ((k - 1, k, k + 1) if args.temporal else (k,))}
+        held = {
+            k: to_tensors(crop_frame(f, width, height), depth)
+            for k, f in enumerate(frames)
+            if k in wanted
+        }
+    decoded = [held[k] for k in picks]
+    stacked = _with_neighbours(held, picks, seg.frame_count) if args.temporal else []
+    del held
     with Y4MReader(args.source) as reader:
         source_depth = reader.info.bitdepth
     sources = _frames(Path(args.source), args.every, source_depth)[: len(decoded)]
