@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -46,7 +47,10 @@ print("torch._dynamo" in sys.modules)
 """
 
 
-def test_a_fit_does_not_import_the_compiler() -> None:
+def test_a_fit_does_not_import_the_compiler(tmp_path: Path) -> None:
     """torch.optim imports torch._dynamo on its first step, about 2 s of an encode."""
-    out = subprocess.run([sys.executable, "-c", FIT], capture_output=True, text=True, check=True)
+    # cwd outside the checkout: a source wrapcodec/ folder there would shadow the installed one
+    out = subprocess.run(
+        [sys.executable, "-c", FIT], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
