@@ -16,36 +16,26 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
-from luma_probe import ChromaStage
-from prior_eval import load_post
+from luma_probe import ChromaStage, fit
+from prior_eval import coded, load_post
 from torch import nn
 
-from wrapcodec.backend import EncodeSettings, get_backend
+from wrapcodec.backend import get_backend
 from wrapcodec.metrics import PsnrAccumulator
-from wrapcodec.nets import PostProcessor, mse_8bit
-from wrapcodec.pairs import cached_qps, coding_option, load_pairs, sample_batch
-from wrapcodec.pipeline import Layout, decode_bottleneck, encode_stream, from_tensors, to_tensors
-from wrapcodec.validation import _clip
-from wrapcodec.y4m import iter_frames
+from wrapcodec.nets import PostProcessor
+from wrapcodec.pairs import cached_qps, load_pairs, sample_batch
+from wrapcodec.pipeline import from_tensors, to_tensors
 
 
 def _train(model: nn.Module, pairs: list, steps: int, lr: float, batch: int, crop: int) -> None:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(0)
-    for _ in range(steps):
-        (y, uv), (ty, tuv) = sample_batch(rng, pairs, batch, crop)
-        y_hat, uv_hat = model.restore(y, uv)  # type: ignore[operator]
-        loss = mse_8bit(y_hat, uv_hat, ty, tuv)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(model, lambda: sample_batch(rng, pairs, batch, crop), steps, lr)
 
 
 def main() -> None:
@@ -65,7 +55,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
     ratio = Fraction(1)
-    backend = get_backend(args.codec)
+    get_backend(args.codec)  # an unknown codec is refused before the pairs are loaded
     train_qps = cached_qps(args.cache, [args.codec], ratio, 22, 47, args.bitdepth)
     pairs = load_pairs(args.cache, [args.codec], ratio, train_qps, args.bitdepth)
     post = load_post(args.weights, ratio)
@@ -82,33 +72,25 @@ def main() -> None:
         print(f"{name}: {args.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     models.insert(0, ("untrained further", post))
     print("| QP | direct Y/U/V/YUV | " + " | ".join(n for n, _ in models) + " |")
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = Path(tmp) / "val.y4m"
-        info, count = _clip(args.pictures, clip)
-        layout = Layout.make(info, coding_option(ratio), backend, args.bitdepth)
-        sources = list(iter_frames(clip))
-        for qp in (int(q) for q in args.qps.split(",")):
-            stream = Path(tmp) / f"q{qp}{backend.extension}"
-            settings = EncodeSettings(qp=qp, preset=backend.default_preset, bitdepth=args.bitdepth)
-            encode_stream(backend, settings, clip, layout, 0, count, stream)
-            decoded = list(decode_bottleneck(backend, stream, layout, count))
-            direct = PsnrAccumulator(8)
-            accs = [PsnrAccumulator(8) for _ in models]
-            with torch.inference_mode():
-                for frame, source in zip(decoded, sources, strict=True):
-                    if args.bitdepth == 8:
-                        direct.add(source, frame)
-                    y, uv = to_tensors(frame, args.bitdepth)
-                    for (_, model), acc in zip(models, accs, strict=True):
-                        up = PostProcessor.upsample(y, uv, info.height, info.width)
-                        y_hat, uv_hat = model.restore(*up)  # type: ignore[operator]
-                        acc.add(source, from_tensors(y_hat, uv_hat, info.width, info.height, 8))
-            base = [*direct.psnr_planes, direct.psnr_yuv] if args.bitdepth == 8 else [0.0] * 4
-            cells = ["/".join(f"{v:.3f}" for v in base)]
-            for acc in accs:
-                values = [*acc.psnr_planes, acc.psnr_yuv]
-                cells.append("/".join(f"{v - b:+.3f}" for v, b in zip(values, base, strict=True)))
-            print(f"| {qp} | " + " | ".join(cells) + " |", flush=True)
+    qps = [int(q) for q in args.qps.split(",")]
+    for qp, _, info, frames in coded(args.pictures, ratio, args.codec, qps, args.bitdepth):
+        direct = PsnrAccumulator(8)
+        accs = [PsnrAccumulator(8) for _ in models]
+        with torch.inference_mode():
+            for frame, source in frames:
+                if args.bitdepth == 8:
+                    direct.add(source, frame)
+                y, uv = to_tensors(frame, args.bitdepth)
+                for (_, model), acc in zip(models, accs, strict=True):
+                    up = PostProcessor.upsample(y, uv, info.height, info.width)
+                    y_hat, uv_hat = model.restore(*up)  # type: ignore[operator]
+                    acc.add(source, from_tensors(y_hat, uv_hat, info.width, info.height, 8))
+        base = [*direct.psnr_planes, direct.psnr_yuv] if args.bitdepth == 8 else [0.0] * 4
+        cells = ["/".join(f"{v:.3f}" for v in base)]
+        for acc in accs:
+            values = [*acc.psnr_planes, acc.psnr_yuv]
+            cells.append("/".join(f"{v - b:+.3f}" for v, b in zip(values, base, strict=True)))
+        print(f"| {qp} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import itertools
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -47,24 +47,32 @@ from wrapcodec.y4m import Y4MReader
 Picture = tuple[Tensor, Tensor]
 
 
+def stage_convs(sizes: Sequence[int]) -> nn.ModuleList:
+    """3×3 convolutions ``sizes[0] → … → sizes[-1]``, the last starting at zero (so a residual
+    stage made of them starts as the identity)."""
+    convs = [nn.Conv2d(a, b, 3, padding=1) for a, b in itertools.pairwise(sizes)]
+    for param in convs[-1].parameters():
+        nn.init.zeros_(param)
+    return nn.ModuleList(convs)
+
+
+def _run(convs: nn.ModuleList, x: Tensor) -> Tensor:
+    for k, conv in enumerate(convs):
+        x = conv(x) if k == len(convs) - 1 else F.relu(conv(x))
+    return x
+
+
 class LumaStage(nn.Module):
     """``post`` followed by a residual stage of 3×3 convolutions on the output luma."""
 
     def __init__(self, post: PostProcessor, widths: Sequence[int]) -> None:
         super().__init__()
         self.post = post
-        sizes = [1, *widths, 1]
-        convs = [nn.Conv2d(a, b, 3, padding=1) for a, b in itertools.pairwise(sizes)]
-        for param in convs[-1].parameters():  # the stage starts as the identity
-            nn.init.zeros_(param)
-        self.convs = nn.ModuleList(convs)
+        self.convs = stage_convs([1, *widths, 1])
 
     def restore(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
         y_hat, uv_hat = self.post.restore(y, uv)
-        x = y_hat
-        for k, conv in enumerate(self.convs):
-            x = conv(x) if k == len(self.convs) - 1 else F.relu(conv(x))
-        return y_hat + x, uv_hat
+        return y_hat + _run(self.convs, y_hat), uv_hat
 
 
 class TemporalStage(LumaStage):
@@ -72,6 +80,8 @@ class TemporalStage(LumaStage):
     has three channels, the frame and its two motion-compensated neighbours."""
 
     def __init__(self, post: PostProcessor, widths: Sequence[int]) -> None:
+        # Built as the one-input stage, then its first convolution widened: the order of
+        # random draws the figures in docs/measurements.md were made with.
         super().__init__(post, widths)
         self.convs[0] = nn.Conv2d(3, [*widths, 1][0], 3, padding=1)
         if len(self.convs) == 1:
@@ -80,10 +90,7 @@ class TemporalStage(LumaStage):
 
     def restore(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
         y_hat, uv_hat = self.post.restore(y[:, :1], uv)
-        x = torch.cat([y_hat, y[:, 1:]], dim=1)
-        for k, conv in enumerate(self.convs):
-            x = conv(x) if k == len(self.convs) - 1 else F.relu(conv(x))
-        return y_hat + x, uv_hat
+        return y_hat + _run(self.convs, torch.cat([y_hat, y[:, 1:]], dim=1)), uv_hat
 
 
 class ChromaStage(nn.Module):
@@ -94,19 +101,13 @@ class ChromaStage(nn.Module):
         super().__init__()
         self.post = post
         self.source = source  # "both": chroma and luma out; "luma": luma out; "input": luma in
-        sizes = [6 if source == "both" else 4, *widths, 2]
-        convs = [nn.Conv2d(a, b, 3, padding=1) for a, b in itertools.pairwise(sizes)]
-        for param in convs[-1].parameters():  # the stage starts as the identity
-            nn.init.zeros_(param)
-        self.convs = nn.ModuleList(convs)
+        self.convs = stage_convs([6 if source == "both" else 4, *widths, 2])
 
     def restore(self, y: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
         y_hat, uv_hat = self.post.restore(y, uv)
         luma = space_to_depth(y if self.source == "input" else y_hat)
         x = torch.cat([uv_hat, luma], dim=1) if self.source == "both" else luma
-        for k, conv in enumerate(self.convs):
-            x = conv(x) if k == len(self.convs) - 1 else F.relu(conv(x))
-        return y_hat, uv_hat + x
+        return y_hat, uv_hat + _run(self.convs, x)
 
 
 def compensated(cur: Tensor, ref: Tensor, block: int = 16, radius: int = 12) -> Tensor:
@@ -153,17 +154,25 @@ def _psnr(model: nn.Module | None, decoded: list[Picture], sources: list[Picture
     return [10 * math.log10(4 / (e / len(decoded))) for e in se]
 
 
-def _fit(model: nn.Module, decoded: list[Picture], sources: list[Picture], steps: int) -> None:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    cfg = adapt.AdaptConfig()
+def fit(
+    model: nn.Module, batches: Callable[[], tuple[Picture, Picture]], steps: int, lr: float
+) -> None:
+    """``steps`` Adam steps of ``model`` (every parameter) on the 6:1:1 MSE of ``batches()``."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
-        (y, uv), (ty, tuv) = adapt._batch(decoded, sources, (cfg.crop, cfg.crop), cfg, gen)
+        (y, uv), (ty, tuv) = batches()
         y_hat, uv_hat = model.restore(y, uv)  # type: ignore[operator]
         loss = mse_8bit(y_hat, uv_hat, ty, tuv)
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+def _fit(model: nn.Module, decoded: list[Picture], sources: list[Picture], steps: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    cfg = adapt.AdaptConfig()
+    size = (cfg.crop, cfg.crop)
+    fit(model, lambda: adapt._batch(decoded, sources, size, cfg, gen), steps, 1e-3)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,7 +32,28 @@ from wrapcodec.nets import PostProcessor
 from wrapcodec.pairs import coding_option
 from wrapcodec.pipeline import Layout, decode_bottleneck, encode_stream, from_tensors, to_tensors
 from wrapcodec.validation import _clip
-from wrapcodec.y4m import iter_frames
+from wrapcodec.y4m import Frame, VideoInfo, iter_frames
+
+
+def coded(
+    pictures: Path, ratio: Fraction, codec: str, qps: Iterable[int], bitdepth: int
+) -> Iterator[tuple[int, float, VideoInfo, list[tuple[Frame, Frame]]]]:
+    """``pictures`` coded as one clip by ``codec`` with the option a post-only model of
+    ``ratio`` shares its bitstream with, at each of ``qps``: the QP, the bits per pixel, the
+    clip's format and (decoded bottleneck, source) frame by frame."""
+    backend = get_backend(codec)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "val.y4m"
+        info, count = _clip(pictures, clip)
+        layout = Layout.make(info, coding_option(ratio), backend, bitdepth)
+        sources = list(iter_frames(clip))
+        for qp in qps:
+            stream = Path(tmp) / f"q{qp}{backend.extension}"
+            settings = EncodeSettings(qp=qp, preset=backend.default_preset, bitdepth=bitdepth)
+            encode_stream(backend, settings, clip, layout, 0, count, stream)
+            decoded = list(decode_bottleneck(backend, stream, layout, count))
+            bpp = 8 * stream.stat().st_size / (count * info.width * info.height)
+            yield qp, bpp, info, list(zip(decoded, sources, strict=True))
 
 
 def load_post(path: Path | None, ratio: Fraction) -> PostProcessor:
@@ -52,32 +74,22 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     ratio = Fraction(args.ratio)
-    backend = get_backend(args.codec)
     posts = [load_post(None, ratio)] + [load_post(w, ratio) for w in args.weights]
     names = ["bilinear"] + [w.stem for w in args.weights]
     print("| QP | bpp | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = Path(tmp) / "val.y4m"
-        info, count = _clip(args.pictures, clip)
-        layout = Layout.make(info, coding_option(ratio), backend, args.bitdepth)
-        sources = list(iter_frames(clip))
-        for qp in (int(q) for q in args.qps.split(",")):
-            stream = Path(tmp) / f"q{qp}{backend.extension}"
-            settings = EncodeSettings(qp=qp, preset=backend.default_preset, bitdepth=args.bitdepth)
-            encode_stream(backend, settings, clip, layout, 0, count, stream)
-            decoded = list(decode_bottleneck(backend, stream, layout, count))
-            accs = [PsnrAccumulator(8) for _ in posts]
-            with torch.inference_mode():
-                for frame, source in zip(decoded, sources, strict=True):
-                    y, uv = to_tensors(frame, args.bitdepth)
-                    for post, acc in zip(posts, accs, strict=True):
-                        y_hat, uv_hat = post(y, uv, info.height, info.width)
-                        acc.add(source, from_tensors(y_hat, uv_hat, info.width, info.height, 8))
-            bpp = 8 * stream.stat().st_size / (count * info.width * info.height)
-            base = accs[0].psnr_yuv
-            cells = [f"{base:.3f}"] + [f"{a.psnr_yuv - base:+.3f}" for a in accs[1:]]
-            print(f"| {qp} | {bpp:.4f} | " + " | ".join(cells) + " |", flush=True)
+    qps = [int(q) for q in args.qps.split(",")]
+    for qp, bpp, info, frames in coded(args.pictures, ratio, args.codec, qps, args.bitdepth):
+        accs = [PsnrAccumulator(8) for _ in posts]
+        with torch.inference_mode():
+            for frame, source in frames:
+                y, uv = to_tensors(frame, args.bitdepth)
+                for post, acc in zip(posts, accs, strict=True):
+                    y_hat, uv_hat = post(y, uv, info.height, info.width)
+                    acc.add(source, from_tensors(y_hat, uv_hat, info.width, info.height, 8))
+        base = accs[0].psnr_yuv
+        cells = [f"{base:.3f}"] + [f"{a.psnr_yuv - base:+.3f}" for a in accs[1:]]
+        print(f"| {qp} | {bpp:.4f} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
