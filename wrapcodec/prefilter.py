@@ -133,6 +133,12 @@ def clip_mse_parts(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> tuple[Tens
     return mse_y, mse_uv
 
 
+def yuv_mse(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> Tensor:
+    """Per clip (as :func:`clip_mse_parts` takes them): the 6:1:1 YUV MSE in 8-bit units."""
+    mse_y, mse_uv = clip_mse_parts(y, uv, ty, tuv)
+    return (6 * mse_y + mse_uv) / 8
+
+
 def clip_features(y: Tensor, uv: Tensor, qp: Tensor) -> Tensor:
     """Per picture of clips ``y (N,T,H,W)``, ``uv (N,T,2,H/2,W/2)``: the picture (six
     half-resolution channels), its difference from the previous one (zero for the first),

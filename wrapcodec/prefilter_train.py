@@ -60,7 +60,14 @@ from wrapcodec.metrics import mse as mse_plane
 from wrapcodec.nets import from_unit, unit
 from wrapcodec.pairs import QPS, ClipSpec, make_clips, series_dir
 from wrapcodec.paths import atomic_write, sha256_file
-from wrapcodec.prefilter import ErrorModel, PreFilter, RateModel, clip_mse_parts, ms_ssim
+from wrapcodec.prefilter import (
+    ErrorModel,
+    PreFilter,
+    RateModel,
+    clip_mse_parts,
+    ms_ssim,
+    yuv_mse,
+)
 from wrapcodec.simulator import CodecSimulator, picture_loss, random_window, rate_loss
 from wrapcodec.y4m import Frame, iter_frames
 
@@ -164,9 +171,9 @@ def distortion(
     """Per clip, in 8-bit MSE units: the 6:1:1 MSE (``psnr``), or luma ``1 − MS-SSIM``
     times an exchange rate (:func:`exchange`; ``rate``, or this picture's own) beside the
     chroma MSE (``ms-ssim``)."""
-    mse_y, mse_uv = clip_mse_parts(y, uv, ty, tuv)
     if target == "psnr":
-        return (6 * mse_y + mse_uv) / 8
+        return yuv_mse(y, uv, ty, tuv)
+    _, mse_uv = clip_mse_parts(y, uv, ty, tuv)
     n, t = y.shape[:2]
     flat = (n * t, 1, *y.shape[-2:])
     score = ms_ssim(from_unit(y, 8).reshape(flat), from_unit(ty, 8).reshape(flat))

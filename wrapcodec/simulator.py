@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wrapcodec.nets import depth_to_space, space_to_depth
-from wrapcodec.prefilter import RateModel, clip_features, clip_mse_parts
+from wrapcodec.prefilter import RateModel, clip_features, yuv_mse
 
 FEATURES = 14  # clip_features' channels
 
@@ -75,13 +75,6 @@ class CodecSimulator(nn.Module):
         out_y = depth_to_space(decoded[:, :4]).view_as(y)
         out_uv = decoded[:, 4:].view_as(uv)
         return out_y, out_uv
-
-
-def yuv_mse(y: Tensor, uv: Tensor, ty: Tensor, tuv: Tensor) -> Tensor:
-    """Per clip: the 6:1:1 YUV MSE in 8-bit units (clips as :class:`CodecSimulator` takes
-    them)."""
-    mse_y, mse_uv = clip_mse_parts(y, uv, ty, tuv)
-    return (6 * mse_y + mse_uv) / 8
 
 
 def window(y: Tensor, uv: Tensor, top: int, left: int, size: int) -> tuple[Tensor, Tensor]:
