@@ -2,6 +2,9 @@
 
 At 10 bits x264 takes its QP on the extended scale (0–81, offset 12), so wrapcodec adds the
 offset: QP 32 means the same quantiser step at 8 and 10 bits, as for x265 and VVenC.
+
+``-tune psnr`` turns off x264's psycho-visual optimisation (psy-rd), as for x265: wrapcodec's
+RDO judges by PSNR.
 """
 
 from wrapcodec.backend import Backend
@@ -22,7 +25,8 @@ PRESETS = (
 
 def codec_args(qp: int, preset: str, threads: int | None) -> list[str]:
     # -qp selects constant-QP rate control: no AQ, no rate control.
-    return ["-preset", preset, "-qp", str(qp), *(["-threads", str(threads)] if threads else [])]
+    args = ["-preset", preset, "-tune", "psnr", "-qp", str(qp)]
+    return [*args, "-threads", str(threads)] if threads else args
 
 
 BACKEND = Backend(

@@ -1,8 +1,14 @@
+from collections.abc import Callable
+from dataclasses import replace
+from importlib.resources import as_file, files
+from pathlib import Path
+
 import pytest
 
 from wrapcodec import ffmpeg
 from wrapcodec.backend import EncodeSettings, backends, get_backend
 from wrapcodec.errors import BackendError
+from wrapcodec.y4m import iter_frames, read_info
 
 
 def test_builtins_register_through_entry_points() -> None:
@@ -29,6 +35,45 @@ def test_x265_uses_constant_qp_not_crf() -> None:
     assert args[args.index("-pix_fmt") + 1] == "yuv420p10le"
     assert args[args.index("-f", args.index("-i")) + 1] == "hevc"  # raw Annex B, no Matroska
     assert args[-1] == "o"
+
+
+def test_x265_and_x264_are_tuned_for_psnr() -> None:
+    for name in ("x265", "x264"):
+        args = get_backend(name).codec_args(32, "medium", None)
+        assert args[args.index("-tune") + 1] == "psnr", name
+
+
+@pytest.mark.parametrize(
+    ("name", "flag", "psy_off"),
+    [("x265", "-x265-params", "qp={qp}:psy-rd=0:psy-rdoq=0"), ("x264", "-x264-params", "psy=0")],
+)
+def test_psnr_tuning_is_psycho_visual_optimisation_off(
+    name: str, flag: str, psy_off: str, tmp_path: Path
+) -> None:
+    """What ``-tune psnr`` does to a constant-QP encode: the stream of the codec's defaults
+    with its psycho-visual optimisation switched off, byte for byte, and not the defaults."""
+    backend = get_backend(name)
+    clip = files("wrapcodec").joinpath("data/parkjoy_480x270_10f.y4m")
+    with as_file(clip) as path:
+        frames = list(iter_frames(path))
+    info = read_info(path)
+
+    def coded(codec_args: Callable[[int, str, int | None], list[str]], tag: str) -> bytes:
+        out = tmp_path / f"{tag}{backend.extension}"
+        b = replace(backend, codec_args=codec_args)
+        settings = EncodeSettings(qp=37, preset="medium", bitdepth=8)
+        ffmpeg.encode(b, settings, frames, info.width, info.height, "25", out)
+        return out.read_bytes()
+
+    def untuned(qp: int, preset: str, threads: int | None, off: bool = False) -> list[str]:
+        if name == "x265":
+            params = psy_off.format(qp=qp) if off else f"qp={qp}"
+            return ["-preset", preset, flag, f"{params}:log-level=warning"]
+        return ["-preset", preset, "-qp", str(qp), *([flag, psy_off] if off else [])]
+
+    tuned = coded(backend.codec_args, "tuned")
+    assert tuned == coded(lambda q, p, t: untuned(q, p, t, off=True), "psy-off")
+    assert tuned != coded(untuned, "defaults")
 
 
 def test_vvenc_switches_qp_adaptation_off_and_codes_10_bit_only() -> None:
@@ -82,8 +127,6 @@ def test_bundled_ffmpeg_runs_all_builtins() -> None:
 
 
 def test_missing_encoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataclasses import replace
-
     fake = replace(get_backend("x265"), name="x266", codec_id=250, encoder="libx266")
     with pytest.raises(BackendError, match="has no encoder libx266"):
         ffmpeg.require(fake)

@@ -219,7 +219,7 @@ def test_pairs_at_8_bits_are_kept_apart_and_train_a_prior_for_8_bits(
     result = runner.invoke(cli, made)
     assert result.exit_code == 0, result.output
     folder = pairs.Point("x264", Fraction(1), 22, 8).folder(cache)
-    assert folder == cache / "x264-8bit" / "1" / "qp22"
+    assert folder == cache / "x264-8bit-c2" / "1" / "qp22"
     with np.load(folder / "kodak-kodim03-160.npz") as data:
         assert int(data["y"].max()) < 256 and int(data["y"].max()) > 128
     with pytest.raises(InputError, match="at 10 bits"):
@@ -277,7 +277,7 @@ def test_wrapper_pairs_are_coded_through_its_pre_processor(cache: Path) -> None:
     digest = pairs.pre_digest(pre)
     assert pairs.wrapper_pres(Bank(shipped_folder()), [ratio])[ratio][0] == digest
     point = pairs.Point("x264", ratio, 22, pre=digest)
-    assert point.folder(cache) == cache / "x264" / f"wrapper-1_2-{digest}" / "qp22"
+    assert point.folder(cache) == cache / "x264-c2" / f"wrapper-1_2-{digest}" / "qp22"
     clips = sorted((cache / "clips").glob("*.y4m"))
     assert pairs.build(clips, cache, [point], pres={digest: pre}) == 3
     name = "kodak-kodim03-160.npz"

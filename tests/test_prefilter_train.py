@@ -12,6 +12,7 @@ import torch
 from wrapcodec import ffmpeg
 from wrapcodec.backend import get_backend
 from wrapcodec.bank import load_prefilter, prefilter_card
+from wrapcodec.pairs import codec_dir
 from wrapcodec.prefilter_train import (
     Batch,
     PreFilterTrainConfig,
@@ -43,7 +44,7 @@ def _tiny_cache(root: Path, parkjoy: Path) -> tuple[Path, Path]:
                 )
     backend = get_backend("x265")
     for qp in (22, 47):
-        folder = root / "cache" / "x265" / "1" / f"qp{qp}"
+        folder = root / "cache" / codec_dir("x265", 10) / "1" / f"qp{qp}"
         folder.mkdir(parents=True)
         for clip in sorted(clips.glob("*.y4m")):
             bits, _ = code_clip(backend, qp, list(iter_frames(clip)), "ultrafast")

@@ -240,11 +240,12 @@ def test_measured_lambda_is_each_clips_own_slope(cache: Path, val: Path, tmp_pat
     clips = Clips(sorted((cache / "clips").glob("*.y4m")))
     scales = measured_scales(cache, "x265", clips, backend)
     assert set(scales) == {(i, qp) for i in range(3) for qp in (27, 42)}
+    series = cache / pairs.codec_dir("x265", 8) / "1"
     for i, path in enumerate(clips.paths):
         frames = clips.frames[i]
         points = []
         for qp in (27, 42):
-            with np.load(cache / "x265-8bit" / "1" / f"qp{qp}" / f"{path.stem}.npz") as d:
+            with np.load(series / f"qp{qp}" / f"{path.stem}.npz") as d:
                 mse = [
                     float(
                         (

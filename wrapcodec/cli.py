@@ -1566,7 +1566,7 @@ def train_simulator(
 @click.option("--frames", type=click.IntRange(2, 64), default=8, show_default=True)
 @click.option("--size", type=click.IntRange(64, 1024), default=256, show_default=True)
 @click.option("--preset", default=None, help="Encoder preset [backend default].")
-@_bitdepth_option("Bit depth of the coded bottleneck (8: kept apart, in CODEC-8bit/).")
+@_bitdepth_option("Bit depth of the coded bottleneck (8: kept apart, in CODEC-8bit-cN/).")
 @click.option(
     "--wrappers",
     is_flag=True,

@@ -169,9 +169,16 @@ def make_clips(folder: Path, cache: Path, spec: ClipSpec, seed: int = 0) -> list
 # -- coding ---------------------------------------------------------------------------------
 
 
+CODING = 2
+"""Revision of the codecs' settings the pairs were coded with, in their folder's name: pairs
+coded otherwise are coded again, never mixed in. 2: x264 and x265 tuned for PSNR."""
+
+
 def codec_dir(codec: str, bitdepth: int) -> str:
-    """A codec's folder in a cache: its name at 10 bits (the default), ``NAME-8bit`` at 8."""
-    return codec if bitdepth == 10 else f"{codec}-{bitdepth}bit"
+    """A codec's folder in a cache: ``NAME-cN`` at 10 bits (the default), ``NAME-8bit-cN`` at
+    8, N the :data:`CODING` revision."""
+    name = codec if bitdepth == 10 else f"{codec}-{bitdepth}bit"
+    return f"{name}-c{CODING}"
 
 
 def series_dir(codec: str, ratio: Fraction, bitdepth: int = 10, pre: str = "") -> Path:
