@@ -1,6 +1,5 @@
 from collections.abc import Callable
 from dataclasses import replace
-from importlib.resources import as_file, files
 from pathlib import Path
 
 import pytest
@@ -48,15 +47,13 @@ def test_x265_and_x264_are_tuned_for_psnr() -> None:
     [("x265", "-x265-params", "qp={qp}:psy-rd=0:psy-rdoq=0"), ("x264", "-x264-params", "psy=0")],
 )
 def test_psnr_tuning_is_psycho_visual_optimisation_off(
-    name: str, flag: str, psy_off: str, tmp_path: Path
+    name: str, flag: str, psy_off: str, parkjoy: Path, tmp_path: Path
 ) -> None:
     """What ``-tune psnr`` does to a constant-QP encode: the stream of the codec's defaults
     with its psycho-visual optimisation switched off, byte for byte, and not the defaults."""
     backend = get_backend(name)
-    clip = files("wrapcodec").joinpath("data/parkjoy_480x270_10f.y4m")
-    with as_file(clip) as path:
-        frames = list(iter_frames(path))
-    info = read_info(path)
+    frames = list(iter_frames(parkjoy))
+    info = read_info(parkjoy)
 
     def coded(codec_args: Callable[[int, str, int | None], list[str]], tag: str) -> bytes:
         out = tmp_path / f"{tag}{backend.extension}"
