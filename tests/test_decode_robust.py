@@ -104,8 +104,8 @@ def files(clip8: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
             pytest.skip(f"ffmpeg lacks {', '.join(lacks)} for {codec}")
     tmp = tmp_path_factory.mktemp("robust")
     return {
-        "x264": encode(clip8, tmp / "x264.wrp", "x264"),
-        "x265": encode(clip8, tmp / "x265.wrp", "x265"),
+        "x264": encode(clip8, tmp / "x264.wrp", "x264", "--bitdepth", "10"),
+        "x265": encode(clip8, tmp / "x265.wrp", "x265", "--bitdepth", "10"),
         "x264_8": encode(clip8, tmp / "x264_8.wrp", "x264", "--bitdepth", "8"),
         "x264_half": encode(
             clip8, tmp / "x264_half.wrp", "x264", "--bitdepth", "8", "--options", "9"
