@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
 from wrapcodec.container import Segment, read_wrp, write_wrp
+from wrapcodec.encode.efforts import EFFORTS, depth_probe
 from wrapcodec.encode.encoder import _version
 from wrapcodec.metrics import measure_files
 from wrapcodec.options import OPTIONS
@@ -67,6 +68,47 @@ def test_auto_codes_at_the_depth_of_direct_codings_lower_j(
         assert auto_lam == fixed_lam and auto_lam["measured"]
     else:
         assert segment["lam"] is None
+
+
+def test_depth_probe_is_centred_windows_of_a_long_segment() -> None:
+    assert depth_probe(120, None) is None  # exhaustive: the whole segment
+    assert depth_probe(120, 16) == list(range(52, 68))
+    assert depth_probe(64, 16) == list(range(24, 40))
+    assert depth_probe(63, 16) is None  # more than a quarter of the segment: the whole of it
+    assert len(depth_probe(600, 16) or []) == 4 * 16  # a window per 120 frames, at most four
+    assert EFFORTS["exhaustive"].depth_window is None
+    assert EFFORTS["medium"].depth_window == EFFORTS["fast"].depth_window == 16
+
+
+def test_depth_chosen_on_a_probe_codes_as_that_fixed_depth(
+    runner: CliRunner,
+    tmp_path: Path,
+    parkjoy: Path,
+    cut_clip: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    require_backend: Callable[[str], None],
+) -> None:
+    """Below exhaustive, direct coding at each depth is measured on a probe of the segment;
+    every candidate is then coded at the depth chosen, as with that depth fixed."""
+    require_backend("x264")
+    src = cut_clip(parkjoy, tmp_path / "pj.y4m", 192, 108, 10, 8)
+    medium = dataclasses.replace(EFFORTS["medium"], depth_window=2)
+    monkeypatch.setitem(EFFORTS, "medium", medium)  # 2 of 10 frames: a probe
+    args = ["--qp", "30", "--options", "0,1", "--effort", "medium"]
+    report = _encode(runner, src, tmp_path / "auto.wrp", *args)
+    (segment,) = report["segments"]
+    assert [(d["bitdepth"], d["frames"]) for d in segment["depths"]] == [(10, 2), (8, 2)]
+    lowest = min(segment["depths"], key=lambda d: d["cost"])
+    assert segment["bitdepth"] == lowest["bitdepth"]
+    direct = next(c for c in segment["candidates"] if c["code"] == 0)
+    assert direct["shares"] is None and direct["encode_s"] > 0  # coded on the whole segment,
+    assert direct["psnr_yuv"] != lowest["psnr_yuv"]  # not the probe's figures
+    fixed = tmp_path / "fixed.wrp"
+    _encode(runner, src, fixed, *args, "--bitdepth", str(lowest["bitdepth"]))
+    assert (tmp_path / "auto.wrp").read_bytes() == fixed.read_bytes()
+
+    whole = _encode(runner, src, tmp_path / "ex.wrp", "--qp", "30", "--options", "0,1")
+    assert [d["frames"] for d in whole["segments"][0]["depths"]] == [None, None]
 
 
 def test_one_depth_under_a_bitrate_budget_or_when_asked(

@@ -368,8 +368,10 @@ def _depths_line(report: EncodeReport) -> str:
     parts = []
     for s in report.segments:
         costs = ", ".join(f"{d.cost:.4g} at {d.bitdepth}" for d in s.depths)
+        probe = s.depths[0].frames if s.depths else None
+        on = "" if probe is None else f" on {probe} frames"
         where = f"frame {s.first_frame}: " if len(report.segments) > 1 else ""
-        parts.append(f"{where}{s.bitdepth} bits (direct J {costs})")
+        parts.append(f"{where}{s.bitdepth} bits (direct J {costs}{on})")
     return "bottleneck bit depth: " + "; ".join(parts)
 
 
@@ -541,7 +543,8 @@ _models_opt = click.option(
 @_preset_opt
 @_bitdepth_option(
     "Bit depth of the coded bottleneck; auto: per segment, the depth at which direct "
-    "coding has the lower J (10 under --bitrate).",
+    "coding has the lower J (below --effort exhaustive, measured on a probe of a segment of "
+    "64 frames or more; 10 under --bitrate).",
     auto=True,
 )
 @_options_opt
@@ -1041,7 +1044,7 @@ def demo(
 @_preset_opt
 @_bitdepth_option(
     "Bit depth of the coded bottleneck; auto: per sequence and QP, the depth whose direct coding "
-    "has the lower J, as `encode` chooses it.",
+    "has the lower J, as `encode --effort exhaustive` chooses it.",
     auto=True,
     default="10",
 )

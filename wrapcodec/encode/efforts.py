@@ -64,6 +64,17 @@ candidate's. On the three 120-frame 720p clips (x265, QPs 22–47, post-1/1 and 
 the rungs above the first gained a median 0.57 times what the first did, more than twice in
 4 of 36 climbs (docs/measurements.md, "Adaptation in rounds")."""
 
+DEPTH_WINDOW = 16
+"""Below ``exhaustive``, frames per window of the probe that chooses the bottleneck's bit depth
+(:func:`depth_probe`). On the three 120-frame 720p clips (x265, QPs 22–47), 16 frames in the
+middle chose the depth of the whole clip at 15 of 18 points, and the three others were near
+ties (direct coding's J 0.2–0.4 % apart on the whole clip); 32 frames chose it at 11, 16 frames
+spread over the clip at 14 (docs/measurements.md, "The bottleneck's depth chosen on a probe")."""
+
+DEPTH_SHARE = 4
+"""The depth is chosen on a probe only in a segment of at least this many times its frames:
+in a shorter one the probe saves too little of coding the segment at each depth."""
+
 
 @dataclass(frozen=True)
 class Effort:
@@ -99,6 +110,9 @@ class Effort:
     # projected with the rungs above gaining this many times what its rungs so far gained,
     # still reaches below the others' (encode.rounds; at a QP only). None: each climbs alone.
     adapt_reach: float | None = None
+    # With --bitdepth auto, direct coding at each depth measured on windows of this many
+    # consecutive frames (depth_probe) instead of the whole segment (None: the whole segment)
+    depth_window: int | None = None
 
     def probe_window(self, width: int, height: int) -> int:
         """Consecutive frames per probe window for ``width``×``height`` pictures."""
@@ -121,6 +135,7 @@ EFFORTS: dict[str, Effort] = {
             pairs_need_post=True,
             verify_margin=0.002,
             ratio_ladder=True,
+            depth_window=DEPTH_WINDOW,
         ),
         Effort(
             "medium",
@@ -133,6 +148,7 @@ EFFORTS: dict[str, Effort] = {
             pairs_beat_post=True,
             adapt_budget=AdaptBudget(3.0),
             adapt_reach=ADAPT_REACH,
+            depth_window=DEPTH_WINDOW,
         ),
         Effort(
             "exhaustive",
@@ -173,6 +189,16 @@ def probe_frames(count: int, window: int) -> list[int]:
         start = min(max(0, round(centre - length / 2)), count - length)
         picks.update(range(start, start + length))
     return sorted(picks)
+
+
+def depth_probe(count: int, window: int | None) -> list[int] | None:
+    """Frames of a segment of ``count`` on which direct coding at each bottleneck depth chooses
+    the depth: the :func:`probe_frames` windows of ``window`` frames, or None (the whole
+    segment) without a window or where they would be more than 1/:data:`DEPTH_SHARE` of it."""
+    if window is None:
+        return None
+    picks = probe_frames(count, window)
+    return picks if DEPTH_SHARE * len(picks) <= count else None
 
 
 def spread(count: int, n: int) -> list[int]:

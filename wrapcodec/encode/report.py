@@ -174,6 +174,7 @@ class DepthReport(BaseModel):
     kbps: float
     psnr_yuv: float
     cost: float  # J at the segment's QP; the lowest one's depth codes every candidate
+    frames: int | None = None  # measured on a probe of this many frames (None: the segment)
 
 
 class LambdaReport(BaseModel):

@@ -73,9 +73,10 @@ def exhaustive(
     return decision
 
 
-def write_probe(job: Job, clip: Clip, picks: Sequence[int]) -> Clip:
-    """The segment's frames ``picks`` (relative to the clip) as a y4m file of their own."""
-    path = job.workdir / f"probe-{clip.first}.y4m"
+def write_probe(job: Job, clip: Clip, picks: Sequence[int], name: str = "probe") -> Clip:
+    """The segment's frames ``picks`` (relative to the clip) as a y4m file of their own,
+    ``name`` and the clip's first frame naming it in the job's folder."""
+    path = job.workdir / f"{name}-{clip.first}.y4m"
     wanted = set(picks)
     with Y4MWriter(path, job.info) as writer:
         for k, frame in enumerate(clip.frames()):

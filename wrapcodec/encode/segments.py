@@ -19,6 +19,7 @@ from wrapcodec.container import Segment
 from wrapcodec.encode import lagrange
 from wrapcodec.encode.adapting import with_adaptation
 from wrapcodec.encode.config import EncodeConfig
+from wrapcodec.encode.efforts import depth_probe
 from wrapcodec.encode.report import (
     AdaptationReport,
     DepthReport,
@@ -30,7 +31,7 @@ from wrapcodec.encode.report import (
     candidate_report,
 )
 from wrapcodec.encode.rounds import Rounds
-from wrapcodec.encode.search import exhaustive, probed
+from wrapcodec.encode.search import exhaustive, probed, write_probe
 from wrapcodec.encode.trials import Clip, Job, Trial, default_jobs
 from wrapcodec.errors import InputError
 from wrapcodec.options import Option, OptionCode, option, skip_reason
@@ -159,10 +160,15 @@ def priced_at_best_depth(
 
 
 def at_best_depth(job: Job, config: EncodeConfig, clip: Clip) -> tuple[Job, list[DepthReport]]:
-    """``job`` at the bottleneck bit depth of ``config.bitdepths`` whose direct coding of
-    ``clip`` has the lowest J (the first of equals), and that coding at each depth; ``job``
-    itself and no report where there is one depth. The direct bitstream of the depth chosen
-    is kept in the job's streams, so a candidate that codes the same one reuses it.
+    """``job`` at the bottleneck bit depth of ``config.bitdepths`` whose direct coding has the
+    lowest J (the first of equals), and that coding at each depth; ``job`` itself and no report
+    where there is one depth.
+
+    Direct coding is measured on the whole of ``clip`` or, where the effort level has a depth
+    window and the segment is long enough, on the windows of :func:`depth_probe` (a clip of
+    their own, coded at the user's preset): the candidates, direct coding included, are then
+    coded at the depth chosen. On the whole clip, the direct bitstream of the depth chosen is
+    kept in the job's streams, so the anchor reuses it.
 
     The choice is direct coding's, made once for every candidate: a codec that codes the
     source better at one depth (x264 codes camera content at 8 bits better at low QPs, at 10
@@ -172,13 +178,17 @@ def at_best_depth(job: Job, config: EncodeConfig, clip: Clip) -> tuple[Job, list
         return job, []
     direct = option(OptionCode.DIRECT)
     jobs = [job.at_depth(depth) for depth in config.bitdepths]
-    trials = [at.trial(direct, at.settings.qp, clip) for at in jobs]
+    picks = depth_probe(clip.count, job.effort.depth_window)
+    judged = clip if picks is None else write_probe(job, clip, picks, "depth")
+    tag = "" if picks is None else "depth-"
+    trials = [at.trial(direct, at.settings.qp, judged, tag=tag) for at in jobs]
     reports = [
         DepthReport(
             bitdepth=at.settings.bitdepth,
-            kbps=at.kbps(t.bits, clip.count),
+            kbps=at.kbps(t.bits, judged.count),
             psnr_yuv=t.coded.psnr_yuv,
             cost=t.cost,
+            frames=None if picks is None else judged.count,
         )
         for at, t in zip(jobs, trials, strict=True)
     ]

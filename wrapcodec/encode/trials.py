@@ -230,15 +230,17 @@ class Job:
         probe: bool = False,
         sampled: Sequence[Option] = (),
         picks: Sequence[int] = (),
+        tag: str = "",
     ) -> Trial:
         """``opt`` coded at ``qp`` on ``clip`` (at the probe preset when ``probe``) and
         measured; a bitstream already coded for an option that pre-processes alike is reused.
         The ``sampled`` options (sharing its bitstream) are measured beside it on the frames
-        ``picks`` of the clip (:attr:`Trial.sampled`)."""
+        ``picks`` of the clip (:attr:`Trial.sampled`). ``tag`` begins the bitstream's file
+        name: a clip written apart from the segment names its streams with one of its own."""
         settings = (self.probe_settings if probe else self.settings).model_copy(update={"qp": qp})
         layout = self.layout(opt, qp)
         key = (clip, stream_key(opt), qp, settings.preset, settings.bitdepth)
-        name = f"{'p' if probe else 'f'}{clip.first}-{key[1].replace('/', '_')}-q{qp}"
+        name = f"{tag}{'p' if probe else 'f'}{clip.first}-{key[1].replace('/', '_')}-q{qp}"
         name += f"-b{settings.bitdepth}"
         path = self.workdir / f"{name}{self.backend.extension}"
         stream, reused = self.streams.get(
