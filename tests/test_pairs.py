@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -125,6 +126,48 @@ def test_build_resumes_where_it_stopped(cache: Path) -> None:
     victim.unlink()
     assert pairs.build(clips, cache, pts) == 1
     assert victim.read_bytes() == before  # the codec is deterministic at one thread
+
+
+def test_a_cache_records_its_coding_settings_and_refuses_others(
+    cache: Path, runner: CliRunner
+) -> None:
+    """Each codec folder records the preset and the backend's arguments its pairs were coded
+    with; a run at another preset is refused in one line before anything is coded, so that
+    pairs coded otherwise are never mixed in."""
+    record = json.loads((cache / pairs.codec_dir("x264", 10) / pairs.SETTINGS).read_text())
+    assert record == pairs.coding_settings("x264") and record["preset"] == "medium"
+    clips = sorted((cache / "clips").glob("*.y4m"))
+    pts = pairs.points(["x264"], [Fraction(1)], [22, 27])  # QP 27: not coded yet
+    with pytest.raises(InputError, match=r"preset medium .* this run codes at preset ultrafast"):
+        pairs.build(clips, cache, pts, preset="ultrafast")
+    assert not pts[1].folder(cache).exists() or not any(pts[1].folder(cache).iterdir())
+    args = ["--size", "64", "--frames", "4", "--qps", "27", "--ratios", "1", "--codecs", "x264"]
+    result = runner.invoke(
+        cli, ["pairs", "--data", str(IMAGES), "--out", str(cache), "--preset", "fast", *args]
+    )
+    assert result.exit_code == 1 and "use another cache" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_settings_records_follow_the_backends_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x264 = get_backend("x264")
+    assert x264.settings_digest() == x264.settings_digest("medium") != x264.settings_digest("fast")
+    point = pairs.Point("x264", Fraction(1), 22)
+    pairs.claim_settings(tmp_path, [point])  # a new folder records this run's settings
+    pairs.claim_settings(tmp_path, [point])  # and takes a run with the same ones
+    retuned = dataclasses.replace(x264, codec_args=lambda q, p, t: ["-preset", p, "-qp", str(q)])
+    assert retuned.settings_digest() != x264.settings_digest()
+    monkeypatch.setattr(pairs, "get_backend", lambda name: retuned)
+    with pytest.raises(InputError, match="settings"):
+        pairs.claim_settings(tmp_path, [point])
+    monkeypatch.undo()
+    record = tmp_path / pairs.codec_dir("x264", 10) / pairs.SETTINGS
+    for bad in ("{", "[1, 2]", '{"preset": 3}'):
+        record.write_text(bad)
+        with pytest.raises(InputError, match="settings record"):
+            pairs.claim_settings(tmp_path, [point])
 
 
 def test_cached_qps_and_loading(cache: Path) -> None:

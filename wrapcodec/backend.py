@@ -15,6 +15,8 @@ exposes a :class:`Backend` instance, e.g. in its ``pyproject.toml``::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -121,6 +123,22 @@ class Backend:
         ``preset`` itself when that is as fast."""
         order = self.presets if self.fastest_first else self.presets[::-1]
         return min(self.probe or preset, preset, key=order.index)
+
+    def settings_digest(self, preset: str | None = None) -> str:
+        """12 hex digits naming how this backend codes at ``preset`` (default: its default
+        preset): the sha256 of its encoder and of :attr:`codec_args` at every QP of
+        :attr:`qp_range` and every bit depth it takes. Arguments that change at any QP
+        change it, so what a cache holds can say which settings coded it."""
+        preset = preset or self.default_preset
+        lo, hi = self.qp_range
+        args = [
+            [depth, qp, self.codec_args(self.codec_qp(settings), preset, None)]
+            for depth in self.bitdepths
+            for qp in range(lo, hi + 1)
+            for settings in [EncodeSettings(qp=qp, preset=preset, bitdepth=depth)]
+        ]
+        text = json.dumps({"encoder": self.encoder, "args": args}, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def check_qp(self, qp: int, what: str = "--qp") -> None:
         """Refuse a QP outside :attr:`qp_range` in one line naming the option ``what``, before

@@ -1608,6 +1608,7 @@ def pairs_command(
     pres = dict(found.values())
     points = list(pairs.iter_points_text(codecs, ratios, qps, int(bitdepth), digests))
     cache = Path(out)
+    pairs.claim_settings(cache, points, preset, record=False)  # before anything is written
     clips = pairs.make_clips(Path(data), cache, spec)
     with Progress(
         TextColumn("pairs"),

@@ -33,6 +33,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -171,7 +172,9 @@ def make_clips(folder: Path, cache: Path, spec: ClipSpec, seed: int = 0) -> list
 
 CODING = 2
 """Revision of the codecs' settings the pairs were coded with, in their folder's name: pairs
-coded otherwise are coded again, never mixed in. 2: x264 and x265 tuned for PSNR."""
+coded otherwise are coded again, never mixed in. 2: x264 and x265 tuned for PSNR. Each folder
+also records the preset and the backend's arguments its pairs were coded with
+(:func:`claim_settings`), which a run with others is refused against."""
 
 
 def codec_dir(codec: str, bitdepth: int) -> str:
@@ -179,6 +182,54 @@ def codec_dir(codec: str, bitdepth: int) -> str:
     8, N the :data:`CODING` revision."""
     name = codec if bitdepth == 10 else f"{codec}-{bitdepth}bit"
     return f"{name}-c{CODING}"
+
+
+SETTINGS = "settings.json"
+"""In each codec folder of a cache: the codec, the preset and the backend's
+:meth:`~wrapcodec.backend.Backend.settings_digest` its pairs were coded with."""
+
+
+def coding_settings(codec: str, preset: str | None = None) -> dict[str, str]:
+    """What a codec folder records of pairs coded by ``codec`` at ``preset`` (default: the
+    backend's)."""
+    backend = get_backend(codec)
+    used = preset or backend.default_preset
+    return {"codec": codec, "preset": used, "settings": backend.settings_digest(used)}
+
+
+def claim_settings(
+    cache: Path, points: Iterable[Point], preset: str | None = None, record: bool = True
+) -> None:
+    """Check, and ``record``, that the codec folders of ``points`` hold pairs coded at
+    ``preset`` with the backends' arguments as they are: a folder that records other settings
+    is refused in one line, so that pairs coded otherwise are never mixed in; one without a
+    record (new, or made before folders kept one) records these."""
+    for codec, bitdepth in sorted({(p.codec, p.bitdepth) for p in points}):
+        want = coding_settings(codec, preset)
+        path = cache / codec_dir(codec, bitdepth) / SETTINGS
+        if not path.exists():
+            if not record:
+                continue
+            text = json.dumps(want, indent=2) + "\n"
+            atomic_write(path, lambda dest, text=text: dest.write_text(text))
+            continue
+        have = _recorded(path)
+        if have != want:
+            raise InputError(
+                f"{path.parent}: its pairs were coded by {have.get('codec')} at preset "
+                f"{have.get('preset')} with settings {have.get('settings')}; this run codes "
+                f"at preset {want['preset']} with settings {want['settings']}: use another cache"
+            )
+
+
+def _recorded(path: Path) -> dict[str, str]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not a readable settings record ({e})") from None
+    if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
+        raise InputError(f"{path}: not a settings record")
+    return record
 
 
 def series_dir(codec: str, ratio: Fraction, bitdepth: int = 10, pre: str = "") -> Path:
@@ -287,8 +338,12 @@ def build(
 ) -> int:
     """Code every clip at every point into ``cache``, ``jobs`` encodes at once, skipping what
     is there already; returns the number of pairs coded now. A wrapper's point is coded
-    through the pre-processor of ``pres`` its digest names."""
+    through the pre-processor of ``pres`` its digest names. A codec folder that records other
+    settings than ``preset`` and the backend's arguments is refused before anything is coded
+    (:func:`claim_settings`)."""
     pres = pres or {}
+    points = list(points)
+    claim_settings(cache, points, preset)
     todo = []
     for point in points:
         point.folder(cache).mkdir(parents=True, exist_ok=True)
