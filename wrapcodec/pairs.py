@@ -39,6 +39,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -210,8 +211,7 @@ def claim_settings(
         if not path.exists():
             if not record:
                 continue
-            text = json.dumps(want, indent=2) + "\n"
-            atomic_write(path, lambda dest, text=text: dest.write_text(text))
+            atomic_write(path, partial(_write_record, want))
             continue
         have = _recorded(path)
         if have != want:
@@ -220,6 +220,10 @@ def claim_settings(
                 f"{have.get('preset')} with settings {have.get('settings')}; this run codes "
                 f"at preset {want['preset']} with settings {want['settings']}: use another cache"
             )
+
+
+def _write_record(record: dict[str, str], dest: Path) -> None:
+    dest.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _recorded(path: Path) -> dict[str, str]:
