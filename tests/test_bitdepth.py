@@ -76,8 +76,8 @@ def test_depth_probe_is_centred_windows_of_a_long_segment() -> None:
     assert depth_probe(64, 16) == list(range(24, 40))
     assert depth_probe(63, 16) is None  # more than a quarter of the segment: the whole of it
     assert len(depth_probe(600, 16) or []) == 4 * 16  # a window per 120 frames, at most four
-    assert EFFORTS["exhaustive"].depth_window is None
-    assert EFFORTS["medium"].depth_window == EFFORTS["fast"].depth_window == 16
+    assert EFFORTS["exhaustive"].depth_window is EFFORTS["medium"].depth_window is None
+    assert EFFORTS["fast"].depth_window == 16
 
 
 def test_depth_chosen_on_a_probe_codes_as_that_fixed_depth(
@@ -88,8 +88,8 @@ def test_depth_chosen_on_a_probe_codes_as_that_fixed_depth(
     monkeypatch: pytest.MonkeyPatch,
     require_backend: Callable[[str], None],
 ) -> None:
-    """Below exhaustive, direct coding at each depth is measured on a probe of the segment;
-    every candidate is then coded at the depth chosen, as with that depth fixed."""
+    """With a depth window (``fast``'s), direct coding at each depth is measured on a probe of
+    the segment; every candidate is then coded at the depth chosen, as with that depth fixed."""
     require_backend("x264")
     src = cut_clip(parkjoy, tmp_path / "pj.y4m", 192, 108, 10, 8)
     medium = dataclasses.replace(EFFORTS["medium"], depth_window=2)

@@ -543,8 +543,8 @@ _models_opt = click.option(
 @_preset_opt
 @_bitdepth_option(
     "Bit depth of the coded bottleneck; auto: per segment, the depth at which direct "
-    "coding has the lower J (below --effort exhaustive, measured on a probe of a segment of "
-    "64 frames or more; 10 under --bitrate).",
+    "coding has the lower J (at --effort fast, measured on a probe of a segment of 64 frames "
+    "or more; 10 under --bitrate).",
     auto=True,
 )
 @_options_opt
@@ -1044,7 +1044,7 @@ def demo(
 @_preset_opt
 @_bitdepth_option(
     "Bit depth of the coded bottleneck; auto: per sequence and QP, the depth whose direct coding "
-    "has the lower J, as `encode --effort exhaustive` chooses it.",
+    "has the lower J, as `encode` chooses it.",
     auto=True,
     default="10",
 )
