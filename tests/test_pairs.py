@@ -168,6 +168,11 @@ def test_settings_records_follow_the_backends_arguments(
         record.write_text(bad)
         with pytest.raises(InputError, match="settings record"):
             pairs.claim_settings(tmp_path, [point])
+    # a preset the codec lacks is refused before anything is recorded
+    other = tmp_path / "other"
+    with pytest.raises(InputError, match="--preset 'bogus': x264 presets are"):
+        pairs.claim_settings(other, [point], "bogus")
+    assert not other.exists()
 
 
 def test_cached_qps_and_loading(cache: Path) -> None:

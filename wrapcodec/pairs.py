@@ -192,9 +192,11 @@ SETTINGS = "settings.json"
 
 def coding_settings(codec: str, preset: str | None = None) -> dict[str, str]:
     """What a codec folder records of pairs coded by ``codec`` at ``preset`` (default: the
-    backend's)."""
+    backend's); a preset the codec does not have is refused in one line."""
     backend = get_backend(codec)
     used = preset or backend.default_preset
+    if used not in backend.presets:
+        raise InputError(f"--preset {used!r}: {codec} presets are {', '.join(backend.presets)}")
     return {"codec": codec, "preset": used, "settings": backend.settings_digest(used)}
 
 
