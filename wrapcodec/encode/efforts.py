@@ -128,9 +128,10 @@ EFFORTS: dict[str, Effort] = {
             "fast",
             1,
             0,
-            "anchor in full, bound, 4-frame probe (more below 540p), Lanczos ratios mildest "
-            "first, a ratio's wrapper only where its post beats linear; the best coded in full "
-            "if 0.2 % below direct's J; no adaptation",
+            "anchor in full, bound, 4-frame probe (more below 540p), the bit depth on 16-frame "
+            "probes of a long segment, Lanczos ratios mildest first, a ratio's wrapper only "
+            "where its post beats linear; the best coded in full if 0.2 % below direct's J; "
+            "no adaptation",
             window=4,
             probe_samples=4 * 960 * 540,
             family_margin=0.10,
