@@ -92,9 +92,9 @@ def test_depth_chosen_on_a_probe_codes_as_that_fixed_depth(
     the segment; every candidate is then coded at the depth chosen, as with that depth fixed."""
     require_backend("x264")
     src = cut_clip(parkjoy, tmp_path / "pj.y4m", 192, 108, 10, 8)
-    medium = dataclasses.replace(EFFORTS["medium"], depth_window=2)
-    monkeypatch.setitem(EFFORTS, "medium", medium)  # 2 of 10 frames: a probe
-    args = ["--qp", "30", "--options", "0,1", "--effort", "medium"]
+    fast = dataclasses.replace(EFFORTS["fast"], depth_window=2)
+    monkeypatch.setitem(EFFORTS, "fast", fast)  # 2 of 10 frames: a probe
+    args = ["--qp", "30", "--options", "0,1", "--effort", "fast"]
     report = _encode(runner, src, tmp_path / "auto.wrp", *args)
     (segment,) = report["segments"]
     assert [(d["bitdepth"], d["frames"]) for d in segment["depths"]] == [(10, 2), (8, 2)]
