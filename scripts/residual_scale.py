@@ -20,13 +20,16 @@ import argparse
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from wrapcodec.container import read_wrp
-from wrapcodec.ffmpeg import ffmpeg_exe
-from wrapcodec.y4m import iter_frames
+from wrapcodec import ffmpeg
+from wrapcodec.container import read_wrp, segment_bitdepth
+from wrapcodec.decoder import decoding_backend
+from wrapcodec.pipeline import crop_frame
+from wrapcodec.y4m import Frame, iter_frames
 
 WEIGHTS = (6.0, 1.0, 1.0)  # PSNR-YUV 6:1:1
 
@@ -34,7 +37,17 @@ WEIGHTS = (6.0, 1.0, 1.0)  # PSNR-YUV 6:1:1
 def picture_types(stream: Path) -> list[str]:
     """I, P or B for each picture of ``stream``, in output order."""
     run = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-i", str(stream), "-vf", "showinfo", "-f", "null", "-"],
+        [
+            ffmpeg.ffmpeg_exe(),
+            "-hide_banner",
+            "-i",
+            str(stream),
+            "-vf",
+            "showinfo",
+            "-f",
+            "null",
+            "-",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -42,23 +55,12 @@ def picture_types(stream: Path) -> list[str]:
     return re.findall(r"type:([IPB])", run.stderr)
 
 
-def decoded_frames(stream: Path, folder: Path) -> Path:
-    """``stream`` decoded by ffmpeg to an 8-bit y4m file in ``folder``."""
-    out = folder / "decoded.y4m"
-    to_y4m = ["-pix_fmt", "yuv420p", "-strict", "-1", "-y", str(out)]
-    subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(stream), *to_y4m],
-        check=True,
-    )
-    return out
-
-
 def sums(
-    source: Path, decoded: Path, post: Path, types: list[str]
+    source: Path, decoded: Iterator[Frame], post: Path, types: list[str]
 ) -> dict[tuple[str, int], np.ndarray]:
     """Per (picture type, plane): ``<r, e>``, ``<r, r>``, ``<e, e>`` and the sample count."""
     acc: dict[tuple[str, int], np.ndarray] = {}
-    frames = zip(iter_frames(source), iter_frames(decoded), iter_frames(post), strict=True)
+    frames = zip(iter_frames(source), decoded, iter_frames(post), strict=True)
     for k, (s, d, p) in enumerate(frames):
         for i, plane in enumerate("yuv"):
             a, b, c = (getattr(f, plane).astype(np.float64) for f in (s, d, p))
@@ -85,12 +87,20 @@ def main() -> None:
     ap.add_argument("source", type=Path, help="the clip it was coded from (8-bit)")
     ap.add_argument("post", type=Path, help="`wrapcodec decode` of the file")
     args = ap.parse_args()
-    _, segments = read_wrp(args.wrp)
+    header, segments = read_wrp(args.wrp)
+    seg = segments[0]
+    if segment_bitdepth(header, seg) != 8:
+        raise SystemExit(f"{args.wrp}: its first segment's bottleneck is not 8-bit")
+    backend = decoding_backend(args.wrp, header)
+    width, height = seg.bottleneck_width, seg.bottleneck_height
+    coded_w, coded_h = backend.coded_size(width, height)
     with tempfile.TemporaryDirectory() as tmp:
-        stream = Path(tmp) / "stream.bin"
-        stream.write_bytes(segments[0].payload)
+        stream = Path(tmp) / f"s{backend.extension}"
+        stream.write_bytes(seg.payload)
         types = picture_types(stream)
-        acc = sums(args.source, decoded_frames(stream, Path(tmp)), args.post, types)
+        frames = ffmpeg.decode(backend, stream, coded_w, coded_h, 8, seg.frame_count)
+        decoded = (crop_frame(f, width, height) for f in frames)
+        acc = sums(args.source, decoded, args.post, types)
     print(f"decoded {psnr_yuv(acc, dict.fromkeys(acc, 0.0)):.4f} dB")
     print(f"post-processed {psnr_yuv(acc, dict.fromkeys(acc, 1.0)):.4f} dB")
     best = {k: v[0] / v[1] for k, v in acc.items()}
