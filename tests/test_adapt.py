@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ from wrapcodec.adapt import (
     fit,
     fit_forms,
     held_frames,
+    learning_rate,
     output_distortion,
     planned_steps,
     sensitivity,
@@ -215,6 +217,44 @@ def test_budget_converts_to_steps_before_the_fit() -> None:
     assert 0 < steps < 2000 and steps == step_count(budget, REFERENCE_SAMPLES, crop)
     assert step_count(AdaptConfig(budget_s=20.0), 10**6, (64, 64)) > steps  # smaller crops
     assert step_count(AdaptConfig(budget_s=0.0), 10**6, crop) == 0
+
+
+def test_learning_rate_warms_up_then_decays_towards_zero() -> None:
+    cfg = AdaptConfig(peak_lr=5e-3)
+    rates = [learning_rate(cfg, k, 300) for k in range(300)]
+    assert rates[:15] == pytest.approx([5e-3 * (k + 1) / 15 for k in range(15)])
+    assert max(rates) == rates[14] == pytest.approx(5e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[14:]))  # no rise after
+    assert rates[157] == pytest.approx(2.5e-3, rel=0.01)  # half-way down the cosine
+    assert 0 < rates[-1] < 1e-6
+    n = adapt.SCHEDULED_STEPS
+    assert [learning_rate(cfg, k, n) for k in (0, 1, 2)] == pytest.approx([2.5e-3, 5e-3, 5e-3])
+
+
+def test_a_short_fit_keeps_a_constant_rate() -> None:
+    cfg = AdaptConfig(lr=2e-3, peak_lr=5e-3)
+    n = adapt.SCHEDULED_STEPS - 1
+    assert {learning_rate(cfg, k, n) for k in range(n)} == {2e-3}
+    assert learning_rate(cfg, 0, 1) == 2e-3
+
+
+def test_a_fit_steps_at_the_scheduled_rates(
+    post: PostProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Adam step of a fit is taken at :func:`learning_rate` of its index."""
+    seen: list[float] = []
+    step = adapt.Adam.step
+
+    def record(self: adapt.Adam) -> None:
+        seen.append(self.lr)
+        step(self)
+
+    monkeypatch.setattr(adapt.Adam, "step", record)
+    decoded, sources = _pictures()
+    cfg = AdaptConfig(steps=adapt.SCHEDULED_STEPS, crop=32, batch=2, peak_lr=2e-3)
+    fit(post, decoded, sources, cfg)
+    assert seen == [learning_rate(cfg, k, cfg.steps) for k in range(cfg.steps)]
+    assert len(set(seen)) > 10  # scheduled, not constant
 
 
 def _pictures(frames: int = 2) -> tuple[list, list]:
