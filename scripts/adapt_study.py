@@ -8,8 +8,10 @@ encoder path). One JSON line per measurement on stdout.
         --options 1,2 --configs "bias:100:1e-3,bias:300:1e-3,all:300:1e-3"
 
 A configuration is ``subset:steps:lr[:quant[:batch[:crop[:levels]]]]`` (subset ``bias`` or ``all``,
-quant ``int8`` or ``f16``). ``--inherit`` also measures a segment coded with the update fitted
-on the preceding segment of the same clip (``--segment-frames``).
+quant ``int8`` or ``f16``; ``lr`` is the fit's constant rate below 50 steps and the peak of its
+schedule above, as ``wrapcodec.adapt.learning_rate`` uses them). ``--inherit`` also measures a
+segment coded with the update fitted on the preceding segment of the same clip
+(``--segment-frames``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def parse_config(text: str) -> AdaptConfig:
         subset=SUBSETS[subset],
         quant=quant,
         lr=lr,
+        peak_lr=lr,
         batch=batch,
         crop=crop,
         levels=levels,
