@@ -75,9 +75,11 @@ def encode(exe: str, clip: Path, codec: str, qp: int, options: list[str], extra:
 
 
 def _adaptation(name: str, a: dict) -> dict:
-    """What a neural candidate's climb did: its J without an update, each rung's J and
-    seconds, and the bar it had to reach where it was adapted after another."""
-    rungs = [[t["rung"], t["cost"], t["seconds"]] for t in a["tried"]]
+    """What a neural candidate's climb did: its J without an update, each rung's J, seconds,
+    bytes and the frames its J was measured on (a number: the judged frames of a long
+    segment; null: every frame, in a long segment only the best rung's), and the bar it had
+    to reach where it was adapted after another."""
+    rungs = [[t["rung"], t["cost"], t["seconds"], t["bytes"], t["judged_on"]] for t in a["tried"]]
     keep = ("cost_without", "seconds", "bar", "out_of_reach", "used")
     return {"name": name, "rungs": rungs} | {k: a.get(k) for k in keep}
 
