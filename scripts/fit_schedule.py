@@ -5,8 +5,8 @@ encode CLIP -o OUT --qp N --options 1 --adapt-steps 0``), decodes its stream, an
 segment's prior as the encoder fits it (``wrapcodec.adapt``'s own training loop: 4 crops of
 128² a step, seeded) to every 4th frame, once per variant; then measures PSNR-Y/U/V in float
 arithmetic on every 8th frame from the third, which no variant was fitted on, against the
-prior unfitted (``--batch`` and ``--crop`` change the steps' crops). One JSON line per
-variant::
+prior unfitted (``--batch`` and ``--crop`` change the steps' crops, ``--warmup-share`` the
+warm-up). One JSON line per variant::
 
     python scripts/fit_schedule.py OUT.wrp SOURCE.y4m \
         bias_tail:300:constant:1e-3,bias_tail:300:cosine:5e-3+decoder:647:cosine:5e-3
@@ -129,7 +129,14 @@ def main() -> None:
     ap.add_argument("variants", help="comma-separated; each rungs joined by +")
     ap.add_argument("--batch", type=int, default=adapt.AdaptConfig.batch, help="crops a step")
     ap.add_argument("--crop", type=int, default=adapt.AdaptConfig.crop, help="a crop's side")
+    ap.add_argument(
+        "--warmup-share",
+        type=int,
+        default=adapt.WARMUP_SHARE,
+        help="the cosine rate rises over 1/N of the steps (20: a twentieth)",
+    )
     args = ap.parse_args()
+    adapt.WARMUP_SHARE = args.warmup_share
     torch.set_num_threads(1)
     prior, held = _frames(args.wrp, args.source)
     post = get_bank().processors(OPTIONS[1], prior).post
