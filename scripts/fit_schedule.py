@@ -23,21 +23,19 @@ import argparse
 import copy
 import json
 import math
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from wrapcodec import adapt, ffmpeg
+from wrapcodec import adapt
 from wrapcodec.bank import get_bank
 from wrapcodec.container import read_wrp, segment_bitdepth
-from wrapcodec.decoder import decoding_backend
+from wrapcodec.decoder import bottleneck
 from wrapcodec.nets import PostProcessor
 from wrapcodec.options import OPTIONS
-from wrapcodec.pipeline import crop_frame, to_tensors
+from wrapcodec.pipeline import to_tensors
 from wrapcodec.update import Subset, subset_names
 from wrapcodec.y4m import Y4MReader
 
@@ -74,18 +72,12 @@ def _frames(wrp: str, source: str) -> tuple[int, dict[str, list[tuple[Picture, P
     if seg.option != 1:
         raise SystemExit(f"{wrp}: its first segment is option {seg.option}, not post-1/1")
     depth = segment_bitdepth(header, seg)
-    backend = decoding_backend(wrp, header)
-    width, height = seg.bottleneck_width, seg.bottleneck_height
-    coded_w, coded_h = backend.coded_size(width, height)
     held: dict[str, list[tuple[Picture, Picture]]] = {"fit": [], "measure": []}
-    with tempfile.TemporaryDirectory() as tmp, Y4MReader(source) as reader:
-        stream = Path(tmp) / f"s{backend.extension}"
-        stream.write_bytes(seg.payload)
-        frames = ffmpeg.decode(backend, stream, coded_w, coded_h, depth, seg.frame_count)
+    with bottleneck(wrp, header, seg) as (_, frames), Y4MReader(source) as reader:
         for k, (frame, src) in enumerate(zip(frames, reader, strict=False)):
             name = _held(k)
             if name is not None:
-                decoded = to_tensors(crop_frame(frame, width, height), depth)
+                decoded = to_tensors(frame, depth)
                 held[name].append((decoded, to_tensors(src, reader.info.bitdepth)))
     return seg.prior, held
 

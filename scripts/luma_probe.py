@@ -26,7 +26,6 @@ import argparse
 import copy
 import itertools
 import math
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,13 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wrapcodec import adapt, ffmpeg
+from wrapcodec import adapt
 from wrapcodec.bank import get_bank
 from wrapcodec.container import read_wrp, segment_bitdepth
-from wrapcodec.decoder import decoding_backend
+from wrapcodec.decoder import bottleneck
 from wrapcodec.nets import PostProcessor, mse_8bit, space_to_depth
 from wrapcodec.options import OPTIONS
-from wrapcodec.pipeline import crop_frame, to_tensors
+from wrapcodec.pipeline import to_tensors
 from wrapcodec.y4m import Y4MReader
 
 Picture = tuple[Tensor, Tensor]
@@ -197,20 +196,10 @@ def main() -> None:
     if seg.option != 1:
         raise SystemExit(f"{args.wrp}: its first segment is option {seg.option}, not post-1/1")
     depth = segment_bitdepth(header, seg)
-    backend = decoding_backend(args.wrp, header)
-    width, height = seg.bottleneck_width, seg.bottleneck_height
-    coded_w, coded_h = backend.coded_size(width, height)
-    with tempfile.TemporaryDirectory() as tmp:
-        stream = Path(tmp) / f"s{backend.extension}"
-        stream.write_bytes(seg.payload)
-        frames = ffmpeg.decode(backend, stream, coded_w, coded_h, depth, seg.frame_count)
-        picks = range(0, seg.frame_count, args.every)
-        wanted = {j for k in picks for j in ((k - 1, k, k + 1) if args.temporal else (k,))}
-        held = {
-            k: to_tensors(crop_frame(f, width, height), depth)
-            for k, f in enumerate(frames)
-            if k in wanted
-        }
+    picks = range(0, seg.frame_count, args.every)
+    wanted = {j for k in picks for j in ((k - 1, k, k + 1) if args.temporal else (k,))}
+    with bottleneck(args.wrp, header, seg) as (_, frames):
+        held = {k: to_tensors(f, depth) for k, f in enumerate(frames) if k in wanted}
     decoded = [held[k] for k in picks]
     stacked = _with_neighbours(held, picks, seg.frame_count) if args.temporal else []
     del held

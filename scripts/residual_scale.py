@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +26,7 @@ import numpy as np
 
 from wrapcodec import ffmpeg
 from wrapcodec.container import read_wrp, segment_bitdepth
-from wrapcodec.decoder import decoding_backend
-from wrapcodec.pipeline import crop_frame
+from wrapcodec.decoder import bottleneck
 from wrapcodec.y4m import Frame, iter_frames
 
 WEIGHTS = (6.0, 1.0, 1.0)  # PSNR-YUV 6:1:1
@@ -91,16 +89,8 @@ def main() -> None:
     seg = segments[0]
     if segment_bitdepth(header, seg) != 8:
         raise SystemExit(f"{args.wrp}: its first segment's bottleneck is not 8-bit")
-    backend = decoding_backend(args.wrp, header)
-    width, height = seg.bottleneck_width, seg.bottleneck_height
-    coded_w, coded_h = backend.coded_size(width, height)
-    with tempfile.TemporaryDirectory() as tmp:
-        stream = Path(tmp) / f"s{backend.extension}"
-        stream.write_bytes(seg.payload)
-        types = picture_types(stream)
-        frames = ffmpeg.decode(backend, stream, coded_w, coded_h, 8, seg.frame_count)
-        decoded = (crop_frame(f, width, height) for f in frames)
-        acc = sums(args.source, decoded, args.post, types)
+    with bottleneck(str(args.wrp), header, seg) as (stream, decoded):
+        acc = sums(args.source, decoded, args.post, picture_types(stream))
     print(f"decoded {psnr_yuv(acc, dict.fromkeys(acc, 0.0)):.4f} dB")
     print(f"post-processed {psnr_yuv(acc, dict.fromkeys(acc, 1.0)):.4f} dB")
     best = {k: v[0] / v[1] for k, v in acc.items()}

@@ -30,9 +30,9 @@ from wrapcodec import ffmpeg
 from wrapcodec.backend import get_backend
 from wrapcodec.cli import cli
 from wrapcodec.container import pack, read_wrp, unpack
-from wrapcodec.decoder import decode_file
+from wrapcodec.decoder import bottleneck, decode_file
 from wrapcodec.errors import BackendError, ContainerError, FFmpegError, WrapcodecError
-from wrapcodec.y4m import count_frames, read_info
+from wrapcodec.y4m import count_frames, iter_frames, read_info
 
 DECODE_TIMEOUT_S = 60
 
@@ -111,6 +111,28 @@ def files(clip8: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
             clip8, tmp / "x264_half.wrp", "x264", "--bitdepth", "8", "--options", "9"
         ),
     }
+
+
+def test_bottleneck_is_what_a_direct_file_decodes_to(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Of a direct file coded at the source's depth, the segment's bottleneck pictures are the
+    decoder's output, and its stream file lasts for the block only; of a downsampled one, they
+    have the bottleneck's size."""
+    out = tmp_path / "direct.y4m"
+    decode_file(str(files["x264_8"]), str(out))
+    header, segments = read_wrp(files["x264_8"])
+    with bottleneck(str(files["x264_8"]), header, segments[0]) as (stream, frames):
+        assert stream.read_bytes() == segments[0].payload
+        pictures = list(frames)
+    assert not stream.exists()
+    expected = list(iter_frames(out))
+    assert len(pictures) == len(expected) == segments[0].frame_count
+    for a, b in zip(pictures, expected, strict=True):
+        assert (a.y == b.y).all() and (a.u == b.u).all() and (a.v == b.v).all()
+    header, segments = read_wrp(files["x264_half"])
+    with bottleneck(str(files["x264_half"]), header, segments[0]) as (_, frames):
+        assert {f.y.shape for f in frames} == {(54, 96)}
 
 
 # --- item 1: a decode always finishes --------------------------------------------------------

@@ -13,8 +13,10 @@ is) and named "standard input" in messages.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -35,8 +37,8 @@ from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputErr
 from wrapcodec.exact import ARITHMETIC_VERSION
 from wrapcodec.options import bottleneck_size, option
 from wrapcodec.paths import STDIO, display_name
-from wrapcodec.pipeline import InForce, Layout, reconstruct, segment_layout
-from wrapcodec.y4m import ChromaTag, VideoInfo, Y4MWriter
+from wrapcodec.pipeline import InForce, Layout, crop_frame, reconstruct, segment_layout
+from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, Y4MWriter
 
 
 def video_info(header: WrpHeader) -> VideoInfo:
@@ -243,6 +245,25 @@ def decoding_backend(input_path: str, header: WrpHeader) -> Backend:
         ) from None
     ffmpeg.require(backend, decode_only=True)
     return backend
+
+
+@contextlib.contextmanager
+def bottleneck(
+    input_path: str, header: WrpHeader, segment: Segment
+) -> Iterator[tuple[Path, Iterator[Frame]]]:
+    """Inside the block: ``segment``'s stream, written to a temporary file, and the bottleneck
+    pictures it decodes to (at the segment's depth and the bottleneck's size, before any
+    post-processing), read as the iterator is consumed. For analyses of what the codec
+    delivered to the post-processor; :func:`decode_file` is the decoder."""
+    backend = decoding_backend(input_path, header)
+    width, height = segment.bottleneck_width, segment.bottleneck_height
+    coded_w, coded_h = backend.coded_size(width, height)
+    depth = segment_bitdepth(header, segment)
+    with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
+        stream = Path(tmp) / f"segment{backend.extension}"
+        stream.write_bytes(segment.payload)
+        frames = ffmpeg.decode(backend, stream, coded_w, coded_h, depth, segment.frame_count)
+        yield stream, (crop_frame(f, width, height) for f in frames)
 
 
 def _where(input_path: str, k: int, segment: Segment, header: WrpHeader, backend: Backend) -> str:
