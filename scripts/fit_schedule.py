@@ -33,6 +33,7 @@ from wrapcodec import adapt
 from wrapcodec.bank import get_bank
 from wrapcodec.container import read_wrp, segment_bitdepth
 from wrapcodec.decoder import bottleneck
+from wrapcodec.metrics import weighted
 from wrapcodec.nets import PostProcessor
 from wrapcodec.options import OPTIONS
 from wrapcodec.pipeline import to_tensors
@@ -60,10 +61,6 @@ def _psnr(post: PostProcessor, frames: list[tuple[Picture, Picture]]) -> list[fl
             for c in (0, 1):
                 se[1 + c] += float(((uv_hat[:, c].clamp(-1, 1) - tuv[:, c]) ** 2).mean())
     return [10 * math.log10(4 / (e / len(frames))) for e in se]
-
-
-def _yuv(p: list[float]) -> float:
-    return (6 * p[0] + p[1] + p[2]) / 8
 
 
 def _frames(wrp: str, source: str) -> tuple[int, dict[str, list[tuple[Picture, Picture]]]]:
@@ -140,7 +137,7 @@ def main() -> None:
         row = {
             "variant": variant,
             "prior": prior,
-            "gain_yuv_db": round(_yuv(after) - _yuv(base), 4),
+            "gain_yuv_db": round(weighted(tuple(after)) - weighted(tuple(base)), 4),
             "gain_y_u_v_db": [round(a - b, 4) for a, b in zip(after, base, strict=True)],
             "seconds": round(time.perf_counter() - t0, 1),
         }
