@@ -43,6 +43,7 @@ BACKEND = Backend(
     probe="superfast",
     qp_range=(0, 69),
     lambda_factor=0.85,
+    slope_scale=1.86,
     lambda_source="JM reference encoder, λ_mode = 0.85·2^((QP−12)/3) (Wiegand et al., 2003)",
     high_bitdepth_qp_offset=True,
     version_pattern=r"x264 - core (\d+(?: r\d+ [0-9a-f]+)?)",

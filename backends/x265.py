@@ -43,6 +43,7 @@ BACKEND = Backend(
     probe="ultrafast",
     qp_range=(0, 51),
     lambda_factor=0.57,
+    slope_scale=3.16,
     lambda_source="HM reference encoder, λ = 0.57·2^((QP−12)/3) (JCTVC-L1002)",
     version_pattern=r"HEVC encoder version (\S+)",
     min_width=16,

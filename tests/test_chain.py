@@ -142,6 +142,9 @@ def test_ladder_plan_climbs_within_the_budget() -> None:
     spent = sum(s * step_seconds(r, cfg.batch, crop) for r, s in plan)
     assert spent <= budget and len(plan) < len(free)
     assert plan == ladder_plan(cfg, samples, crop, budget)  # deterministic
+    # under a budget the first rung's leftover goes to every parameter, skipping between
+    assert [r for r, _ in plan] == [Subset.BIAS_TAIL, Subset.ALL]
+    assert plan[0][1] == step_count(cfg, samples, crop)
     # a tiny budget still tries the smallest rung at MIN_STEPS; zero fits nothing
     assert ladder_plan(cfg, samples, crop, 0.01) == [(Subset.BIAS_TAIL, MIN_STEPS)]
     assert ladder_plan(cfg, samples, crop, 0.0) == []

@@ -104,10 +104,31 @@ def test_a_measured_lambda_prices_every_candidate_and_the_report_says_it(
     assert f"λ: {report['rdo_lambda']:.4g} ({lam['scale']:.2f} × the relation's)" in table
 
     model, table = _encode(runner, clip8, tmp_path / "r.wrp", *args)  # the default
-    assert model["segments"][0]["lam"] is None and model["rdo_lambda"] == relation
+    scaled = get_backend("x264").slope_scale * relation
+    assert model["segments"][0]["lam"] is None
+    assert model["rdo_lambda"] == pytest.approx(scaled, rel=1e-12)
     assert model["encodes"] == 3
-    _costs_at(model, relation, samples)
+    _costs_at(model, scaled, samples)
     assert "λ:" not in table
+
+
+def test_the_default_lambda_is_the_relation_times_the_slope_scale_after_the_depth(
+    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+) -> None:
+    """``--lambda model``: the depth is chosen at the codec's relation λ(QP), every other
+    choice priced at that λ times the codec's slope scale."""
+    require_backend("x264")
+    x264 = get_backend("x264")
+    assert x264.slope_scale > 1  # measured on the training clips (scripts/slope_scale.py)
+    samples = 4 * read_info(clip8).width * read_info(clip8).height
+    report, _ = _encode(runner, clip8, tmp_path / "a.wrp", "--qp", "34", "--options", "0,1")
+    segment = report["segments"][0]
+    relation = x264.qp_to_lambda(34)
+    direct = next(c for c in segment["candidates"] if c["code"] == 0)
+    depth = next(d for d in segment["depths"] if d["bitdepth"] == segment["bitdepth"])
+    assert len(segment["depths"]) == 2
+    assert depth["cost"] == pytest.approx(direct["mse"] + relation * direct["bits"] / samples)
+    _costs_at(report, x264.slope_scale * relation, samples)
 
 
 def test_nothing_to_choose_measures_nothing(

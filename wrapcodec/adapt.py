@@ -58,11 +58,11 @@ Picture = tuple[Tensor, Tensor]
 """A normalised 4:2:0 picture: (1,1,H,W) luma and (1,2,H/2,W/2) chroma, H and W even."""
 
 
-REVISION = 2
+REVISION = 3
 """Bumped whenever a fit's result for the same inputs changes (its rounding included), so that
 cached bench points and effort runs that adapt are measured again. 1: the fit in
 channels-last layout and the ladder from the biases and tail; 2: the learning rate's warm-up
-and cosine decay."""
+and cosine decay; 3: a budgeted climb's second rung is every parameter."""
 
 WARMUP_SHARE = 20
 """A scheduled fit's learning rate rises over the first 1/20 of its steps
@@ -568,6 +568,11 @@ def ladder_plan(
     :func:`step_count` steps a rung, while ``budget_s`` (seconds by the fixed
     :func:`step_seconds` model, for all the rungs together; None: no bound) pays for them.
 
+    Under a budget the climb has two rungs, the first and the top one (every parameter),
+    which gets what the first leaves: in the same time every parameter gains more than the
+    decoder half (docs/measurements.md, "Every parameter as the second rung, and a bit
+    priced at the slope"). Without one, every rung from the first.
+
     The first rung gets at least :data:`MIN_STEPS` (or its own count, if smaller) even when
     the budget pays for fewer, so a positive budget always tries the smallest update; a
     later rung the rest of the budget cannot pay :data:`MIN_STEPS` for is not fitted, nor
@@ -578,7 +583,10 @@ def ladder_plan(
     plan: list[tuple[Subset, int]] = []
     left = budget_s
     rungs = ladder()
-    for rung in rungs[rungs.index(cfg.subset) :]:
+    climbed = rungs[rungs.index(cfg.subset) :]
+    if budget_s is not None and len(climbed) > 2:
+        climbed = (climbed[0], climbed[-1])
+    for rung in climbed:
         steps = step_count(replace(cfg, subset=rung, budget_s=None), samples, crop)
         if steps <= 0:
             break

@@ -597,8 +597,9 @@ _models_opt = click.option(
     "exhaustive: none].",
 )
 @_lambda_option(
-    "The price of a bit in J = D + λ·R: the codec's reference relation λ(QP), or measured "
-    "per segment on direct coding's RD curve (one more direct encode, 3 QPs up)."
+    "The price of a bit in J = D + λ·R: the codec's reference relation λ(QP) times its "
+    "slope scale (`backends --json`), or measured per segment on direct coding's RD curve "
+    "(one more direct encode, 3 QPs up)."
 )
 @click.option(
     "--standard",
@@ -745,6 +746,7 @@ def list_backends(as_json: bool) -> None:
             "usable": not (lacks := ffmpeg.missing(b)),
             "missing": lacks,
             "lambda": b.lambda_source,
+            "lambda_scale": b.slope_scale,
             "rivals": [{"name": r.name, "description": r.description} for r in b.rivals],
         }
         for name, b in backends().items()
@@ -1072,8 +1074,8 @@ def demo(
 )
 @_lambda_option(
     "The λ of the adapted points' updates, as encode's (--bitdepth auto chooses at λ(QP)): "
-    "the codec's reference relation λ(QP), or measured per sequence and QP on direct "
-    "coding's RD curve (direct coding 3 QPs up too)."
+    "the codec's reference relation λ(QP) times its slope scale, or measured per sequence "
+    "and QP on direct coding's RD curve (direct coding 3 QPs up too)."
 )
 @click.option(
     "--interp",

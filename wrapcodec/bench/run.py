@@ -161,7 +161,7 @@ def run_bench(
             seat: _scale(backend, at[directs[seat].key()], slopes[p.key()])
             for seat, p in probes.items()
         }
-    specs = [_priced(s, scales) for s in specs]
+    specs = [_priced(s, scales, backend.slope_scale) for s in specs]
     points, computed = run_points(specs, cache, config.jobs, config.dask, advance)
     neural = any(OPTIONS[c].neural for c in config.options)
     results = assemble(
@@ -244,11 +244,12 @@ def _scale(backend: Backend, direct: Point, probe: Point) -> float:
     return 1.0 if scale is None else scale
 
 
-def _priced(spec: PointSpec, scales: dict[Seat, float]) -> PointSpec:
-    """``spec`` at its seat's λ when it is an adapted point (the λ decides its update)."""
-    scale = scales.get((spec.sequence, spec.qp, spec.bitdepth))
-    if scale is None or not spec.adapt_steps:
+def _priced(spec: PointSpec, scales: dict[Seat, float], default: float) -> PointSpec:
+    """``spec`` at its seat's λ when it is an adapted point (the λ decides its update): the
+    one measured there, else ``default`` (the codec's slope scale, as ``encode`` prices)."""
+    if not spec.adapt_steps:
         return spec
+    scale = scales.get((spec.sequence, spec.qp, spec.bitdepth), default)
     return spec.model_copy(update={"lam_scale": scale})
 
 

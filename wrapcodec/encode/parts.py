@@ -86,6 +86,7 @@ def encode_key(config: EncodeConfig, source: Path, ranges: Sequence[tuple[int, i
         "pre_arithmetic": config.pre_arithmetic,
         "bitdepths": list(config.bitdepths),
         "lambda": config.lam,
+        "lambda_scale": config.backend.slope_scale,
         "chains": config.chains,
         "source": sha256_file(source),
         "ranges": [list(r) for r in ranges],

@@ -145,15 +145,16 @@ def priced_at_best_depth(
 ) -> tuple[Job, list[DepthReport], LambdaReport | None]:
     """``job`` at its best depth (:func:`at_best_depth`, at the codec's λ(QP)), then pricing
     bits at the λ measured on ``clip`` at that depth when ``config`` measures it
-    (:mod:`~wrapcodec.encode.lagrange`), so that every candidate is judged as at a fixed
-    ``--bitdepth`` of that depth.
+    (:mod:`~wrapcodec.encode.lagrange`), else at λ(QP) times the codec's
+    :attr:`~wrapcodec.backend.Backend.slope_scale`, so that every candidate is judged as at
+    a fixed ``--bitdepth`` of that depth.
 
     The depth is chosen at the relation's λ: a measured λ, several times higher, tips near
     ties of direct coding to 10 bits, where the adapted candidates gain less than at 8
     (docs/measurements.md, "λ measured per segment")."""
     job, depths = at_best_depth(job, config, clip)
     if not config.measures_lambda(usable):
-        return job, depths, None
+        return job.priced(job.backend.slope_scale), depths, None
     job, lam = lagrange.measure(job, clip)
     timings.probe_s += lam.seconds
     return job, depths, lam
