@@ -113,11 +113,19 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def first_bench_key() -> Callable[[BaseModel], str]:
     """A bench point's cache key as computed before ``PointSpec`` had the fields added later
-    (``adapt_steps``, ``rival``, ``pre_arithmetic``, ``adapt_budget``, ``lam_scale``): a point
-    at their neutral values must still hash to it, so older caches stay valid."""
+    (``adapt_steps``, ``rival``, ``pre_arithmetic``, ``adapt_budget``, ``lam_scale``,
+    ``update_scale``): a point at their neutral values must still hash to it, so older caches
+    stay valid."""
 
     def key(spec: BaseModel) -> str:
-        later = {"adapt_steps", "rival", "pre_arithmetic", "adapt_budget", "lam_scale"}
+        later = {
+            "adapt_steps",
+            "rival",
+            "pre_arithmetic",
+            "adapt_budget",
+            "lam_scale",
+            "update_scale",
+        }
         old = spec.model_dump(exclude={"path", "sequence", "models", *later})
         return hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -6,6 +6,7 @@ depth chosen."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from wrapcodec.adapt import AdaptConfig
 from wrapcodec.backend import EncodeSettings, get_backend
 from wrapcodec.bank import get_bank
 from wrapcodec.cli import cli
-from wrapcodec.encode import EncodeConfig
+from wrapcodec.encode import EncodeConfig, encode_file
 from wrapcodec.encode.lagrange import SCALE_RANGE, probe_qp, secant_scale
 from wrapcodec.encode.parts import encode_key
 from wrapcodec.options import OPTIONS
@@ -104,31 +105,39 @@ def test_a_measured_lambda_prices_every_candidate_and_the_report_says_it(
     assert f"λ: {report['rdo_lambda']:.4g} ({lam['scale']:.2f} × the relation's)" in table
 
     model, table = _encode(runner, clip8, tmp_path / "r.wrp", *args)  # the default
-    scaled = get_backend("x264").slope_scale * relation
-    assert model["segments"][0]["lam"] is None
-    assert model["rdo_lambda"] == pytest.approx(scaled, rel=1e-12)
+    assert model["segments"][0]["lam"] is None and model["rdo_lambda"] == relation
     assert model["encodes"] == 3
-    _costs_at(model, scaled, samples)
+    _costs_at(model, relation, samples)
     assert "λ:" not in table
 
 
-def test_the_default_lambda_is_the_relation_times_the_slope_scale_after_the_depth(
-    runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
+def test_the_default_quantises_updates_at_the_slope_scale_and_judges_at_the_relation(
+    tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
 ) -> None:
-    """``--lambda model``: the depth is chosen at the codec's relation λ(QP), every other
-    choice priced at that λ times the codec's slope scale."""
+    """``--lambda model``: every J at the codec's λ(QP), an update's quantisation pricing a
+    bit at that λ times the codec's slope scale, so its updates are coarser than at λ."""
     require_backend("x264")
     x264 = get_backend("x264")
     assert x264.slope_scale > 1  # measured on the training clips (scripts/slope_scale.py)
     samples = 4 * read_info(clip8).width * read_info(clip8).height
-    report, _ = _encode(runner, clip8, tmp_path / "a.wrp", "--qp", "34", "--options", "0,1")
-    segment = report["segments"][0]
-    relation = x264.qp_to_lambda(34)
-    direct = next(c for c in segment["candidates"] if c["code"] == 0)
-    depth = next(d for d in segment["depths"] if d["bitdepth"] == segment["bitdepth"])
-    assert len(segment["depths"]) == 2
-    assert depth["cost"] == pytest.approx(direct["mse"] + relation * direct["bits"] / samples)
-    _costs_at(report, x264.slope_scale * relation, samples)
+    tried = []
+    for k, backend in enumerate((x264, dataclasses.replace(x264, slope_scale=1.0))):
+        config = EncodeConfig(
+            backend=backend,
+            settings=EncodeSettings(qp=34, preset="fast", bitdepth=10),
+            options=(OPTIONS[0], OPTIONS[1]),
+            bank=get_bank(None),
+            adapt=AdaptConfig(steps=40),
+            effort="exhaustive",
+        )
+        report = encode_file(str(clip8), str(tmp_path / f"{k}.wrp"), config)
+        assert report.rdo_lambda == x264.qp_to_lambda(34)
+        _costs_at(report.model_dump(), x264.qp_to_lambda(34), samples)
+        (post,) = [c for c in report.segments[0].candidates if c.code == 1]
+        assert post.adaptation is not None
+        tried.append([t.bytes for t in post.adaptation.tried])
+    scaled, relation = tried
+    assert scaled[0] < relation[0], (scaled, relation)  # the same first fit, coarser steps
 
 
 def test_nothing_to_choose_measures_nothing(

@@ -70,13 +70,15 @@ class Backend:
     ``qp_lambda``, when set, replaces that relation for a codec whose λ is not of this form (AV1:
     from its quantiser tables); ``lambda_factor`` is then the ``c`` that gives the same λ at
     QP 32, for comparison only.
-    ``slope_scale`` is the default price of a bit in the encoder's RDO over that relation
+    ``slope_scale`` is the price of a bit in an update's quantisation over that relation
     (``--lambda model``; :func:`~wrapcodec.encode.segments.priced_at_best_depth`): the
     median, over the training clips' direct coding at every QP of the pair cache, of the
     secant slope of their RD curves over λ(QP) (``scripts/slope_scale.py``); 1 where it was
     not measured. The relation prices a bit for the codec's mode decisions, within pictures
     that later ones predict from; a whole segment's RD curve falls more steeply (x265: 3.16
-    times, stable from QP 22 to 47), and BD-rate judges a candidate against that curve.
+    times, stable from QP 22 to 47), and BD-rate judges a candidate against that curve. (Every
+    J stays at the relation: a clip's own slope may lie far below the median, and the choice
+    between options goes wrong there.)
     ``decoder_fallbacks`` are other ffmpeg decoders of the same bitstream, used in this order
     when the ffmpeg at hand lacks ``decoder`` (:attr:`decoders`).
     ``rivals`` are the codec's own resolution tools, for ``bench`` (:meth:`with_rival`).

@@ -597,9 +597,9 @@ _models_opt = click.option(
     "exhaustive: none].",
 )
 @_lambda_option(
-    "The price of a bit in J = D + λ·R: the codec's reference relation λ(QP) times its "
-    "slope scale (`backends --json`), or measured per segment on direct coding's RD curve "
-    "(one more direct encode, 3 QPs up)."
+    "The price of a bit in J = D + λ·R: the codec's reference relation λ(QP) (an update's "
+    "quantisation at λ times the codec's slope scale, `backends --json`), or measured per "
+    "segment on direct coding's RD curve (one more direct encode, 3 QPs up)."
 )
 @click.option(
     "--standard",
@@ -1074,8 +1074,8 @@ def demo(
 )
 @_lambda_option(
     "The λ of the adapted points' updates, as encode's (--bitdepth auto chooses at λ(QP)): "
-    "the codec's reference relation λ(QP) times its slope scale, or measured per sequence "
-    "and QP on direct coding's RD curve (direct coding 3 QPs up too)."
+    "the codec's reference relation λ(QP) (the quantisation at λ times its slope scale), or "
+    "measured per sequence and QP on direct coding's RD curve (direct coding 3 QPs up too)."
 )
 @click.option(
     "--interp",

@@ -81,14 +81,18 @@ class PointSpec(BaseModel):
     rival: str = ""  # a codec's own resolution tool (Backend.rivals), coded as option 0
     pre_arithmetic: str = "float32"  # of a wrapper's pre-processor (nets.PRE_ARITHMETICS)
     lam_scale: float = 1.0  # an adapted point's λ over the codec's λ(QP) (encode.lagrange)
+    # the price of a bit in an adapted point's update quantisation over its λ (as encode's
+    # Job.update_scale: the codec's slope scale at its λ(QP), 1 at a measured λ)
+    update_scale: float = 1.0
 
     def key(self) -> str:
         """The cache key. ``adapt_steps == 0``, ``rival == ""``, ``pre_arithmetic ==
-        "float32"`` and ``lam_scale == 1`` are left out of it: such a point hashes as if the
-        field did not exist. An adapted point's key holds the fit's revision
-        (:data:`wrapcodec.adapt.REVISION`)."""
+        "float32"``, ``lam_scale == 1`` and ``update_scale == 1`` are left out of it: such a
+        point hashes as if the field did not exist. An adapted point's key holds the fit's
+        revision (:data:`wrapcodec.adapt.REVISION`)."""
         exclude = {"path", "sequence", "models"}
         exclude |= {"lam_scale"} if self.lam_scale == 1.0 else set()
+        exclude |= {"update_scale"} if self.update_scale == 1.0 else set()
         exclude |= {"pre_arithmetic"} if self.pre_arithmetic == "float32" else set()
         exclude |= set() if self.adapt_steps else {"adapt_steps"}
         exclude |= set() if self.adapt_budget else {"adapt_budget"}
@@ -332,7 +336,8 @@ def _climbed(
     backend: Backend, spec: PointSpec, layout: Layout, source: Path, stream: Path, plain: Coded
 ) -> tuple[Fitted, Coded]:
     """The encoder's ladder on a one-segment point: the rungs ``spec.adapt_budget`` pays for
-    at ``spec.adapt_steps`` steps each, quantisation 3 at the point's λ; the lowest J."""
+    at ``spec.adapt_steps`` steps each, quantisation 3 at the point's λ times
+    ``spec.update_scale``; the lowest J (at the point's λ)."""
     info = layout.source
     lam = _lam(backend, spec)
     cfg = AdaptConfig(steps=spec.adapt_steps)
@@ -349,7 +354,7 @@ def _climbed(
             seg,
             cfg,
             plan,
-            lam,
+            lam * spec.update_scale,
             None,
             lambda coded, update: rd_cost(
                 coded.mse_8bit, _bits(coded, update), spec.frames, info, lam

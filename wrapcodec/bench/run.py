@@ -194,6 +194,7 @@ def _direct(spec: PointSpec, qp: int) -> PointSpec:
             "rival": "",
             "pre_arithmetic": "float32",
             "lam_scale": 1.0,
+            "update_scale": 1.0,
         }
     )
 
@@ -244,12 +245,15 @@ def _scale(backend: Backend, direct: Point, probe: Point) -> float:
     return 1.0 if scale is None else scale
 
 
-def _priced(spec: PointSpec, scales: dict[Seat, float], default: float) -> PointSpec:
+def _priced(spec: PointSpec, scales: dict[Seat, float], slope: float) -> PointSpec:
     """``spec`` at its seat's λ when it is an adapted point (the λ decides its update): the
-    one measured there, else ``default`` (the codec's slope scale, as ``encode`` prices)."""
+    one measured there, else the codec's λ(QP) with the update's quantisation at ``slope``
+    times it (the codec's slope scale), as ``encode`` prices."""
     if not spec.adapt_steps:
         return spec
-    scale = scales.get((spec.sequence, spec.qp, spec.bitdepth), default)
+    scale = scales.get((spec.sequence, spec.qp, spec.bitdepth))
+    if scale is None:
+        return spec.model_copy(update={"update_scale": slope})
     return spec.model_copy(update={"lam_scale": scale})
 
 

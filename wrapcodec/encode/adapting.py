@@ -44,7 +44,7 @@ def adapted(
     (:class:`~wrapcodec.adaptation.Climb`). With a ``pace``, the climb stops where the
     candidate can no longer reach the others (the report's ``out_of_reach``)."""
     assert job.adapt is not None
-    lam = job.lam(plain.qp)
+    lam = job.update_scale * job.lam(plain.qp)  # the updates' quantisation; J at job.lam
     samples = clip.count * job.info.width * job.info.height
     height, width = job.info.height + job.info.height % 2, job.info.width + job.info.width % 2
     crop = (min(job.adapt.crop, height), min(job.adapt.crop, width))

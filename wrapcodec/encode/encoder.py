@@ -288,7 +288,7 @@ def _lam(config: EncodeConfig, first: SegmentReport) -> float:
     """The λ of the first segment's decisions (each segment's: ``segments[k].lam``)."""
     if first.lam is not None:
         return first.lam.lam
-    return config.backend.slope_scale * config.backend.qp_to_lambda(config.settings.qp)
+    return config.backend.qp_to_lambda(config.settings.qp)
 
 
 def _version(segments: Sequence[Segment], depths: Sequence[int]) -> int:

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wrapcodec.adapt import one_torch_thread, shard_threads
@@ -145,16 +145,17 @@ def priced_at_best_depth(
 ) -> tuple[Job, list[DepthReport], LambdaReport | None]:
     """``job`` at its best depth (:func:`at_best_depth`, at the codec's λ(QP)), then pricing
     bits at the λ measured on ``clip`` at that depth when ``config`` measures it
-    (:mod:`~wrapcodec.encode.lagrange`), else at λ(QP) times the codec's
-    :attr:`~wrapcodec.backend.Backend.slope_scale`, so that every candidate is judged as at
-    a fixed ``--bitdepth`` of that depth.
+    (:mod:`~wrapcodec.encode.lagrange`), so that every candidate is judged as at a fixed
+    ``--bitdepth`` of that depth; at the codec's λ(QP), an update's quantisation prices its
+    bits at that λ times the codec's :attr:`~wrapcodec.backend.Backend.slope_scale`
+    (:attr:`~wrapcodec.encode.trials.Job.update_scale`).
 
     The depth is chosen at the relation's λ: a measured λ, several times higher, tips near
     ties of direct coding to 10 bits, where the adapted candidates gain less than at 8
     (docs/measurements.md, "λ measured per segment")."""
     job, depths = at_best_depth(job, config, clip)
     if not config.measures_lambda(usable):
-        return job.priced(job.backend.slope_scale), depths, None
+        return replace(job, update_scale=job.backend.slope_scale), depths, None
     job, lam = lagrange.measure(job, clip)
     timings.probe_s += lam.seconds
     return job, depths, lam

@@ -165,6 +165,8 @@ class Job:
     jobs: int = 1  # candidates coded at once
     pre_arithmetic: str = "float32"
     lam_scale: float = 1.0  # the segment's λ over the backend's relation (encode.lagrange)
+    # the price of a bit in an update's quantisation over the segment's λ (Backend.slope_scale)
+    update_scale: float = 1.0
     streams: Streams = field(default_factory=Streams)
 
     @property
