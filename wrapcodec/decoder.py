@@ -37,7 +37,7 @@ from wrapcodec.errors import BackendError, ContainerError, FFmpegError, InputErr
 from wrapcodec.exact import ARITHMETIC_VERSION
 from wrapcodec.options import bottleneck_size, option
 from wrapcodec.paths import STDIO, display_name
-from wrapcodec.pipeline import InForce, Layout, crop_frame, reconstruct, segment_layout
+from wrapcodec.pipeline import InForce, Layout, decode_cropped, reconstruct, segment_layout
 from wrapcodec.y4m import ChromaTag, Frame, VideoInfo, Y4MWriter
 
 
@@ -256,14 +256,13 @@ def bottleneck(
     post-processing), read as the iterator is consumed. For analyses of what the codec
     delivered to the post-processor; :func:`decode_file` is the decoder."""
     backend = decoding_backend(input_path, header)
-    width, height = segment.bottleneck_width, segment.bottleneck_height
-    coded_w, coded_h = backend.coded_size(width, height)
+    size = (segment.bottleneck_width, segment.bottleneck_height)
     depth = segment_bitdepth(header, segment)
     with tempfile.TemporaryDirectory(prefix="wrapcodec-") as tmp:
         stream = Path(tmp) / f"segment{backend.extension}"
         stream.write_bytes(segment.payload)
-        frames = ffmpeg.decode(backend, stream, coded_w, coded_h, depth, segment.frame_count)
-        yield stream, (crop_frame(f, width, height) for f in frames)
+        coded = backend.coded_size(*size)
+        yield stream, decode_cropped(backend, stream, coded, size, depth, segment.frame_count)
 
 
 def _where(input_path: str, k: int, segment: Segment, header: WrpHeader, backend: Backend) -> str:

@@ -311,10 +311,23 @@ def decode_bottleneck(
     backend: Backend, stream: Path, layout: Layout, frame_count: int
 ) -> Iterator[Frame]:
     """Decode ``stream``: the bottleneck frames, cropped to the bottleneck size."""
-    cw, ch = layout.coded
-    bw, bh = layout.bottleneck
-    for decoded in ffmpeg.decode(backend, stream, cw, ch, layout.bitdepth, frame_count):
-        yield crop_frame(decoded, bw, bh)
+    return decode_cropped(
+        backend, stream, layout.coded, layout.bottleneck, layout.bitdepth, frame_count
+    )
+
+
+def decode_cropped(
+    backend: Backend,
+    stream: Path,
+    coded: tuple[int, int],
+    size: tuple[int, int],
+    bitdepth: int,
+    frame_count: int,
+) -> Iterator[Frame]:
+    """Decode ``stream`` of pictures coded at ``coded`` (width, height): the frames, cropped
+    to ``size``."""
+    for decoded in ffmpeg.decode(backend, stream, *coded, bitdepth, frame_count):
+        yield crop_frame(decoded, *size)
 
 
 def reconstruct(
