@@ -12,11 +12,13 @@ reaches only wrapcodec. So the handler also kills the ffmpeg processes started t
 refuses any new one, so work still queued cannot start one. Repeated signals are ignored while
 the program cleans up (SIGKILL still ends it).
 
-A signal that comes while the main thread imports a module, with other threads running, does
-not raise there: an import cut short can leave a module half-initialised (a C extension's,
-numba's threading layer) for those threads to find while the program unwinds. The handler
-kills the ffmpeg processes at once, and the exception is raised as soon as the import is over
-(the signal is delivered again every few milliseconds until then).
+A signal that comes while the main thread imports a module does not raise there: an import
+cut short can leave a module half-initialised (a C extension's, numba's threading layer) for
+other threads, or the unwinding program, to find; and an exception raised in Python code that
+a C++ extension calls as it initialises (torch's, through pybind11) is thrown on as a C++
+exception that nothing catches, which aborts the process. The handler kills the ffmpeg
+processes at once, and the exception is raised as soon as the import is over (the signal is
+delivered again every few milliseconds until then).
 
 A signal can come where its exception cannot propagate (a weakref callback, as the import
 system's module locks use): the interpreter then ignores it. The handler has noted the
@@ -127,7 +129,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         _received.append(signum)
         for proc in list(_children):
             _kill(proc)
-    if (_importing(frame) and _others_running()) or _naming_semaphore(frame):
+    if _importing(frame) or _naming_semaphore(frame):
         _deliver_again(signum)
         return
     _deferred.clear()
@@ -174,12 +176,6 @@ def _naming_semaphore(frame: FrameType | None) -> bool:
             for path, names in _SEMAPHORE_CODE.items()
         ),
     )
-
-
-def _others_running() -> bool:
-    """Whether a thread besides the main one (and this module's own) runs Python code."""
-    main = threading.main_thread()
-    return any(t is not main and t.name != _REDELIVERY for t in threading.enumerate())
 
 
 def _deliver_again(signum: int) -> None:
