@@ -196,7 +196,7 @@ def test_held_frames_span_the_segment_under_a_memory_cap() -> None:
 
 def test_planned_steps_grow_with_the_segment_and_the_rung() -> None:
     assert planned_steps(Subset.BIAS_TAIL, REFERENCE_SAMPLES) == 300
-    assert planned_steps(Subset.ALL, REFERENCE_SAMPLES) == 2000
+    assert planned_steps(Subset.ALL, REFERENCE_SAMPLES) == 5000
     sizes = [REFERENCE_SAMPLES // 1000, REFERENCE_SAMPLES // 4, REFERENCE_SAMPLES * 4]
     steps = [planned_steps(Subset.BIAS_TAIL, n) for n in sizes]
     assert steps == [MIN_STEPS, 150, 600]
@@ -211,10 +211,10 @@ def test_budget_converts_to_steps_before_the_fit() -> None:
     assert step_count(AdaptConfig(), 10**6, crop) == 300  # today: fixed steps
     assert step_count(AdaptConfig(steps=0, grow=True), 10**9, crop) == 0  # off stays off
     grow = AdaptConfig(grow=True, subset=Subset.ALL)
-    assert step_count(grow, REFERENCE_SAMPLES, crop) == 2000
+    assert step_count(grow, REFERENCE_SAMPLES, crop) == 5000
     budget = AdaptConfig(grow=True, subset=Subset.ALL, budget_s=10.0)
     steps = step_count(budget, REFERENCE_SAMPLES, crop)
-    assert 0 < steps < 2000 and steps == step_count(budget, REFERENCE_SAMPLES, crop)
+    assert 0 < steps < 5000 and steps == step_count(budget, REFERENCE_SAMPLES, crop)
     assert step_count(AdaptConfig(budget_s=20.0), 10**6, (64, 64)) > steps  # smaller crops
     assert step_count(AdaptConfig(budget_s=0.0), 10**6, crop) == 0
 

@@ -16,7 +16,14 @@ import torch
 from click.testing import CliRunner
 from climbs import climb_beside
 
-from wrapcodec.adapt import MIN_STEPS, AdaptConfig, ladder_plan, step_count, step_seconds
+from wrapcodec.adapt import (
+    MIN_STEPS,
+    REFERENCE_SAMPLES,
+    AdaptConfig,
+    ladder_plan,
+    step_count,
+    step_seconds,
+)
 from wrapcodec.adaptation import (
     JUDGE_FRAMES,
     Segment,
@@ -164,6 +171,25 @@ def test_budgets_parse_and_convert_without_a_clock() -> None:
             parse_budget(bad)
     assert EFFORTS["medium"].adapt_budget == AdaptBudget(3.0)
     assert EFFORTS["exhaustive"].adapt_budget is None
+
+
+def test_slow_buys_every_parameter_its_planned_steps_on_a_long_segment() -> None:
+    cfg, crop = AdaptConfig(grow=True), (128, 128)
+    planned = step_count(replace(cfg, subset=Subset.ALL), REFERENCE_SAMPLES, crop)
+
+    def top_rung(level: str) -> int:
+        budget = EFFORTS[level].adapt_budget
+        assert budget is not None
+        plan = ladder_plan(cfg, REFERENCE_SAMPLES, crop, budget.seconds(REFERENCE_SAMPLES))
+        assert [r for r, _ in plan] == [Subset.BIAS_TAIL, Subset.ALL]
+        return plan[-1][1]
+
+    assert top_rung("medium") < planned / 5  # 120 frames of 720p: a few hundred steps
+    assert top_rung("slow") == planned  # the budget pays for all of them
+    slow, medium = EFFORTS["slow"], EFFORTS["medium"]
+    assert replace(slow, name="medium", description="", adapt_budget=None) == replace(
+        medium, description="", adapt_budget=None
+    )  # otherwise the same search
 
 
 def test_long_clips_without_scene_detection_fall_back_to_segments_of_three_seconds() -> None:

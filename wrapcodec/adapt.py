@@ -62,7 +62,8 @@ REVISION = 3
 """Bumped whenever a fit's result for the same inputs changes (its rounding included), so that
 cached bench points and effort runs that adapt are measured again. 1: the fit in
 channels-last layout and the ladder from the biases and tail; 2: the learning rate's warm-up
-and cosine decay; 3: a budgeted climb's second rung is every parameter."""
+and cosine decay; 3: a budgeted climb's second rung is every parameter; 4: every parameter's
+planned steps 5,000 at the reference segment (were 2,000)."""
 
 WARMUP_SHARE = 20
 """A scheduled fit's learning rate rises over the first 1/20 of its steps
@@ -149,7 +150,7 @@ def held_frames(count: int, height: int, width: int, cfg: AdaptConfig) -> list[i
 
 REFERENCE_SAMPLES = 120 * 1280 * 720
 """Luma samples of the segment the rungs' reference step counts were measured on."""
-REFERENCE_STEPS = {Subset.BIAS: 300, Subset.BIAS_TAIL: 300, Subset.DECODER: 1000, Subset.ALL: 2000}
+REFERENCE_STEPS = {Subset.BIAS: 300, Subset.BIAS_TAIL: 300, Subset.DECODER: 1000, Subset.ALL: 5000}
 MIN_STEPS = 20
 STEP_CAP = 4  # at most this many times a rung's reference steps
 
@@ -169,7 +170,7 @@ def planned_steps(subset: Subset, samples: int) -> int:
     """Steps for a segment of ``samples`` luma samples (frames × W × H) on rung ``subset``.
 
     The rung's reference count (measured at :data:`REFERENCE_SAMPLES`: 300 for the bias
-    rungs, 2,000 for every parameter) times the square root of the segment's share of it:
+    rungs, 5,000 for every parameter) times the square root of the segment's share of it:
     more data carries more steps before the fit overfits, but frames of one segment are
     alike, so less than in proportion. At least :data:`MIN_STEPS`, at most
     :data:`STEP_CAP` times the reference."""

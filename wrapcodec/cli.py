@@ -594,7 +594,7 @@ _models_opt = click.option(
     "the update rungs it fits: N times a direct encode of the segment (a fixed model of "
     "frames x pixels, not a clock, so the bytes do not depend on the machine), N seconds "
     "(by a fixed model of a training step), or none [fast: no adaptation, medium: 3x, "
-    "exhaustive: none].",
+    "slow: 20x, exhaustive: none].",
 )
 @_lambda_option(
     "The price of a bit in J = D + λ·R: the codec's reference relation λ(QP) (an update's "

@@ -64,6 +64,12 @@ candidate's. On the three 120-frame 720p clips (x265, QPs 22–47, post-1/1 and 
 the rungs above the first gained a median 0.57 times what the first did, more than twice in
 4 of 36 climbs (docs/measurements.md, "Adaptation in rounds")."""
 
+SLOW_BUDGET = 20.0
+"""``slow``'s adaptation budget (times the modelled direct encode): on a 120-frame 720p segment
+it pays for about every parameter's planned 5,000 steps after the first rung, where the fit's
+gain on frames it was not fitted on still rose (docs/measurements.md, "What more steps of
+every parameter are worth")."""
+
 DEPTH_WINDOW = 16
 """At ``fast``, frames per window of the probe that chooses the bottleneck's bit depth
 (:func:`depth_probe`). On the three 120-frame 720p clips (x265, QPs 22–47), 16 frames in the
@@ -150,6 +156,16 @@ EFFORTS: dict[str, Effort] = {
             family_margin=0.25,
             pairs_beat_post=True,
             adapt_budget=AdaptBudget(3.0),
+            adapt_reach=ADAPT_REACH,
+        ),
+        Effort(
+            "slow",
+            3,
+            AdaptConfig.steps,
+            "as medium, the update rungs within 20x a direct encode",
+            family_margin=0.25,
+            pairs_beat_post=True,
+            adapt_budget=AdaptBudget(SLOW_BUDGET),
             adapt_reach=ADAPT_REACH,
         ),
         Effort(
