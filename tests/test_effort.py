@@ -380,6 +380,14 @@ def test_cli_effort_choices_and_table(runner: CliRunner, tmp_path: Path, clip8: 
     assert "effort fast" in ok.output and "≥" in ok.output
 
 
+def test_bench_effort_measures_each_search_once_without_adaptation() -> None:
+    from wrapcodec.bench import effort as effortbench
+
+    assert effortbench.searches() == ["fast", "medium", "exhaustive"]
+    slow, medium = EFFORTS["slow"], EFFORTS["medium"]
+    assert slow.adapt_budget != medium.adapt_budget  # with adaptation they differ
+
+
 def test_bench_effort(
     runner: CliRunner, tmp_path: Path, clip8: Path, require_backend: Callable[[str], None]
 ) -> None:

@@ -1240,9 +1240,11 @@ def _bd_table(results: BenchResults, width: int) -> Table:
 @click.option("--options", "options", default="all", show_default=True, help="Candidate options.")
 @click.option(
     "--efforts",
-    default=",".join(EFFORTS),
-    show_default=True,
-    help="Effort levels to measure (exhaustive is the reference and always measured).",
+    default=None,
+    help="Effort levels to measure (exhaustive is the reference and always measured) [every "
+    "level; without adaptation, those whose searches differ: "
+    + ",".join(bench_effort_lib.searches())
+    + "].",
 )
 @click.option(
     "--adapt-steps",
@@ -1267,7 +1269,7 @@ def bench_effort(
     preset: str | None,
     bitdepth: str,
     options: str,
-    efforts: str,
+    efforts: str | None,
     adapt_steps: int,
     jobs: int | None,
     pre_arithmetic: str,
@@ -1281,6 +1283,8 @@ def bench_effort(
     qp_list = parse_qps(qps, codec, backend.qp_range)
     check_steps(adapt_steps)
     bank = get_bank(models)
+    # without adaptation slow searches as medium: measured once, unless asked for
+    default_levels = list(EFFORTS) if adapt_steps else bench_effort_lib.searches()
     config = bench_effort_lib.EffortConfig(
         dataset=dataset,
         codec=codec,
@@ -1288,7 +1292,7 @@ def bench_effort(
         preset=preset,
         bitdepth=int(bitdepth),
         options=[int(o.code) for o in parse_options(options, bank.has, bank.where)],
-        efforts=bench_effort_lib.levels(_list(efforts)),
+        efforts=bench_effort_lib.levels(_list(efforts) if efforts else default_levels),
         adapt_steps=adapt_steps,
         jobs=jobs,
         pre_arithmetic=pre_arithmetic,

@@ -154,6 +154,19 @@ def levels(names: Sequence[str]) -> list[str]:
     return [e for e in EFFORTS if e in names or e == REFERENCE]
 
 
+def searches() -> list[str]:
+    """The levels whose searches differ when nothing is adapted: of levels that differ only in
+    the adaptation's budget (``slow`` and ``medium``), the first."""
+    seen: list[Any] = []
+    names = []
+    for level in EFFORTS.values():
+        search = dataclasses.replace(level, name="", description="", adapt_budget=None)
+        if search not in seen:
+            seen.append(search)
+            names.append(level.name)
+    return names
+
+
 def _effort_fields(name: str) -> dict[str, Any]:
     """What names an effort level's run in the cache: below exhaustive, its parameters and
     the search's revision too (a run of a level that has since changed is measured again)."""
