@@ -118,14 +118,13 @@ def _rate_in_loss(
     """``adapt._gradients`` with the gradient of the update's rate added (the module doc)."""
     bank = dict(post.named_parameters())
     steps = {n: torch.sqrt(6 * mu / (weights[n].clamp_min(1e-12) * math.log(2))) for n in names}
-    gradients = adapt._gradients
+    gradients, scale = adapt._gradients, weight * mu / math.log(2)
 
-    def with_rate(model_: PostProcessor, trained: Sequence[Tensor], batch: Any) -> float:
-        loss = gradients(model_, trained, batch)
+    def with_rate(model: PostProcessor, trained: Sequence[Tensor], batch: Any) -> float:
+        loss = gradients(model, trained, batch)
         with torch.no_grad():
             for name, p in zip(names, trained, strict=True):
                 delta = p - bank[name]
-                scale = weight * mu / math.log(2)
                 p.grad = p.grad + scale * torch.sign(delta) / (steps[name] + delta.abs())
         return loss
 
