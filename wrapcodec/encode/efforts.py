@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wrapcodec.adapt import AdaptConfig
 from wrapcodec.errors import InputError
@@ -127,6 +127,19 @@ class Effort:
         return max(self.window, math.ceil(self.probe_samples / (width * height)))
 
 
+_MEDIUM = Effort(
+    "medium",
+    3,
+    AdaptConfig.steps,
+    "anchor in full, bound, 8-frame probe; its best three coded in full (a wrapper only where "
+    "it beats its post-processor) and adapted (update rungs within 3x a direct encode, climbed "
+    "in rounds)",
+    family_margin=0.25,
+    pairs_beat_post=True,
+    adapt_budget=AdaptBudget(3.0),
+    adapt_reach=ADAPT_REACH,
+)
+
 EFFORTS: dict[str, Effort] = {
     e.name: e
     for e in (
@@ -146,27 +159,12 @@ EFFORTS: dict[str, Effort] = {
             ratio_ladder=True,
             depth_window=DEPTH_WINDOW,
         ),
-        Effort(
-            "medium",
-            3,
-            AdaptConfig.steps,
-            "anchor in full, bound, 8-frame probe; its best three coded in full (a wrapper "
-            "only where it beats its post-processor) and adapted (update rungs within 3x a "
-            "direct encode, climbed in rounds)",
-            family_margin=0.25,
-            pairs_beat_post=True,
-            adapt_budget=AdaptBudget(3.0),
-            adapt_reach=ADAPT_REACH,
-        ),
-        Effort(
-            "slow",
-            3,
-            AdaptConfig.steps,
-            "as medium, the update rungs within 20x a direct encode",
-            family_margin=0.25,
-            pairs_beat_post=True,
+        _MEDIUM,
+        replace(
+            _MEDIUM,
+            name="slow",
+            description="as medium, the update rungs within 20x a direct encode",
             adapt_budget=AdaptBudget(SLOW_BUDGET),
-            adapt_reach=ADAPT_REACH,
         ),
         Effort(
             "exhaustive",
