@@ -37,7 +37,6 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -112,25 +111,6 @@ def _rung(text: str) -> tuple[Subset, int, str, float, float]:
     return Subset[subset.upper()], int(steps), rate, float(peak), float(weight[0] if weight else 0)
 
 
-def _rate_in_loss(
-    post: PostProcessor, names: list[str], weights: dict[str, Tensor], mu: float, weight: float
-) -> Callable[..., float]:
-    """``adapt._gradients`` with the gradient of the update's rate added (the module doc)."""
-    bank = dict(post.named_parameters())
-    steps = {n: torch.sqrt(6 * mu / (weights[n].clamp_min(1e-12) * math.log(2))) for n in names}
-    gradients, scale = adapt._gradients, weight * mu / math.log(2)
-
-    def with_rate(model: PostProcessor, trained: Sequence[Tensor], batch: Any) -> float:
-        loss = gradients(model, trained, batch)
-        with torch.no_grad():
-            for name, p in zip(names, trained, strict=True):
-                delta = p - bank[name]
-                p.grad = p.grad + scale * torch.sign(delta) / (steps[name] + delta.abs())
-        return loss
-
-    return with_rate
-
-
 def _fit(
     post: PostProcessor,
     rungs: str,
@@ -147,7 +127,8 @@ def _fit(
     with torch.no_grad():
         upsampled = [model.upsample(y, uv, height, width) for (y, uv), _ in frames]
     sources = [s for _, s in frames]
-    schedule, gradients = adapt.learning_rate, adapt._gradients
+    schedule = adapt.learning_rate
+    bank = dict(post.named_parameters())
     largest = ladder()[0]
     for text in rungs.split("+"):
         subset, steps, rate, peak, weight = _rung(text)
@@ -156,15 +137,18 @@ def _fit(
         if rate == "constant":
             adapt.learning_rate = lambda cfg, step, steps: cfg.lr  # type: ignore[assignment]
         names = subset_names(model, subset)
+        rate = None
         if weight:
             if mu is None:
                 raise SystemExit(f"{text}: a rate weight needs --lam")
             sens = adapt.sensitivity(model, names, upsampled, (crop, crop), cfg)
-            adapt._gradients = _rate_in_loss(post, names, sens, mu, weight)
+            base = [bank[n].detach() for n in names]
+            rate = adapt.rate_gradient(base, [sens[n] for n in names], mu, weight)
         try:
-            adapt._train(model, names, (upsampled, sources), (cfg.crop, cfg.crop), steps, cfg)
+            size = (cfg.crop, cfg.crop)
+            adapt._train(model, names, (upsampled, sources), size, steps, cfg, rate)
         finally:
-            adapt.learning_rate, adapt._gradients = schedule, gradients
+            adapt.learning_rate = schedule
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(memory_format=torch.contiguous_format), largest, upsampled  # type: ignore[call-overload]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str
     while not ready() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
-    assert ready(), f"{what} never happened"
+    assert ready(), f"{what} never happened; running: {tree(proc.pid)}"
 
 
 def children(pid: int) -> list[int]:
@@ -87,6 +88,24 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def tree(pid: int) -> str:
+    """``pid`` and every process it started: name, state and what each waits in, to say
+    where a command that never got on stood."""
+
+    def about(p: int) -> str:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            waits = Counter(
+                (t / "wchan").read_text().strip() or "-" for t in Path(f"/proc/{p}/task").iterdir()
+            )
+        except OSError:
+            return f"{p} (ended)"
+        threads = ", ".join(f"{n}×{w}" for w, n in sorted(waits.items()))
+        return f"{p} {command(p)} {state} [{threads}]"
+
+    return "; ".join(about(p) for p in [pid, *descendants(pid)])
 
 
 def one_line(err: bytes, line: str) -> None:

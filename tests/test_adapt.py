@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import re
 import shutil
 import signal
@@ -12,6 +13,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from wrapcodec.adapt import (
     learning_rate,
     output_distortion,
     planned_steps,
+    rate_gradient,
     sensitivity,
     shard_threads,
     step_count,
@@ -301,6 +304,38 @@ def test_rd_fit_is_smaller_than_int8_and_deterministic(post: PostProcessor) -> N
     assert len(dear.update) < len(rd.update) < len(cheap.update)
 
 
+def test_rate_gradient_is_the_gradient_of_the_rate() -> None:
+    """What rate_gradient adds is autograd's gradient of share·μ·Σ log2(1 + |δ|/s),
+    s = √(6μ/(w ln 2)), at changes δ from the base away from 0."""
+    gen = torch.Generator().manual_seed(5)
+    base = [torch.randn(3, 4, generator=gen), torch.randn(6, generator=gen)]
+    weights = [torch.rand(3, 4, generator=gen) * 100 + 1, torch.rand(6, generator=gen) * 10 + 1]
+    trained = [b + torch.randn(b.shape, generator=gen) * 0.1 for b in base]
+    mu, share = 2.5, 0.7
+    ours = [t.clone() for t in trained]
+    for t in ours:
+        t.grad = torch.zeros_like(t)
+    rate_gradient(base, weights, mu, share)(ours)
+    leaves = [t.clone().requires_grad_(True) for t in trained]
+    rate = sum(
+        (
+            torch.log2(1 + (t - b).abs() / torch.sqrt(6 * mu / (w * math.log(2)))).sum()
+            for t, b, w in zip(leaves, base, weights, strict=True)
+        ),
+        torch.tensor(0.0),
+    )
+    (share * mu * rate).backward()
+    for mine, leaf in zip(ours, leaves, strict=True):
+        assert mine.grad is not None and leaf.grad is not None
+        assert torch.allclose(mine.grad, leaf.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_a_rate_in_the_loss_needs_a_price(post: PostProcessor) -> None:
+    decoded, sources = _pictures()
+    with pytest.raises(ValueError, match="rate in the fit's loss"):
+        fit(post, decoded, sources, AdaptConfig(steps=2, crop=32, batch=2, rate_weight=1.0))
+
+
 @pytest.mark.slow  # three fits of a real network
 def test_warm_start_continues_from_the_update_in_force(post: PostProcessor) -> None:
     decoded, sources = _pictures()
@@ -469,6 +504,26 @@ def test_adaptation_raises_psnr_and_is_deterministic(
     finally:
         torch.set_num_threads(threads)
     assert again.update == fitted.update
+
+
+def test_a_fit_that_prices_its_rate_sends_fewer_bytes(
+    coded_post_1_2: tuple[Layout, Path, float],
+    clip8: Path,
+    require_backend: Callable[[str], None],
+) -> None:
+    """On a real coded clip, the same fit with the update's rate in its loss ends nearer the
+    bank: a smaller update that still gains, the same for the same inputs."""
+    require_backend("x265")
+    layout, stream, plain_psnr = coded_post_1_2
+    cfg = AdaptConfig(steps=60, batch=2, crop=64, quant=Quant.RD, rd_lambda=581.0)
+    backend = get_backend("x265")
+    plain, _ = adapt_and_measure(backend, stream, layout, clip8, 0, 4, cfg)
+    priced_cfg = replace(cfg, rate_weight=1.0)
+    priced, adapted = adapt_and_measure(backend, stream, layout, clip8, 0, 4, priced_cfg)
+    assert len(priced.update) < len(plain.update)
+    assert adapted.psnr_yuv > plain_psnr
+    again, _ = adapt_and_measure(backend, stream, layout, clip8, 0, 4, priced_cfg)
+    assert again.update == priced.update
 
 
 def test_fit_needs_matching_pictures(post: PostProcessor) -> None:

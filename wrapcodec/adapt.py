@@ -29,7 +29,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -103,6 +103,8 @@ class AdaptConfig:
     relative: bool = False  # send the change to the update in force (needs Quant.RD)
     rd_lambda: float | None = None  # the RDO's λ (8-bit SSE per bit), needed by Quant.RD
     probes: int = 8  # batches of the sensitivity estimate (Quant.RD)
+    rate_weight: float = 0.0  # with Quant.RD: the update's rate in the loss, at this share of
+    # its price (:func:`rate_gradient`; 0: the loss is the distortion alone)
 
 
 @dataclass(frozen=True)
@@ -288,8 +290,11 @@ def _train(
     size: tuple[int, int],
     steps: int,
     cfg: AdaptConfig,
+    rate: Callable[[Sequence[Tensor]], None] | None = None,
 ) -> list[float]:
-    """``steps`` Adam steps on ``names`` of ``model`` (in place); the losses."""
+    """``steps`` Adam steps on ``names`` of ``model`` (in place); the losses (distortion).
+    ``rate``, when given, adds the gradient of the update's rate to each step's
+    (:func:`rate_gradient`)."""
     params = dict(model.named_parameters())
     for name, p in params.items():
         p.requires_grad_(name in names)
@@ -303,6 +308,8 @@ def _train(
             raise stop
         batch = _batch(*data, size, cfg, gen)
         losses.append(_gradients(model, trained, batch))
+        if rate is not None:
+            rate(trained)
         opt.lr = learning_rate(cfg, step, steps)
         opt.step()
     return losses
@@ -386,6 +393,33 @@ def sensitivity(
         for name, g in zip(names, grads, strict=True):
             total[name] += g.detach() ** 2
     return {n: t / max(cfg.probes, 1) for n, t in total.items()}
+
+
+def rate_gradient(
+    base: Sequence[Tensor], weights: Sequence[Tensor], mu: float, share: float
+) -> Callable[[Sequence[Tensor]], None]:
+    """What adds to the gradients of the trained tensors (in the order of ``base``) that of
+    ``share · μ · Σ log2(1 + |δ| / s)``, the update's rate at ``share`` of its price μ (8-bit
+    SSE per bit per pixel, :func:`wrapcodec.update.rd_mu`), δ each parameter's change from
+    ``base`` (what the update is coded against).
+
+    Per parameter ``s = √(6μ / (w ln 2))``, with ``w`` its sensitivity (``weights``,
+    :func:`sensitivity`): the quantisation step at which its distortion and its bits cost
+    alike, so ``log2(1 + |δ|/s)`` is about the bits a change of δ takes once quantised. A
+    change worth fewer bits than it gains stays small; the update the fit ends at then costs
+    fewer bytes for nearly the same gain (docs/measurements.md, "The update's rate in the
+    fit's loss")."""
+    scale = share * mu / math.log(2)
+    steps = [torch.sqrt(6 * mu / (w.clamp_min(1e-12) * math.log(2))) for w in weights]
+
+    def add(trained: Sequence[Tensor]) -> None:
+        with torch.no_grad():
+            for p, b, s in zip(trained, base, steps, strict=True):
+                delta = p - b
+                assert p.grad is not None
+                p.grad += scale * torch.sign(delta) / (s + delta.abs())
+
+    return add
 
 
 def output_distortion(
@@ -520,7 +554,10 @@ def fit_forms(
         in_force = {n: params[n].detach().clone() for n in names}
         if init is not None:
             _begin_at(params, names, init)
-        losses = _train(model, names, (upsampled, sources), size, steps, cfg)
+        rate = None
+        if cfg.rate_weight > 0 and steps > 0:
+            rate = _priced(model, names, in_force, upsampled, size, samples, cfg)
+        losses = _train(model, names, (upsampled, sources), size, steps, cfg, rate)
         trained = time.perf_counter() - t0
         weights = {
             n: params[n].detach().clone(memory_format=torch.contiguous_format) for n in names
@@ -545,6 +582,24 @@ def fit_forms(
                 )
             )
     return out
+
+
+def _priced(
+    model: PostProcessor,
+    names: list[str],
+    base: Mapping[str, Tensor],
+    upsampled: Sequence[Picture],
+    size: tuple[int, int],
+    samples: int,
+    cfg: AdaptConfig,
+) -> Callable[[Sequence[Tensor]], None]:
+    """The fit's rate gradient (:func:`rate_gradient`) for ``names``, priced at ``cfg``'s λ
+    over ``samples``, the sensitivities measured where the fit begins."""
+    if cfg.quant != Quant.RD or cfg.rd_lambda is None:
+        raise ValueError("a rate in the fit's loss needs Quant.RD and the RDO's λ")
+    weights = sensitivity(model, names, upsampled, size, cfg)
+    mu = rd_mu(cfg.rd_lambda, samples)
+    return rate_gradient([base[n] for n in names], [weights[n] for n in names], mu, cfg.rate_weight)
 
 
 def _begin_at(
