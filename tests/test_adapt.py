@@ -330,10 +330,14 @@ def test_rate_gradient_is_the_gradient_of_the_rate() -> None:
         assert torch.allclose(mine.grad, leaf.grad, rtol=1e-5, atol=1e-7)
 
 
-def test_a_rate_in_the_loss_needs_a_price(post: PostProcessor) -> None:
+def test_an_int8_update_has_no_price_to_fit_to(post: PostProcessor) -> None:
+    """Only an update quantised by rate and distortion has a price for its bits: an INT8
+    fit is the same with and without the rate's weight."""
     decoded, sources = _pictures()
-    with pytest.raises(ValueError, match="rate in the fit's loss"):
-        fit(post, decoded, sources, AdaptConfig(steps=2, crop=32, batch=2, rate_weight=1.0))
+    cfg = AdaptConfig(steps=3, crop=32, batch=2)
+    assert cfg.rate_weight > 0
+    unpriced = fit(post, decoded, sources, replace(cfg, rate_weight=0.0))
+    assert fit(post, decoded, sources, cfg).update == unpriced.update
 
 
 @pytest.mark.slow  # three fits of a real network
@@ -517,7 +521,7 @@ def test_a_fit_that_prices_its_rate_sends_fewer_bytes(
     layout, stream, plain_psnr = coded_post_1_2
     cfg = AdaptConfig(steps=60, batch=2, crop=64, quant=Quant.RD, rd_lambda=581.0)
     backend = get_backend("x265")
-    plain, _ = adapt_and_measure(backend, stream, layout, clip8, 0, 4, cfg)
+    plain, _ = adapt_and_measure(backend, stream, layout, clip8, 0, 4, replace(cfg, rate_weight=0))
     priced_cfg = replace(cfg, rate_weight=1.0)
     priced, adapted = adapt_and_measure(backend, stream, layout, clip8, 0, 4, priced_cfg)
     assert len(priced.update) < len(plain.update)
