@@ -24,7 +24,8 @@ its loss: ``weight · μ · Σ log2(1 + |δ| / s)`` over the changes δ from the
 μ the price of a bit at L (``wrapcodec.update.rd_mu``) and per parameter ``s = √(6μ / (w ln 2))``,
 the quantisation step at which a parameter of sensitivity ``w`` (``wrapcodec.adapt.sensitivity``,
 measured when the rung begins) costs as much in distortion as in bits: about the bits a
-change of δ takes once quantised::
+change of δ takes once quantised (``wrapcodec.adapt.rate_gradient``; the encoder's own fit
+prices its rate so at ``wrapcodec.adapt.RATE_WEIGHT``, 4, and the segment's λ)::
 
     python scripts/fit_schedule.py OUT.wrp SOURCE.y4m --lam 581 \
         bias_tail:300:cosine:5e-3+all:5000:cosine:5e-3,bias_tail:300:cosine:5e-3+all:5000:cosine:5e-3:4
@@ -137,16 +138,16 @@ def _fit(
         if rate == "constant":
             adapt.learning_rate = lambda cfg, step, steps: cfg.lr  # type: ignore[assignment]
         names = subset_names(model, subset)
-        rate = None
+        priced = None
         if weight:
             if mu is None:
                 raise SystemExit(f"{text}: a rate weight needs --lam")
             sens = adapt.sensitivity(model, names, upsampled, (crop, crop), cfg)
             base = [bank[n].detach() for n in names]
-            rate = adapt.rate_gradient(base, [sens[n] for n in names], mu, weight)
+            priced = adapt.rate_gradient(base, [sens[n] for n in names], mu, weight)
         try:
             size = (cfg.crop, cfg.crop)
-            adapt._train(model, names, (upsampled, sources), size, steps, cfg, rate)
+            adapt._train(model, names, (upsampled, sources), size, steps, cfg, priced)
         finally:
             adapt.learning_rate = schedule
     for p in model.parameters():

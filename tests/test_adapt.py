@@ -305,17 +305,17 @@ def test_rd_fit_is_smaller_than_int8_and_deterministic(post: PostProcessor) -> N
 
 
 def test_rate_gradient_is_the_gradient_of_the_rate() -> None:
-    """What rate_gradient adds is autograd's gradient of share·μ·Σ log2(1 + |δ|/s),
+    """What rate_gradient adds is autograd's gradient of weight·μ·Σ log2(1 + |δ|/s),
     s = √(6μ/(w ln 2)), at changes δ from the base away from 0."""
     gen = torch.Generator().manual_seed(5)
     base = [torch.randn(3, 4, generator=gen), torch.randn(6, generator=gen)]
     weights = [torch.rand(3, 4, generator=gen) * 100 + 1, torch.rand(6, generator=gen) * 10 + 1]
     trained = [b + torch.randn(b.shape, generator=gen) * 0.1 for b in base]
-    mu, share = 2.5, 0.7
+    mu, weight = 2.5, 0.7
     ours = [t.clone() for t in trained]
     for t in ours:
         t.grad = torch.zeros_like(t)
-    rate_gradient(base, weights, mu, share)(ours)
+    rate_gradient(base, weights, mu, weight)(ours)
     leaves = [t.clone().requires_grad_(True) for t in trained]
     rate = sum(
         (
@@ -324,7 +324,7 @@ def test_rate_gradient_is_the_gradient_of_the_rate() -> None:
         ),
         torch.tensor(0.0),
     )
-    (share * mu * rate).backward()
+    (weight * mu * rate).backward()
     for mine, leaf in zip(ours, leaves, strict=True):
         assert mine.grad is not None and leaf.grad is not None
         assert torch.allclose(mine.grad, leaf.grad, rtol=1e-5, atol=1e-7)

@@ -19,7 +19,9 @@ with the segment's samples (:func:`planned_steps`) and the frames held span the 
 under a memory cap (:func:`held_frames`); ``budget_s`` bounds the steps by a fixed cost model
 (:func:`step_seconds`), never by a clock, so the same inputs give the same bytes; ``fit`` may
 start from the update in force (warm start) and send only the change (``relative``, with
-:attr:`Quant.RD`, whose steps are chosen by rate-distortion from the fit's sensitivities).
+:attr:`Quant.RD`, whose steps are chosen by rate-distortion from the fit's sensitivities). Such
+an update's bits have a price, and the fit minimises D plus their estimate at
+:data:`RATE_WEIGHT` times that price (:func:`rate_gradient`).
 """
 
 from __future__ import annotations
@@ -406,12 +408,12 @@ def sensitivity(
 
 
 def rate_gradient(
-    base: Sequence[Tensor], weights: Sequence[Tensor], mu: float, share: float
+    base: Sequence[Tensor], weights: Sequence[Tensor], mu: float, weight: float
 ) -> Callable[[Sequence[Tensor]], None]:
     """What adds to the gradients of the trained tensors (in the order of ``base``) that of
-    ``share · μ · Σ log2(1 + |δ| / s)``, the update's rate at ``share`` of its price μ (8-bit
-    SSE per bit per pixel, :func:`wrapcodec.update.rd_mu`), δ each parameter's change from
-    ``base`` (what the update is coded against).
+    ``weight · μ · Σ log2(1 + |δ| / s)``, the update's rate at ``weight`` times its price μ
+    (8-bit SSE per bit per pixel, :func:`wrapcodec.update.rd_mu`), δ each parameter's change
+    from ``base`` (what the update is coded against).
 
     Per parameter ``s = √(6μ / (w ln 2))``, with ``w`` its sensitivity (``weights``,
     :func:`sensitivity`): the quantisation step at which its distortion and its bits cost
@@ -419,7 +421,7 @@ def rate_gradient(
     change worth fewer bits than it gains stays small; the update the fit ends at then costs
     fewer bytes for nearly the same gain (docs/measurements.md, "The update's rate in the
     fit's loss")."""
-    scale = share * mu / math.log(2)
+    scale = weight * mu / math.log(2)
     steps = [torch.sqrt(6 * mu / (w.clamp_min(1e-12) * math.log(2))) for w in weights]
 
     def add(trained: Sequence[Tensor]) -> None:
