@@ -58,7 +58,6 @@ from wrapcodec.update import (
     apply_update,
     decode_update,
     ladder,
-    rd_mu,
     subset_names,
 )
 from wrapcodec.y4m import Y4MReader
@@ -118,10 +117,12 @@ def _fit(
     frames: list[tuple[Picture, Picture]],
     batch: int,
     crop: int,
-    mu: float | None = None,
+    samples: int,
+    lam: float | None = None,
 ) -> tuple[PostProcessor, Subset, list[Picture]]:
     """The fitted copy of ``post`` (default layout), the largest subset it trained, and the
-    upsampled pictures it was fitted on."""
+    upsampled pictures it was fitted on; a rung's rate is priced at ``lam`` over the
+    segment's ``samples``."""
     model = copy.deepcopy(post)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     height, width = frames[0][1][0].shape[-2:]
@@ -129,24 +130,23 @@ def _fit(
         upsampled = [model.upsample(y, uv, height, width) for (y, uv), _ in frames]
     sources = [s for _, s in frames]
     schedule = adapt.learning_rate
-    bank = dict(post.named_parameters())
+    bank = {n: p.detach() for n, p in post.named_parameters()}
     largest = ladder()[0]
     for text in rungs.split("+"):
         subset, steps, rate, peak, weight = _rung(text)
-        largest = max(largest, subset, key=ladder().index)
+        largest = adapt._larger(largest, subset)
         cfg = replace(adapt.AdaptConfig(), lr=peak, peak_lr=peak, batch=batch, crop=crop)
         if rate == "constant":
             adapt.learning_rate = lambda cfg, step, steps: cfg.lr  # type: ignore[assignment]
         names = subset_names(model, subset)
+        size = (cfg.crop, cfg.crop)
         priced = None
         if weight:
-            if mu is None:
+            if lam is None:
                 raise SystemExit(f"{text}: a rate weight needs --lam")
-            sens = adapt.sensitivity(model, names, upsampled, (crop, crop), cfg)
-            base = [bank[n].detach() for n in names]
-            priced = adapt.rate_gradient(base, [sens[n] for n in names], mu, weight)
+            rd = replace(cfg, quant=Quant.RD, rd_lambda=lam, rate_weight=weight)
+            priced = adapt._priced(model, names, bank, upsampled, size, samples, rd)
         try:
-            size = (cfg.crop, cfg.crop)
             adapt._train(model, names, (upsampled, sources), size, steps, cfg, priced)
         finally:
             adapt.learning_rate = schedule
@@ -192,10 +192,11 @@ def main() -> None:
     prior, held, samples = _frames(args.wrp, args.source)
     post = get_bank().processors(OPTIONS[1], prior).post
     base = _psnr(post, held["measure"])
-    mu = None if args.lam is None else rd_mu(args.lam, samples)
     for variant in args.variants.split(","):
         t0 = time.perf_counter()
-        fitted, subset, upsampled = _fit(post, variant, held["fit"], args.batch, args.crop, mu)
+        fitted, subset, upsampled = _fit(
+            post, variant, held["fit"], args.batch, args.crop, samples, args.lam
+        )
         after = _psnr(fitted, held["measure"])
         row: dict[str, Any] = {
             "variant": variant,

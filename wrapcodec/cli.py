@@ -1283,8 +1283,6 @@ def bench_effort(
     qp_list = parse_qps(qps, codec, backend.qp_range)
     check_steps(adapt_steps)
     bank = get_bank(models)
-    # without adaptation slow searches as medium: measured once, unless asked for
-    default_levels = list(EFFORTS) if adapt_steps else bench_effort_lib.searches()
     config = bench_effort_lib.EffortConfig(
         dataset=dataset,
         codec=codec,
@@ -1292,7 +1290,9 @@ def bench_effort(
         preset=preset,
         bitdepth=int(bitdepth),
         options=[int(o.code) for o in parse_options(options, bank.has, bank.where)],
-        efforts=bench_effort_lib.levels(_list(efforts) if efforts else default_levels),
+        efforts=bench_effort_lib.levels(
+            _list(efforts) if efforts else bench_effort_lib.default_levels(adapt_steps > 0)
+        ),
         adapt_steps=adapt_steps,
         jobs=jobs,
         pre_arithmetic=pre_arithmetic,

@@ -167,6 +167,12 @@ def searches() -> list[str]:
     return names
 
 
+def default_levels(adapting: bool) -> list[str]:
+    """The levels measured when none are named: every one when the encodes adapt, else only
+    those whose searches differ (:func:`searches`: ``slow`` would measure ``medium`` again)."""
+    return list(EFFORTS) if adapting else searches()
+
+
 def _effort_fields(name: str) -> dict[str, Any]:
     """What names an effort level's run in the cache: below exhaustive, its parameters and
     the search's revision too (a run of a level that has since changed is measured again)."""
